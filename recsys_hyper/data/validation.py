@@ -1,0 +1,349 @@
+"""Validation of the data contract, run before any work.
+
+Each check that fails becomes a :class:`~recsys_hyper.errors.Problem` naming the file, the
+column, how many rows, up to five row numbers (0-based, in file order) and values, and the fix.
+All problems of a dataset are collected and raised together as one
+:class:`~recsys_hyper.errors.DataValidationError`, so a user fixes everything in one pass.
+
+Repairable input is converted and reported, never silently:
+
+* duplicate ``(user_id, item_id)`` events: the latest one is kept, the count is reported;
+* integer-valued float ids, other integer widths, dictionary columns: cast to the contract types;
+* timestamp / date columns and ISO-8601 strings: converted to unix seconds;
+* no ``rating`` column: implicit feedback, every event is 1.0.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import MAX_EXAMPLES, DataValidationError, Problem
+from . import schema as S
+
+log = logging.getLogger(__name__)
+
+#: Earliest plausible event time (exclusive): 0 and negatives are placeholders, not events.
+MIN_TIMESTAMP = 0
+#: Slack allowed into the future for clock skew between producers.
+FUTURE_SLACK_S = 24 * 3600
+
+
+@dataclass
+class ValidationReport:
+    """What validation found and repaired. ``notes`` are human-readable lines."""
+
+    n_interactions_read: int = 0
+    n_duplicates_dropped: int = 0
+    duplicate_examples: list[tuple] = field(default_factory=list)
+    implicit: bool = False
+    n_users_without_features: int = 0
+    n_items_without_features: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+        log.warning(message)
+
+
+class _Collector:
+    """Accumulates problems; helpers build them with row numbers and examples."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(self, file: str, column: str | None, what: str, fix: str, mask: np.ndarray | None = None,
+            values: np.ndarray | pa.Array | None = None) -> None:
+        rows: list[int] = []
+        examples: list[object] = []
+        n_rows = None
+        if mask is not None:
+            idx = np.flatnonzero(mask)
+            n_rows = int(idx.size)
+            rows = idx[:MAX_EXAMPLES].tolist()
+            if values is not None:
+                taken = values.take(pa.array(rows)) if isinstance(values, (pa.Array, pa.ChunkedArray)) else values[rows]
+                examples = list(taken.to_pylist() if hasattr(taken, "to_pylist") else taken)
+        self.problems.append(Problem(file, column, what, fix, n_rows, tuple(rows), tuple(examples)))
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise DataValidationError(self.problems)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+def read_parquet_checked(path: Path, c: _Collector, required: bool) -> pa.Table | None:
+    """Read one Parquet file (or a folder of Parquet files); problems go to ``c``."""
+    name = path.name
+    if not path.exists():
+        if required:
+            c.add(name, None, f"file not found in {path.parent}",
+                  f"every dataset directory needs {name}; create it with `recsys-hyper data import-movielens` "
+                  f"or `recsys-hyper data synth`, or check the path")
+        return None
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        c.add(name, None, f"is not a readable Parquet file ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+              "it is corrupt, truncated or in another format; re-export it with pandas.DataFrame.to_parquet "
+              "or pyarrow.parquet.write_table, or restore it from its source")
+        return None
+    if table.num_rows == 0:
+        c.add(name, None, "is empty (0 rows)",
+              "the file exists but holds no rows; regenerate it or remove it"
+              + ("" if required else " (it is optional)"))
+        return None
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# Column coercion (each returns the converted array, or None after recording a problem)
+
+def _nulls(arr: pa.ChunkedArray) -> np.ndarray:
+    return pc.is_null(arr, nan_is_null=True).to_numpy(zero_copy_only=False)
+
+
+def coerce_id(arr: pa.ChunkedArray, file: str, column: str, c: _Collector) -> pa.ChunkedArray | None:
+    """ids: integers -> int64, strings kept, whole-number floats -> int64; nulls rejected."""
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        arr = arr.cast(t.value_type)
+        t = arr.type
+    null = _nulls(arr) if (arr.null_count or pa.types.is_floating(t)) else None
+    if null is not None and null.any():
+        c.add(file, column, f"has {int(null.sum())} null ids of {len(arr)} rows",
+              "every row needs an id; drop those rows (e.g. df.dropna(subset=['%s']))" % column, mask=null)
+        return None
+    if pa.types.is_integer(t):
+        return arr.cast(pa.int64())
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return arr.cast(pa.string())
+    if pa.types.is_floating(t):
+        values = arr.to_numpy()
+        bad = (values != np.floor(values)) | ~np.isfinite(values)
+        if bad.any():
+            c.add(file, column, f"is {t} with {int(bad.sum())} values that are not whole numbers",
+                  "ids must be int64 or string; fix the values or store the ids as strings", mask=bad, values=values)
+            return None
+        return pa.chunked_array([pa.array(values.astype(np.int64))])
+    c.add(file, column, f"has type {t}, which cannot be used as an id",
+          "ids must be int64 or string; cast the column (e.g. df['%s'].astype('int64') or .astype(str))" % column)
+    return None
+
+
+def coerce_rating(arr: pa.ChunkedArray, file: str, c: _Collector) -> pa.ChunkedArray | None:
+    """ratings -> float32; unparsable strings, nulls, NaN and infinities rejected."""
+    col = S.RATING
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        arr = arr.cast(t.value_type)
+        t = arr.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        raw = arr.to_numpy(zero_copy_only=False)
+        parsed = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=np.float64)
+        bad = np.isnan(parsed) & pd.notna(raw)
+        if bad.any():
+            c.add(file, col, f"holds {int(bad.sum())} strings that are not numbers",
+                  "ratings must be numbers; fix or drop those rows, or drop the column for implicit feedback",
+                  mask=bad, values=raw)
+            return None
+        values = parsed
+    elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
+        values = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    else:
+        c.add(file, col, f"has type {t}, which cannot be cast to a number",
+              "ratings must be numbers (float); convert the column, or drop it for implicit feedback")
+        return None
+    values = np.asarray(values, dtype=np.float64)
+    missing = np.isnan(values)
+    if missing.any():
+        c.add(file, col, f"has {int(missing.sum())} missing (null / NaN) values of {len(values)} rows",
+              "drop those rows (df.dropna(subset=['rating'])), or drop the column for implicit feedback "
+              "(every event then counts as 1.0)", mask=missing)
+    infinite = np.isinf(values)
+    if infinite.any():
+        c.add(file, col, f"has {int(infinite.sum())} infinite values", "drop or correct those rows",
+              mask=infinite, values=values)
+    if missing.any() or infinite.any():
+        return None
+    return pa.chunked_array([pa.array(values.astype(np.float32))])
+
+
+def coerce_timestamp(arr: pa.ChunkedArray, file: str, c: _Collector, now: float | None = None) -> pa.ChunkedArray | None:
+    """timestamps -> int64 unix seconds; then checked to be plausible event times."""
+    col = S.TIMESTAMP
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        arr = arr.cast(t.value_type)
+        t = arr.type
+    null = _nulls(arr)
+    if null.any():
+        c.add(file, col, f"has {int(null.sum())} missing values of {len(arr)} rows",
+              "every event needs a time (unix seconds); drop those rows or fill them from the source", mask=null)
+        return None
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        ts = arr.cast(pa.timestamp("s", tz=getattr(t, "tz", None)), safe=False)
+        values = ts.cast(pa.int64()).to_numpy()
+    elif pa.types.is_integer(t):
+        values = arr.cast(pa.int64()).to_numpy()
+    elif pa.types.is_floating(t):
+        f = arr.to_numpy()
+        bad = ~np.isfinite(f)
+        if bad.any():
+            c.add(file, col, f"has {int(bad.sum())} infinite values", "drop or correct those rows", mask=bad, values=f)
+            return None
+        values = np.floor(f).astype(np.int64)
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        raw = pd.Series(arr.to_numpy(zero_copy_only=False))
+        numeric = pd.to_numeric(raw, errors="coerce")
+        if numeric.notna().all():
+            values = np.floor(numeric.to_numpy(dtype=np.float64)).astype(np.int64)
+        else:
+            parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
+            bad = parsed.isna().to_numpy()
+            if bad.any():
+                c.add(file, col, f"holds {int(bad.sum())} strings that are neither unix seconds nor ISO-8601 times",
+                      "store unix seconds (int64) or an Arrow timestamp column", mask=bad, values=raw.to_numpy())
+                return None
+            values = (parsed.astype("int64") // 10**9).to_numpy()
+    else:
+        c.add(file, col, f"has type {t}, which cannot be cast to a time",
+              "store unix seconds (int64) or an Arrow timestamp column")
+        return None
+
+    now = time.time() if now is None else now
+    upper = int(now) + FUTURE_SLACK_S
+    bad = (values <= MIN_TIMESTAMP) | (values > upper)
+    if bad.any():
+        hint = ""
+        if np.median(values) > 10**11:
+            hint = "they look like milliseconds: divide by 1000; "
+        elif np.median(values) > 10**14:
+            hint = "they look like microseconds: divide by 1,000,000; "
+        c.add(file, col,
+              f"has {int(bad.sum())} implausible times outside 1970-01-01 .. "
+              f"{pd.Timestamp(upper, unit='s').date()} (expected unix seconds)",
+              hint + "correct or drop those rows", mask=bad, values=values)
+        return None
+    return pa.chunked_array([pa.array(values.astype(np.int64))])
+
+
+def normalise_features(table: pa.Table, file: str, id_column: str, c: _Collector) -> pa.Table:
+    """Side features: dictionary -> values, list<int|large_string> -> list<string>, dates -> seconds."""
+    columns, names = [], []
+    for name in table.column_names:
+        arr = table.column(name)
+        if name != id_column:
+            t = arr.type
+            if pa.types.is_dictionary(t):
+                arr = arr.cast(t.value_type)
+                t = arr.type
+            if pa.types.is_large_string(t):
+                arr = arr.cast(pa.string())
+            elif pa.types.is_timestamp(t) or pa.types.is_date(t):
+                arr = arr.cast(pa.timestamp("s"), safe=False).cast(pa.int64())
+            elif (pa.types.is_list(t) or pa.types.is_large_list(t)) and (
+                pa.types.is_integer(t.value_type) or pa.types.is_string(t.value_type)
+                or pa.types.is_large_string(t.value_type)
+            ):
+                arr = arr.cast(pa.list_(pa.string()))
+            if not S.is_feature_type(arr.type):
+                c.add(file, name, f"has unsupported feature type {arr.type}",
+                      "side features must be strings, numbers, booleans or lists of strings; "
+                      "convert the column or drop it")
+        columns.append(arr)
+        names.append(name)
+    return pa.table(columns, names=names)
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-file checks
+
+def check_interactions(table: pa.Table, c: _Collector, report: ValidationReport,
+                       file: str = S.INTERACTIONS_FILE, now: float | None = None) -> pd.DataFrame | None:
+    """Validate and normalise an interactions table; duplicates resolved (latest kept)."""
+    missing = [col for col in (S.USER_ID, S.ITEM_ID, S.TIMESTAMP) if col not in table.column_names]
+    for col in missing:
+        fix = {
+            S.TIMESTAMP: "add a 'timestamp' column (unix seconds): support sets are the earliest events",
+        }.get(col, f"rename the column that holds the {col.split('_')[0]} ids to '{col}'")
+        c.add(file, col, f"is missing (columns present: {', '.join(table.column_names)})", fix)
+    if missing:
+        return None
+    n_before = len(c.problems)
+    user = coerce_id(table.column(S.USER_ID), file, S.USER_ID, c)
+    item = coerce_id(table.column(S.ITEM_ID), file, S.ITEM_ID, c)
+    if S.RATING in table.column_names:
+        rating = coerce_rating(table.column(S.RATING), file, c)
+    else:
+        report.implicit = True
+        rating = pa.chunked_array([pa.array(np.full(table.num_rows, S.IMPLICIT_RATING, dtype=np.float32))])
+    ts = coerce_timestamp(table.column(S.TIMESTAMP), file, c, now=now)
+    if len(c.problems) > n_before:
+        return None
+    report.n_interactions_read = table.num_rows
+    df = pa.table({S.USER_ID: user, S.ITEM_ID: item, S.RATING: rating, S.TIMESTAMP: ts}).to_pandas()
+    return _drop_duplicate_events(df, file, report)
+
+
+def _drop_duplicate_events(df: pd.DataFrame, file: str, report: ValidationReport) -> pd.DataFrame:
+    """Keep the latest event per (user, item); ties on time keep the later row of the file."""
+    order = np.argsort(df[S.TIMESTAMP].to_numpy(), kind="stable")
+    by_time = df.iloc[order]
+    dup = by_time.duplicated(subset=[S.USER_ID, S.ITEM_ID], keep="last").to_numpy()
+    n_dup = int(dup.sum())
+    if n_dup == 0:
+        return df
+    keep_rows = np.sort(order[~dup])
+    dropped = df.iloc[np.sort(order[dup])[:MAX_EXAMPLES]]
+    report.n_duplicates_dropped = n_dup
+    report.duplicate_examples = list(dropped[[S.USER_ID, S.ITEM_ID]].itertuples(index=False, name=None))
+    examples = ", ".join(f"({u!r}, {i!r})" for u, i in report.duplicate_examples)
+    report.note(f"{file}: {n_dup} duplicate (user_id, item_id) events of {len(df)} rows; kept the latest of "
+                f"each (e.g. {examples})")
+    return df.iloc[keep_rows].reset_index(drop=True)
+
+
+def check_side_table(table: pa.Table, id_column: str, file: str, c: _Collector) -> pd.DataFrame | None:
+    """Validate users.parquet / items.parquet: an id column, unique non-null ids, supported features."""
+    if id_column not in table.column_names:
+        c.add(file, id_column, f"is missing (columns present: {', '.join(table.column_names)})",
+              f"rename the id column to '{id_column}'")
+        return None
+    n_before = len(c.problems)
+    ids = coerce_id(table.column(id_column), file, id_column, c)
+    table = normalise_features(table, file, id_column, c)
+    if ids is None or len(c.problems) > n_before:
+        return None
+    table = table.set_column(table.column_names.index(id_column), id_column, ids)
+    id_values = ids.to_pandas()
+    dup = id_values.duplicated(keep=False).to_numpy()
+    if dup.any():
+        n_ids = int(id_values[dup].nunique())
+        c.add(file, id_column, f"has {n_ids} ids that appear more than once ({int(dup.sum())} rows)",
+              "each id must have exactly one row of features; deduplicate "
+              f"(e.g. df.drop_duplicates('{id_column}', keep='last'))", mask=dup, values=id_values.to_numpy())
+        return None
+    return table.to_pandas()
+
+
+def check_id_types(inter: pd.DataFrame, side: pd.DataFrame, column: str, file: str, c: _Collector) -> None:
+    """The same id column must have the same type in every file."""
+    a, b = _id_kind(inter[column]), _id_kind(side[column])
+    if a != b:
+        c.add(file, column, f"is {b} but interactions.parquet's '{column}' is {a}",
+              "store the ids with one type in every file (int64 everywhere, or string everywhere)")
+
+
+def _id_kind(s: pd.Series) -> str:
+    return "int64" if pd.api.types.is_integer_dtype(s) else "string"

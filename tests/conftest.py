@@ -1,0 +1,58 @@
+"""Shared fixtures: small synthetic datasets, the real ML-100K folder, frame writers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(tmp_path_factory, monkeypatch):
+    """No test ever writes to the default MLflow store of the working directory."""
+    store = tmp_path_factory.getbasetemp() / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir() -> Path:
+    if not (ML100K / "u.data").is_file():
+        pytest.skip(f"MovieLens 100K is not at {ML100K} (it lives in ../shared/data beside the checkout; "
+                    "its licence forbids copying it into the repository)")
+    return ML100K
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A tiny explicit synthetic dataset (300 users x 120 items, 4 clusters), generated once."""
+    from recsys_hyper.data.synthetic import generate, preset
+
+    out = tmp_path_factory.mktemp("tiny") / "ds"
+    generate(preset("tiny", seed=7), out)
+    return out
+
+
+def write_frames(root: Path, interactions=None, users=None, items=None) -> Path:
+    """Write raw frames / tables as a dataset directory, bypassing validation (to test it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, obj in (("interactions.parquet", interactions), ("users.parquet", users), ("items.parquet", items)):
+        if obj is None:
+            continue
+        table = obj if isinstance(obj, pa.Table) else pa.Table.from_pandas(pd.DataFrame(obj), preserve_index=False)
+        pq.write_table(table, root / name)
+    return root
+
+
+def good_interactions(n_users: int = 4, per_user: int = 5) -> pd.DataFrame:
+    rows = []
+    for u in range(1, n_users + 1):
+        for j in range(per_user):
+            rows.append({"user_id": u, "item_id": 100 + (u + j) % 9, "rating": float(1 + (u + j) % 5),
+                         "timestamp": 1_600_000_000 + 3600 * (10 * u + j)})
+    return pd.DataFrame(rows).drop_duplicates(["user_id", "item_id"])
