@@ -298,20 +298,23 @@ def check_interactions(table: pa.Table, c: _Collector, report: ValidationReport,
 
 def _drop_duplicate_events(df: pd.DataFrame, file: str, report: ValidationReport) -> pd.DataFrame:
     """Keep the latest event per (user, item); ties on time keep the later row of the file."""
-    order = np.argsort(df[S.TIMESTAMP].to_numpy(), kind="stable")
-    by_time = df.iloc[order]
-    dup = by_time.duplicated(subset=[S.USER_ID, S.ITEM_ID], keep="last").to_numpy()
-    n_dup = int(dup.sum())
-    if n_dup == 0:
+    u = pd.factorize(df[S.USER_ID])[0].astype(np.int64)
+    i = pd.factorize(df[S.ITEM_ID])[0].astype(np.int64)
+    key = u * (int(i.max()) + 1) + i                                 # (n,) one int64 per (user, item)
+    if not pd.Series(key).duplicated().any():                        # the common case: one hash pass
         return df
-    keep_rows = np.sort(order[~dup])
-    dropped = df.iloc[np.sort(order[dup])[:MAX_EXAMPLES]]
+    order = np.lexsort((np.arange(len(key)), df[S.TIMESTAMP].to_numpy(), key))  # by pair, time, row
+    sorted_key = key[order]
+    is_last = np.r_[sorted_key[1:] != sorted_key[:-1], True]         # the latest event of each pair
+    dropped_rows = np.sort(order[~is_last])
+    n_dup = int(dropped_rows.size)
+    dropped = df.iloc[dropped_rows[:MAX_EXAMPLES]]
     report.n_duplicates_dropped = n_dup
     report.duplicate_examples = list(dropped[[S.USER_ID, S.ITEM_ID]].itertuples(index=False, name=None))
     examples = ", ".join(f"({u!r}, {i!r})" for u, i in report.duplicate_examples)
     report.note(f"{file}: {n_dup} duplicate (user_id, item_id) events of {len(df)} rows; kept the latest of "
-                f"each (e.g. {examples})")
-    return df.iloc[keep_rows].reset_index(drop=True)
+                f"each (e.g. {examples}; rows {', '.join(str(r) for r in dropped_rows[:MAX_EXAMPLES])})")
+    return df.iloc[np.sort(order[is_last])].reset_index(drop=True)
 
 
 def check_side_table(table: pa.Table, id_column: str, file: str, c: _Collector) -> pd.DataFrame | None:
