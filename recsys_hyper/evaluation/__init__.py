@@ -1,0 +1,1 @@
+"""Cold-start evaluation: metrics (and, with the evaluation issue, the protocol and baselines)."""

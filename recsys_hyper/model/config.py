@@ -1,0 +1,145 @@
+"""Model and training configuration: small frozen dataclasses, loadable from TOML / YAML / JSON.
+
+A config file has up to two tables, ``[model]`` and ``[train]``; unknown keys are rejected with
+the list of known ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import RecsysHyperError
+
+
+def _check(cls_name: str, name: str, ok: bool, expected: str, got: object) -> None:
+    if not ok:
+        raise ValueError(f"The '{name}' parameter of {cls_name} must be {expected}. Got {got!r} instead.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes and regularisers of the networks (see :mod:`recsys_hyper.model.modules`)."""
+
+    dim: int = 32                      # item vector size d (the head has d + 1 weights)
+    hidden: int = 64
+    z_dim: int = 64
+    id_dropout: float = 0.25           # share of items whose id embedding is dropped per step
+    user_feature_dropout: float = 0.3  # share of users whose features are dropped per step
+    init_precision: float = 20.0       # prior precision of the head at initialisation
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "hidden", "z_dim"):
+            v = getattr(self, name)
+            _check("ModelConfig", name, isinstance(v, int) and v >= 1, "a positive int", v)
+        for name in ("id_dropout", "user_feature_dropout"):
+            v = getattr(self, name)
+            _check("ModelConfig", name, isinstance(v, (int, float)) and 0 <= v < 1, "a float in [0, 1)", v)
+        _check("ModelConfig", "init_precision", self.init_precision > 0, "a positive float", self.init_precision)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Episodic meta-training."""
+
+    epochs: int = 40
+    batch_users: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    k_max: int = 20                    # support sizes are drawn from 0..k_max
+    support_strategy: str = "prefix"   # "prefix" (chronological, augmented) or "random"
+    augment_prob: float = 0.5
+    augment_window: float = 2.0
+    max_query: int = 64
+    rank_weight: float = 0.5           # weight of the ranking (softmax over the catalogue) loss
+    positive_threshold: float = 4.0    # explicit data: query items rated >= this are ranking positives
+    head_l2: float = 1e-3              # L2 on the emitted residual heads
+    val_fraction: float = 0.15         # of the training users, held out for early stopping
+    val_shots: tuple[int, ...] = (0, 1, 3, 5, 10, 20)
+    patience: int = 4
+    calibrate: bool = True             # choose the prior-strength multiplier on validation users
+    calibration_grid: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_users", "max_query", "patience"):
+            v = getattr(self, name)
+            _check("TrainConfig", name, isinstance(v, int) and v >= 1, "a positive int", v)
+        _check("TrainConfig", "k_max", isinstance(self.k_max, int) and self.k_max >= 0, "an int >= 0", self.k_max)
+        _check("TrainConfig", "support_strategy", self.support_strategy in ("prefix", "random"),
+               "'prefix' or 'random'", self.support_strategy)
+        _check("TrainConfig", "val_fraction", 0 < self.val_fraction < 1, "a float in (0, 1)", self.val_fraction)
+        for name in ("lr", "grad_clip"):
+            _check("TrainConfig", name, getattr(self, name) > 0, "a positive float", getattr(self, name))
+        for name in ("weight_decay", "rank_weight", "head_l2"):
+            _check("TrainConfig", name, getattr(self, name) >= 0, "a float >= 0", getattr(self, name))
+        _check("TrainConfig", "calibration_grid", len(self.calibration_grid) > 0 and min(self.calibration_grid) > 0,
+               "a non-empty list of positive floats", self.calibration_grid)
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "Config":
+        unknown = set(d) - {"model", "train"}
+        if unknown:
+            raise RecsysHyperError(f"{source}: unknown section(s) {sorted(unknown)}; the sections are [model] and [train]")
+        return cls(model=_build(ModelConfig, d.get("model", {}), f"{source} [model]"),
+                   train=_build(TrainConfig, d.get("train", {}), f"{source} [train]"))
+
+    def replace(self, **train_overrides) -> "Config":
+        """A copy with some training fields replaced (``None`` values ignored)."""
+        kept = {k: v for k, v in train_overrides.items() if v is not None}
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, **kept)) if kept else self
+
+
+def _build(cls, values: dict, source: str):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise RecsysHyperError(f"{source}: unknown key(s) {unknown}; known keys: {', '.join(names)}")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**converted)
+    except ValueError as exc:
+        raise RecsysHyperError(f"{source}: {exc}") from None
+
+
+def load_config(path: str | os.PathLike | None) -> Config:
+    """Read a TOML, YAML or JSON config file; ``None`` gives the defaults."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    if not p.is_file():
+        raise RecsysHyperError(f"{p}: config file not found")
+    text = p.read_text()
+    try:
+        if p.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise RecsysHyperError(f"{p}: unknown config format; use .toml, .yaml or .json")
+    except RecsysHyperError:
+        raise
+    except Exception as exc:  # parse errors of any of the three formats
+        raise RecsysHyperError(f"{p}: cannot be parsed ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise RecsysHyperError(f"{p}: expected a mapping with [model] and [train] sections")
+    return Config.from_dict(data, source=str(p))

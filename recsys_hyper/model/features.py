@@ -1,0 +1,158 @@
+"""Side features -> tensors: a JSON-serialisable spec fitted on the training data, and its encoder.
+
+Column kinds, inferred from the data:
+
+* ``categorical``: strings and booleans; vocabulary of values seen at least ``min_count`` times,
+  index 0 for unknown / missing. Near-unique string columns (e.g. titles: more distinct values
+  than ``max_cardinality_ratio`` of the rows) are skipped: a model only memorises them.
+* ``numeric``: numbers, standardised; a missing value becomes 0 plus a missing flag.
+* ``multi``: ``list<string>`` (e.g. genres), a bag of vocabulary indices, mean-pooled.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ColumnSpec:
+    name: str
+    kind: str                                   # "categorical" | "numeric" | "multi"
+    vocab: list[str] = field(default_factory=list)
+    mean: float = 0.0
+    std: float = 1.0
+
+
+@dataclass
+class FeatureSpec:
+    """Which columns are encoded and how; fitted once, saved with the model as JSON."""
+
+    id_column: str
+    columns: list[ColumnSpec] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.columns
+
+    @classmethod
+    def fit(cls, df: pd.DataFrame | None, id_column: str, min_count: int = 2,
+            max_cardinality_ratio: float = 0.5) -> "FeatureSpec":
+        spec = cls(id_column)
+        if df is None:
+            return spec
+        for name in df.columns:
+            if name == id_column:
+                continue
+            s = df[name]
+            if s.map(lambda v: isinstance(v, (list, np.ndarray))).any():
+                counts = pd.Series([str(x) for v in s.dropna() for x in v]).value_counts()
+                vocab = sorted(counts[counts >= min_count].index)
+                if vocab:
+                    spec.columns.append(ColumnSpec(name, "multi", vocab=vocab))
+            elif pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+                x = s.astype("float64")
+                spec.columns.append(ColumnSpec(name, "numeric", mean=float(np.nanmean(x)) if x.notna().any() else 0.0,
+                                               std=float(np.nanstd(x)) or 1.0 if x.notna().any() else 1.0))
+            else:
+                values = s.dropna().astype(str)
+                if values.nunique() > max(50, max_cardinality_ratio * len(s)):
+                    log.info("feature %r skipped: %d distinct values in %d rows is near-unique", name,
+                             values.nunique(), len(s))
+                    continue
+                counts = values.value_counts()
+                vocab = sorted(counts[counts >= min_count].index)
+                if vocab:
+                    spec.columns.append(ColumnSpec(name, "categorical", vocab=vocab))
+        return spec
+
+    def transform(self, df: pd.DataFrame | None, ids: np.ndarray) -> "FeatureTensors":
+        """Tensors for the rows of ``ids`` (ids missing from ``df`` get unknown / missing values)."""
+        n = len(ids)
+        frame = pd.DataFrame({self.id_column: ids})
+        if df is not None and not self.empty:
+            frame = frame.merge(df, on=self.id_column, how="left")
+        cat, num, multi = [], [], []
+        for col in self.columns:
+            s = frame[col.name] if col.name in frame.columns else pd.Series([None] * n)
+            if col.kind == "categorical":
+                lookup = {v: i + 1 for i, v in enumerate(col.vocab)}
+                cat.append(np.array([lookup.get(str(v), 0) if _present(v) else 0 for v in s], dtype=np.int64))
+            elif col.kind == "numeric":
+                x = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64)
+                missing = np.isnan(x)
+                num.append(np.where(missing, 0.0, (x - col.mean) / col.std))
+                num.append(missing.astype(np.float64))
+            else:
+                lookup = {v: i + 1 for i, v in enumerate(col.vocab)}
+                bags = [[lookup.get(str(x), 0) for x in v] if isinstance(v, (list, np.ndarray)) else [] for v in s]
+                width = max(1, max((len(b) for b in bags), default=1))
+                padded = np.zeros((n, width), dtype=np.int64)
+                for r, b in enumerate(bags):
+                    padded[r, : len(b)] = b
+                multi.append(padded)
+        return FeatureTensors(
+            cat=torch.from_numpy(np.stack(cat, axis=1)) if cat else torch.zeros(n, 0, dtype=torch.long),
+            num=torch.from_numpy(np.stack(num, axis=1).astype(np.float32)) if num else torch.zeros(n, 0),
+            multi=[torch.from_numpy(m) for m in multi],
+        )
+
+    def to_dict(self) -> dict:
+        return {"id_column": self.id_column, "columns": [asdict(c) for c in self.columns]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureSpec":
+        return cls(d["id_column"], [ColumnSpec(**c) for c in d["columns"]])
+
+
+def _present(v) -> bool:
+    return v is not None and not (isinstance(v, float) and np.isnan(v))
+
+
+@dataclass
+class FeatureTensors:
+    """Encoded features of n rows: ``cat`` (n, C) indices, ``num`` (n, F), ``multi`` [(n, L_j)]."""
+
+    cat: torch.Tensor
+    num: torch.Tensor
+    multi: list[torch.Tensor]
+
+    def __len__(self) -> int:
+        return self.cat.shape[0]
+
+    def take(self, idx: torch.Tensor) -> "FeatureTensors":
+        return FeatureTensors(self.cat[idx], self.num[idx], [m[idx] for m in self.multi])
+
+
+class FeatureEncoder(nn.Module):
+    """Embeds categorical and multi-valued columns, concatenates numeric ones: (n, out_dim)."""
+
+    def __init__(self, spec: FeatureSpec, emb_dim: int = 8):
+        super().__init__()
+        self.cat = nn.ModuleList(nn.Embedding(len(c.vocab) + 1, emb_dim)
+                                 for c in spec.columns if c.kind == "categorical")
+        self.multi = nn.ModuleList(nn.Embedding(len(c.vocab) + 1, emb_dim, padding_idx=0)
+                                   for c in spec.columns if c.kind == "multi")
+        self.n_num = 2 * sum(c.kind == "numeric" for c in spec.columns)
+        self.out_dim = emb_dim * (len(self.cat) + len(self.multi)) + self.n_num
+        for emb in list(self.cat) + list(self.multi):
+            nn.init.normal_(emb.weight, std=0.1)
+
+    def forward(self, f: FeatureTensors) -> torch.Tensor:
+        parts = [emb(f.cat[:, j]) for j, emb in enumerate(self.cat)]
+        for emb, bag in zip(self.multi, f.multi):
+            vecs = emb(bag)                                                  # (n, L, e)
+            count = (bag > 0).sum(1, keepdim=True).clamp(min=1)              # (n, 1)
+            parts.append(vecs.sum(1) / count)                                # mean over the bag
+        if self.n_num:
+            parts.append(f.num)
+        if not parts:
+            return f.num.new_zeros(len(f), 0)
+        return torch.cat(parts, dim=1)

@@ -1,0 +1,219 @@
+"""The networks: item tower, history encoder, hypernetwork and the closed-form fold-in.
+
+Notation (shapes in comments): B users, K support events (padded), N items, d item dim,
+D = d + 1 (item vector plus a constant 1, so the head's last weight is the user bias).
+
+    e_i   = ItemTower(i)                          (N, d)     once per item
+    phi_i = [e_i, 1]                              (N, D)
+    z_u   = HistoryEncoder(support, user feats)   (B, Z)     once per user
+    m_u, lam_u, v_u = HyperNetwork(z_u)           (B, D) x3  prior mean / precision, ranking vector
+    w_u   = (Phi_S^T Phi_S + a * diag(lam_u))^-1 (Phi_S^T y_S + a * diag(lam_u) m_u)   the fold-in
+    rating(u, i) = mu + b_i + w_u . phi_i         (on the rating scale)
+    rank(u, i)   = c_i + v_u . phi_i + w_u . phi_i
+
+Both scores are linear in phi_i, so scoring a catalogue is one GEMM. ``a`` is the calibrated
+prior-strength multiplier (1 during training). Modules do no I/O and no validation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .features import FeatureEncoder, FeatureSpec, FeatureTensors
+
+
+def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.GELU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers[:-2 if dropout else -1])  # no activation / dropout after the last layer
+
+
+class ItemTower(nn.Module):
+    """Item id embedding + item-feature encoder -> e_i with bounded norm.
+
+    ``id_dropout`` zeroes the id embedding of a fraction of items during training, so the
+    feature path carries weight and items never seen in training are scored sensibly. Index
+    ``n_items`` is the "no id" row (always zero) used for unknown items.
+    """
+
+    def __init__(self, n_items: int, spec: FeatureSpec, dim: int, hidden: int, id_dropout: float):
+        super().__init__()
+        self.n_items = n_items
+        self.id_emb = nn.Embedding(n_items + 1, dim)
+        nn.init.normal_(self.id_emb.weight, std=0.1)
+        with torch.no_grad():
+            self.id_emb.weight[n_items].zero_()
+        self.features = FeatureEncoder(spec)
+        self.feat_mlp = mlp([self.features.out_dim, hidden, dim]) if self.features.out_dim else None
+        self.id_dropout = id_dropout
+        self.log_scale = nn.Parameter(torch.zeros(()))
+
+    def forward(self, ids: torch.Tensor, feats: FeatureTensors) -> torch.Tensor:
+        """ids (N,) in 0..n_items (n_items = unknown) and their features -> (N, d)."""
+        x = self.id_emb(ids)                                                # (N, d)
+        if self.training and self.id_dropout > 0:
+            keep = (torch.rand(ids.shape[0], 1) >= self.id_dropout).to(x.dtype)
+            x = x * keep
+        if self.feat_mlp is not None:
+            x = x + self.feat_mlp(self.features(feats))
+        # layer-normalised, so ||e_i|| ~ scale: large feature-driven norms would make the
+        # fold-in over-trust a few ratings
+        scale = self.log_scale.clamp(-1.5, 1.5).exp()
+        return F.layer_norm(x, x.shape[-1:]) * (scale / math.sqrt(x.shape[-1]))
+
+
+class HistoryEncoder(nn.Module):
+    """A permutation-invariant set encoder of the support set, plus user features -> z_u.
+
+    Each event is (item vector, rating encoding) -> MLP; the set is pooled as
+    ``(sum_j h_j + c * p) / (k + c)``: a mean that shrinks towards a learned prior ``p`` with a
+    learned pseudo-count ``c``, so an empty history (k = 0) gives exactly ``p``.
+    """
+
+    def __init__(self, item_dim: int, user_spec: FeatureSpec, hidden: int, out: int, feature_dropout: float):
+        super().__init__()
+        self.event = mlp([item_dim + 2, hidden, hidden])
+        self.prior = nn.Parameter(torch.zeros(hidden))
+        self.log_pseudo = nn.Parameter(torch.zeros(()))
+        self.user_features = FeatureEncoder(user_spec)
+        self.user_mlp = mlp([self.user_features.out_dim, hidden]) if self.user_features.out_dim else None
+        self.feature_dropout = feature_dropout
+        in_dim = hidden + (hidden if self.user_mlp is not None else 0) + 1
+        self.out = mlp([in_dim, hidden, out])
+
+    def forward(self, e_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor,
+                user_feats: FeatureTensors | None) -> torch.Tensor:
+        """e_support (B, K, d), r_support (B, K) standardised ratings, mask (B, K) -> (B, Z)."""
+        ev = torch.cat([e_support, r_support.unsqueeze(-1), torch.ones_like(r_support).unsqueeze(-1)], -1)
+        h = self.event(ev) * mask.unsqueeze(-1)                             # (B, K, H)
+        k = mask.sum(1, keepdim=True)                                       # (B, 1)
+        c = self.log_pseudo.exp()
+        pooled = (h.sum(1) + c * self.prior) / (k + c)                      # (B, H)
+        parts = [pooled]
+        if self.user_mlp is not None and user_feats is not None:
+            u = self.user_mlp(self.user_features(user_feats))               # (B, H)
+            if self.training and self.feature_dropout > 0:
+                u = u * (torch.rand(u.shape[0], 1) >= self.feature_dropout).to(u.dtype)
+            parts.append(u)
+        elif self.user_mlp is not None:
+            parts.append(pooled.new_zeros(pooled.shape))
+        parts.append(torch.log1p(k))
+        return self.out(torch.cat(parts, -1))
+
+
+class HyperNetwork(nn.Module):
+    """z_u -> the head's prior mean, prior precision and ranking vector, as residuals around a
+    shared global head.
+
+    The last layer is zero-initialised, so an untrained hypernetwork emits exactly the global
+    head. Hypernetwork-aware initialisation (Chang et al., ICLR 2020, "hyperfan-in"): the emitted
+    head weights feed a layer of fan-in D, so the emitted residuals are scaled by 1/sqrt(D)
+    and then bounded with tanh (``max_delta``); the log-precision residual is bounded too.
+    """
+
+    def __init__(self, z_dim: int, hidden: int, head_dim: int, init_precision: float, max_delta: float = 3.0,
+                 max_log_precision_delta: float = 3.0):
+        super().__init__()
+        self.head_dim = head_dim
+        self.body = mlp([z_dim, hidden, hidden])
+        self.last = nn.Linear(hidden, 3 * head_dim)
+        nn.init.zeros_(self.last.weight)
+        nn.init.zeros_(self.last.bias)
+        self.global_mean = nn.Parameter(torch.zeros(head_dim))
+        self.global_rank = nn.Parameter(torch.zeros(head_dim))
+        self.global_log_precision = nn.Parameter(torch.full((head_dim,), math.log(init_precision)))
+        self.fan_in_scale = 1.0 / math.sqrt(head_dim)
+        self.max_delta, self.max_lp = max_delta, max_log_precision_delta
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raw = self.last(F.gelu(self.body(z)))                               # (B, 3D)
+        dm, dlp, dv = raw.view(-1, 3, self.head_dim).unbind(1)              # 3 x (B, D)
+        bound = lambda x, b: b * torch.tanh(x / b)  # noqa: E731
+        mean = self.global_mean + bound(dm * self.fan_in_scale, self.max_delta)
+        precision = (self.global_log_precision + bound(dlp, self.max_lp)).exp()
+        rank = self.global_rank + bound(dv * self.fan_in_scale, self.max_delta)
+        return mean, precision, rank
+
+
+def fold_in(phi: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, prior_mean: torch.Tensor,
+            prior_precision: torch.Tensor) -> torch.Tensor:
+    """Batched ridge / Bayesian linear regression posterior mean, differentiable.
+
+    phi (B, K, D) support item vectors, y (B, K) residual targets, mask (B, K),
+    prior_mean / prior_precision (B, D) -> w (B, D). With k = 0 it returns the prior mean.
+    """
+    phi = phi * mask.unsqueeze(-1)                                          # padded rows -> 0
+    A = phi.transpose(1, 2) @ phi + torch.diag_embed(prior_precision)        # (B, D, D)
+    b = (phi.transpose(1, 2) @ (y * mask).unsqueeze(-1)).squeeze(-1) + prior_precision * prior_mean  # (B, D)
+    return torch.linalg.solve(A, b)                                         # (B, D)
+
+
+@dataclass
+class Heads:
+    """Per-user heads: ``w`` (B, D) the rating head, ``v`` (B, D) the ranking vector.
+
+    rating = mu + b_i + w . phi_i ; ranking score = c_i + (v + w) . phi_i
+    """
+
+    w: torch.Tensor
+    v: torch.Tensor
+
+    @property
+    def rank_vector(self) -> torch.Tensor:
+        return self.v + self.w
+
+
+class HyperRecModel(nn.Module):
+    """All networks together; :meth:`heads` emits heads, :meth:`rating` / :meth:`ranking` score."""
+
+    def __init__(self, n_items: int, item_spec: FeatureSpec, user_spec: FeatureSpec, dim: int = 32,
+                 hidden: int = 64, z_dim: int = 64, id_dropout: float = 0.25, user_feature_dropout: float = 0.3,
+                 init_precision: float = 20.0):
+        super().__init__()
+        self.dim = dim
+        self.items = ItemTower(n_items, item_spec, dim, hidden, id_dropout)
+        self.encoder = HistoryEncoder(dim, user_spec, hidden, z_dim, user_feature_dropout)
+        self.hyper = HyperNetwork(z_dim, hidden, dim + 1, init_precision)
+        self.item_bias = nn.Parameter(torch.zeros(n_items + 1))            # b_i (rating), last = unknown
+        self.item_rank_bias = nn.Parameter(torch.zeros(n_items + 1))       # c_i (ranking)
+        self.register_buffer("mu", torch.zeros(()))
+        self.register_buffer("r_scale", torch.ones(()))
+        self.register_buffer("prior_multiplier", torch.ones(()))
+
+    @staticmethod
+    def phi(e: torch.Tensor) -> torch.Tensor:
+        """(..., d) -> (..., D): the item vector with a constant 1 for the user bias."""
+        return torch.cat([e, torch.ones_like(e[..., :1])], -1)
+
+    def heads(self, e_support: torch.Tensor, items_support: torch.Tensor, r_support: torch.Tensor,
+              mask: torch.Tensor, user_feats: FeatureTensors | None) -> tuple[Heads, torch.Tensor]:
+        """Emit heads from support sets: e_support (B, K, d), items_support (B, K) indices,
+        r_support (B, K) raw ratings, mask (B, K). Returns heads and the emitted deltas (B, 2D)
+        (for the L2 penalty)."""
+        r_std = (r_support - self.mu) / self.r_scale * mask
+        z = self.encoder(e_support, r_std, mask, user_feats)               # (B, Z)
+        m, lam, v = self.hyper(z)                                          # 3 x (B, D)
+        y = r_support - self.mu - self.item_bias[items_support]            # (B, K) residual targets
+        w = fold_in(self.phi(e_support), y, mask, m, lam * self.prior_multiplier)
+        deltas = torch.cat([m - self.hyper.global_mean, v - self.hyper.global_rank], -1)
+        return Heads(w, v), deltas
+
+    def rating(self, heads: Heads, e: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Pairwise: heads (B, D), e (B, d) item vectors, items (B,) -> (B,) ratings."""
+        return self.mu + self.item_bias[items] + (heads.w * self.phi(e)).sum(-1)
+
+    def rating_matrix(self, heads: Heads, e: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Per user per item: heads (B, D), e (N, d), items (N,) -> (B, N) ratings."""
+        return self.mu + self.item_bias[items] + heads.w @ self.phi(e).T
+
+    def ranking_matrix(self, heads: Heads, e: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """heads (B, D), e (N, d), items (N,) -> (B, N) ranking scores (higher = better)."""
+        return self.item_rank_bias[items] + heads.rank_vector @ self.phi(e).T

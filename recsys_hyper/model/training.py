@@ -1,0 +1,239 @@
+"""Episodic meta-training: each user is a task; support sets of every size k in 0..k_max.
+
+One step: sample B training users, split each history into support (chronological prefix, or an
+augmented early-window subset) and query; emit heads from the supports (fold-in included); the
+loss is on the queries: standardised rating MSE + ``rank_weight`` x a softmax over the whole
+catalogue (support items masked, positives = query items rated >= ``positive_threshold``) +
+``head_l2`` x the squared emitted residuals.
+
+Validation users (held out of training) decide early stopping and the prior-strength
+calibration; nothing here ever sees test users. A checkpoint is written after every epoch; each
+epoch's randomness is derived from (seed, epoch), so a resumed run reaches the same weights as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._atomic import atomic_file
+from ..data.episodes import EpisodeSampler, Histories, chronological_split
+from .batching import Padded, emit
+from .config import Config
+from .features import FeatureTensors
+from .modules import HyperRecModel
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+MAX_VAL_USERS = 2000
+
+
+@dataclass
+class TrainingData:
+    """Everything the loop needs, as tensors. Catalogue row ``n_items`` is the padding row."""
+
+    histories: Histories              # every user with interactions, rows = user rows
+    user_feats: FeatureTensors | None  # rows aligned with ``histories``
+    item_index: torch.Tensor          # (N + 1,) model vocabulary index of each catalogue row
+    item_feats: FeatureTensors        # (N + 1) rows
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    implicit: bool
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_index) - 1
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    stopped_early: bool = False
+    prior_multiplier: float = 1.0
+    seconds: float = 0.0
+
+
+def _user_feats(data: TrainingData, rows: np.ndarray) -> FeatureTensors | None:
+    return None if data.user_feats is None else data.user_feats.take(torch.from_numpy(rows))
+
+
+def batch_loss(model: HyperRecModel, data: TrainingData, cfg: Config, rows: np.ndarray, support: Histories,
+               query: Histories) -> tuple[torch.Tensor, dict]:
+    """The meta-training loss of one batch of episodes (``rows``: the users' rows)."""
+    t = cfg.train
+    N = data.n_items
+    e_all = model.items(data.item_index, data.item_feats)                   # (N + 1, d)
+    sup = Padded.from_histories(support, pad_item=N)
+    qry = Padded.from_histories(query, pad_item=N)
+    heads, deltas = emit(model, e_all, data.item_index, sup, _user_feats(data, rows))
+
+    # rating loss on query items
+    phi_q = model.phi(e_all[qry.items])                                     # (B, Q, D)
+    pred = model.mu + model.item_bias[data.item_index[qry.items]] + (heads.w.unsqueeze(1) * phi_q).sum(-1)  # (B, Q)
+    n_q = qry.mask.sum().clamp(min=1)
+    mse = (((pred - qry.ratings) / model.r_scale) ** 2 * qry.mask).sum() / n_q
+    mae = ((pred - qry.ratings).abs() * qry.mask).sum() / n_q
+
+    # ranking loss: softmax over the catalogue, support items excluded
+    logits = model.ranking_matrix(heads, e_all[:N], data.item_index[:N])    # (B, N)
+    seen = torch.zeros_like(logits, dtype=torch.bool)
+    seen.scatter_(1, sup.items.clamp(max=N - 1), sup.mask.bool())
+    logp = F.log_softmax(logits.masked_fill(seen, float("-inf")), dim=1)
+    pos = qry.mask if data.implicit else qry.mask * (qry.ratings >= t.positive_threshold).float()
+    picked = logp.gather(1, qry.items.clamp(max=N - 1))                     # (B, Q)
+    rank = -(picked.masked_fill(pos == 0, 0.0) * pos).sum() / pos.sum().clamp(min=1)
+
+    l2 = deltas.pow(2).sum(-1).mean()
+    loss = (0.0 if data.implicit else mse) + t.rank_weight * rank + t.head_l2 * l2
+    return loss, {"loss": loss.item(), "mse": mse.item(), "mae": mae.item(), "rank": rank.item()}
+
+
+@torch.no_grad()
+def validate(model: HyperRecModel, data: TrainingData, cfg: Config, episodes: dict[int, tuple]) -> dict:
+    """Mean validation metrics over the fixed validation episodes (one set per k)."""
+    model.eval()
+    per_k = {}
+    for k, (rows, sup, qry) in episodes.items():
+        _, m = batch_loss(model, data, cfg, rows, sup, qry)
+        m["ndcg10"] = _ndcg10(model, data, cfg, rows, sup, qry)
+        per_k[k] = m
+    out = {name: float(np.mean([m[name] for m in per_k.values()])) for name in ("loss", "mse", "mae", "rank", "ndcg10")}
+    for k, m in per_k.items():
+        out[f"mae_k{k}"] = m["mae"]
+        out[f"ndcg10_k{k}"] = m["ndcg10"]
+    return out
+
+
+def _ndcg10(model, data, cfg, rows, sup, qry) -> float:
+    """Full-catalogue nDCG@10 with binary gains (relevant = positive query items), support excluded."""
+    from ..evaluation.metrics import ndcg_at_k
+
+    N = data.n_items
+    e_all = model.items(data.item_index, data.item_feats)
+    s = Padded.from_histories(sup, pad_item=N)
+    q = Padded.from_histories(qry, pad_item=N)
+    heads, _ = emit(model, e_all, data.item_index, s, _user_feats(data, rows))
+    scores = model.ranking_matrix(heads, e_all[:N], data.item_index[:N])
+    seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, s.items.clamp(max=N - 1), s.mask.bool())
+    pos = q.mask if data.implicit else q.mask * (q.ratings >= cfg.train.positive_threshold).float()
+    relevant = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, q.items.clamp(max=N - 1), pos.bool())
+    return float(ndcg_at_k(scores.masked_fill(seen, float("-inf")), relevant, 10).mean())
+
+
+def validation_episodes(data: TrainingData, shots: tuple[int, ...]) -> dict[int, tuple]:
+    """Fixed chronological episodes of the validation users, one set per k."""
+    out = {}
+    h = data.histories.select(data.val_rows)
+    for k in shots:
+        eligible = np.flatnonzero(h.lengths >= k + 1)
+        if eligible.size == 0:
+            continue
+        sup, qry = chronological_split(h.select(eligible), k, min_query=1)
+        out[k] = (data.val_rows[eligible], sup, qry)
+    return out
+
+
+def train(model: HyperRecModel, data: TrainingData, cfg: Config, checkpoint_dir: str | os.PathLike | None = None,
+          resume: bool = False, progress: bool = True,
+          callback: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Meta-train ``model`` in place; returns the per-epoch history. Restores the best epoch."""
+    from tqdm.auto import tqdm
+
+    t = cfg.train
+    sampler = EpisodeSampler(k_max=t.k_max, strategy=t.support_strategy, augment_prob=t.augment_prob,
+                             window=t.augment_window, max_query=t.max_query)
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    val_eps = validation_episodes(data, t.val_shots)
+    result = TrainResult()
+    best_state, best_score, bad_epochs, start_epoch = None, math.inf, 0, 0
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+    t0 = time.perf_counter()
+    if resume and ckpt_path is not None and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        best_state, best_score, bad_epochs = ck["best_state"], ck["best_score"], ck["bad_epochs"]
+        result.history, result.best_epoch = list(ck["history"]), ck["best_epoch"]
+        start_epoch = ck["epoch"] + 1
+        log.info("resuming from %s after epoch %d", ckpt_path, ck["epoch"])
+        if ck["stopped"]:
+            start_epoch = t.epochs  # the run had already finished
+
+    for epoch in range(start_epoch, t.epochs):
+        rng = np.random.default_rng([t.seed, epoch])
+        torch.manual_seed(t.seed * 100_003 + epoch)
+        model.train()
+        order = rng.permutation(data.train_rows)
+        batches = [order[i:i + t.batch_users] for i in range(0, len(order), t.batch_users)]
+        running = []
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", disable=not progress, leave=False)
+        for rows in bar:
+            sup, qry = sampler.sample(data.histories.select(rows), rng)
+            keep = np.isin(data.histories.user_ids[rows], sup.user_ids)          # users long enough to split
+            loss, m = batch_loss(model, data, cfg, rows[keep], sup, qry)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            opt.step()
+            running.append(m["loss"])
+            bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
+        bar.close()
+        val = validate(model, data, cfg, val_eps)
+        metrics = {"epoch": epoch, "train_loss": float(np.mean(running)) if running else float("nan"),
+                   **{f"val_{k}": v for k, v in val.items()}}
+        result.history.append(metrics)
+        improved = val["loss"] < best_score - 1e-5
+        if improved:
+            best_score, bad_epochs, result.best_epoch = val["loss"], 0, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+        stop = bad_epochs >= t.patience
+        log.info("epoch %d: train loss %.4f, val loss %.4f, val MAE %.4f, val nDCG@10 %.4f%s", epoch + 1,
+                 metrics["train_loss"], val["loss"], val["mae"], val["ndcg10"], " (best)" if improved else "")
+        if callback is not None:
+            callback(epoch, metrics)
+        if ckpt_path is not None:
+            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(ckpt_path) as tmp:
+                torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "best_state": best_state, "best_score": best_score, "bad_epochs": bad_epochs,
+                            "history": result.history, "best_epoch": result.best_epoch, "stopped": stop}, tmp)
+        if stop:
+            result.stopped_early = True
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    if t.calibrate and val_eps:
+        result.prior_multiplier = calibrate_prior(model, data, cfg, val_eps)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+@torch.no_grad()
+def calibrate_prior(model: HyperRecModel, data: TrainingData, cfg: Config, val_eps: dict[int, tuple]) -> float:
+    """Choose the prior-strength multiplier on validation users (k >= 1), on a log grid."""
+    eps = {k: v for k, v in val_eps.items() if k >= 1} or val_eps
+    scores = {}
+    for a in cfg.train.calibration_grid:
+        model.prior_multiplier.fill_(a)
+        scores[a] = validate(model, data, cfg, eps)["loss"]
+    best = min(scores, key=scores.get)
+    model.prior_multiplier.fill_(best)
+    log.info("prior strength multiplier %.3g chosen on validation users (loss %s)", best,
+             ", ".join(f"{a:g}: {s:.4f}" for a, s in scores.items()))
+    return float(best)
