@@ -149,7 +149,19 @@ def validation_episodes(data: TrainingData, shots: tuple[int, ...]) -> dict[int,
 def train(model: HyperRecModel, data: TrainingData, cfg: Config, checkpoint_dir: str | os.PathLike | None = None,
           resume: bool = False, progress: bool = True,
           callback: Callable[[int, dict], None] | None = None) -> TrainResult:
-    """Meta-train ``model`` in place; returns the per-epoch history. Restores the best epoch."""
+    """Meta-train ``model`` in place; returns the per-epoch history. Restores the best epoch.
+
+    Runs with deterministic algorithms (multi-threaded CPU scatter / index backward otherwise
+    differ in the last bits from run to run), so the same seed gives the same weights."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train(model, data, cfg, checkpoint_dir, resume, progress, callback)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> TrainResult:
     from tqdm.auto import tqdm
 
     t = cfg.train
