@@ -24,6 +24,9 @@ examples:
   recsys-hyper data import-movielens ../shared/data/ml-100k --out data/ml-100k
   recsys-hyper data validate data/ml-100k
   recsys-hyper data describe data/ml-100k
+  recsys-hyper train --data data/ml-100k --out models/ml-100k
+  recsys-hyper recommend --model models/ml-100k --data new_users/ --top-k 10 --out recs.parquet
+  recsys-hyper recommend --model models:/recsys-hyper@champion --data new_users/ --top-k 10 --out recs.parquet
 
 A dataset directory holds interactions.parquet (user_id, item_id, rating, timestamp) and
 optionally users.parquet and items.parquet; see the README's data contract.
@@ -117,6 +120,54 @@ def build_parser() -> argparse.ArgumentParser:
                    help="force a variant instead of detecting it")
     m.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     m.set_defaults(func=cmd_import_movielens)
+
+    model_help = ("a model directory (the --out of `train`) or an MLflow model URI such as "
+                  "models:/recsys-hyper@champion (store: $MLFLOW_TRACKING_URI, default sqlite:///mlflow.db)")
+    t = sub.add_parser("train", formatter_class=_Formatter, help="meta-train the hypernetwork on a dataset",
+                       description="Meta-train the hypernetwork recommender on a dataset directory: every user is a "
+                                   "task, with support sets of every size 0..k_max taken the way new users arrive "
+                                   "(their earliest events). A seeded share of the users is held out to decide early "
+                                   "stopping and to calibrate the prior strength. A checkpoint is written after every "
+                                   "epoch (in a hidden sibling of --out) so that --resume continues a killed run to the "
+                                   "same weights. The run is tracked in MLflow (params, per-epoch metrics, dataset "
+                                   "digest, system metrics) and the model is registered as 'recsys-hyper' with the "
+                                   "alias 'challenger'.")
+    t.add_argument("--data", required=True, metavar="DIR", help="training dataset directory")
+    t.add_argument("--out", required=True, metavar="MODEL_DIR", help="where to write the model (replaced atomically)")
+    t.add_argument("--config", metavar="FILE", help="TOML / YAML / JSON with [model] and [train] sections")
+    t.add_argument("--seed", type=int, help="random seed (overrides the config; default 0)")
+    t.add_argument("--epochs", type=_positive_int, help="maximum epochs (overrides the config; default 40)")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint of an interrupted run")
+    t.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    t.add_argument("--no-register", action="store_true", help="log to MLflow but do not register the model")
+    t.add_argument("--experiment", default="recsys-hyper-training", help="MLflow experiment name")
+    t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("recommend", formatter_class=_Formatter, help="top-K items for every user of a dataset",
+                       description="Recommend the top K items to every user of DIR: the users of interactions.parquet "
+                                   "(their histories; users never seen in training included) and those listed only in "
+                                   "users.parquet (no history: they get the population head's items). Items in a "
+                                   "user's history are excluded. Items the model has never seen are scored from "
+                                   "items.parquet features when DIR has them. Output: user_id, item_id, score, rank "
+                                   "(1 = best), written atomically.")
+    r.add_argument("--model", required=True, metavar="MODEL", help=model_help)
+    r.add_argument("--data", required=True, metavar="DIR", help="dataset directory holding the histories")
+    r.add_argument("--top-k", type=_positive_int, default=10, metavar="K", help="items per user")
+    r.add_argument("--out", required=True, metavar="RECS.parquet", help="output Parquet file")
+    r.add_argument("--include-seen", action="store_true", help="do not exclude items already in the history")
+    r.set_defaults(func=cmd_recommend)
+
+    pr = sub.add_parser("predict", formatter_class=_Formatter, help="predicted ratings for (user, item) pairs",
+                        description="Predict ratings (explicit data, on the training rating scale) or relevance "
+                                    "scores (implicit data) for the (user_id, item_id) rows of PAIRS, each user's head "
+                                    "built from their history in DIR (possibly empty). Output: PAIRS' columns plus "
+                                    "'prediction'; items the model cannot score get NaN and a warning.")
+    pr.add_argument("--model", required=True, metavar="MODEL", help=model_help)
+    pr.add_argument("--data", required=True, metavar="DIR", help="dataset directory holding the histories")
+    pr.add_argument("--pairs", required=True, metavar="PAIRS.parquet", help="Parquet file with user_id, item_id")
+    pr.add_argument("--out", required=True, metavar="PRED.parquet", help="output Parquet file")
+    pr.set_defaults(func=cmd_predict)
     return p
 
 
@@ -174,6 +225,109 @@ def cmd_import_movielens(args: argparse.Namespace) -> int:
                           variant=None if args.variant == "auto" else args.variant)
     print(f"imported {ds.source}: {ds.n_interactions:,} interactions, {len(ds.user_ids()):,} users, "
           f"{len(ds.item_ids()):,} items -> {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from .data import load_dataset
+    from .model import HyperRecommender, load_config
+
+    cfg = load_config(args.config).replace(seed=args.seed, epochs=args.epochs)
+    ds = load_dataset(args.data)
+    out = Path(args.out)
+    ckpt = out.parent / f".{out.name}.checkpoints"
+    if args.resume and not (ckpt / "checkpoint.pt").is_file():
+        log.info("no checkpoint in %s: starting from scratch", ckpt)
+    run = contextlib.nullcontext()
+    if not args.no_track:
+        from .tracking import TrainingRun
+
+        run = TrainingRun(cfg.to_dict(), ds, experiment=args.experiment, run_name=f"train {Path(args.data).name}",
+                          tags={"data": str(args.data)})
+    with run as tracked:
+        rec = HyperRecommender(cfg).fit(ds, checkpoint_dir=ckpt, resume=args.resume, progress=not args.no_progress,
+                                        callback=tracked.log_epoch if tracked else None)
+        rec.save(out)
+        best = rec.training_.history[rec.training_.best_epoch]
+        summary = {k: best[f"val_{k}"] for k in ("loss", "mae", "ndcg10")}
+        version = None
+        if tracked:
+            tracked.log_metrics({f"best_val_{k}": v for k, v in summary.items()}
+                                | {"train_seconds": rec.training_.seconds,
+                                   "prior_multiplier": rec.training_.prior_multiplier})
+            first_users = ds.interactions["user_id"].drop_duplicates().head(3)
+            example = ds.interactions[ds.interactions["user_id"].isin(first_users)].reset_index(drop=True)
+            version = tracked.log_model(out, example, register=not args.no_register)
+    import shutil
+
+    shutil.rmtree(ckpt, ignore_errors=True)
+    print(f"trained in {rec.training_.seconds:.1f}s: best epoch {rec.training_.best_epoch + 1} of "
+          f"{len(rec.training_.history)}, validation MAE {summary['mae']:.4f}, nDCG@10 {summary['ndcg10']:.4f} "
+          f"({rec.n_val_users_:,} validation users); model -> {out}"
+          + (f"; registered recsys-hyper version {version} (alias challenger)" if version else ""))
+    return 0
+
+
+def _load_model(spec: str):
+    from .model import HyperRecommender
+    from .tracking import resolve_model
+
+    return HyperRecommender.load(resolve_model(spec))
+
+
+def _write_parquet(df, path: str) -> None:
+    from ._atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+
+    ds = load_dataset(args.data)
+    rec = _load_model(args.model)
+    rec.check_compatible(ds)
+    t0 = time.perf_counter()
+    recs = rec.recommend(ds.interactions, k=args.top_k, exclude_seen=not args.include_seen, users=ds.users,
+                         item_features=ds.items)
+    _write_parquet(recs, args.out)
+    n_users = recs["user_id"].nunique()
+    print(f"recommended {args.top_k} items to {n_users:,} users in {time.perf_counter() - t0:.1f}s -> {args.out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .data import load_dataset
+    from .data.validation import _Collector, coerce_id, read_parquet_checked
+
+    c = _Collector()
+    table = read_parquet_checked(Path(args.pairs), c, required=True)
+    if table is not None:
+        missing = [col for col in ("user_id", "item_id") if col not in table.column_names]
+        for col in missing:
+            c.add(Path(args.pairs).name, col, f"is missing (columns present: {', '.join(table.column_names)})",
+                  "PAIRS needs user_id and item_id columns")
+        if not missing:
+            for col in ("user_id", "item_id"):
+                coerce_id(table.column(col), Path(args.pairs).name, col, c)
+    c.raise_if_any()
+    pairs = table.to_pandas()
+    ds = load_dataset(args.data)
+    rec = _load_model(args.model)
+    rec.check_compatible(ds)
+    pred = rec.predict(ds.interactions, pairs, users=ds.users, item_features=ds.items)
+    out = pairs.assign(prediction=pred.astype(np.float32))
+    _write_parquet(out, args.out)
+    n_nan = int(np.isnan(pred).sum())
+    print(f"predicted {len(out):,} pairs" + (f" ({n_nan:,} unscoreable: NaN)" if n_nan else "") + f" -> {args.out}")
     return 0
 
 

@@ -377,6 +377,32 @@ class HyperRecommender:
             v_out = torch.where(has.unsqueeze(1), v, v0)
         return UserHeads(heads.user_ids, w_out.detach().numpy(), v_out.detach().numpy(), heads.support_sizes)
 
+    def check_compatible(self, dataset: Dataset) -> None:
+        """Fail before any work if ``dataset`` cannot be served by this model (id types differ, or
+        none of its items is known); warn with counts about items the model has never seen."""
+        self._check_fitted()
+        ids = dataset.item_ids()
+        if len(ids) == 0:
+            return
+        kind = "int64" if pd.api.types.is_integer_dtype(ids) else "string"
+        if kind != self.item_map_.kind:
+            raise RecsysHyperError(
+                f"{dataset.source}: item ids are {kind} but the model was trained on {self.item_map_.kind} item ids; "
+                f"this model does not fit this data (vocabulary mismatch): use the model trained on this catalogue")
+        known = self.item_map_.index(ids.to_numpy(), unknown="mark") != UNKNOWN
+        if not known.any():
+            raise RecsysHyperError(
+                f"{dataset.source}: none of its {len(ids):,} item ids is known to the model "
+                f"(e.g. {ids[:5].tolist()}); vocabulary mismatch: use the model trained on this catalogue")
+        n_new = int((~known).sum())
+        if n_new:
+            with_features = 0
+            if dataset.items is not None and not self.item_spec_.empty:
+                with_features = int(pd.Index(ids[~known]).isin(dataset.items[S.ITEM_ID]).sum())
+            log.warning("%d of %d item ids are unknown to the model: %d have features and are scored from them, "
+                        "%d have none and are skipped (e.g. %s)", n_new, len(ids), with_features,
+                        n_new - with_features, ids[~known][:5].tolist())
+
     # ------------------------------------------------------------------------------ persistence
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -1,0 +1,179 @@
+"""MLflow tracking: the only place that talks to MLflow (plus the pyfunc file it loads).
+
+* Store: ``MLFLOW_TRACKING_URI`` when set (e.g. a team server: ``http://127.0.0.1:5000``), else
+  MLflow's embedded SQLite store ``sqlite:///mlflow.db`` in the working directory.
+* A training run logs the config as params, per-epoch metrics, the dataset (with its digest),
+  system metrics, and the model as a *models-from-code* pyfunc registered as ``recsys-hyper``
+  with the alias ``challenger``.
+* :func:`resolve_model` turns ``models:/recsys-hyper@champion`` (or ``runs:/...``) into a local
+  model directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+
+from ..errors import RecsysHyperError
+
+log = logging.getLogger(__name__)
+
+REGISTERED_MODEL = "recsys-hyper"
+TRAINING_EXPERIMENT = "recsys-hyper-training"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+MODEL_ARTIFACT = "model_dir"
+PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+
+
+def configure(tracking_uri: str | None = None) -> str:
+    """Point MLflow at ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the local SQLite store."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+    return out
+
+
+class TrainingRun:
+    """A tracked meta-training run. Use as a context manager; pass :meth:`log_epoch` as the
+    training callback; call :meth:`log_model` once the model is saved.
+
+    >>> with TrainingRun(config, dataset) as run:                          # doctest: +SKIP
+    ...     rec.fit(dataset, callback=run.log_epoch)
+    ...     rec.save(out)
+    ...     run.log_model(out, example_histories)
+    """
+
+    def __init__(self, config_dict: dict, dataset, experiment: str = TRAINING_EXPERIMENT,
+                 run_name: str | None = None, tags: dict | None = None, system_metrics: bool = True,
+                 tracking_uri: str | None = None, nested: bool = False):
+        self.config_dict, self.dataset = config_dict, dataset
+        self.experiment, self.run_name, self.tags = experiment, run_name, tags or {}
+        self.system_metrics, self.tracking_uri, self.nested = system_metrics, tracking_uri, nested
+        self.run = None
+        self.model_version: str | None = None
+
+    def __enter__(self) -> "TrainingRun":
+        configure(self.tracking_uri)
+        mlflow.set_experiment(self.experiment)
+        if self.system_metrics:
+            mlflow.set_system_metrics_sampling_interval(1)
+            mlflow.set_system_metrics_samples_before_logging(1)
+        self.run = mlflow.start_run(run_name=self.run_name, tags=self.tags, nested=self.nested,
+                                    log_system_metrics=self.system_metrics)
+        mlflow.log_params(_flatten(self.config_dict))
+        ds = self.dataset
+        with warnings.catch_warnings():  # MLflow guesses among equivalent local source types
+            warnings.simplefilter("ignore", UserWarning)
+            inputs = mlflow.data.from_pandas(ds.interactions, source=str(ds.source), targets="rating",
+                                             name=Path(str(ds.source)).name or "interactions")
+            mlflow.log_input(inputs, context="training")
+        mlflow.log_params({"data.interactions": ds.n_interactions, "data.users": len(ds.user_ids()),
+                           "data.items": len(ds.item_ids()), "data.digest": inputs.digest})
+        return self
+
+    def log_epoch(self, epoch: int, metrics: dict) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
+
+    def log_metrics(self, metrics: dict) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+
+    def log_model(self, model_dir: str | os.PathLike, example_histories: pd.DataFrame, register: bool = True,
+                  alias: str | None = "challenger", k: int = 10) -> str | None:
+        """Log the saved model directory as a models-from-code pyfunc; register and alias it.
+        Returns the registered version (or ``None`` when not registering)."""
+        from mlflow.models import infer_signature
+
+        from ..model import HyperRecommender
+
+        rec = HyperRecommender.load(model_dir)
+        example_out = rec.recommend(example_histories, k=k)
+        with warnings.catch_warnings():  # MLflow's hint about integer columns and missing values
+            warnings.simplefilter("ignore", UserWarning)
+            signature = infer_signature(example_histories, example_out, params={"k": k, "exclude_seen": True})
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PYFUNC_FILE),
+                artifacts={MODEL_ARTIFACT: str(model_dir)},
+                code_paths=[str(Path(__file__).resolve().parents[1])],
+                signature=signature,
+                input_example=example_histories,
+                pip_requirements=_requirements(),
+                registered_model_name=REGISTERED_MODEL if register else None,
+            )
+        if register:
+            self.model_version = str(info.registered_model_version)
+            if alias:
+                MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, self.model_version)
+            mlflow.set_tag("registered_version", self.model_version)
+        return self.model_version
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        mlflow.end_run(status="FAILED" if exc_type is not None else "FINISHED")
+
+
+def _requirements() -> list[str]:
+    """Pinned to what is installed, so that a serving environment matches training."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("torch", "pandas", "pyarrow", "numpy", "mlflow")]
+
+
+def is_model_uri(text: str) -> bool:
+    return text.startswith(("models:/", "runs:/"))
+
+
+def resolve_model(model: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local model directory for ``model``: a directory as is, or an MLflow model URI downloaded."""
+    text = str(model)
+    if not is_model_uri(text):
+        path = Path(text)
+        if not path.is_dir():
+            raise RecsysHyperError(f"{path}: model not found; pass a model directory (the --out of "
+                                   f"`recsys-hyper train`) or an MLflow URI such as models:/{REGISTERED_MODEL}@champion")
+        return path
+    configure()
+    dst = Path(cache_dir or tempfile.mkdtemp(prefix="recsys-hyper-model-"))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(dst)))
+    except Exception as exc:  # MlflowException, connection errors, ...
+        raise RecsysHyperError(f"{text}: cannot be loaded from the MLflow store at {mlflow.get_tracking_uri()} "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0]}); check the name / alias "
+                               f"and MLFLOW_TRACKING_URI") from None
+    return _model_dir_in(local, text)
+
+
+def _model_dir_in(local: Path, uri: str) -> Path:
+    """The ``model_dir`` artifact inside a downloaded pyfunc, as its MLmodel file records it."""
+    import yaml
+
+    mlmodel = local / "MLmodel"
+    if mlmodel.is_file():
+        spec = yaml.safe_load(mlmodel.read_text())
+        rel = spec.get("flavors", {}).get("python_function", {}).get("artifacts", {}).get(MODEL_ARTIFACT, {})
+        if rel.get("path") and (local / rel["path"] / "model.json").is_file():
+            return local / rel["path"]
+    raise RecsysHyperError(f"{uri}: not a recsys-hyper model (its MLmodel has no '{MODEL_ARTIFACT}' artifact); "
+                           f"was it logged by `recsys-hyper train`?")
+
+
+def load_pyfunc(uri: str):
+    """The logged pyfunc (for checks and Spark UDFs)."""
+    configure()
+    return mlflow.pyfunc.load_model(uri)

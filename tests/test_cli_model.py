@@ -1,0 +1,192 @@
+"""The model commands end to end (train, recommend, predict), MLflow tracking and the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recsys_hyper.cli import main
+from recsys_hyper.data.synthetic import generate, preset
+from recsys_hyper.model import HyperRecommender
+
+from .conftest import write_frames
+
+FAST = "[model]\ndim = 8\nhidden = 16\nz_dim = 16\n[train]\nepochs = 3\nbatch_users = 64\nk_max = 5\n"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A dataset, a model trained and registered through the CLI, and the MLflow store."""
+    root = tmp_path_factory.mktemp("cli")
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = store
+    generate(preset("tiny", n_users=200, seed=5), root / "ds")
+    (root / "fast.toml").write_text(FAST)
+    cwd = os.getcwd()
+    os.chdir(root)  # MLflow's default artifact folder lands here
+    try:
+        assert main(["train", "--data", str(root / "ds"), "--out", str(root / "model"), "--config",
+                     str(root / "fast.toml"), "--no-progress"]) == 0
+    finally:
+        os.chdir(cwd)
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI")
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+    return {"root": root, "store": store, "ds": root / "ds", "model": root / "model"}
+
+
+@pytest.fixture
+def store(trained, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["store"])
+    mlflow.set_tracking_uri(trained["store"])
+    return trained["store"]
+
+
+def _new_users_dir(tmp_path, trained, n_users=5, k=3):
+    """Histories of users the model never saw (new ids), one user with features only, one new item."""
+    ds = pd.read_parquet(trained["ds"] / "interactions.parquet")
+    users = pd.read_parquet(trained["ds"] / "users.parquet")
+    items = pd.read_parquet(trained["ds"] / "items.parquet")
+    picked = ds["user_id"].drop_duplicates().head(n_users)
+    hist = ds[ds["user_id"].isin(picked)].sort_values(["user_id", "timestamp"]).groupby("user_id").head(k)
+    hist = hist.assign(user_id=hist["user_id"] + 10_000)
+    new_user_feats = users[users["user_id"].isin(picked)].assign(user_id=lambda d: d["user_id"] + 10_000)
+    only_features = users.iloc[[-1]].assign(user_id=99_999)
+    new_item = items.iloc[[0]].assign(item_id=77_777)
+    return write_frames(tmp_path / "new", hist, pd.concat([new_user_feats, only_features]),
+                        pd.concat([items, new_item])), hist
+
+
+def test_train_tracks_the_run_and_registers_a_challenger(trained, store):
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("recsys-hyper-training")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.params["train.epochs"] == "3" and run.data.params["model.dim"] == "8"
+    assert run.data.params["data.digest"] and int(run.data.params["data.users"]) == 200
+    history = client.get_metric_history(run.info.run_id, "val_mae")
+    assert [m.step for m in history] == [0, 1, 2]
+    assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
+    assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.digest
+    version = client.get_model_version_by_alias("recsys-hyper", "challenger")
+    assert version.run_id == run.info.run_id
+    meta = json.loads((trained["model"] / "model.json").read_text())
+    assert meta["config"]["train"]["epochs"] == 3
+    assert not any(trained["root"].glob(".model.checkpoints"))  # cleaned up after success
+
+
+def test_pyfunc_and_model_directory_agree(trained, store):
+    events = pd.read_parquet(trained["ds"] / "interactions.parquet").head(40)
+    via_mlflow = mlflow.pyfunc.load_model("models:/recsys-hyper@challenger").predict(events, params={"k": 5})
+    direct = HyperRecommender.load(trained["model"]).recommend(events, k=5)
+    pd.testing.assert_frame_equal(via_mlflow.reset_index(drop=True), direct, check_dtype=False)
+
+
+@pytest.mark.parametrize("model_spec", ["dir", "uri"])
+def test_recommend_contract(trained, store, tmp_path, model_spec, capsys):
+    data, hist = _new_users_dir(tmp_path, trained)
+    model = str(trained["model"]) if model_spec == "dir" else "models:/recsys-hyper@challenger"
+    out = tmp_path / "recs.parquet"
+    assert main(["recommend", "--model", model, "--data", str(data), "--top-k", "7", "--out", str(out)]) == 0
+    recs = pd.read_parquet(out)
+    assert list(recs.columns) == ["user_id", "item_id", "score", "rank"]
+    assert set(recs["user_id"]) == set(hist["user_id"]) | {99_999}       # feature-only user included
+    assert (recs.groupby("user_id").size() == 7).all()
+    assert (recs.groupby("user_id")["rank"].apply(list).map(lambda r: r == list(range(1, 8)))).all()
+    assert (recs.groupby("user_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
+    seen = set(map(tuple, hist[["user_id", "item_id"]].to_numpy()))
+    assert not any((u, i) in seen for u, i in recs[["user_id", "item_id"]].to_numpy())
+    assert "recommended 7 items to 6 users" in capsys.readouterr().out
+
+
+def test_predict_contract(trained, store, tmp_path, caplog):
+    data, hist = _new_users_dir(tmp_path, trained)
+    pairs = pd.DataFrame({"user_id": [10_001, 10_001, 99_999, 10_002], "item_id": [5, 77_777, 5, 555_555]})
+    pairs.to_parquet(tmp_path / "pairs.parquet")
+    out = tmp_path / "pred.parquet"
+    assert main(["predict", "--model", str(trained["model"]), "--data", str(data), "--pairs",
+                 str(tmp_path / "pairs.parquet"), "--out", str(out)]) == 0
+    pred = pd.read_parquet(out)
+    assert list(pred.columns) == ["user_id", "item_id", "prediction"]
+    p = pred["prediction"].to_numpy()
+    assert np.isfinite(p[:3]).all() and np.isnan(p[3])                   # unknown item without features
+    assert ((p[:3] >= 1) & (p[:3] <= 5)).all()                           # on the rating scale
+    assert "1 pairs are on items the model has never seen" in caplog.text
+
+
+def test_model_errors_are_clear(trained, store, tmp_path, capsys):
+    data, _ = _new_users_dir(tmp_path, trained)
+    out = tmp_path / "recs.parquet"
+    assert main(["recommend", "--model", str(tmp_path / "nope"), "--data", str(data), "--out", str(out)]) == 2
+    assert "model not found; pass a model directory" in capsys.readouterr().err
+    assert main(["recommend", "--model", "models:/recsys-hyper@nobody", "--data", str(data), "--out", str(out)]) == 2
+    assert "cannot be loaded from the MLflow store" in capsys.readouterr().err
+    # vocabulary mismatch: string item ids against a model trained on int64 ids
+    hist = pd.DataFrame({"user_id": [1, 1], "item_id": ["a", "b"], "rating": [4.0, 5.0],
+                         "timestamp": [1_600_000_000, 1_600_000_100]})
+    bad = write_frames(tmp_path / "strings", hist)
+    assert main(["recommend", "--model", str(trained["model"]), "--data", str(bad), "--out", str(out)]) == 2
+    assert "vocabulary mismatch" in capsys.readouterr().err
+    # no known item at all
+    other = write_frames(tmp_path / "other", hist.assign(item_id=[10_000_001, 10_000_002]))
+    assert main(["recommend", "--model", str(trained["model"]), "--data", str(other), "--out", str(out)]) == 2
+    assert "none of its 2 item ids is known to the model" in capsys.readouterr().err
+    # empty histories file
+    empty = write_frames(tmp_path / "empty", hist.iloc[:0].astype({"item_id": "int64"}))
+    assert main(["recommend", "--model", str(trained["model"]), "--data", str(empty), "--out", str(out)]) == 2
+    assert "is empty (0 rows)" in capsys.readouterr().err
+    # pairs without item_id
+    pd.DataFrame({"user_id": [1]}).to_parquet(tmp_path / "pairs.parquet")
+    assert main(["predict", "--model", str(trained["model"]), "--data", str(data), "--pairs",
+                 str(tmp_path / "pairs.parquet"), "--out", str(out)]) == 2
+    assert "pairs.parquet: column 'item_id': is missing" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bad_config_is_explained(trained, tmp_path, capsys):
+    (tmp_path / "c.toml").write_text("[train]\nepoch = 3\n")
+    assert main(["train", "--data", str(trained["ds"]), "--out", str(tmp_path / "m"), "--config",
+                 str(tmp_path / "c.toml"), "--no-track"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) ['epoch']" in err and "known keys: epochs" in err
+    (tmp_path / "c.toml").write_text("[train]\nlr = -1.0\n")
+    assert main(["train", "--data", str(trained["ds"]), "--out", str(tmp_path / "m"), "--config",
+                 str(tmp_path / "c.toml"), "--no-track"]) == 2
+    assert "The 'lr' parameter of TrainConfig must be a positive float. Got -1.0 instead." in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_kill_9_during_training_then_resume_gives_the_same_model(trained, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(FAST.replace("epochs = 3", "epochs = 6\npatience = 10"))
+    base = [sys.executable, "-m", "recsys_hyper.cli", "train", "--data", str(trained["ds"]), "--config", str(cfg),
+            "--no-track", "--no-progress"]
+    subprocess.run(base + ["--out", str(tmp_path / "straight")], check=True, capture_output=True)
+
+    out = tmp_path / "killed"
+    ckpt = tmp_path / ".killed.checkpoints" / "checkpoint.pt"
+    proc = subprocess.Popen(base + ["--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ckpt.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and ckpt.exists()
+    done = torch.load(ckpt, weights_only=True)["epoch"]
+    assert done < 5
+    subprocess.run(base + ["--out", str(out), "--resume"], check=True, capture_output=True)
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    b = torch.load(out / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
