@@ -191,7 +191,7 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
         order = rng.permutation(data.train_rows)
         batches = [order[i:i + t.batch_users] for i in range(0, len(order), t.batch_users)]
         running = []
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", disable=not progress, leave=False)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", disable=None if progress else True, leave=False)  # None: off when not a terminal
         for rows in bar:
             sup, qry = sampler.sample(data.histories.select(rows), rng)
             keep = np.isin(data.histories.user_ids[rows], sup.user_ids)          # users long enough to split
