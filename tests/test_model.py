@@ -213,3 +213,18 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(world, tmp_path)
     wr = _weights(resumed)
     assert all(torch.equal(wa[k], wr[k]) for k in wa)
     assert [m["epoch"] for m in resumed.training_.history] == [0, 1, 2, 3]
+
+
+def test_implicit_feedback_trains_and_scores_relevance(tmp_path):
+    generate(preset("tiny", n_users=150, seed=2, implicit=True), tmp_path / "ds")
+    ds = load_dataset(tmp_path / "ds")
+    cfg = Config(model=SMALL.model, train=TrainConfig(epochs=3, batch_users=64, k_max=5))
+    rec = HyperRecommender(cfg).fit(ds, progress=False)
+    assert rec.implicit_ and rec.rating_range_ is None
+    events = ds.interactions[ds.interactions["user_id"] <= 5]
+    recs = rec.recommend(events, k=5)
+    assert (recs.groupby("user_id").size() == 5).all()
+    pairs = recs[["user_id", "item_id"]]
+    pred = rec.predict(events, pairs)
+    # relevance scores, not ratings: they order items exactly as recommend's scores do
+    np.testing.assert_allclose(pred, recs["score"].to_numpy(), rtol=1e-5, atol=1e-5)

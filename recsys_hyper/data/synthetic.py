@@ -273,4 +273,5 @@ def generate(cfg: SynthConfig, out: str | os.PathLike, overwrite: bool = False, 
 def _progress(enabled: bool, total: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="users", unit_scale=True, disable=None if enabled else True, desc="synth")  # None: off when not a terminal
+    # disable=None: the bar switches itself off when output is not a terminal
+    return tqdm(total=total, unit="users", unit_scale=True, disable=None if enabled else True, desc="synth")

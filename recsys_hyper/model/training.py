@@ -191,7 +191,9 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
         order = rng.permutation(data.train_rows)
         batches = [order[i:i + t.batch_users] for i in range(0, len(order), t.batch_users)]
         running = []
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", disable=None if progress else True, leave=False)  # None: off when not a terminal
+        # disable=None: the bar switches itself off when output is not a terminal
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False,
+                   disable=None if progress else True)
         for rows in bar:
             sup, qry = sampler.sample(data.histories.select(rows), rng)
             keep = np.isin(data.histories.user_ids[rows], sup.user_ids)          # users long enough to split
