@@ -32,6 +32,7 @@ from ..data.dataset import Dataset
 from ..data.episodes import Histories
 from ..data.idmap import UNKNOWN, IdMap
 from ..errors import NotFittedError, RecsysHyperError
+from ..topk import allowed_mask, histories_from_frame, require_columns, top_k_frame
 from .batching import Padded, chunks_by_events, emit
 from .config import Config
 from .features import FeatureSpec, FeatureTensors
@@ -190,25 +191,7 @@ class HyperRecommender:
 
     def _histories(self, histories: pd.DataFrame | None, cat: _Catalogue, users: pd.DataFrame | None,
                    user_ids=None) -> Histories:
-        if histories is None:
-            histories = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
-                                      ((S.USER_ID, "int64"), (S.ITEM_ID, "int64"), (S.RATING, "float32"),
-                                       (S.TIMESTAMP, "int64"))})
-        _require_columns(histories, (S.USER_ID, S.ITEM_ID), "histories")
-        if S.RATING not in histories.columns:
-            histories = histories.assign(**{S.RATING: S.IMPLICIT_RATING})
-        if S.TIMESTAMP not in histories.columns:  # order as given
-            histories = histories.assign(**{S.TIMESTAMP: np.arange(len(histories), dtype=np.int64)})
-        if user_ids is None:
-            ids = pd.Index(pd.unique(histories[S.USER_ID]))
-            if users is not None:
-                ids = ids.append(pd.Index(users[S.USER_ID]).difference(ids, sort=False))
-            user_ids = ids.to_numpy()
-        h, n_unknown = Histories.from_interactions(histories, cat.ids, user_ids=user_ids)
-        if n_unknown:
-            log.warning("%d history events are on items the model has never seen and that have no features; "
-                        "they were skipped (pass item features to use them)", n_unknown)
-        return h
+        return histories_from_frame(histories, cat.ids, users, user_ids)
 
     @torch.no_grad()
     def emit_heads(self, histories: pd.DataFrame | None, users: pd.DataFrame | None = None, user_ids=None,
@@ -245,7 +228,7 @@ class HyperRecommender:
         """Predicted rating (explicit data; clipped to the training scale) or relevance score
         (implicit) for each ``(user_id, item_id)`` row of ``pairs``. Unknown items give NaN."""
         self._check_fitted()
-        _require_columns(pairs, (S.USER_ID, S.ITEM_ID), "pairs")
+        require_columns(pairs, (S.USER_ID, S.ITEM_ID), "pairs")
         cat = self._catalogue(item_features)
         if heads is None:
             pair_users = pd.Index(pd.unique(pairs[S.USER_ID]))
@@ -281,51 +264,20 @@ class HyperRecommender:
         candidates to an allow-list of item ids. Users with no history get the population head's
         (features-informed) items."""
         self._check_fitted()
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"The 'k' parameter of recommend must be a positive int. Got {k!r} instead.")
         cat = self._catalogue(item_features)
         h = self._histories(histories, cat, users, user_ids if heads is None else heads.user_ids)
         e_all = self._item_vectors(cat)
         if heads is None:
             heads = self._emit(h, cat, users, e_all)
         model = self.model_
-        N = cat.size
-        allowed = None
-        if items is not None:
-            idx = cat.ids.index(np.asarray(list(items)), unknown="mark")
-            if (idx == UNKNOWN).any():
-                log.warning("%d allow-listed items are unknown to the model and have no features; ignored",
-                            int((idx == UNKNOWN).sum()))
-            allowed = torch.zeros(N, dtype=torch.bool)
-            allowed[torch.from_numpy(idx[idx != UNKNOWN])] = True
         with torch.no_grad():
-            phi = model.phi(e_all[:N])                                       # (N, D)
-            bias = model.item_rank_bias[cat.index[:N]]                       # (N,)
-            out_u, out_i, out_s, out_r = [], [], [], []
-            for rows in chunks_by_events(np.ones(len(h), dtype=np.int64), 1024, max_cells=1024):
-                r = torch.from_numpy(np.ascontiguousarray(heads.w[rows] + heads.v[rows]))
-                scores = bias + r @ phi.T                                    # (B, N)
-                if allowed is not None:
-                    scores = scores.masked_fill(~allowed, float("-inf"))
-                if exclude_seen:
-                    sub = h.select(rows)
-                    owner = torch.from_numpy(np.repeat(np.arange(len(rows)), sub.lengths))
-                    scores[owner, torch.from_numpy(sub.items)] = float("-inf")
-                kk = min(k, N)
-                top = scores.topk(kk, dim=1)
-                valid = torch.isfinite(top.values)
-                b_idx, j_idx = valid.nonzero(as_tuple=True)
-                out_u.append(rows[b_idx.numpy()])
-                out_i.append(top.indices[b_idx, j_idx].numpy())
-                out_s.append(top.values[b_idx, j_idx].numpy())
-                out_r.append(j_idx.numpy() + 1)
-        cat_u = np.concatenate(out_u) if out_u else np.zeros(0, np.int64)
-        return pd.DataFrame({
-            S.USER_ID: h.user_ids[cat_u],
-            S.ITEM_ID: cat.ids.ids(np.concatenate(out_i)) if out_i else np.zeros(0, np.int64),
-            "score": np.concatenate(out_s).astype(np.float32) if out_s else np.zeros(0, np.float32),
-            "rank": np.concatenate(out_r).astype(np.int32) if out_r else np.zeros(0, np.int32),
-        })
+            phi = model.phi(e_all[:cat.size])                                # (N, D)
+            bias = model.item_rank_bias[cat.index[:cat.size]]                # (N,)
+
+        def score_rows(rows: np.ndarray) -> torch.Tensor:                    # (B, N)
+            return bias + torch.from_numpy(np.ascontiguousarray(heads.w[rows] + heads.v[rows])) @ phi.T
+
+        return top_k_frame(score_rows, h, cat.ids, k, exclude_seen, allowed_mask(items, cat.ids))
 
     def adapt(self, histories: pd.DataFrame | None, users: pd.DataFrame | None = None,
               mode: Literal["zero-shot", "finetune"] = "zero-shot", steps: int = 5, lr: float = 0.05,
@@ -466,13 +418,6 @@ class HyperRecommender:
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-def _require_columns(df: pd.DataFrame, columns, what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise RecsysHyperError(f"{what}: missing column(s) {missing} (columns present: {list(df.columns)}); "
-                               f"use the data contract's names")
-
 
 def _with_pad_row(f: FeatureTensors) -> FeatureTensors:
     """Append an all-missing row (the padding / no-item row)."""

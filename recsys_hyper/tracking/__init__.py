@@ -125,7 +125,22 @@ class TrainingRun:
         return self.model_version
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self.system_metrics:
+            _await_system_metrics(self.run.info.run_id)
         mlflow.end_run(status="FAILED" if exc_type is not None else "FINISHED")
+
+
+def _await_system_metrics(run_id: str, timeout_s: float = 5.0) -> None:
+    """MLflow's monitor drops its pending sample when the run ends first, so a short run would
+    end with no system metrics at all; wait (briefly) until one sample is in."""
+    import time
+
+    client, deadline = MlflowClient(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(k.startswith("system/") for k in client.get_run(run_id).data.metrics):
+            return
+        time.sleep(0.2)
+    log.warning("no system metrics were recorded for run %s", run_id)
 
 
 def _requirements() -> list[str]:
