@@ -329,6 +329,37 @@ class HyperRecommender:
             v_out = torch.where(has.unsqueeze(1), v, v0)
         return UserHeads(heads.user_ids, w_out.detach().numpy(), v_out.detach().numpy(), heads.support_sizes)
 
+    # -------------------------------------------------- the evaluator's path (catalogue indices)
+
+    def adapt_histories(self, h: Histories, users: pd.DataFrame | None = None,
+                        mode: Literal["zero-shot", "finetune"] = "zero-shot", steps: int = 5,
+                        lr: float = 0.05) -> UserHeads:
+        """:meth:`adapt` for histories already in this model's item indices."""
+        self._check_fitted()
+        cat = self._catalogue()
+        e_all = self._item_vectors(cat)
+        heads = self._emit(h, cat, users, e_all)
+        return heads if mode == "zero-shot" or steps <= 0 else self._finetune(heads, h, cat, e_all, steps, lr)
+
+    @torch.no_grad()
+    def rate_pairs(self, heads: UserHeads, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Pairwise predictions: rows (P,) into ``heads``, items (P,) catalogue indices -> (P,)."""
+        cat = self._catalogue()
+        model = self.model_
+        phi = model.phi(self._item_vectors(cat)[items])                      # (P, D)
+        w = torch.from_numpy(heads.w)[rows]
+        if self.implicit_:
+            return model.item_rank_bias[items] + ((w + torch.from_numpy(heads.v)[rows]) * phi).sum(-1)
+        return model.mu + model.item_bias[items] + (w * phi).sum(-1)
+
+    @torch.no_grad()
+    def score_catalogue(self, heads: UserHeads, rows: np.ndarray) -> torch.Tensor:
+        """Ranking scores of users ``rows`` over the training catalogue: (B, N)."""
+        cat = self._catalogue()
+        e = self._item_vectors(cat)[: cat.size]
+        r = torch.from_numpy(np.ascontiguousarray(heads.w[rows] + heads.v[rows]))
+        return self.model_.item_rank_bias[: cat.size] + r @ self.model_.phi(e).T
+
     def check_compatible(self, dataset: Dataset) -> None:
         """Fail before any work if ``dataset`` cannot be served by this model (id types differ, or
         none of its items is known); warn with counts about items the model has never seen."""

@@ -1,0 +1,174 @@
+"""Runs the cold-start protocol for many methods on one split, in one process.
+
+For every method: fit on the training users (validation users for its own early stopping and
+hyper-parameters), then for every k: adapt each eligible test user from their k earliest events
+(timed: the per-user adaptation latency), predict their query ratings, and rank the whole
+catalogue with their support items excluded. Every number is kept per user, so analyses can
+bootstrap over users.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data import schema as S
+from ..data.dataset import Dataset
+from ..data.episodes import Histories, chronological_split
+from ..data.idmap import IdMap
+from ..errors import RecsysHyperError
+from .metrics import ndcg_at_k, ndcg_graded, per_user_errors, recall_at_k
+from .protocol import TEST, VALIDATION, Protocol, Split, split_users, training_dataset
+
+log = logging.getLogger(__name__)
+
+#: method name -> (what to fit, how to adapt). Methods sharing a fit key share one fitted model.
+METHODS: dict[str, tuple[str, dict]] = {
+    "popularity": ("popularity", {}),
+    "item-mean": ("item-mean", {}),
+    "bias": ("bias", {}),
+    "mf": ("mf", {}),
+    "mf-features": ("mf-features", {}),
+    "melu": ("melu", {}),
+    "hyper": ("hyper", {"mode": "zero-shot"}),
+    "hyper-finetune": ("hyper", {"mode": "finetune", "steps": 5}),
+}
+DEFAULT_METHODS = tuple(METHODS)
+METRICS = ("mae", "rmse", "ndcg@3", "recall@10", "ndcg@10")
+
+
+def build(fit_key: str, model_config=None):
+    from ..baselines import BiasBaseline, ItemMean, MatrixFactorization, MeLU, Popularity
+    from ..model import HyperRecommender
+
+    return {
+        "popularity": Popularity, "item-mean": ItemMean, "bias": BiasBaseline,
+        "mf": MatrixFactorization, "mf-features": lambda: MatrixFactorization(use_features=True),
+        "melu": MeLU, "hyper": lambda: HyperRecommender(model_config),
+    }[fit_key]()
+
+
+@dataclass
+class EvalResult:
+    table: pd.DataFrame                     # one row per (method, k)
+    per_user: pd.DataFrame                  # one row per (method, k, user)
+    split: Split
+    protocol: Protocol
+    n_test_users: int
+    n_eligible: int
+    fit_seconds: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHODS, model_config=None,
+             progress: bool = True, on_result: Callable[[str, int, dict], None] | None = None) -> EvalResult:
+    """Run the protocol for ``methods`` on ``ds``. ``on_result(method, k, metrics)`` is called as
+    each (method, k) finishes (e.g. to log an MLflow child run)."""
+    from tqdm.auto import tqdm
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise RecsysHyperError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    t_start = time.perf_counter()
+    split = split_users(ds, protocol)
+    train_ds = training_dataset(ds, split)
+    item_map = IdMap.from_values(train_ds.item_ids(), name="item")
+    test_events = ds.interactions[ds.interactions[S.USER_ID].isin(split.users(TEST))]
+    h_test, n_unknown = Histories.from_interactions(test_events, item_map)
+    if n_unknown:
+        log.warning("%d test events are on items no training user has and that have no features row; dropped",
+                    n_unknown)
+    need = max(protocol.shots) + protocol.min_query
+    eligible = h_test.select(np.flatnonzero(h_test.lengths >= need))
+    log.info("cold-start protocol: %d test users, %d with >= %d interactions are evaluated (split %s)",
+             len(h_test), len(eligible), need, split.digest[:12])
+    if len(eligible) == 0:
+        raise RecsysHyperError(f"no test user has >= {need} interactions (max(shots) + min_query); "
+                               f"lower the shots or min_query, or use a larger dataset")
+    episodes = {k: chronological_split(eligible, k, min_query=protocol.min_query) for k in protocol.shots}
+
+    fitted, fit_seconds, rows, per_user = {}, {}, [], []
+    bar = tqdm(total=len(methods) * len(protocol.shots), desc="evaluate", unit="run",
+               disable=None if progress else True)
+    for method in methods:
+        fit_key, adapt_kw = METHODS[method]
+        if fit_key not in fitted:
+            t0 = time.perf_counter()
+            bar.set_postfix_str(f"fitting {fit_key}")
+            model = build(fit_key, model_config)
+            kwargs = {"progress": False} if fit_key == "hyper" else {}
+            fitted[fit_key] = model.fit(train_ds, validation_users=split.users(VALIDATION), **kwargs)
+            fit_seconds[fit_key] = time.perf_counter() - t0
+            log.info("fitted %s in %.1fs", fit_key, fit_seconds[fit_key])
+        model = fitted[fit_key]
+        for k, (sup, qry) in episodes.items():
+            bar.set_postfix_str(f"{method} k={k}")
+            metrics, users = _measure(model, adapt_kw, sup, qry, ds, protocol, train_ds.implicit)
+            metrics.update({"fit_seconds": fit_seconds[fit_key]})
+            rows.append({"method": method, "k": k, **metrics})
+            per_user.append(users.assign(method=method, k=k))
+            if on_result is not None:
+                on_result(method, k, metrics)
+            bar.update(1)
+    bar.close()
+    table = pd.DataFrame(rows)
+    per_user_df = pd.concat(per_user, ignore_index=True)[
+        ["method", "k", S.USER_ID, "n_query", "n_relevant", *METRICS]]
+    return EvalResult(table, per_user_df, split, protocol, len(h_test), len(eligible), fit_seconds,
+                      time.perf_counter() - t_start)
+
+
+def _measure(model, adapt_kw: dict, sup: Histories, qry: Histories, ds: Dataset, protocol: Protocol,
+             implicit: bool) -> tuple[dict, pd.DataFrame]:
+    B = len(sup)
+    t0 = time.perf_counter()
+    state = model.adapt_histories(sup, ds.users, **adapt_kw)
+    adapt_s = time.perf_counter() - t0
+
+    # ratings of the query items
+    owner = np.repeat(np.arange(B), qry.lengths)
+    with torch.no_grad():
+        pred = model.rate_pairs(state, torch.from_numpy(owner), torch.from_numpy(qry.items)).numpy().astype(np.float64)
+    if model.rating_range_ is not None:
+        pred = np.clip(pred, *model.rating_range_)
+    true = qry.ratings.astype(np.float64)
+    mae, rmse = per_user_errors(pred, true, owner, B)
+    ndcg3 = ndcg_graded(pred, true, owner, B, k=3)
+
+    # the whole catalogue, support items excluded; relevant = positive query items
+    positive = np.ones_like(true, dtype=bool) if implicit else true >= protocol.relevance_threshold
+    recall, ndcg = np.full(B, np.nan), np.full(B, np.nan)
+    n_rel = np.bincount(owner[positive], minlength=B)
+    sup_owner = np.repeat(np.arange(B), sup.lengths)
+    chunk = 512
+    for start in range(0, B, chunk):
+        rows = np.arange(start, min(B, start + chunk))
+        with torch.no_grad():
+            scores = model.score_catalogue(state, rows).clone()                      # (b, N)
+        in_chunk = (sup_owner >= start) & (sup_owner < rows[-1] + 1)
+        scores[torch.from_numpy(sup_owner[in_chunk] - start), torch.from_numpy(sup.items[in_chunk])] = float("-inf")
+        relevant = torch.zeros_like(scores, dtype=torch.bool)
+        sel = (owner >= start) & (owner <= rows[-1]) & positive
+        relevant[torch.from_numpy(owner[sel] - start), torch.from_numpy(qry.items[sel])] = True
+        recall[rows] = recall_at_k(scores, relevant, protocol.cutoff).numpy()
+        ndcg[rows] = ndcg_at_k(scores, relevant, protocol.cutoff).numpy()
+    has_rel = n_rel > 0
+    recall[~has_rel] = np.nan
+    ndcg[~has_rel] = np.nan
+    users = pd.DataFrame({S.USER_ID: sup.user_ids, "n_query": qry.lengths, "n_relevant": n_rel, "mae": mae,
+                          "rmse": rmse, "ndcg@3": ndcg3, "recall@10": recall, "ndcg@10": ndcg})
+    metrics = {
+        "users": B,
+        "ranked_users": int(has_rel.sum()),
+        "mae": float(np.nanmean(mae)), "rmse": float(np.nanmean(rmse)), "ndcg@3": float(np.nanmean(ndcg3)),
+        "recall@10": float(np.nanmean(recall)) if has_rel.any() else float("nan"),
+        "ndcg@10": float(np.nanmean(ndcg)) if has_rel.any() else float("nan"),
+        "adapt_ms_per_user": 1000.0 * adapt_s / max(1, B),
+    }
+    return metrics, users
