@@ -37,7 +37,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "mf-features": ("mf-features", {}),
     "melu": ("melu", {}),
     "hyper": ("hyper", {"mode": "zero-shot"}),
-    "hyper-finetune": ("hyper", {"mode": "finetune", "steps": 5}),
+    "hyper-finetune": ("hyper", {"mode": "finetune", "steps": 5, "lr": 0.002}),
 }
 DEFAULT_METHODS = tuple(METHODS)
 METRICS = ("mae", "rmse", "ndcg@3", "recall@10", "ndcg@10")

@@ -76,23 +76,32 @@ class FeatureSpec:
     def transform(self, df: pd.DataFrame | None, ids: np.ndarray) -> "FeatureTensors":
         """Tensors for the rows of ``ids`` (ids missing from ``df`` get unknown / missing values)."""
         n = len(ids)
-        frame = pd.DataFrame({self.id_column: ids})
-        if df is not None and not self.empty:
-            frame = frame.merge(df, on=self.id_column, how="left")
+        # ids are unique in a validated side table: row positions are an exact left join
+        pos = (pd.Index(df[self.id_column]).get_indexer(pd.Index(ids)) if df is not None and not self.empty
+               else np.full(n, -1))
+        found = pos >= 0
         cat, num, multi = [], [], []
         for col in self.columns:
-            s = frame[col.name] if col.name in frame.columns else pd.Series([None] * n)
-            if col.kind == "categorical":
-                lookup = {v: i + 1 for i, v in enumerate(col.vocab)}
-                cat.append(np.array([lookup.get(str(v), 0) if _present(v) else 0 for v in s], dtype=np.int64))
-            elif col.kind == "numeric":
-                x = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64)
+            present = df is not None and col.name in df.columns
+            if col.kind == "numeric":
+                x = np.full(n, np.nan)
+                if present:
+                    source = pd.to_numeric(df[col.name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                    x[found] = source[pos[found]]
                 missing = np.isnan(x)
                 num.append(np.where(missing, 0.0, (x - col.mean) / col.std))
                 num.append(missing.astype(np.float64))
+                continue
+            values = np.full(n, None, dtype=object)
+            if present:
+                values[found] = df[col.name].to_numpy(dtype=object)[pos[found]]
+            if col.kind == "categorical":
+                text = np.array([v if isinstance(v, str) else (None if v is None or v != v else str(v))
+                                 for v in values], dtype=object)
+                cat.append(pd.Index(col.vocab).get_indexer(text).astype(np.int64) + 1)  # unknown / missing -> 0
             else:
                 lookup = {v: i + 1 for i, v in enumerate(col.vocab)}
-                bags = [[lookup.get(str(x), 0) for x in v] if isinstance(v, (list, np.ndarray)) else [] for v in s]
+                bags = [[lookup.get(str(x), 0) for x in v] if isinstance(v, (list, np.ndarray)) else [] for v in values]
                 width = max(1, max((len(b) for b in bags), default=1))
                 padded = np.zeros((n, width), dtype=np.int64)
                 for r, b in enumerate(bags):

@@ -144,6 +144,7 @@ class HyperRecommender:
         self.training_ = result
         self.n_train_users_, self.n_val_users_ = len(train_rows), len(val_rows)
         self._cache = {}
+        self._item_vectors(self._catalogue())  # item vectors are computed once, not per request
         return self
 
     @staticmethod
@@ -187,7 +188,12 @@ class HyperRecommender:
 
     @torch.no_grad()
     def _item_vectors(self, cat: _Catalogue) -> torch.Tensor:
-        return self.model_.items(cat.index, cat.feats)                     # (N + 1, d)
+        """(N + 1, d) item vectors of ``cat``, computed once per catalogue (the model is fixed)."""
+        cached = self._cache.get("item_vectors")
+        if cached is None or cached[0] is not cat:
+            cached = (cat, self.model_.items(cat.index, cat.feats))
+            self._cache["item_vectors"] = cached
+        return cached[1]
 
     def _histories(self, histories: pd.DataFrame | None, cat: _Catalogue, users: pd.DataFrame | None,
                    user_ids=None) -> Histories:
@@ -280,7 +286,7 @@ class HyperRecommender:
         return top_k_frame(score_rows, h, cat.ids, k, exclude_seen, allowed_mask(items, cat.ids))
 
     def adapt(self, histories: pd.DataFrame | None, users: pd.DataFrame | None = None,
-              mode: Literal["zero-shot", "finetune"] = "zero-shot", steps: int = 5, lr: float = 0.05,
+              mode: Literal["zero-shot", "finetune"] = "zero-shot", steps: int = 5, lr: float = 0.002,
               user_ids=None, item_features: pd.DataFrame | None = None) -> UserHeads:
         """Heads for new users. ``zero-shot``: the emitted heads (one forward pass). ``finetune``:
         then ``steps`` gradient steps on the heads' own parameters only, on each user's support
@@ -333,7 +339,7 @@ class HyperRecommender:
 
     def adapt_histories(self, h: Histories, users: pd.DataFrame | None = None,
                         mode: Literal["zero-shot", "finetune"] = "zero-shot", steps: int = 5,
-                        lr: float = 0.05) -> UserHeads:
+                        lr: float = 0.002) -> UserHeads:
         """:meth:`adapt` for histories already in this model's item indices."""
         self._check_fitted()
         cat = self._catalogue()
@@ -445,6 +451,7 @@ class HyperRecommender:
                                      prior_multiplier=meta["prior_multiplier"], seconds=tr["seconds"])
         self.n_train_users_, self.n_val_users_ = tr["n_train_users"], tr["n_val_users"]
         self._cache = {}
+        self._item_vectors(self._catalogue())
         return self
 
 

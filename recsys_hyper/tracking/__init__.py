@@ -192,3 +192,55 @@ def load_pyfunc(uri: str):
     """The logged pyfunc (for checks and Spark UDFs)."""
     configure()
     return mlflow.pyfunc.load_model(uri)
+
+
+EVALUATION_EXPERIMENT = "recsys-hyper-cold-start"
+
+
+def metric_name(name: str) -> str:
+    """MLflow metric names allow no '@': ``ndcg@10`` -> ``ndcg_at_10``."""
+    return name.replace("@", "_at_")
+
+
+def log_evaluation(result, out_dir: str | os.PathLike, data_source: str, experiment: str = EVALUATION_EXPERIMENT,
+                   run_name: str | None = None, tags: dict | None = None, tracking_uri: str | None = None,
+                   nested: bool = False) -> str:
+    """Log a cold-start evaluation: a parent run (params, the results table, the k-curve figure,
+    the split and per-user results as artifacts) with a nested child run per (method, k).
+    Returns the parent run id."""
+    from ..evaluation.report import k_curve_figure
+
+    configure(tracking_uri)
+    mlflow.set_experiment(experiment)
+    p = result.protocol
+    out = Path(out_dir)
+    with mlflow.start_run(run_name=run_name or "cold-start evaluation", tags={"kind": "cold-start-evaluation",
+                                                                             **(tags or {})},
+                          nested=nested) as parent:
+        mlflow.log_params({
+            "data": data_source, "seed": p.seed, "shots": ",".join(map(str, p.shots)),
+            "methods": ",".join(result.table["method"].unique()), "val_fraction": p.val_fraction,
+            "test_fraction": p.test_fraction, "min_query": p.min_query, "relevance_threshold": p.relevance_threshold,
+            "split_digest": result.split.digest, "test_users": result.n_test_users,
+            "evaluated_users": result.n_eligible,
+        })
+        for row in result.table.to_dict(orient="records"):
+            method, k = row["method"], int(row["k"])
+            with mlflow.start_run(run_name=f"{method} k={k}", nested=True,
+                                  tags={"method": method, "k": str(k), "kind": "cold-start-result"}):
+                mlflow.log_params({"method": method, "k": k})
+                mlflow.log_metrics({metric_name(key): float(v) for key, v in row.items()
+                                    if key not in ("method", "k") and v == v})  # v == v drops NaN
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mlflow.log_table(data=result.table.rename(columns=metric_name), artifact_file="cold_start_results.json")
+        fig = k_curve_figure(result)
+        mlflow.log_figure(fig, "k_curve.png")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        for name in ("results.md", "results.json", "split.parquet", "per_user.parquet"):
+            if (out / name).is_file():
+                mlflow.log_artifact(str(out / name))
+        mlflow.log_metric("seconds", result.seconds)
+        return parent.info.run_id

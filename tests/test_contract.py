@@ -1,0 +1,118 @@
+"""One contract, one suite: every recommender (the hypernetwork and each baseline) must pass it.
+
+A new model's entry only says how to build it (cf. implicit's recommender_base_test).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recsys_hyper.baselines import BiasBaseline, ItemMean, MatrixFactorization, MeLU, Popularity
+from recsys_hyper.data import Histories, load_dataset
+from recsys_hyper.data.dataset import Dataset
+from recsys_hyper.data.synthetic import generate, preset
+from recsys_hyper.errors import NotFittedError
+from recsys_hyper.model import Config, HyperRecommender, ModelConfig, TrainConfig
+
+BUILDERS = {
+    "popularity": Popularity,
+    "item-mean": ItemMean,
+    "bias": BiasBaseline,
+    "mf": lambda: MatrixFactorization(dim=8, epochs=60),
+    "mf-features": lambda: MatrixFactorization(dim=8, epochs=60, use_features=True),
+    "melu": lambda: MeLU(emb=8, hidden=16, epochs=2, local_steps=2),
+    "hyper": lambda: HyperRecommender(Config(model=ModelConfig(dim=8, hidden=16, z_dim=16),
+                                             train=TrainConfig(epochs=2, k_max=5))),
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("contract") / "ds"
+    generate(preset("tiny", n_users=160, seed=3), root)
+    ds = load_dataset(root)
+    new = ds.users["user_id"].to_numpy()[-20:]
+    train = Dataset(ds.interactions[~ds.interactions["user_id"].isin(new)].reset_index(drop=True), ds.users, ds.items)
+    events = ds.interactions[ds.interactions["user_id"].isin(new)]
+    support = events.sort_values(["user_id", "timestamp"]).groupby("user_id").head(3)
+    query = events.drop(support.index)
+    val = ds.users["user_id"].to_numpy()[:20]
+    return {"train": train, "support": support, "query": query, "users": ds.users[ds.users["user_id"].isin(new)],
+            "val": val}
+
+
+@pytest.fixture(scope="module", params=list(BUILDERS))
+def fitted(request, data):
+    model = BUILDERS[request.param]()
+    kwargs = {"progress": False} if request.param == "hyper" else {}
+    assert model.fit(data["train"], validation_users=data["val"], **kwargs) is model   # fit returns self
+    return model
+
+
+def _tensors(model) -> dict:
+    net = getattr(model, "model_", None) or getattr(model, "net_", None)
+    if net is not None:
+        return {k: v.clone() for k, v in net.state_dict().items()}
+    return {k: getattr(model, k).clone() for k in model._tensors if isinstance(getattr(model, k), torch.Tensor)}
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_unfitted_models_say_so(name):
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        BUILDERS[name]().recommend(None, k=3)
+
+
+def test_adapt_predict_recommend_never_mutate(fitted, data):
+    before = _tensors(fitted)
+    heads = fitted.adapt(data["support"], data["users"])
+    fitted.predict(data["support"], data["query"], heads=heads)
+    fitted.recommend(data["support"], k=5, heads=heads)
+    after = _tensors(fitted)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_predictions_are_on_the_rating_scale(fitted, data):
+    pred = fitted.predict(data["support"], data["query"], users=data["users"])
+    assert pred.shape == (len(data["query"]),) and np.isfinite(pred).all()
+    assert pred.min() >= 1.0 and pred.max() <= 5.0
+    unknown = pd.DataFrame({"user_id": [data["query"]["user_id"].iloc[0]], "item_id": [987_654]})
+    assert np.isnan(fitted.predict(data["support"], unknown)).all()
+
+
+def test_recommend_contract(fitted, data):
+    extra_user = data["train"].users.iloc[[0]].assign(user_id=555_555)       # features only, no history
+    recs = fitted.recommend(data["support"], k=6, users=pd.concat([data["users"], extra_user]))
+    assert list(recs.columns) == ["user_id", "item_id", "score", "rank"]
+    assert set(recs["user_id"]) == set(data["support"]["user_id"]) | {555_555}
+    assert (recs.groupby("user_id")["rank"].apply(list).map(lambda r: r == list(range(1, 7)))).all()
+    assert (recs.groupby("user_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
+    seen = set(map(tuple, data["support"][["user_id", "item_id"]].to_numpy()))
+    assert not any((u, i) in seen for u, i in recs[["user_id", "item_id"]].to_numpy())
+    allowed = fitted.recommend(data["support"], k=50, items=[1, 2, 3, 4, 5])
+    assert set(allowed["item_id"]) <= {1, 2, 3, 4, 5}
+
+
+def test_catalogue_scores_agree_with_recommend(fitted, data):
+    h = Histories.from_interactions(data["support"], fitted.item_map_)[0]
+    heads = fitted.adapt_histories(h, data["users"])
+    scores = fitted.score_catalogue(heads, np.arange(len(h)))
+    assert scores.shape == (len(h), len(fitted.item_map_))
+    recs = fitted.recommend(data["support"], k=1, heads=heads)
+    first = scores.clone()
+    owner = np.repeat(np.arange(len(h)), h.lengths)
+    first[torch.from_numpy(owner), torch.from_numpy(h.items)] = float("-inf")
+    best = fitted.item_map_.ids(first.argmax(1).numpy())
+    got = recs.set_index("user_id").loc[h.user_ids, "item_id"].to_numpy()
+    np.testing.assert_array_equal(got, best)
+
+
+def test_save_load_round_trip(fitted, data, tmp_path):
+    fitted.save(tmp_path / "m")
+    loaded = type(fitted).load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.predict(data["support"], data["query"], users=data["users"]),
+                               fitted.predict(data["support"], data["query"], users=data["users"]), rtol=1e-6)
+    pd.testing.assert_frame_equal(loaded.recommend(data["support"], k=5, users=data["users"]),
+                                  fitted.recommend(data["support"], k=5, users=data["users"]))
