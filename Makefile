@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench evaluate clean
+
+ML100K ?= ../shared/data/ml-100k
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +36,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The README's cold-start table: MovieLens 100K imported (into ignored artifacts/, never the
+# repository: its licence forbids redistribution), every method, every k, one MLflow run.
+evaluate: $(STAMP)
+	$(BIN)/recsys-hyper data import-movielens $(ML100K) --out artifacts/data/ml-100k --overwrite
+	$(BIN)/python pipelines/cold_start_eval.py --data artifacts/data/ml-100k --seed 0 --out artifacts/evaluation-ml-100k
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py

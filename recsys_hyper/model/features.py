@@ -98,7 +98,7 @@ class FeatureSpec:
             if col.kind == "categorical":
                 text = np.array([v if isinstance(v, str) else (None if v is None or v != v else str(v))
                                  for v in values], dtype=object)
-                cat.append(pd.Index(col.vocab).get_indexer(text).astype(np.int64) + 1)  # unknown / missing -> 0
+                cat.append(self._vocab_index(col).get_indexer(text).astype(np.int64) + 1)  # unknown / missing -> 0
             else:
                 lookup = {v: i + 1 for i, v in enumerate(col.vocab)}
                 bags = [[lookup.get(str(x), 0) for x in v] if isinstance(v, (list, np.ndarray)) else [] for v in values]
@@ -112,6 +112,13 @@ class FeatureSpec:
             num=torch.from_numpy(np.stack(num, axis=1).astype(np.float32)) if num else torch.zeros(n, 0),
             multi=[torch.from_numpy(m) for m in multi],
         )
+
+    def _vocab_index(self, col: ColumnSpec) -> pd.Index:
+        """A hash index of a column's vocabulary, built once (a fitted spec never changes)."""
+        cache = self.__dict__.setdefault("_vocab_indexes", {})
+        if col.name not in cache:
+            cache[col.name] = pd.Index(col.vocab)
+        return cache[col.name]
 
     def to_dict(self) -> dict:
         return {"id_column": self.id_column, "columns": [asdict(c) for c in self.columns]}
