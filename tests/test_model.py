@@ -228,3 +228,19 @@ def test_implicit_feedback_trains_and_scores_relevance(tmp_path):
     pred = rec.predict(events, pairs)
     # relevance scores, not ratings: they order items exactly as recommend's scores do
     np.testing.assert_allclose(pred, recs["score"].to_numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("K", [0, 1, 5, 20, 40])
+def test_fold_in_is_the_ridge_posterior_in_both_forms(K):
+    """K < D takes the K x K (Woodbury) form, K >= D the D x D one; both are the same posterior."""
+    from recsys_hyper.model.modules import fold_in
+
+    g = torch.Generator().manual_seed(K)
+    B, D = 12, 33
+    phi, y = torch.randn(B, K, D, generator=g) / 6, torch.randn(B, K, generator=g)
+    mask = (torch.rand(B, K, generator=g) > 0.2).float()
+    m, lam = torch.randn(B, D, generator=g), torch.rand(B, D, generator=g) * 30 + 1
+    p = phi * mask.unsqueeze(-1)
+    direct = torch.linalg.solve(p.transpose(1, 2) @ p + torch.diag_embed(lam),
+                                (p.transpose(1, 2) @ (y * mask).unsqueeze(-1)).squeeze(-1) + lam * m)
+    torch.testing.assert_close(fold_in(phi, y, mask, m, lam), direct, atol=1e-5, rtol=1e-5)

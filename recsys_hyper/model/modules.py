@@ -149,10 +149,23 @@ def fold_in(phi: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, prior_mean: 
 
     phi (B, K, D) support item vectors, y (B, K) residual targets, mask (B, K),
     prior_mean / prior_precision (B, D) -> w (B, D). With k = 0 it returns the prior mean.
+
+    ``w = (Phi^T Phi + Lambda)^-1 (Phi^T y + Lambda m)``. When the support is smaller than the
+    head (K < D: the cold-start case) the same posterior comes from a K x K system (Woodbury):
+    ``w = m + Lambda^-1 Phi^T (I + Phi Lambda^-1 Phi^T)^-1 (y - Phi m)``. Padded rows (phi = 0,
+    y = 0) add identity rows there and change nothing.
     """
     phi = phi * mask.unsqueeze(-1)                                          # padded rows -> 0
+    y = y * mask
+    B, K, D = phi.shape
+    if K < D:
+        scaled = phi / prior_precision.unsqueeze(1)                          # Phi Lambda^-1 (B, K, D)
+        G = scaled @ phi.transpose(1, 2) + torch.eye(K, dtype=phi.dtype)     # (B, K, K)
+        r = y - (phi @ prior_mean.unsqueeze(-1)).squeeze(-1)                 # (B, K) residual vs prior
+        alpha = torch.linalg.solve(G, r)                                     # (B, K)
+        return prior_mean + (scaled.transpose(1, 2) @ alpha.unsqueeze(-1)).squeeze(-1)
     A = phi.transpose(1, 2) @ phi + torch.diag_embed(prior_precision)        # (B, D, D)
-    b = (phi.transpose(1, 2) @ (y * mask).unsqueeze(-1)).squeeze(-1) + prior_precision * prior_mean  # (B, D)
+    b = (phi.transpose(1, 2) @ y.unsqueeze(-1)).squeeze(-1) + prior_precision * prior_mean  # (B, D)
     return torch.linalg.solve(A, b)                                         # (B, D)
 
 
