@@ -169,6 +169,28 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, metavar="PRED.parquet", help="output Parquet file")
     pr.set_defaults(func=cmd_predict)
 
+    sc = sub.add_parser("score", formatter_class=_Formatter, help="batch-score every user: top K and user heads",
+                        description="Score every user of DIR in bounded memory: histories (interactions.parquet, "
+                                    "one file or a folder of many) are hash-partitioned by user on disk, then "
+                                    "scored chunk by chunk: heads emitted, the whole catalogue (or --candidates) "
+                                    "scored with one GEMM per chunk, seen items excluded, top K kept. Users listed "
+                                    "only in users.parquet get the population head's items. Writes "
+                                    "OUT/recommendations/date=D (user_id, item_id, score, rank), "
+                                    "OUT/user_heads/date=D (rank_head, rating_head per user) and "
+                                    "OUT/item_vectors/date=D (phi, rank_bias, rating_bias per item), committed "
+                                    "atomically at the end; a re-run of a date replaces it. The manifest in the "
+                                    "recommendations folder gives the dot-product formula.")
+    sc.add_argument("--model", required=True, metavar="MODEL", help=model_help)
+    sc.add_argument("--data", required=True, metavar="DIR", help="dataset directory holding the histories")
+    sc.add_argument("--top-k", type=_positive_int, default=100, metavar="K", help="items per user")
+    sc.add_argument("--out", required=True, metavar="DIR", help="output root (tables partitioned by date)")
+    sc.add_argument("--date", default=None, metavar="YYYY-MM-DD", help="run date (default: today, UTC)")
+    sc.add_argument("--chunk-users", type=_positive_int, default=4096, metavar="N", help="users per scoring chunk")
+    sc.add_argument("--candidates", metavar="FILE.parquet", help="score only these items (an item_id column)")
+    sc.add_argument("--include-seen", action="store_true", help="do not exclude items already in the history")
+    sc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sc.set_defaults(func=cmd_score)
+
     from .evaluation.runner import METHODS
 
     e = sub.add_parser("evaluate", formatter_class=_Formatter,
@@ -355,6 +377,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _write_parquet(out, args.out)
     n_nan = int(np.isnan(pred).sum())
     print(f"predicted {len(out):,} pairs" + (f" ({n_nan:,} unscoreable: NaN)" if n_nan else "") + f" -> {args.out}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import datetime
+
+    import pandas as pd
+
+    from .scoring import score_dataset
+
+    date = args.date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    candidates = None
+    if args.candidates:
+        path = Path(args.candidates)
+        if not path.is_file():
+            raise RecsysHyperError(f"{path}: candidates file not found")
+        frame = pd.read_parquet(path)
+        if "item_id" not in frame.columns:
+            raise RecsysHyperError(f"{path}: needs an item_id column (columns present: {list(frame.columns)})")
+        candidates = frame["item_id"].to_numpy()
+    rec = _load_model(args.model)
+    report = score_dataset(rec, args.data, args.out, date, top_k=args.top_k, chunk_users=args.chunk_users,
+                           candidates=candidates, exclude_seen=not args.include_seen, progress=not args.no_progress)
+    print(f"scored {report.users:,} users ({report.users_without_history:,} without history) for {date} in "
+          f"{report.seconds:.1f}s ({report.users_per_second:,.0f} users/s scoring)"
+          + (f"; {report.unknown_item_events:,} events on {report.unknown_item_ids:,} unknown items skipped"
+             if report.unknown_item_events else "")
+          + f" -> {Path(args.out) / 'recommendations' / f'date={date}'}")
     return 0
 
 

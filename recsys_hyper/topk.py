@@ -27,12 +27,13 @@ def require_columns(df: pd.DataFrame, columns, what: str) -> None:
 
 
 def histories_from_frame(histories: pd.DataFrame | None, item_map: IdMap, users: pd.DataFrame | None = None,
-                         user_ids=None) -> Histories:
+                         user_ids=None, warn: bool = True) -> Histories:
     """Per-user chronological histories of the users to serve.
 
     ``user_ids`` fixes the users and their order; by default the users of ``histories`` (in
     order of appearance), then those only in ``users`` (empty histories). Events on items
-    ``item_map`` does not hold are skipped with a warning.
+    ``item_map`` does not hold are skipped, with a warning unless ``warn`` is false (callers that
+    report a total themselves).
     """
     if histories is None:
         histories = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
@@ -49,7 +50,7 @@ def histories_from_frame(histories: pd.DataFrame | None, item_map: IdMap, users:
             ids = ids.append(pd.Index(users[S.USER_ID]).difference(ids, sort=False))
         user_ids = ids.to_numpy()
     h, n_unknown = Histories.from_interactions(histories, item_map, user_ids=user_ids)
-    if n_unknown:
+    if n_unknown and warn:
         log.warning("%d history events are on items the model has never seen and that have no features; "
                     "they were skipped (pass item features to use them)", n_unknown)
     return h

@@ -101,19 +101,20 @@ class TrainingRun:
         from mlflow.models import infer_signature
 
         from ..model import HyperRecommender
+        from ..scoring.frames import group_histories, recommend_grouped
 
-        rec = HyperRecommender.load(model_dir)
-        example_out = rec.recommend(example_histories, k=k)
+        example = group_histories(example_histories)
+        example_out = recommend_grouped(HyperRecommender.load(model_dir), example, k=k)
         with warnings.catch_warnings():  # MLflow's hint about integer columns and missing values
             warnings.simplefilter("ignore", UserWarning)
-            signature = infer_signature(example_histories, example_out, params={"k": k, "exclude_seen": True})
+            signature = infer_signature(example, example_out, params={"k": k, "exclude_seen": True})
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(PYFUNC_FILE),
                 artifacts={MODEL_ARTIFACT: str(model_dir)},
                 code_paths=[str(Path(__file__).resolve().parents[1])],
                 signature=signature,
-                input_example=example_histories,
+                input_example=example,
                 pip_requirements=_requirements(),
                 registered_model_name=REGISTERED_MODEL if register else None,
             )

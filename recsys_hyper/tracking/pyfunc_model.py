@@ -1,8 +1,11 @@
 """The MLflow pyfunc of a recsys-hyper model, logged as *models from code*.
 
 MLflow runs this file when the model is loaded; it wraps a saved model directory (the artifact
-``model_dir``). ``predict`` takes a DataFrame of histories (the data contract's interaction
-columns) and returns each user's top-``k`` recommendations: ``user_id, item_id, score, rank``.
+``model_dir``). ``predict`` takes *grouped* histories, one row per user: ``user_id`` and the
+lists ``item_id``, ``rating``, ``timestamp`` (what Spark's ``collect_list`` gives; an empty list
+is a user with no history), and returns one row per input row: ``user_id``, ``item_ids`` and
+``scores`` (the top ``k``, best first). One row in, one row out, so it also runs as
+``mlflow.pyfunc.spark_udf(..., result_type="item_ids array<long>, scores array<float>")``.
 Params: ``k`` (default 10), ``exclude_seen`` (default true).
 """
 
@@ -20,9 +23,11 @@ class HyperRecommenderPyfunc(PythonModel):
         self.rec = HyperRecommender.load(context.artifacts["model_dir"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        from recsys_hyper.scoring.frames import recommend_grouped
+
         params = params or {}
-        return self.rec.recommend(model_input, k=int(params.get("k", 10)),
-                                  exclude_seen=bool(params.get("exclude_seen", True)))
+        return recommend_grouped(self.rec, model_input, k=int(params.get("k", 10)),
+                                 exclude_seen=bool(params.get("exclude_seen", True)))
 
 
 mlflow.models.set_model(HyperRecommenderPyfunc())

@@ -1,0 +1,7 @@
+"""Batch scoring: the per-chunk scorer every engine runs, the streaming single-machine scorer, Spark."""
+
+from .batch import ScoreReport, score_dataset
+from .core import ChunkScorer
+from .frames import explode_histories, group_histories
+
+__all__ = ["ChunkScorer", "ScoreReport", "score_dataset", "group_histories", "explode_histories"]

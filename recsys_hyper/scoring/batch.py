@@ -1,0 +1,276 @@
+"""Streaming batch scoring: every user of a Parquet dataset, memory bounded by the chunk.
+
+1. **Check before any work**: the histories' schema, and their item vocabulary against the
+   model's (read from the ``item_id`` column alone).
+2. **Hash-partition** the histories (one file or a folder of many; a user's rows may be spread
+   across files) and the users file into buckets on disk, streaming record batches, so that every
+   user's rows land in one bucket.
+3. **Score bucket by bucket, chunk by chunk**: heads, the whole catalogue (or a candidate list)
+   as one GEMM per chunk, seen items excluded, top K; each chunk appended to the run's part files.
+4. **Commit atomically**: everything is written under a hidden staging folder and renamed into
+   ``OUT/recommendations/date=D``, ``OUT/user_heads/date=D`` and ``OUT/item_vectors/date=D`` at
+   the end. A killed run leaves no visible output; a re-run of a date replaces it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from ..data import schema as S
+from ..data.idmap import UNKNOWN
+from ..errors import DataValidationError, Problem, RecsysHyperError
+from ..model import HyperRecommender
+from .core import ChunkScorer, heads_schema, recs_schema
+
+log = logging.getLogger(__name__)
+
+TABLES = ("recommendations", "user_heads", "item_vectors")
+READ_BATCH_ROWS = 1_000_000
+
+
+@dataclass
+class ScoreReport:
+    date: str
+    users: int = 0
+    interactions: int = 0
+    unknown_item_events: int = 0
+    unknown_item_ids: int = 0
+    users_without_history: int = 0
+    buckets: int = 0
+    seconds: float = 0.0
+    scoring_seconds: float = 0.0
+    outputs: dict = field(default_factory=dict)
+
+    @property
+    def users_per_second(self) -> float:
+        return self.users / self.scoring_seconds if self.scoring_seconds else float("nan")
+
+
+def _histories_source(data_dir: Path) -> Path:
+    path = data_dir / S.INTERACTIONS_FILE
+    if not path.exists():
+        raise DataValidationError([Problem(S.INTERACTIONS_FILE, None, f"file not found in {data_dir}",
+                                           "batch scoring reads the users' histories from it (one Parquet file "
+                                           "or a folder of Parquet files)")])
+    return path
+
+
+def check_inputs(model: HyperRecommender, data_dir: Path) -> tuple[pads.Dataset, ScoreReport]:
+    """Schema and vocabulary checks, reading only what they need."""
+    src = _histories_source(data_dir)
+    try:
+        ds = pads.dataset(src, format="parquet")
+        schema = ds.schema
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataValidationError([Problem(S.INTERACTIONS_FILE, None, f"is not readable Parquet ({exc})",
+                                           "re-export it as Parquet")]) from None
+    problems = []
+    for col in (S.USER_ID, S.ITEM_ID):
+        if col not in schema.names:
+            problems.append(Problem(S.INTERACTIONS_FILE, col, f"is missing (columns present: {', '.join(schema.names)})",
+                                    "histories need user_id and item_id (rating and timestamp when available)"))
+        elif not (pa.types.is_integer(schema.field(col).type) or pa.types.is_string(schema.field(col).type)
+                  or pa.types.is_large_string(schema.field(col).type)):
+            problems.append(Problem(S.INTERACTIONS_FILE, col, f"has type {schema.field(col).type}",
+                                    "ids must be int64 or string"))
+    if problems:
+        raise DataValidationError(problems)
+    report = ScoreReport(date="")
+    item_type = schema.field(S.ITEM_ID).type
+    if (pa.types.is_integer(item_type)) != (model.item_map_.kind == "int64"):
+        raise RecsysHyperError(
+            f"{src}: item ids are {item_type} but the model was trained on {model.item_map_.kind} item ids "
+            f"(vocabulary mismatch): use the model trained on this catalogue")
+    distinct: set = set()
+    for batch in ds.to_batches(columns=[S.ITEM_ID], batch_size=READ_BATCH_ROWS):
+        col = batch.column(0)
+        if col.null_count:
+            raise DataValidationError([Problem(S.INTERACTIONS_FILE, S.ITEM_ID, f"has {col.null_count} null ids",
+                                               "drop those rows")])
+        distinct.update(pc.unique(col).to_pylist())
+        report.interactions += batch.num_rows
+    ids = np.array(sorted(distinct), dtype=np.int64 if model.item_map_.kind == "int64" else object)
+    known = model.item_map_.index(ids, unknown="mark") != UNKNOWN
+    if len(ids) and not known.any():
+        raise RecsysHyperError(f"{src}: none of its {len(ids):,} item ids is known to the model (e.g. "
+                               f"{ids[:5].tolist()}); vocabulary mismatch: use the model trained on this catalogue")
+    report.unknown_item_ids = int((~known).sum())
+    if report.unknown_item_ids:
+        log.warning("%d of %d item ids in the histories are unknown to the model; their events are skipped "
+                    "(e.g. %s)", report.unknown_item_ids, len(ids), ids[~known][:5].tolist())
+    return ds, report
+
+
+def _bucket_of(ids: pa.Array, n_buckets: int) -> np.ndarray:
+    values = ids.to_numpy(zero_copy_only=False)
+    return (pd.util.hash_array(values) % np.uint64(n_buckets)).astype(np.int64)
+
+
+def partition(source: pads.Dataset, users_file: Path | None, work: Path, n_buckets: int) -> None:
+    """Hash-partition histories (and users) by user id into ``n_buckets`` files each."""
+    columns = [c for c in (S.USER_ID, S.ITEM_ID, S.RATING, S.TIMESTAMP) if c in source.schema.names]
+    writers: dict = {}
+    try:
+        for kind, ds, cols in (("events", source, columns),
+                               ("users", pads.dataset(users_file, format="parquet") if users_file else None, None)):
+            if ds is None:
+                continue
+            for batch in ds.to_batches(columns=cols, batch_size=READ_BATCH_ROWS):
+                table = pa.Table.from_batches([batch])
+                uid = table.column(S.USER_ID).combine_chunks()
+                if uid.null_count:
+                    raise DataValidationError([Problem(f"{kind} file", S.USER_ID, f"has {uid.null_count} null ids",
+                                                       "drop those rows")])
+                bucket = _bucket_of(uid, n_buckets)
+                order = np.argsort(bucket, kind="stable")
+                sorted_b = bucket[order]
+                starts = np.searchsorted(sorted_b, np.arange(n_buckets + 1))
+                table = table.take(pa.array(order))
+                for b in range(n_buckets):
+                    if starts[b + 1] > starts[b]:
+                        part = table.slice(starts[b], starts[b + 1] - starts[b])
+                        key = (kind, b)
+                        if key not in writers:
+                            writers[key] = pq.ParquetWriter(work / f"{kind}-{b:05d}.parquet", part.schema)
+                        writers[key].write_table(part)
+    finally:
+        for w in writers.values():
+            w.close()
+
+
+def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir: str | os.PathLike, date: str,
+                  top_k: int = 100, chunk_users: int = 4096, candidates=None, exclude_seen: bool = True,
+                  rows_per_bucket: int = 2_000_000, progress: bool = True) -> ScoreReport:
+    """Score every user of ``data_dir`` (histories + optional users file) into ``out_dir``."""
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    _check_date(date)
+    data_dir, out = Path(data_dir), Path(out_dir)
+    source, report = check_inputs(model, data_dir)
+    report.date = date
+    users_file = data_dir / S.USERS_FILE
+    users_file = users_file if users_file.exists() else None
+    scorer = ChunkScorer(model, top_k, exclude_seen, candidates)
+
+    out.mkdir(parents=True, exist_ok=True)
+    _clean_stale(out)
+    staging = out / f".staging-{date}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    work = staging / "_buckets"
+    try:
+        work.mkdir(parents=True)
+        n_buckets = max(1, -(-report.interactions // rows_per_bucket))
+        report.buckets = n_buckets
+        partition(source, users_file, work, n_buckets)
+
+        item_type = pa.int64() if model.item_map_.kind == "int64" else pa.string()
+        user_type = source.schema.field(S.USER_ID).type
+        user_type = pa.int64() if pa.types.is_integer(user_type) else pa.string()
+        for table in TABLES:
+            (staging / table).mkdir()
+        pq.write_table(pa.Table.from_pandas(scorer.item_vectors(), preserve_index=False),
+                       staging / "item_vectors" / "part-00000.parquet")
+
+        bar = tqdm(desc=f"score {date}", unit="users", unit_scale=True, disable=None if progress else True)
+        t_score = time.perf_counter()
+        for b in range(n_buckets):
+            events_path, users_path = work / f"events-{b:05d}.parquet", work / f"users-{b:05d}.parquet"
+            events = pq.read_table(events_path).to_pandas() if events_path.exists() else None
+            users = pq.read_table(users_path).to_pandas() if users_path.exists() else None
+            if events is None and users is None:
+                continue
+            rec_writer = pq.ParquetWriter(staging / "recommendations" / f"part-{b:05d}.parquet",
+                                          recs_schema(user_type, item_type))
+            head_writer = pq.ParquetWriter(staging / "user_heads" / f"part-{b:05d}.parquet", heads_schema(user_type))
+            try:
+                from ..topk import histories_from_frame
+
+                h = histories_from_frame(events, scorer.catalogue.ids, users, warn=False)
+                report.unknown_item_events += (len(events) if events is not None else 0) - len(h.items)
+                report.users_without_history += int((h.lengths == 0).sum())
+                for start in range(0, len(h), chunk_users):
+                    rows = np.arange(start, min(len(h), start + chunk_users))
+                    res = scorer.score_histories(h.select(rows), users)
+                    rec_writer.write_table(pa.Table.from_pandas(res.recommendations, preserve_index=False)
+                                           .cast(recs_schema(user_type, item_type)))
+                    head_writer.write_table(pa.Table.from_pandas(res.heads, preserve_index=False)
+                                            .cast(heads_schema(user_type)))
+                    report.users += len(rows)
+                    bar.update(len(rows))
+            finally:
+                rec_writer.close()
+                head_writer.close()
+            events_path.unlink(missing_ok=True)
+            users_path.unlink(missing_ok=True)
+        bar.close()
+        report.scoring_seconds = time.perf_counter() - t_score
+        shutil.rmtree(work)
+        if report.unknown_item_events:
+            log.warning("%d history events on %d item ids unknown to the model were skipped",
+                        report.unknown_item_events, report.unknown_item_ids)
+        report.seconds = time.perf_counter() - t_start
+        report.outputs = {t: str(out / t / f"date={date}") for t in TABLES}
+        manifest = {**asdict(report), "model_items": len(model.item_map_), "top_k": top_k,
+                    "exclude_seen": exclude_seen, "formula": {
+                        "ranking score": "rank_bias[item] + dot(rank_head[user], phi[item])",
+                        "rating": "mu + rating_bias[item] + dot(rating_head[user], phi[item])",
+                        "mu": float(model.model_.mu)}}
+        (staging / "recommendations" / "_manifest.json").write_text(json.dumps(manifest, indent=2))
+        _commit(staging, out, date)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def _commit(staging: Path, out: Path, date: str) -> None:
+    """Rename each staged table into ``OUT/<table>/date=D``, replacing a previous run of D."""
+    trash = []
+    for table in TABLES:
+        final = out / table / f"date={date}"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
+            os.replace(final, old)
+            trash.append(old)
+        os.replace(staging / table, final)
+    for old in trash:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _clean_stale(out: Path) -> None:
+    """Remove staging folders of scorers that are no longer running."""
+    from .._atomic import _pid_alive
+
+    for stale in out.glob(".staging-*"):
+        try:
+            pid = int(stale.name.split("-")[4])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(stale, ignore_errors=True)
+    for table in TABLES:
+        for old in (out / table).glob(".old-*") if (out / table).exists() else []:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_date(date: str) -> None:
+    try:
+        pd.Timestamp(date)
+    except ValueError:
+        raise RecsysHyperError(f"--date {date!r} is not a date; use YYYY-MM-DD") from None
+    if len(date) != 10:
+        raise RecsysHyperError(f"--date {date!r}: use YYYY-MM-DD")
