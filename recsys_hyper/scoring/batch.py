@@ -268,9 +268,12 @@ def _clean_stale(out: Path) -> None:
 
 
 def _check_date(date: str) -> None:
+    import datetime
+    import re
+
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(date)):
+        raise RecsysHyperError(f"--date {date!r} is not a date: use YYYY-MM-DD")
     try:
-        pd.Timestamp(date)
+        datetime.date.fromisoformat(date)
     except ValueError:
-        raise RecsysHyperError(f"--date {date!r} is not a date; use YYYY-MM-DD") from None
-    if len(date) != 10:
-        raise RecsysHyperError(f"--date {date!r}: use YYYY-MM-DD")
+        raise RecsysHyperError(f"--date {date!r} is not a calendar date: use YYYY-MM-DD") from None
