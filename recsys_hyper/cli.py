@@ -279,25 +279,33 @@ def cmd_import_movielens(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import contextlib
+    import shutil
 
     from .data import load_dataset
     from .model import HyperRecommender, load_config
+    from .model.training import init_distributed
 
     cfg = load_config(args.config).replace(seed=args.seed, epochs=args.epochs)
     ds = load_dataset(args.data)
+    # under torchrun every rank trains its share of each batch; rank 0 tracks, saves and reports
+    rank, world = init_distributed()
+    if rank:
+        logging.getLogger("recsys_hyper").setLevel(logging.WARNING)
     out = Path(args.out)
     ckpt = out.parent / f".{out.name}.checkpoints"
     if args.resume and not (ckpt / "checkpoint.pt").is_file():
         log.info("no checkpoint in %s: starting from scratch", ckpt)
     run = contextlib.nullcontext()
-    if not args.no_track:
+    if not args.no_track and rank == 0:
         from .tracking import TrainingRun
 
         run = TrainingRun(cfg.to_dict(), ds, experiment=args.experiment, run_name=f"train {Path(args.data).name}",
-                          tags={"data": str(args.data)})
+                          tags={"data": str(args.data), "processes": str(world)})
     with run as tracked:
         rec = HyperRecommender(cfg).fit(ds, checkpoint_dir=ckpt, resume=args.resume, progress=not args.no_progress,
                                         callback=tracked.log_epoch if tracked else None)
+        if rank:
+            return 0
         rec.save(out)
         best = rec.training_.history[rec.training_.best_epoch]
         summary = {k: best[f"val_{k}"] for k in ("loss", "mae", "ndcg10")}
@@ -309,12 +317,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             first_users = ds.interactions["user_id"].drop_duplicates().head(3)
             example = ds.interactions[ds.interactions["user_id"].isin(first_users)].reset_index(drop=True)
             version = tracked.log_model(out, example, register=not args.no_register)
-    import shutil
-
     shutil.rmtree(ckpt, ignore_errors=True)
-    print(f"trained in {rec.training_.seconds:.1f}s: best epoch {rec.training_.best_epoch + 1} of "
-          f"{len(rec.training_.history)}, validation MAE {summary['mae']:.4f}, nDCG@10 {summary['ndcg10']:.4f} "
-          f"({rec.n_val_users_:,} validation users); model -> {out}"
+    print(f"trained in {rec.training_.seconds:.1f}s on {world} process{'es' if world > 1 else ''}: best epoch "
+          f"{rec.training_.best_epoch + 1} of {len(rec.training_.history)}, validation MAE {summary['mae']:.4f}, "
+          f"nDCG@10 {summary['ndcg10']:.4f} ({rec.n_val_users_:,} validation users); model -> {out}"
           + (f"; registered recsys-hyper version {version} (alias challenger)" if version else ""))
     return 0
 

@@ -161,10 +161,50 @@ def train(model: HyperRecModel, data: TrainingData, cfg: Config, checkpoint_dir:
         torch.use_deterministic_algorithms(previous)
 
 
+class _StepLoss(torch.nn.Module):
+    """One step's meta-training loss as a ``forward``, so that PyTorch DDP can synchronise the
+    gradients of the model it holds."""
+
+    def __init__(self, model: HyperRecModel, data: TrainingData, cfg: Config):
+        super().__init__()
+        self.model, self.data, self.cfg = model, data, cfg
+
+    def forward(self, rows: np.ndarray, support: Histories, query: Histories):
+        return batch_loss(self.model, self.data, self.cfg, rows, support, query)
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size): (0, 1) unless a process group is initialised (e.g. under torchrun)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group torchrun describes in the environment (gloo on CPU); no-op alone."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    return distributed()
+
+
 def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> TrainResult:
+    """The loop. Under a process group (torchrun), each rank takes its share of every batch's users
+    and PyTorch DDP averages the gradients; every rank validates the same users, so all ranks take
+    the same early-stopping decisions; rank 0 writes checkpoints and reports."""
     from tqdm.auto import tqdm
 
     t = cfg.train
+    rank, world = distributed()
+    step = _StepLoss(model, data, cfg)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # implicit data trains no rating bias: the only parameters a step can leave unused
+        step = DistributedDataParallel(step, find_unused_parameters=data.implicit)
     sampler = EpisodeSampler(k_max=t.k_max, strategy=t.support_strategy, augment_prob=t.augment_prob,
                              window=t.augment_window, max_query=t.max_query)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -190,14 +230,17 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
         model.train()
         order = rng.permutation(data.train_rows)
         batches = [order[i:i + t.batch_users] for i in range(0, len(order), t.batch_users)]
+        batches = [b for b in batches if len(b) >= world]                    # every rank gets users
+        sample_rng = rng if world == 1 else np.random.default_rng([t.seed, epoch, rank + 1])
         running = []
         # disable=None: the bar switches itself off when output is not a terminal
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False,
-                   disable=None if progress else True)
-        for rows in bar:
-            sup, qry = sampler.sample(data.histories.select(rows), rng)
+                   disable=None if progress and rank == 0 else True)
+        for batch in bar:
+            rows = batch[rank::world]                                        # this rank's share
+            sup, qry = sampler.sample(data.histories.select(rows), sample_rng)
             keep = np.isin(data.histories.user_ids[rows], sup.user_ids)          # users long enough to split
-            loss, m = batch_loss(model, data, cfg, rows[keep], sup, qry)
+            loss, m = step(rows[keep], sup, qry)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
@@ -216,11 +259,12 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
         else:
             bad_epochs += 1
         stop = bad_epochs >= t.patience
-        log.info("epoch %d: train loss %.4f, val loss %.4f, val MAE %.4f, val nDCG@10 %.4f%s", epoch + 1,
-                 metrics["train_loss"], val["loss"], val["mae"], val["ndcg10"], " (best)" if improved else "")
-        if callback is not None:
+        if rank == 0:
+            log.info("epoch %d: train loss %.4f, val loss %.4f, val MAE %.4f, val nDCG@10 %.4f%s", epoch + 1,
+                     metrics["train_loss"], val["loss"], val["mae"], val["ndcg10"], " (best)" if improved else "")
+        if callback is not None and rank == 0:
             callback(epoch, metrics)
-        if ckpt_path is not None:
+        if ckpt_path is not None and rank == 0:
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_file(ckpt_path) as tmp:
                 torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
