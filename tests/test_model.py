@@ -230,15 +230,17 @@ def test_implicit_feedback_trains_and_scores_relevance(tmp_path):
     np.testing.assert_allclose(pred, recs["score"].to_numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("K", [0, 1, 5, 20, 40])
+@pytest.mark.parametrize("K", [0, 1, 5, 20, 40, 70])
 def test_fold_in_is_the_ridge_posterior_in_both_forms(K):
-    """K < D takes the K x K (Woodbury) form, K >= D the D x D one; both are the same posterior."""
+    """Users with k < D take the K x K (Woodbury) form, the others the D x D one (a batch may mix
+    both); every user gets the same posterior as the direct solve."""
     from recsys_hyper.model.modules import fold_in
 
     g = torch.Generator().manual_seed(K)
     B, D = 12, 33
     phi, y = torch.randn(B, K, D, generator=g) / 6, torch.randn(B, K, generator=g)
-    mask = (torch.rand(B, K, generator=g) > 0.2).float()
+    lengths = torch.randint(0, K + 1, (B,), generator=g)
+    mask = (torch.arange(K).unsqueeze(0) < lengths.unsqueeze(1)).float()     # left-aligned, as Padded builds
     m, lam = torch.randn(B, D, generator=g), torch.rand(B, D, generator=g) * 30 + 1
     p = phi * mask.unsqueeze(-1)
     direct = torch.linalg.solve(p.transpose(1, 2) @ p + torch.diag_embed(lam),

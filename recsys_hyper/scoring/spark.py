@@ -1,0 +1,87 @@
+"""Scale-out batch scoring on Spark (optional extra: ``pip install 'recsys-hyper[spark]'``).
+
+Each user's events are grouped first (``collect_list`` of (timestamp, item, rating) structs,
+sorted), joined with the user's features, and scored by :func:`score_partitions` through
+``mapInPandas``: one function over an iterator of pandas batches that loads the model once per
+task and runs the same :class:`~recsys_hyper.scoring.core.ChunkScorer` as the single-machine
+scorer, so both give the same rows. (``groupBy().applyInPandas`` would shuffle every event
+through Python; ``collect_list`` keeps the shuffle in the JVM.)
+
+The registered model also runs as a row-wise UDF on grouped histories::
+
+    udf = mlflow.pyfunc.spark_udf(spark, "models:/recsys-hyper@champion", env_manager="local",
+                                  result_type="item_ids array<long>, scores array<float>")
+    grouped.withColumn("recs", udf("user_id", "item_id", "rating", "timestamp"))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from ..data import schema as S
+
+RECS_DDL = "user_id long, item_id long, score float, rank int"
+EVENT_FIELDS = (S.TIMESTAMP, S.ITEM_ID, S.RATING)
+
+
+def score_partitions(model: str, top_k: int, exclude_seen: bool = True, feature_columns=(),
+                     chunk_users: int = 4096) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """The ``mapInPandas`` function: grouped histories (+ user feature columns) in, top-K out.
+
+    ``model`` is a model directory reachable from the executors or an MLflow model URI; it is
+    loaded once per task, not per batch.
+    """
+    feature_columns = list(feature_columns)
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from ..model import HyperRecommender
+        from ..tracking import resolve_model
+        from .core import ChunkScorer
+        from .frames import explode_histories
+
+        scorer = ChunkScorer(HyperRecommender.load(resolve_model(model)), top_k, exclude_seen)
+        for batch in batches:
+            for start in range(0, len(batch), chunk_users):
+                part = batch.iloc[start:start + chunk_users]
+                users = part[[S.USER_ID, *feature_columns]].reset_index(drop=True)
+                result = scorer.score(explode_histories(part), users)
+                yield result.recommendations
+
+    return run
+
+
+def grouped_histories(spark, data_dir: str | Path):
+    """One row per user: ``user_id``, the chronological lists ``item_id`` / ``rating`` /
+    ``timestamp`` (empty for users known only from users.parquet) and the user's features."""
+    from pyspark.sql import functions as F
+
+    data_dir = Path(data_dir)
+    events = spark.read.parquet(str(data_dir / S.INTERACTIONS_FILE))
+    if S.RATING not in events.columns:
+        events = events.withColumn(S.RATING, F.lit(S.IMPLICIT_RATING))
+    ordered = F.array_sort(F.collect_list(F.struct(*[F.col(c) for c in EVENT_FIELDS])))
+    grouped = events.groupBy(S.USER_ID).agg(ordered.alias("events"))
+    grouped = grouped.select(S.USER_ID, *[F.col(f"events.{c}").alias(c) for c in (S.ITEM_ID, S.RATING, S.TIMESTAMP)])
+    features: list[str] = []
+    users_path = data_dir / S.USERS_FILE
+    if users_path.exists():
+        users = spark.read.parquet(str(users_path))
+        features = [c for c in users.columns if c != S.USER_ID]
+        grouped = grouped.join(users, on=S.USER_ID, how="full")
+        for c, t in ((S.ITEM_ID, "long"), (S.RATING, "double"), (S.TIMESTAMP, "long")):
+            grouped = grouped.withColumn(c, F.coalesce(F.col(c), F.array().cast(f"array<{t}>")))
+    return grouped, features
+
+
+def score_with_spark(spark, data_dir: str | Path, model: str, top_k: int = 100, exclude_seen: bool = True):
+    """A Spark DataFrame of ``user_id, item_id, score, rank`` for every user of ``data_dir``."""
+    grouped, features = grouped_histories(spark, data_dir)
+    return grouped.mapInPandas(score_partitions(model, top_k, exclude_seen, features), schema=RECS_DDL)
+
+
+def _as_lists(values) -> list:
+    return [list(v) if v is not None else [] for v in values]
