@@ -73,8 +73,9 @@ def top_k_frame(score_rows: Callable[[np.ndarray], torch.Tensor], h: Histories, 
                 exclude_seen: bool = True, allowed: torch.Tensor | None = None) -> pd.DataFrame:
     """Top-``k`` per user of ``h``: ``user_id, item_id, score, rank`` (rank 1 = best).
 
-    ``score_rows(rows)`` returns the (B, N) scores of users ``rows`` over the catalogue; seen
-    items (the users' histories) and items outside ``allowed`` are never returned.
+    ``score_rows(rows)`` returns the (B, N) scores of users ``rows`` over the catalogue, a tensor
+    this function may modify (not a view of shared state); seen items (the users' histories) and
+    items outside ``allowed`` are never returned.
     """
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"The 'k' parameter of recommend must be a positive int. Got {k!r} instead.")
@@ -83,7 +84,7 @@ def top_k_frame(score_rows: Callable[[np.ndarray], torch.Tensor], h: Histories, 
     with torch.no_grad():
         for start in range(0, len(h), SCORE_CHUNK_USERS):
             rows = np.arange(start, min(len(h), start + SCORE_CHUNK_USERS))
-            scores = score_rows(rows).clone()                                # (B, N)
+            scores = score_rows(rows)                                        # (B, N), ours to modify
             if allowed is not None:
                 scores.masked_fill_(~allowed, float("-inf"))
             if exclude_seen:

@@ -28,7 +28,7 @@ class Popularity(BaselineRecommender):
         return self.mu_.expand(len(rows)).clone()
 
     def _scores(self, state, rows) -> torch.Tensor:
-        return self.log_count_.expand(len(rows), -1)
+        return self.log_count_.expand(len(rows), -1).clone()
 
 
 class ItemMean(BaselineRecommender):
@@ -51,7 +51,7 @@ class ItemMean(BaselineRecommender):
         return self.mu_ + self.item_bias_[items]
 
     def _scores(self, state, rows) -> torch.Tensor:
-        return (self.mu_ + self.item_bias_).expand(len(rows), -1)
+        return (self.mu_ + self.item_bias_).expand(len(rows), -1).clone()
 
 
 class BiasBaseline(BaselineRecommender):

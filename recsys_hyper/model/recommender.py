@@ -47,6 +47,7 @@ META_FILE = "model.json"
 ITEM_IDS_FILE = "item_ids.parquet"
 ITEM_FEATURES_FILE = "item_features.parquet"
 EMIT_CHUNK_USERS = 4096
+EMIT_MAX_CELLS = 131_072  # users x longest history per emission sub-batch
 
 
 @dataclass
@@ -213,20 +214,23 @@ class HyperRecommender:
 
     def _emit(self, h: Histories, cat: _Catalogue, users: pd.DataFrame | None,
               e_all: torch.Tensor | None = None) -> UserHeads:
+        """Heads for every row of ``h``. Users are taken in order of history length, in
+        sub-batches of bounded size (users x longest history), so padding stays small and memory
+        bounded whatever the mix of light and heavy users; heads go back to ``h``'s order."""
         model = self.model_
         e_all = self._item_vectors(cat) if e_all is None else e_all
         uf_all = None if self.user_spec_.empty else self.user_spec_.transform(users, h.user_ids)
-        ws, vs = [], []
-        with torch.no_grad():
-            for rows in chunks_by_events(h.lengths, EMIT_CHUNK_USERS):
-                sub = h.select(rows)
-                uf = None if uf_all is None else uf_all.take(torch.from_numpy(rows))
-                heads, _ = emit(model, e_all, cat.index, Padded.from_histories(sub, pad_item=cat.size), uf)
-                ws.append(heads.w)
-                vs.append(heads.v)
         D = model.dim + 1
-        w = torch.cat(ws).numpy() if ws else np.zeros((0, D), np.float32)
-        v = torch.cat(vs).numpy() if vs else np.zeros((0, D), np.float32)
+        w = np.zeros((len(h), D), np.float32)
+        v = np.zeros((len(h), D), np.float32)
+        by_length = np.argsort(h.lengths, kind="stable")
+        with torch.no_grad():
+            for part in chunks_by_events(h.lengths[by_length], EMIT_CHUNK_USERS, max_cells=EMIT_MAX_CELLS):
+                rows = by_length[part]
+                uf = None if uf_all is None else uf_all.take(torch.from_numpy(rows))
+                heads, _ = emit(model, e_all, cat.index, Padded.from_histories(h.select(rows), pad_item=cat.size), uf)
+                w[rows] = heads.w.numpy()
+                v[rows] = heads.v.numpy()
         return UserHeads(h.user_ids, w, v, h.lengths.copy())
 
     def predict(self, histories: pd.DataFrame | None, pairs: pd.DataFrame, users: pd.DataFrame | None = None,

@@ -62,6 +62,7 @@ class ChunkScorer:
         m = model.model_
         with torch.no_grad():
             self.phi = m.phi(self.e_all[: self.catalogue.size])               # (N, D)
+            self.phi_t = self.phi.T.contiguous()                               # (D, N) for the GEMM
             self.rank_bias = m.item_rank_bias[: self.catalogue.size].clone()   # (N,)
 
     def item_vectors(self) -> pd.DataFrame:
@@ -86,8 +87,8 @@ class ChunkScorer:
         heads = self.model._emit(h, self.catalogue, users, self.e_all)
         rank_head = heads.w + heads.v                                          # (B, D)
 
-        def score_rows(rows: np.ndarray) -> torch.Tensor:                      # (b, N)
-            return self.rank_bias + torch.from_numpy(np.ascontiguousarray(rank_head[rows])) @ self.phi.T
+        def score_rows(rows: np.ndarray) -> torch.Tensor:                      # (b, N): bias + head @ phi^T
+            return torch.addmm(self.rank_bias, torch.from_numpy(np.ascontiguousarray(rank_head[rows])), self.phi_t)
 
         recs = top_k_frame(score_rows, h, self.catalogue.ids, self.top_k, self.exclude_seen, self.allowed)
         heads_df = pd.DataFrame({

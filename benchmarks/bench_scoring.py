@@ -1,0 +1,180 @@
+"""Batch-scoring benchmarks: throughput against a plain dot-product top-K scorer, end-to-end runs at
+100k and 1M users (wall time, peak RSS), and Spark local[2] against the single process.
+
+    python benchmarks/bench_scoring.py [--users 1000000] [--items 10000] [--top-k 100]
+
+1. ``data synth`` generates the users (preset ``scale``); a model is meta-trained on the first
+   20,000 of them (a few epochs: scoring cost does not depend on how well it is trained).
+2. Throughput, compute only, on the same chunks of users: the hypernetwork scorer (heads emitted
+   from each history, catalogue GEMM, seen items excluded, top K) against a dot-product scorer
+   with d = 64 (user vectors looked up, catalogue GEMM, seen items excluded, top K).
+3. ``recsys-hyper score`` end to end (read -> partition -> score -> write) on the first 100k users
+   and on all users, each in its own process: wall time and peak RSS.
+4. Spark ``local[2]`` (collect_list + mapInPandas) against the single-process scorer on 100k users.
+Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import torch
+
+CLI = [sys.executable, "-m", "recsys_hyper.cli"]
+
+
+def run_measured(args: list[str], env=None) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(args)}\n{proc.stderr.read().decode()[-3000:]}")
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024
+
+
+def subset(src: Path, dst: Path, n_users: int) -> None:
+    """The first ``n_users`` users of a synthetic dataset (their ids are 1..N)."""
+    dst.mkdir(parents=True)
+    ds = pads.dataset(src / "interactions.parquet")
+    pq.write_table(ds.to_table(filter=pads.field("user_id") <= n_users), dst / "interactions.parquet")
+    users = pads.dataset(src / "users.parquet")
+    pq.write_table(users.to_table(filter=pads.field("user_id") <= n_users), dst / "users.parquet")
+    shutil.copy(src / "items.parquet", dst / "items.parquet")
+
+
+def throughput(model_dir: Path, data: Path, top_k: int, chunk: int, max_users: int) -> tuple[float, float, int]:
+    """(hypernetwork users/s, dot-product users/s, users) on the same in-memory chunks."""
+    from recsys_hyper.data import Histories
+    from recsys_hyper.model import HyperRecommender
+    from recsys_hyper.scoring.core import ChunkScorer
+
+    rec = HyperRecommender.load(model_dir)
+    events = pads.dataset(data / "interactions.parquet").to_table(
+        filter=pads.field("user_id") <= max_users).to_pandas()
+    users = pd.read_parquet(data / "users.parquet")
+    users = users[users["user_id"] <= max_users]
+    h, _ = Histories.from_interactions(events, rec.item_map_)
+    scorer = ChunkScorer(rec, top_k)
+    N = len(rec.item_map_)
+    rng = np.random.default_rng(0)
+    user_vecs = torch.from_numpy(rng.normal(size=(len(h), 64)).astype(np.float32))
+    item_vecs = torch.from_numpy(rng.normal(size=(N, 64)).astype(np.float32))
+    chunks = [np.arange(s, min(len(h), s + chunk)) for s in range(0, len(h), chunk)]
+
+    def dot_product(rows):
+        sub = h.select(rows)
+        scores = user_vecs[torch.from_numpy(rows)] @ item_vecs.T               # (B, N)
+        owner = torch.from_numpy(np.repeat(np.arange(len(rows)), sub.lengths))
+        scores[owner, torch.from_numpy(sub.items)] = float("-inf")
+        top = scores.topk(top_k, dim=1)
+        return top.indices.numpy(), top.values.numpy()
+
+    def hyper(rows):
+        return scorer.score_histories(h.select(rows), users)
+
+    out = {}
+    for name, fn in (("dot", dot_product), ("hyper", hyper)):
+        fn(chunks[0])  # warm-up
+        t0 = time.perf_counter()
+        for rows in chunks:
+            fn(rows)
+        out[name] = len(h) / (time.perf_counter() - t0)
+    return out["hyper"], out["dot"], len(h)
+
+
+def spark_seconds(data: Path, model_dir: Path, top_k: int) -> float:
+    code = f"""
+import os, sys, time, warnings
+warnings.filterwarnings("ignore")
+os.environ["PYSPARK_PYTHON"] = sys.executable
+from pyspark.sql import SparkSession
+from recsys_hyper.scoring.spark import score_with_spark
+spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+         .config("spark.sql.shuffle.partitions", "8").config("spark.driver.memory", "4g").getOrCreate())
+spark.sparkContext.setLogLevel("ERROR")
+score_with_spark(spark, {str(data)!r}, {str(model_dir)!r}, top_k={top_k}).write.mode("overwrite").parquet({str(data / 'spark_out')!r})
+spark.stop()
+"""
+    wall, _ = run_measured([sys.executable, "-c", code])
+    return wall
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", type=int, default=1_000_000)
+    p.add_argument("--items", type=int, default=10_000)
+    p.add_argument("--top-k", type=int, default=100)
+    p.add_argument("--chunk-users", type=int, default=4096)
+    p.add_argument("--throughput-users", type=int, default=200_000, help="users in the compute-only comparison")
+    p.add_argument("--small", type=int, default=100_000, help="users of the smaller end-to-end run")
+    p.add_argument("--no-spark", action="store_true")
+    p.add_argument("--workdir", type=Path, default=None)
+    args = p.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-score-", dir=args.workdir))
+    rows = []
+    try:
+        full = work / "full"
+        t_synth, _ = run_measured(CLI + ["data", "synth", "--preset", "scale", "--users", str(args.users), "--items",
+                                         str(args.items), "--out", str(full), "--no-progress"])
+        n_rows = pq.read_metadata(full / "interactions.parquet").num_rows
+        subset(full, work / "train", 20_000)
+        (work / "c.toml").write_text("[train]\nepochs = 4\n")
+        t_train, _ = run_measured(CLI + ["train", "--data", str(work / "train"), "--out", str(work / "model"),
+                                         "--config", str(work / "c.toml"), "--no-track", "--no-progress"])
+        small = work / "small"
+        subset(full, small, args.small)
+
+        hyper_ups, dot_ups, n_tp = throughput(work / "model", full, args.top_k, args.chunk_users,
+                                              args.throughput_users)
+        rows.append(("throughput, compute only (users/s)", f"{n_tp:,} users, chunks of {args.chunk_users}",
+                     f"hypernetwork {hyper_ups:,.0f}; dot product (d = 64) {dot_ups:,.0f}; ratio "
+                     f"{hyper_ups / dot_ups:.0%}", ">= 50% of the dot product"))
+
+        results = {}
+        for name, data in (("small", small), ("full", full)):
+            out = work / f"out-{name}"
+            wall, rss = run_measured(CLI + ["score", "--model", str(work / "model"), "--data", str(data), "--top-k",
+                                            str(args.top_k), "--out", str(out), "--date", "2026-11-22",
+                                            "--chunk-users", str(args.chunk_users), "--no-progress"])
+            n_users = pq.read_metadata(data / "users.parquet").num_rows
+            n_recs = sum(pq.read_metadata(f).num_rows for f in
+                         (out / "recommendations" / "date=2026-11-22").glob("*.parquet"))
+            results[name] = (n_users, wall, rss, n_recs)
+            shutil.rmtree(out)
+        for name in ("small", "full"):
+            n_users, wall, rss, n_recs = results[name]
+            rows.append((f"`recsys-hyper score`, end to end, {n_users:,} users", f"{n_recs:,} recommendations",
+                         f"{wall:.0f} s ({n_users / wall:,.0f} users/s), peak RSS {rss:,.0f} MiB",
+                         "< 15 min, < 2 GiB" if name == "full" else ""))
+        (_, _, rss_s, _), (_, _, rss_f, _) = results["small"], results["full"]
+        rows.append(("peak RSS, full / small", "", f"{rss_f / rss_s:.2f}", "within 1.20"))
+        if not args.no_spark:
+            t_spark = spark_seconds(small, work / "model", args.top_k)
+            rows.append((f"Spark local[2] vs one process, {results['small'][0]:,} users", "",
+                         f"Spark {t_spark:.0f} s; single process {results['small'][1]:.0f} s", ""))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\n{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); synthetic "
+          f"{args.users:,} users x {args.items:,} items ({n_rows:,} interactions, generated in {t_synth:.0f} s); "
+          f"model trained on 20,000 users in {t_train:.0f} s; top {args.top_k}, seen items excluded\n")
+    print("| benchmark | size | result | target |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main()
