@@ -191,6 +191,41 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sc.set_defaults(func=cmd_score)
 
+    pl = sub.add_parser("pipeline", help="the nightly training pipeline", formatter_class=_Formatter,
+                        description="The jobs the team runs: the nightly pipeline and a synthetic landing folder.")
+    psub = pl.add_subparsers(dest="pipeline_command", metavar="SUBCOMMAND", required=True)
+    n = psub.add_parser("nightly", formatter_class=_Formatter, help="run (or resume) the nightly pipeline for a date",
+                        description="Validate the day's landing partition (bad files quarantined with a reason), merge "
+                                    "it into the training snapshot, split users by a stable hash, meta-train a "
+                                    "challenger (warm-started from the champion), evaluate challenger and champion on "
+                                    "the same users, promote the challenger to 'champion' only if it is not worse "
+                                    "beyond the tolerance, score every user with the champion, and run the "
+                                    "cold-start evaluation. Every step is recorded in WORK/state/date=D.json: a "
+                                    "re-run skips what is done and a killed run resumes. One MLflow parent run per "
+                                    "night; a lock stops two runs at once.")
+    n.add_argument("--date", metavar="YYYY-MM-DD", help="the night to run (default: with --all, every landing date)")
+    n.add_argument("--all", action="store_true", help="run every landing date, oldest first (done ones are skipped)")
+    n.add_argument("--landing", default="data/landing", metavar="DIR", help="landing folder (events/date=D/...)")
+    n.add_argument("--work", default="artifacts/nightly", metavar="DIR", help="snapshot, state, models, scores")
+    n.add_argument("--config", metavar="FILE", help="the hypernetwork's config (as for train)")
+    n.add_argument("--full", action="store_true", help="retrain from scratch instead of warm-starting")
+    n.add_argument("--tolerance-mae", type=float, default=0.005, help="how much worse the challenger's MAE may be")
+    n.add_argument("--tolerance-ndcg", type=float, default=0.005, help="how much worse its nDCG@10 may be")
+    n.add_argument("--top-k", type=_positive_int, default=100, help="items per user in the batch scores")
+    n.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    n.set_defaults(func=cmd_nightly)
+    sl = psub.add_parser("synth-landing", formatter_class=_Formatter, help="a synthetic landing folder of daily partitions",
+                         description="Generate a landing folder from a synthetic dataset: its events cut by time into "
+                                     "daily partitions ending at --end-date (the first day carries the backlog), with "
+                                     "users and items snapshots.")
+    sl.add_argument("--out", default="data/landing", metavar="DIR", help="landing folder")
+    sl.add_argument("--days", type=_positive_int, default=3, help="number of daily partitions")
+    sl.add_argument("--end-date", default="2026-11-22", metavar="YYYY-MM-DD", help="the last day")
+    sl.add_argument("--preset", default="default", help="synthetic preset (see data synth)")
+    sl.add_argument("--seed", type=int, default=0)
+    sl.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    sl.set_defaults(func=cmd_synth_landing)
+
     from .evaluation.runner import METHODS
 
     e = sub.add_parser("evaluate", formatter_class=_Formatter,
@@ -411,6 +446,49 @@ def cmd_score(args: argparse.Namespace) -> int:
           + (f"; {report.unknown_item_events:,} events on {report.unknown_item_ids:,} unknown items skipped"
              if report.unknown_item_events else "")
           + f" -> {Path(args.out) / 'recommendations' / f'date={date}'}")
+    return 0
+
+
+def cmd_synth_landing(args: argparse.Namespace) -> int:
+    from .pipeline.landing import make_synthetic_landing
+
+    dates = make_synthetic_landing(args.out, days=args.days, end_date=args.end_date, preset_name=args.preset,
+                                   seed=args.seed, overwrite=args.overwrite)
+    print(f"wrote landing partitions {', '.join(dates)} -> {args.out}")
+    return 0
+
+
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from .model import load_config
+    from .pipeline.landing import landing_dates
+    from .pipeline.nightly import NightlyConfig, run_nightly
+
+    if not args.date and not args.all:
+        raise RecsysHyperError("pass --date YYYY-MM-DD, or --all for every landing date")
+    cfg = NightlyConfig(landing=Path(args.landing), work=Path(args.work), model_config=load_config(args.config),
+                        full_retrain=args.full, tolerance_mae=args.tolerance_mae, tolerance_ndcg=args.tolerance_ndcg,
+                        top_k=args.top_k, progress=not args.no_progress)
+    dates = [args.date] if args.date else landing_dates(args.landing)
+    if not dates:
+        raise RecsysHyperError(f"{args.landing}: no landing partitions (events/date=YYYY-MM-DD/*.parquet)")
+    for date in dates:
+        r = run_nightly(date, cfg)
+        m = r.metrics
+        done = f"ran {', '.join(r.steps_run)}" if r.steps_run else "already done"
+        print(f"night {date}: {done}" + (f"; skipped {', '.join(r.steps_skipped)}" if r.steps_run and r.steps_skipped else ""))
+        if r.quarantined:
+            print(f"  quarantined: {', '.join(q['file'] for q in r.quarantined)} (see {cfg.work}/quarantine/date={date})")
+        print(f"  champion: recsys-hyper version {r.champion_version} - challenger "
+              f"{'promoted' if r.promoted else 'not promoted'}: {r.reason}")
+        print(f"  cold-test users ({int(m.get('challenger_test_users', 0))}): challenger MAE "
+              f"{m.get('challenger_test_mae', float('nan')):.4f}, nDCG@10 {m.get('challenger_test_ndcg@10', float('nan')):.4f}"
+              + (f"; champion MAE {m['champion_test_mae']:.4f}, nDCG@10 {m['champion_test_ndcg@10']:.4f}"
+                 if "champion_test_mae" in m else ""))
+        print(f"  recommendations: {r.recommendations}")
+        print(f"  cold-start evaluation: {r.evaluation}/results.md")
+    from .tracking import configure
+
+    print(f"MLflow UI: mlflow ui --backend-store-uri {configure()}")
     return 0
 
 

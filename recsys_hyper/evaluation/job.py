@@ -34,7 +34,7 @@ def write_outputs(result: EvalResult, out: str | os.PathLike) -> Path:
 def run_cold_start_evaluation(ds: Dataset, out: str | os.PathLike, protocol: Protocol = Protocol(),
                               methods=DEFAULT_METHODS, model_config=None, track: bool = True,
                               experiment: str | None = None, progress: bool = True,
-                              tags: dict | None = None) -> tuple[EvalResult, str | None]:
+                              tags: dict | None = None, nested: bool = False) -> tuple[EvalResult, str | None]:
     """Evaluate, write the outputs to ``out``, and (``track``) log the MLflow run layout.
     Returns the result and the MLflow parent run id."""
     result = evaluate(ds, protocol, methods=methods, model_config=model_config, progress=progress)
@@ -44,5 +44,5 @@ def run_cold_start_evaluation(ds: Dataset, out: str | os.PathLike, protocol: Pro
         from ..tracking import EVALUATION_EXPERIMENT, log_evaluation
 
         run_id = log_evaluation(result, out, data_source=str(ds.source), experiment=experiment or EVALUATION_EXPERIMENT,
-                                tags=tags)
+                                tags=tags, nested=nested)
     return result, run_id

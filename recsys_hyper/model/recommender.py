@@ -110,9 +110,11 @@ class HyperRecommender:
     # ------------------------------------------------------------------------------ fitting
 
     def fit(self, dataset: Dataset, validation_users=None, checkpoint_dir: str | os.PathLike | None = None,
-            resume: bool = False, progress: bool = True, callback=None) -> "HyperRecommender":
+            resume: bool = False, progress: bool = True, callback=None,
+            warm_start: "HyperRecommender | None" = None) -> "HyperRecommender":
         """Meta-train on ``dataset``'s users. ``validation_users`` (ids) are held out for early
-        stopping and calibration; by default a seeded ``val_fraction`` of the users."""
+        stopping and calibration; by default a seeded ``val_fraction`` of the users.
+        ``warm_start``: a fitted model whose weights initialise this one (see :func:`_warm_start`)."""
         cfg = self.config
         t = cfg.train
         torch.manual_seed(t.seed)
@@ -133,6 +135,8 @@ class HyperRecommender:
             train_rows=train_rows, val_rows=val_rows, implicit=dataset.implicit)
         model = HyperRecModel(len(item_map), item_spec, user_spec, **vars(cfg.model))
         _init_biases(model, histories.select(train_rows), len(item_map))
+        if warm_start is not None:
+            _warm_start(model, item_map, item_spec, user_spec, warm_start)
         result = train(model, data, cfg, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
                        callback=callback)
         model.eval()
@@ -491,6 +495,39 @@ def _init_biases(model: HyperRecModel, h: Histories, n_items: int, shrink: float
         model.item_bias[:n_items] = torch.from_numpy(bias.astype(np.float32))
         model.item_rank_bias[:n_items] = torch.from_numpy((logpop - logpop.mean()).astype(np.float32))
         model.item_rank_bias[n_items] = float((logpop - logpop.mean()).min())  # unseen items start unpopular
+
+
+ITEM_INDEXED = ("items.id_emb.weight", "item_bias", "item_rank_bias")
+
+
+def _warm_start(model: HyperRecModel, item_map: IdMap, item_spec: FeatureSpec, user_spec: FeatureSpec,
+                source: "HyperRecommender") -> int:
+    """Initialise ``model`` from a fitted model (the champion): item-indexed parameters row by row
+    through the item ids (new items keep their fresh initialisation), feature encoders when the
+    feature vocabularies are unchanged, every other parameter when its shape matches. Returns the
+    number of tensors copied."""
+    src = source.model_.state_dict()
+    same_items = item_spec.to_dict() == source.item_spec_.to_dict()
+    same_users = user_spec.to_dict() == source.user_spec_.to_dict()
+    old_rows = source.item_map_.index(item_map.values, unknown="mark")        # (N,) row in the source
+    known = torch.from_numpy(np.flatnonzero(old_rows != UNKNOWN))
+    copied = 0
+    with torch.no_grad():
+        for name, param in model.state_dict().items():
+            if name not in src:
+                continue
+            if (name.startswith("items.features") and not same_items) or (
+                    name.startswith("encoder.user_features") and not same_users):
+                continue
+            if name in ITEM_INDEXED and param.shape[1:] == src[name].shape[1:]:
+                param[known] = src[name][torch.from_numpy(old_rows[known.numpy()])]
+                copied += 1
+            elif param.shape == src[name].shape:
+                param.copy_(src[name])
+                copied += 1
+    log.info("warm start: %d tensors from the previous model (%d of %d items known)", copied, len(known),
+             len(item_map))
+    return copied
 
 
 def _json_default(o):

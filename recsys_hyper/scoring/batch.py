@@ -154,7 +154,7 @@ def partition(source: pads.Dataset, users_file: Path | None, work: Path, n_bucke
 
 def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir: str | os.PathLike, date: str,
                   top_k: int = 100, chunk_users: int = 4096, candidates=None, exclude_seen: bool = True,
-                  rows_per_bucket: int = 2_000_000, progress: bool = True) -> ScoreReport:
+                  rows_per_bucket: int = 500_000, progress: bool = True) -> ScoreReport:
     """Score every user of ``data_dir`` (histories + optional users file) into ``out_dir``."""
     from tqdm.auto import tqdm
 

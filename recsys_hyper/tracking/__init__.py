@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import tempfile
@@ -96,33 +98,8 @@ class TrainingRun:
 
     def log_model(self, model_dir: str | os.PathLike, example_histories: pd.DataFrame, register: bool = True,
                   alias: str | None = "challenger", k: int = 10) -> str | None:
-        """Log the saved model directory as a models-from-code pyfunc; register and alias it.
-        Returns the registered version (or ``None`` when not registering)."""
-        from mlflow.models import infer_signature
-
-        from ..model import HyperRecommender
-        from ..scoring.frames import group_histories, recommend_grouped
-
-        example = group_histories(example_histories)
-        example_out = recommend_grouped(HyperRecommender.load(model_dir), example, k=k)
-        with warnings.catch_warnings():  # MLflow's hint about integer columns and missing values
-            warnings.simplefilter("ignore", UserWarning)
-            signature = infer_signature(example, example_out, params={"k": k, "exclude_seen": True})
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(PYFUNC_FILE),
-                artifacts={MODEL_ARTIFACT: str(model_dir)},
-                code_paths=[str(Path(__file__).resolve().parents[1])],
-                signature=signature,
-                input_example=example,
-                pip_requirements=_requirements(),
-                registered_model_name=REGISTERED_MODEL if register else None,
-            )
-        if register:
-            self.model_version = str(info.registered_model_version)
-            if alias:
-                MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, self.model_version)
-            mlflow.set_tag("registered_version", self.model_version)
+        """Log the saved model on this run (see :func:`log_pyfunc_model`)."""
+        self.model_version = log_pyfunc_model(model_dir, example_histories, register, alias, k)
         return self.model_version
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -142,6 +119,40 @@ def _await_system_metrics(run_id: str, timeout_s: float = 5.0) -> None:
             return
         time.sleep(0.2)
     log.warning("no system metrics were recorded for run %s", run_id)
+
+
+def log_pyfunc_model(model_dir: str | os.PathLike, example_histories: pd.DataFrame, register: bool = True,
+                     alias: str | None = "challenger", k: int = 10) -> str | None:
+    """Log a saved model directory on the active run as a models-from-code pyfunc (signature and
+    input example on grouped histories); register it as ``recsys-hyper`` and set ``alias``.
+    Returns the registered version (``None`` when not registering)."""
+    from mlflow.models import infer_signature
+
+    from ..model import HyperRecommender
+    from ..scoring.frames import group_histories, recommend_grouped
+
+    example = group_histories(example_histories)
+    example_out = recommend_grouped(HyperRecommender.load(model_dir), example, k=k)
+    with warnings.catch_warnings():  # MLflow's hint about integer columns and missing values
+        warnings.simplefilter("ignore", UserWarning)
+        signature = infer_signature(example, example_out, params={"k": k, "exclude_seen": True})
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_FILE),
+            artifacts={MODEL_ARTIFACT: str(model_dir)},
+            code_paths=[str(Path(__file__).resolve().parents[1])],
+            signature=signature,
+            input_example=example,
+            pip_requirements=_requirements(),
+            registered_model_name=REGISTERED_MODEL if register else None,
+        )
+    if not register:
+        return None
+    version = str(info.registered_model_version)
+    if alias:
+        MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, version)
+    mlflow.set_tag("registered_version", version)
+    return version
 
 
 def _requirements() -> list[str]:
@@ -245,3 +256,86 @@ def log_evaluation(result, out_dir: str | os.PathLike, data_source: str, experim
                 mlflow.log_artifact(str(out / name))
         mlflow.log_metric("seconds", result.seconds)
         return parent.info.run_id
+
+
+# ---------------------------------------------------------------------------- the nightly pipeline
+
+def ensure_reachable(timeout_s: int = 5) -> None:
+    """Fail fast, with the URI in the message, when the tracking store cannot be reached."""
+    uri = configure()
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout_s)
+    try:
+        MlflowClient().search_experiments(max_results=1)
+    except Exception as exc:  # connection refused, DNS, HTTP errors ...
+        raise RecsysHyperError(f"the MLflow tracking store at {uri} cannot be reached ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:200]}); start it (mlflow server ...) or point "
+                               f"MLFLOW_TRACKING_URI at a running one. Nothing was done.") from None
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+
+@contextlib.contextmanager
+def night_run(date: str, experiment: str, run_id: str | None = None, tags: dict | None = None):
+    """The parent run of one night, resumed when ``run_id`` names an earlier attempt's run."""
+    configure()
+    mlflow.set_experiment(experiment)
+    if run_id is not None:
+        try:
+            MlflowClient().get_run(run_id)
+        except Exception:
+            run_id = None
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"nightly {date}",
+                          tags=None if run_id else {"kind": "nightly", "date": date, **(tags or {})}) as run:
+        yield run.info.run_id
+
+
+@contextlib.contextmanager
+def step_run(name: str):
+    with mlflow.start_run(run_name=name, nested=True, tags={"kind": "nightly-step", "step": name}) as run:
+        yield run.info.run_id
+
+
+def log_step(outputs: dict) -> None:
+    """A step's numeric outputs as metrics, the rest as params (long values are cut)."""
+    metrics = {metric_name(k): float(v) for k, v in outputs.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
+    params = {k: (json.dumps(v, default=str) if not isinstance(v, str) else v)[:500]
+              for k, v in outputs.items() if metric_name(k) not in metrics}
+    if metrics:
+        mlflow.log_metrics(metrics)
+    if params:
+        mlflow.log_params(params)
+
+
+def log_epoch(epoch: int, metrics: dict) -> None:
+    """Per-epoch training metrics on the active run (a training callback)."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
+
+
+def tag_night(**tags) -> None:
+    """Tags on the night's parent run (called outside any step run)."""
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def alias_version(alias: str) -> str | None:
+    try:
+        return str(MlflowClient().get_model_version_by_alias(REGISTERED_MODEL, alias).version)
+    except Exception:
+        return None
+
+
+def set_alias(alias: str, version: str) -> None:
+    MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, str(version))
+
+
+def load_alias(alias: str):
+    """The model behind ``recsys-hyper@alias``, or ``None`` when the alias is not set yet."""
+    if alias_version(alias) is None:
+        return None
+    from ..model import HyperRecommender
+
+    return HyperRecommender.load(resolve_model(f"models:/{REGISTERED_MODEL}@{alias}"))

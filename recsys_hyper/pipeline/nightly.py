@@ -1,0 +1,314 @@
+"""The nightly training pipeline: ingest a day, meta-train a challenger, promote it only if it is
+not worse than the champion, score every user, evaluate cold start.
+
+Steps, each recorded as done in ``WORK/state/date=D.json`` (a re-run skips what is done; a killed
+run resumes at the first step not done, and training from its last epoch checkpoint):
+
+1. ``validate``: every file of ``LANDING/events/date=D``; a bad one is moved to
+   ``WORK/quarantine/date=D/`` with a ``.reason.txt`` beside it; the rest goes on.
+2. ``merge``: the valid events into the training snapshot ``WORK/snapshot`` (duplicates resolved:
+   the latest event per user and item), with the users / items snapshots.
+3. ``split``: users into train / validation / cold-test by a stable hash of the id.
+4. ``train``: the challenger, on training users (validation users stop it), warm-started from the
+   champion unless ``full_retrain``; registered with alias ``challenger``.
+5. ``evaluate``: challenger and champion on the same validation and cold-test users.
+6. ``gate``: promote the challenger to ``champion`` unless it is worse beyond the tolerance.
+7. ``score``: every user with the champion, into ``WORK/scores`` (partition ``date=D``).
+8. ``cold_start_eval``: the cold-start protocol on the snapshot.
+
+One MLflow parent run per night (tags: date, data digest, code version), a nested run per step.
+A lock file stops two runs at once; one left by a dead process is taken over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..data import schema as S
+from ..data.dataset import Dataset, load_dataset, validate_frames, write_dataset
+from ..data.episodes import Histories, chronological_split
+from ..data.idmap import IdMap
+from ..errors import DataValidationError, RecsysHyperError
+from ..model import Config, HyperRecommender
+from .landing import landing_dates
+from .state import STEPS, NightState, RunLock, stable_split
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "recsys-hyper-nightly"
+
+
+@dataclass(frozen=True)
+class NightlyConfig:
+    landing: Path
+    work: Path
+    model_config: Config = field(default_factory=Config)
+    full_retrain: bool = False
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    tolerance_mae: float = 0.005       # the challenger may be this much worse in MAE ...
+    tolerance_ndcg: float = 0.005      # ... and in nDCG@10 (cold-test users, mean over k)
+    gate_shots: tuple[int, ...] = (0, 1, 3, 5, 10)
+    top_k: int = 100
+    eval_methods: tuple[str, ...] = ("popularity", "bias", "mf-features", "hyper")
+    eval_shots: tuple[int, ...] = (0, 1, 3, 5, 10)
+    experiment: str = EXPERIMENT
+    progress: bool = True
+
+
+@dataclass
+class NightReport:
+    date: str
+    steps_run: list = field(default_factory=list)
+    steps_skipped: list = field(default_factory=list)
+    quarantined: list = field(default_factory=list)
+    champion_version: str | None = None
+    promoted: bool | None = None
+    reason: str = ""
+    metrics: dict = field(default_factory=dict)
+    recommendations: str = ""
+    evaluation: str = ""
+    run_id: str | None = None
+    seconds: float = 0.0
+
+
+def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
+    """Run (or resume) the night of ``date``."""
+    from .. import tracking
+
+    t0 = time.perf_counter()
+    work, landing = Path(cfg.work), Path(cfg.landing)
+    if date not in landing_dates(landing):
+        raise RecsysHyperError(f"{landing / 'events'}: no partition date={date} (found: "
+                               f"{', '.join(landing_dates(landing)) or 'none'}); the landing folder needs "
+                               f"events/date=YYYY-MM-DD/*.parquet")
+    tracking.ensure_reachable()                                   # fail fast, before any heavy work
+    report = NightReport(date)
+    with RunLock(work / "nightly.lock"):
+        state = NightState.load(work, date)
+        with tracking.night_run(date, cfg.experiment, run_id=state.done.get("_run", {}).get("run_id"),
+                                tags={"code_version": _code_version()}) as run_id:
+            if "_run" not in state.done:
+                state.complete("_run", run_id=run_id)
+            report.run_id = run_id
+            steps = {"validate": _validate, "merge": _merge, "split": _split, "train": _train,
+                     "evaluate": _evaluate, "gate": _gate, "score": _score, "cold_start_eval": _cold_start_eval}
+            for name in STEPS:
+                if state.is_done(name):
+                    report.steps_skipped.append(name)
+                    continue
+                t_step = time.perf_counter()
+                log.info("night %s: %s", date, name)
+                with tracking.step_run(name):
+                    outputs = steps[name](date, cfg, state) or {}
+                    outputs["seconds"] = round(time.perf_counter() - t_step, 2)
+                    tracking.log_step(outputs)
+                state.complete(name, **outputs)
+                report.steps_run.append(name)
+            tracking.tag_night(data_digest=state.done["merge"]["digest"], date=date)
+    d = state.done
+    report.quarantined = d["validate"].get("quarantined", [])
+    report.promoted, report.reason = d["gate"]["promoted"], d["gate"]["reason"]
+    report.champion_version = d["gate"]["champion_version"]
+    report.metrics = d["evaluate"]
+    report.recommendations = d["score"]["path"]
+    report.evaluation = d["cold_start_eval"]["path"]
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+# ------------------------------------------------------------------------------------------ steps
+
+def _validate(date, cfg, state) -> dict:
+    from ..data.validation import ValidationReport, _Collector, check_interactions, read_parquet_checked
+
+    part = Path(cfg.landing) / "events" / f"date={date}"
+    quarantine = Path(cfg.work) / "quarantine" / f"date={date}"
+    good, bad = [], []
+    for f in sorted(part.glob("*.parquet")):
+        c, rep = _Collector(), ValidationReport()
+        table = read_parquet_checked(f, c, required=True)
+        if table is not None:
+            check_interactions(table, c, rep, file=f.name)
+        if c.problems:
+            quarantine.mkdir(parents=True, exist_ok=True)
+            reason = str(DataValidationError(c.problems))
+            (quarantine / f"{f.name}.reason.txt").write_text(reason + "\n")
+            shutil.move(str(f), quarantine / f.name)
+            log.warning("quarantined %s: %s", f, reason)
+            bad.append({"file": f.name, "reason": reason})
+        else:
+            good.append(str(f))
+    bad += [{"file": p.name, "reason": (p.with_name(p.name + ".reason.txt")).read_text().strip()}
+            for p in sorted(quarantine.glob("*.parquet")) if p.name not in {b["file"] for b in bad}]
+    if not good:
+        log.warning("night %s: no valid event file; the snapshot stays as it was", date)
+    return {"valid_files": good, "quarantined": bad, "n_valid": len(good), "n_quarantined": len(bad)}
+
+
+def _merge(date, cfg, state) -> dict:
+    work, landing = Path(cfg.work), Path(cfg.landing)
+    snapshot = work / "snapshot"
+    parts = [pd.read_parquet(f) for f in state.done["validate"]["valid_files"]]
+    if (snapshot / S.INTERACTIONS_FILE).exists():
+        parts.insert(0, pd.read_parquet(snapshot / S.INTERACTIONS_FILE))
+    if not parts:
+        raise RecsysHyperError(f"night {date}: no valid events and no earlier snapshot; nothing to train on")
+    events = pd.concat(parts, ignore_index=True)
+    users = pd.read_parquet(landing / S.USERS_FILE) if (landing / S.USERS_FILE).exists() else None
+    items = pd.read_parquet(landing / S.ITEMS_FILE) if (landing / S.ITEMS_FILE).exists() else None
+    ds = validate_frames(events, users, items, source=str(snapshot))
+    write_dataset(ds, snapshot, overwrite=True)
+    digest = hashlib.sha256(pq.read_table(snapshot / S.INTERACTIONS_FILE).to_pandas()
+                            .sort_values([S.USER_ID, S.ITEM_ID]).to_csv(index=False).encode()).hexdigest()
+    return {"interactions": ds.n_interactions, "users": len(ds.user_ids()), "items": len(ds.item_ids()),
+            "duplicates_dropped": ds.report.n_duplicates_dropped, "digest": digest}
+
+
+def _split(date, cfg, state) -> dict:
+    ds = load_dataset(Path(cfg.work) / "snapshot")
+    split = stable_split(ds.user_ids(), cfg.val_fraction, cfg.test_fraction)
+    path = Path(cfg.work) / "splits" / f"date={date}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    split.reset_index().to_parquet(path, index=False)
+    counts = split.value_counts().to_dict()
+    return {"path": str(path), **{f"n_{k}": int(v) for k, v in counts.items()}}
+
+
+def _load_split(state) -> pd.Series:
+    return pd.read_parquet(state.done["split"]["path"]).set_index(S.USER_ID)["split"]
+
+
+def _train(date, cfg, state) -> dict:
+    from .. import tracking
+
+    ds = load_dataset(Path(cfg.work) / "snapshot")
+    split = _load_split(state)
+    test_users = split.index[split == "test"]
+    train_ds = Dataset(ds.interactions[~ds.interactions[S.USER_ID].isin(test_users)].reset_index(drop=True),
+                       ds.users, ds.items, implicit=ds.implicit, source=ds.source)
+    champion = None if cfg.full_retrain else tracking.load_alias("champion")
+    out = Path(cfg.work) / "models" / f"date={date}"
+    ckpt = out.parent / f".date={date}.checkpoints"
+    rec = HyperRecommender(cfg.model_config).fit(
+        train_ds, validation_users=split.index[split == "validation"], checkpoint_dir=ckpt, resume=True,
+        progress=cfg.progress, callback=tracking.log_epoch, warm_start=champion)
+    rec.save(out)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    first = train_ds.interactions[S.USER_ID].drop_duplicates().head(3)
+    example = train_ds.interactions[train_ds.interactions[S.USER_ID].isin(first)].reset_index(drop=True)
+    version = tracking.log_pyfunc_model(out, example, register=True, alias="challenger")
+    best = rec.training_.history[rec.training_.best_epoch]
+    return {"model_dir": str(out), "version": version, "warm_started": champion is not None,
+            "best_epoch": rec.training_.best_epoch, "val_mae": best["val_mae"], "val_ndcg10": best["val_ndcg10"]}
+
+
+def gate_metrics(rec: HyperRecommender, ds: Dataset, users, shots) -> dict:
+    """Mean over k of MAE and full-catalogue nDCG@10 for ``users`` (chronological episodes)."""
+    from ..evaluation.protocol import Protocol
+    from ..evaluation.runner import _measure
+
+    h, _ = Histories.from_interactions(ds.interactions[ds.interactions[S.USER_ID].isin(users)], rec.item_map_)
+    protocol = Protocol(shots=tuple(shots), min_query=5)
+    h = h.select(np.flatnonzero(h.lengths >= max(shots) + protocol.min_query))
+    if len(h) == 0:
+        return {"users": 0, "mae": float("nan"), "ndcg@10": float("nan")}
+    maes, ndcgs = [], []
+    for k in shots:
+        sup, qry = chronological_split(h, k, min_query=protocol.min_query)
+        m, _ = _measure(rec, {}, sup, qry, ds, protocol, ds.implicit)
+        maes.append(m["mae"])
+        ndcgs.append(m["ndcg@10"])
+    return {"users": len(h), "mae": float(np.mean(maes)), "ndcg@10": float(np.nanmean(ndcgs))}
+
+
+def _evaluate(date, cfg, state) -> dict:
+    from .. import tracking
+
+    ds = load_dataset(Path(cfg.work) / "snapshot")
+    split = _load_split(state)
+    challenger = HyperRecommender.load(state.done["train"]["model_dir"])
+    champion = tracking.load_alias("champion")
+    out = {}
+    for who, model in (("challenger", challenger), ("champion", champion)):
+        if model is None:
+            continue
+        for part in ("validation", "test"):
+            m = gate_metrics(model, ds, split.index[split == part], cfg.gate_shots)
+            out.update({f"{who}_{part}_{k}": v for k, v in m.items()})
+    return out
+
+
+def _gate(date, cfg, state) -> dict:
+    from .. import tracking
+
+    e, version = state.done["evaluate"], state.done["train"]["version"]
+    if "champion_test_mae" not in e:
+        promoted, reason = True, "no champion yet: the first model becomes champion"
+    else:
+        d_mae = e["challenger_test_mae"] - e["champion_test_mae"]
+        d_ndcg = e["challenger_test_ndcg@10"] - e["champion_test_ndcg@10"]
+        worse = []
+        if d_mae > cfg.tolerance_mae:
+            worse.append(f"MAE {e['challenger_test_mae']:.4f} vs {e['champion_test_mae']:.4f} (+{d_mae:.4f} > "
+                         f"{cfg.tolerance_mae})")
+        if -d_ndcg > cfg.tolerance_ndcg:
+            worse.append(f"nDCG@10 {e['challenger_test_ndcg@10']:.4f} vs {e['champion_test_ndcg@10']:.4f} "
+                         f"({d_ndcg:+.4f} < -{cfg.tolerance_ndcg})")
+        promoted = not worse
+        reason = ("not worse than the champion within tolerance on the same cold-test users "
+                  f"(MAE {d_mae:+.4f}, nDCG@10 {d_ndcg:+.4f})" if promoted else "worse than the champion: "
+                  + "; ".join(worse))
+    if promoted:
+        tracking.set_alias("champion", version)
+    champion = tracking.alias_version("champion")
+    log.info("night %s: challenger v%s %s (%s)", date, version, "promoted" if promoted else "not promoted", reason)
+    return {"promoted": promoted, "reason": reason, "challenger_version": version, "champion_version": champion}
+
+
+def _score(date, cfg, state) -> dict:
+    from .. import tracking
+    from ..scoring import score_dataset
+
+    champion = tracking.load_alias("champion")
+    out = Path(cfg.work) / "scores"
+    report = score_dataset(champion, Path(cfg.work) / "snapshot", out, date, top_k=cfg.top_k, progress=cfg.progress)
+    return {"path": report.outputs["recommendations"], "users": report.users,
+            "users_per_second": round(report.users_per_second, 1)}
+
+
+def _cold_start_eval(date, cfg, state) -> dict:
+    from ..evaluation.job import run_cold_start_evaluation
+    from ..evaluation.protocol import Protocol
+
+    ds = load_dataset(Path(cfg.work) / "snapshot")
+    out = Path(cfg.work) / "evaluation" / f"date={date}"
+    result, run_id = run_cold_start_evaluation(
+        ds, out, Protocol(shots=tuple(cfg.eval_shots), min_query=5), methods=cfg.eval_methods,
+        model_config=cfg.model_config, track=True, experiment=cfg.experiment, progress=cfg.progress,
+        tags={"date": date}, nested=True)
+    hyper = result.table[result.table["method"] == "hyper"]
+    return {"path": str(out), "run_id": run_id, "evaluated_users": result.n_eligible,
+            "hyper_mae_mean": float(hyper["mae"].mean()), "hyper_ndcg10_mean": float(hyper["ndcg@10"].mean())}
+
+
+def _code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__

@@ -1,0 +1,205 @@
+"""The nightly pipeline with real components and real failures: a real MLflow server over HTTP,
+kill -9 during training, a corrupt landing file, an unreachable server, a concurrent run, the gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+
+from recsys_hyper.cli import main
+from recsys_hyper.errors import RecsysHyperError
+from recsys_hyper.model import Config, ModelConfig, TrainConfig
+from recsys_hyper.pipeline.landing import make_synthetic_landing
+from recsys_hyper.pipeline.nightly import NightlyConfig, run_nightly
+from recsys_hyper.pipeline.state import RunLock, stable_split
+
+FAST = Config(model=ModelConfig(dim=8, hidden=16, z_dim=16), train=TrainConfig(epochs=3, k_max=5, patience=3))
+DATES = ["2026-11-21", "2026-11-22"]
+
+
+@pytest.fixture(scope="module")
+def landing(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("landing") / "landing"
+    assert make_synthetic_landing(root, days=2, preset_name="tiny", seed=3) == DATES
+    return root
+
+
+def _cfg(landing: Path, work: Path, **kw) -> NightlyConfig:
+    return NightlyConfig(landing=landing, work=work, model_config=kw.pop("model_config", FAST),
+                         eval_methods=("popularity", "hyper"), eval_shots=(0, 1, 3), gate_shots=(0, 1, 3),
+                         top_k=10, progress=False, **kw)
+
+
+def _copy_landing(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, monkeypatch):
+    """A real `mlflow server` on 127.0.0.1 with a SQLite backend in a temporary folder."""
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.5)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_two_nights_against_a_real_mlflow_server(landing, tmp_path, mlflow_server, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "work"
+    first = run_nightly(DATES[0], _cfg(landing, work))
+    assert first.promoted and first.champion_version == "1" and "no champion yet" in first.reason
+    second = run_nightly(DATES[1], _cfg(landing, work))
+    assert second.steps_run == ["validate", "merge", "split", "train", "evaluate", "gate", "score", "cold_start_eval"]
+    client = mlflow.MlflowClient()
+    versions = client.search_model_versions("name='recsys-hyper'")
+    assert sorted(v.version for v in versions) == ["1", "2"]
+    champion = client.get_model_version_by_alias("recsys-hyper", "champion").version
+    assert champion == second.champion_version == ("2" if second.promoted else "1")
+    assert client.get_model_version_by_alias("recsys-hyper", "challenger").version == "2"
+    exp = client.get_experiment_by_name("recsys-hyper-nightly")
+    nights = client.search_runs([exp.experiment_id], "tags.kind = 'nightly'")
+    assert sorted(r.data.tags["date"] for r in nights) == DATES
+    assert all(len(r.data.tags.get("data_digest", "")) == 64 for r in nights)
+    assert all(r.data.tags.get("code_version") for r in nights)
+    for night in nights:
+        steps = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{night.info.run_id}'")
+        assert {r.data.tags.get("step") for r in steps if r.data.tags.get("kind") == "nightly-step"} == {
+            "validate", "merge", "split", "train", "evaluate", "gate", "score", "cold_start_eval"}
+    gate = [r for r in client.search_runs([exp.experiment_id], "tags.step = 'gate'")
+            if r.data.tags["mlflow.parentRunId"] == [n for n in nights if n.data.tags["date"] == DATES[1]][0].info.run_id]
+    assert gate[0].data.params["reason"] == second.reason
+    recs = pd.read_parquet(work / "scores" / "recommendations" / f"date={DATES[1]}")
+    assert (recs.groupby("user_id").size() == 10).all()
+    # a re-run of a done night changes nothing and duplicates nothing
+    again = run_nightly(DATES[1], _cfg(landing, work))
+    assert again.steps_run == [] and len(client.search_model_versions("name='recsys-hyper'")) == 2
+    assert len(pd.read_parquet(work / "scores" / "recommendations" / f"date={DATES[1]}")) == len(recs)
+
+
+def test_corrupt_landing_file_is_quarantined_and_the_night_completes(landing, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    land = _copy_landing(landing, tmp_path / "landing")
+    bad = land / "events" / f"date={DATES[0]}" / "part-9.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    report = run_nightly(DATES[0], _cfg(land, tmp_path / "work"))
+    assert [q["file"] for q in report.quarantined] == ["part-9.parquet"]
+    q = tmp_path / "work" / "quarantine" / f"date={DATES[0]}"
+    assert (q / "part-9.parquet").exists() and not bad.exists()
+    assert "not a readable Parquet file" in (q / "part-9.parquet.reason.txt").read_text()
+    assert report.champion_version == "1"
+
+
+def test_unreachable_tracking_server_fails_fast_before_any_work(landing, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    t0 = time.time()
+    with pytest.raises(RecsysHyperError, match="cannot be reached.*Nothing was done"):
+        run_nightly(DATES[0], _cfg(landing, tmp_path / "work"))
+    assert time.time() - t0 < 30
+    assert not (tmp_path / "work").exists()
+
+
+def test_the_lock_refuses_a_concurrent_run_and_takes_over_a_stale_one(tmp_path):
+    lock = tmp_path / "nightly.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "since": "now"}))
+        with pytest.raises(RecsysHyperError, match=f"another nightly run holds .* \\(pid {holder.pid}"):
+            with RunLock(lock):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(lock):                                   # the holder is dead: a stale lock is taken over
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
+
+
+def test_kill_9_during_training_then_rerun_gives_the_same_champion(landing, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    slow = "[model]\ndim = 8\nhidden = 16\nz_dim = 16\n[train]\nepochs = 12\npatience = 12\nk_max = 5\n"
+    (tmp_path / "c.toml").write_text(slow)
+    base = [sys.executable, "-m", "recsys_hyper.cli", "pipeline", "nightly", "--date", DATES[0], "--landing",
+            str(landing), "--config", str(tmp_path / "c.toml"), "--no-progress"]
+    env = {**os.environ}
+
+    def night(work: Path, store: Path, kill: bool) -> Path:
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
+        cmd = base + ["--work", str(work)]
+        if kill:
+            proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ckpt = work / "models" / f".date={DATES[0]}.checkpoints" / "checkpoint.pt"
+            deadline = time.time() + 180
+            while time.time() < deadline and not ckpt.exists() and proc.poll() is None:
+                time.sleep(0.05)
+            assert proc.poll() is None, "the night finished before it could be killed"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            assert json.loads((work / "state" / f"date={DATES[0]}.json").read_text())["done"].keys() >= {"split"}
+            assert "train" not in json.loads((work / "state" / f"date={DATES[0]}.json").read_text())["done"]
+        done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return work / "models" / f"date={DATES[0]}" / "model.pt"
+
+    straight = night(tmp_path / "a", tmp_path / "a.db", kill=False)
+    resumed = night(tmp_path / "b", tmp_path / "b.db", kill=True)
+    a, b = torch.load(straight, weights_only=True), torch.load(resumed, weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_worse_challenger_is_not_promoted(landing, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "work"
+    run_nightly(DATES[0], _cfg(landing, work))
+    crippled = Config(model=FAST.model, train=TrainConfig(epochs=1, lr=1e-9, k_max=5, calibrate=False))
+    report = run_nightly(DATES[1], _cfg(landing, work, model_config=crippled, full_retrain=True))
+    assert report.promoted is False and report.reason.startswith("worse than the champion")
+    assert report.champion_version == "1"
+    assert mlflow.MlflowClient().get_model_version_by_alias("recsys-hyper", "champion").version == "1"
+
+
+def test_stable_split_keeps_users_where_they_were():
+    a = stable_split(list(range(1000)))
+    b = stable_split(list(range(500, 3000)))
+    assert (a.loc[500:999] == b.loc[500:999]).all()
+    shares = a.value_counts(normalize=True)
+    assert 0.1 < shares["test"] < 0.2 and 0.1 < shares["validation"] < 0.2
