@@ -21,18 +21,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-# The main job on the embedded default data: generate and validate it, meta-train the
-# hypernetwork (tracked in MLflow, registered as recsys-hyper@challenger), score every user.
+# The main job: the nightly pipeline on the embedded default. A few days of synthetic landing
+# data are generated if absent; every night not done yet runs (validate, merge, split, train,
+# evaluate, gate, score, cold-start evaluation), tracked in mlflow.db; a summary is printed.
 run: $(STAMP)
-	$(BIN)/recsys-hyper data synth --preset default --out data/default --overwrite
-	$(BIN)/recsys-hyper data validate data/default
-	$(BIN)/recsys-hyper data describe data/default
-	$(BIN)/recsys-hyper train --data data/default --out artifacts/model
-	$(BIN)/recsys-hyper recommend --model models:/recsys-hyper@challenger --data data/default --top-k 10 \
-	    --out artifacts/recommendations.parquet
-	$(BIN)/python -c "import pandas as pd; r = pd.read_parquet('artifacts/recommendations.parquet'); \
-	    print(r.head(10).to_string(index=False)); print(f'... {len(r):,} rows for {r.user_id.nunique():,} users')"
-	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+	@test -d data/landing || $(BIN)/recsys-hyper pipeline synth-landing --out data/landing --days 3
+	$(BIN)/recsys-hyper pipeline nightly --all --landing data/landing --work artifacts/nightly
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -48,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py
 
 clean:
-	rm -rf $(VENV) data/default artifacts mlflow.db mlruns build *.egg-info .pytest_cache
+	rm -rf $(VENV) data/default data/landing artifacts mlflow.db mlruns build *.egg-info .pytest_cache

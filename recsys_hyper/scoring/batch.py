@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 TABLES = ("recommendations", "user_heads", "item_vectors")
 READ_BATCH_ROWS = 1_000_000
+# pyarrow reads up to 16 batches ahead by default: memory that grows with the input. One is enough.
+STREAM = {"batch_size": READ_BATCH_ROWS, "batch_readahead": 1, "fragment_readahead": 1}
 
 
 @dataclass
@@ -96,7 +98,7 @@ def check_inputs(model: HyperRecommender, data_dir: Path) -> tuple[pads.Dataset,
             f"{src}: item ids are {item_type} but the model was trained on {model.item_map_.kind} item ids "
             f"(vocabulary mismatch): use the model trained on this catalogue")
     distinct: set = set()
-    for batch in ds.to_batches(columns=[S.ITEM_ID], batch_size=READ_BATCH_ROWS):
+    for batch in ds.to_batches(columns=[S.ITEM_ID], **STREAM):
         col = batch.column(0)
         if col.null_count:
             raise DataValidationError([Problem(S.INTERACTIONS_FILE, S.ITEM_ID, f"has {col.null_count} null ids",
@@ -129,7 +131,7 @@ def partition(source: pads.Dataset, users_file: Path | None, work: Path, n_bucke
                                ("users", pads.dataset(users_file, format="parquet") if users_file else None, None)):
             if ds is None:
                 continue
-            for batch in ds.to_batches(columns=cols, batch_size=READ_BATCH_ROWS):
+            for batch in ds.to_batches(columns=cols, **STREAM):
                 table = pa.Table.from_batches([batch])
                 uid = table.column(S.USER_ID).combine_chunks()
                 if uid.null_count:
