@@ -56,6 +56,15 @@ def histories_from_frame(histories: pd.DataFrame | None, item_map: IdMap, users:
     return h
 
 
+def finish_predictions(pred: np.ndarray, rating_range: tuple | None, unknown: np.ndarray) -> np.ndarray:
+    """Clip to the training rating scale (explicit data) and mark unscoreable pairs NaN."""
+    pred = pred.astype(np.float64)
+    if rating_range is not None:
+        pred = np.clip(pred, *rating_range)
+    pred[unknown] = np.nan
+    return pred
+
+
 def allowed_mask(items, item_map: IdMap) -> torch.Tensor | None:
     """A (N,) boolean allow-list over the catalogue, or ``None`` for every item."""
     if items is None:

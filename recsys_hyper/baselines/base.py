@@ -25,7 +25,7 @@ from ..data.dataset import Dataset
 from ..data.episodes import Histories
 from ..data.idmap import UNKNOWN, IdMap
 from ..errors import NotFittedError, RecsysHyperError
-from ..topk import allowed_mask, histories_from_frame, require_columns, top_k_frame
+from ..topk import allowed_mask, finish_predictions, histories_from_frame, require_columns, top_k_frame
 
 STATE_FILE = "state.pt"
 META_FILE = "baseline.json"
@@ -122,11 +122,7 @@ class BaselineRecommender:
         i = self.item_map_.index(pairs[S.ITEM_ID].to_numpy(), unknown="mark")
         unknown = i == UNKNOWN
         out = self._rate(heads.state, torch.from_numpy(u), torch.from_numpy(np.where(unknown, 0, i)))
-        pred = out.numpy().astype(np.float64)
-        if self.rating_range_ is not None:
-            pred = np.clip(pred, *self.rating_range_)
-        pred[unknown] = np.nan
-        return pred
+        return finish_predictions(out.numpy(), self.rating_range_, unknown)
 
     def recommend(self, histories: pd.DataFrame | None, k: int = 10, exclude_seen: bool = True, items=None,
                   users: pd.DataFrame | None = None, user_ids=None, heads: FoldIn | None = None) -> pd.DataFrame:

@@ -32,7 +32,7 @@ from ..data.dataset import Dataset
 from ..data.episodes import Histories
 from ..data.idmap import UNKNOWN, IdMap
 from ..errors import NotFittedError, RecsysHyperError
-from ..topk import allowed_mask, histories_from_frame, require_columns, top_k_frame
+from ..topk import allowed_mask, finish_predictions, histories_from_frame, require_columns, top_k_frame
 from .batching import Padded, chunks_by_events, emit
 from .config import Config
 from .features import FeatureSpec, FeatureTensors
@@ -253,21 +253,20 @@ class HyperRecommender:
         if unknown.any():
             log.warning("%d pairs are on items the model has never seen and that have no features; "
                         "their prediction is NaN", int(unknown.sum()))
-        e_all = self._item_vectors(cat)
-        model = self.model_
         ii = torch.from_numpy(np.where(unknown, cat.size, i))
-        with torch.no_grad():
-            phi = model.phi(e_all[ii])                                       # (P, D)
-            w = torch.from_numpy(heads.w[u])
-            if self.implicit_:
-                out = model.item_rank_bias[cat.index[ii]] + ((w + torch.from_numpy(heads.v[u])) * phi).sum(-1)
-            else:
-                out = model.mu + model.item_bias[cat.index[ii]] + (w * phi).sum(-1)
-        pred = out.numpy().astype(np.float64)
-        if self.rating_range_ is not None:
-            pred = np.clip(pred, *self.rating_range_)
-        pred[unknown] = np.nan
-        return pred
+        out = self._pair_scores(heads, torch.from_numpy(u), ii, cat)
+        return finish_predictions(out.numpy(), self.rating_range_, unknown)
+
+    @torch.no_grad()
+    def _pair_scores(self, heads: UserHeads, rows: torch.Tensor, items: torch.Tensor, cat: _Catalogue) -> torch.Tensor:
+        """rows (P,) into ``heads``, items (P,) rows of ``cat`` -> (P,) ratings (explicit data) or
+        ranking scores (implicit)."""
+        model = self.model_
+        e = self._item_vectors(cat)[items]                                   # (P, d)
+        pair = Heads(torch.from_numpy(heads.w)[rows], torch.from_numpy(heads.v)[rows])
+        if self.implicit_:
+            return model.item_rank_bias[cat.index[items]] + ((pair.w + pair.v) * model.phi(e)).sum(-1)
+        return model.rating(pair, e, cat.index[items])
 
     def recommend(self, histories: pd.DataFrame | None, k: int = 10, exclude_seen: bool = True, items=None,
                   users: pd.DataFrame | None = None, user_ids=None, item_features: pd.DataFrame | None = None,
@@ -358,13 +357,7 @@ class HyperRecommender:
     @torch.no_grad()
     def rate_pairs(self, heads: UserHeads, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Pairwise predictions: rows (P,) into ``heads``, items (P,) catalogue indices -> (P,)."""
-        cat = self._catalogue()
-        model = self.model_
-        phi = model.phi(self._item_vectors(cat)[items])                      # (P, D)
-        w = torch.from_numpy(heads.w)[rows]
-        if self.implicit_:
-            return model.item_rank_bias[items] + ((w + torch.from_numpy(heads.v)[rows]) * phi).sum(-1)
-        return model.mu + model.item_bias[items] + (w * phi).sum(-1)
+        return self._pair_scores(heads, rows, items, self._catalogue())
 
     @torch.no_grad()
     def score_catalogue(self, heads: UserHeads, rows: np.ndarray) -> torch.Tensor:

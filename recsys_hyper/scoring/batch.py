@@ -40,8 +40,11 @@ log = logging.getLogger(__name__)
 
 TABLES = ("recommendations", "user_heads", "item_vectors")
 READ_BATCH_ROWS = 1_000_000
-# pyarrow reads up to 16 batches ahead by default: memory that grows with the input. One is enough.
-STREAM = {"batch_size": READ_BATCH_ROWS, "batch_readahead": 1, "fragment_readahead": 1}
+# Streaming reads whose memory does not grow with the input: pyarrow's defaults read up to 16
+# batches ahead, decode on threads that each keep buffers, and pre-buffer (and keep) column chunks;
+# measured on 27M rows: peak RSS 1,263 MiB with the defaults, 574 MiB (flat over batches) with these.
+STREAM = {"batch_size": READ_BATCH_ROWS, "batch_readahead": 1, "fragment_readahead": 1, "use_threads": False,
+          "fragment_scan_options": pads.ParquetFragmentScanOptions(pre_buffer=False)}
 
 
 @dataclass
@@ -123,35 +126,39 @@ def _bucket_of(ids: pa.Array, n_buckets: int) -> np.ndarray:
 
 
 def partition(source: pads.Dataset, users_file: Path | None, work: Path, n_buckets: int) -> None:
-    """Hash-partition histories (and users) by user id into ``n_buckets`` files each."""
+    """Hash-partition histories (and users) by user id into ``n_buckets`` buckets on disk.
+
+    Each input batch writes one small file per bucket and closes it: open Parquet writers hold
+    buffers, and one per bucket would make memory grow with the number of buckets (the input)."""
     columns = [c for c in (S.USER_ID, S.ITEM_ID, S.RATING, S.TIMESTAMP) if c in source.schema.names]
-    writers: dict = {}
-    try:
-        for kind, ds, cols in (("events", source, columns),
-                               ("users", pads.dataset(users_file, format="parquet") if users_file else None, None)):
-            if ds is None:
-                continue
-            for batch in ds.to_batches(columns=cols, **STREAM):
-                table = pa.Table.from_batches([batch])
-                uid = table.column(S.USER_ID).combine_chunks()
-                if uid.null_count:
-                    raise DataValidationError([Problem(f"{kind} file", S.USER_ID, f"has {uid.null_count} null ids",
-                                                       "drop those rows")])
-                bucket = _bucket_of(uid, n_buckets)
-                order = np.argsort(bucket, kind="stable")
-                sorted_b = bucket[order]
-                starts = np.searchsorted(sorted_b, np.arange(n_buckets + 1))
-                table = table.take(pa.array(order))
-                for b in range(n_buckets):
-                    if starts[b + 1] > starts[b]:
-                        part = table.slice(starts[b], starts[b + 1] - starts[b])
-                        key = (kind, b)
-                        if key not in writers:
-                            writers[key] = pq.ParquetWriter(work / f"{kind}-{b:05d}.parquet", part.schema)
-                        writers[key].write_table(part)
-    finally:
-        for w in writers.values():
-            w.close()
+    for kind, ds, cols in (("events", source, columns),
+                           ("users", pads.dataset(users_file, format="parquet") if users_file else None, None)):
+        if ds is None:
+            continue
+        for i, batch in enumerate(ds.to_batches(columns=cols, **STREAM)):
+            table = pa.Table.from_batches([batch])
+            uid = table.column(S.USER_ID).combine_chunks()
+            if uid.null_count:
+                raise DataValidationError([Problem(f"{kind} file", S.USER_ID, f"has {uid.null_count} null ids",
+                                                   "drop those rows")])
+            bucket = _bucket_of(uid, n_buckets)
+            order = np.argsort(bucket, kind="stable")
+            starts = np.searchsorted(bucket[order], np.arange(n_buckets + 1))
+            table = table.take(pa.array(order))
+            for b in range(n_buckets):
+                if starts[b + 1] > starts[b]:
+                    pq.write_table(table.slice(starts[b], starts[b + 1] - starts[b]),
+                                   work / f"{kind}-{b:05d}-{i:06d}.parquet")
+
+
+def _read_bucket(work: Path, kind: str, b: int) -> pd.DataFrame | None:
+    files = sorted(work.glob(f"{kind}-{b:05d}-*.parquet"))
+    if not files:
+        return None
+    frame = pa.concat_tables([pq.read_table(f) for f in files]).to_pandas()
+    for f in files:
+        f.unlink()
+    return frame
 
 
 def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir: str | os.PathLike, date: str,
@@ -190,9 +197,7 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
         bar = tqdm(desc=f"score {date}", unit="users", unit_scale=True, disable=None if progress else True)
         t_score = time.perf_counter()
         for b in range(n_buckets):
-            events_path, users_path = work / f"events-{b:05d}.parquet", work / f"users-{b:05d}.parquet"
-            events = pq.read_table(events_path).to_pandas() if events_path.exists() else None
-            users = pq.read_table(users_path).to_pandas() if users_path.exists() else None
+            events, users = _read_bucket(work, "events", b), _read_bucket(work, "users", b)
             if events is None and users is None:
                 continue
             rec_writer = pq.ParquetWriter(staging / "recommendations" / f"part-{b:05d}.parquet",
@@ -216,8 +221,6 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
             finally:
                 rec_writer.close()
                 head_writer.close()
-            events_path.unlink(missing_ok=True)
-            users_path.unlink(missing_ok=True)
         bar.close()
         report.scoring_seconds = time.perf_counter() - t_score
         shutil.rmtree(work)

@@ -27,10 +27,6 @@ from ..data.episodes import Histories
 from ..model import HyperRecommender
 from ..topk import histories_from_frame, top_k_frame
 
-RECS_SCHEMA = pa.schema([pa.field(S.USER_ID, pa.int64()), pa.field(S.ITEM_ID, pa.int64()),
-                         pa.field("score", pa.float32()), pa.field("rank", pa.int32())])
-
-
 def recs_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
     return pa.schema([pa.field(S.USER_ID, user_type), pa.field(S.ITEM_ID, item_type),
                       pa.field("score", pa.float32()), pa.field("rank", pa.int32())])

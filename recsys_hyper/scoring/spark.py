@@ -19,7 +19,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 import pandas as pd
 
 from ..data import schema as S
@@ -82,6 +81,3 @@ def score_with_spark(spark, data_dir: str | Path, model: str, top_k: int = 100, 
     grouped, features = grouped_histories(spark, data_dir)
     return grouped.mapInPandas(score_partitions(model, top_k, exclude_seen, features), schema=RECS_DDL)
 
-
-def _as_lists(values) -> list:
-    return [list(v) if v is not None else [] for v in values]
