@@ -391,9 +391,6 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from .data import load_dataset
     from .data.validation import _Collector, coerce_id, read_parquet_checked

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from recsys_hyper.data.synthetic import generate, preset
 

@@ -10,12 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from recsys_hyper.data import Histories, IdMap, load_dataset
+from recsys_hyper.data import Histories, load_dataset
 from recsys_hyper.data.dataset import Dataset
 from recsys_hyper.data.synthetic import TRUTH_ITEMS_FILE, TRUTH_USERS_FILE, generate, preset
 from recsys_hyper.errors import NotFittedError, RecsysHyperError
 from recsys_hyper.model import Config, HyperRecommender, ModelConfig, TrainConfig
-from recsys_hyper.model.batching import Padded
 from recsys_hyper.model.training import batch_loss
 
 SMALL = Config(model=ModelConfig(dim=16, hidden=32, z_dim=32),

@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 import torch
 
-from recsys_hyper.cli import main
 from recsys_hyper.errors import RecsysHyperError
 from recsys_hyper.model import Config, ModelConfig, TrainConfig
 from recsys_hyper.pipeline.landing import make_synthetic_landing

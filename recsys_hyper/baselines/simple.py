@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 
-from ..data.dataset import Dataset
-from ..data.episodes import Histories
 from .base import BaselineRecommender, item_stats, mean_abs_error
 
 

@@ -23,9 +23,7 @@ A lock file stops two runs at once; one left by a dead process is taken over.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import shutil
 import subprocess
 import time
@@ -40,7 +38,6 @@ from .. import __version__
 from ..data import schema as S
 from ..data.dataset import Dataset, load_dataset, validate_frames, write_dataset
 from ..data.episodes import Histories, chronological_split
-from ..data.idmap import IdMap
 from ..errors import DataValidationError, RecsysHyperError
 from ..model import Config, HyperRecommender
 from .landing import landing_dates
