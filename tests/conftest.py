@@ -12,11 +12,28 @@ import pytest
 ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 
 
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow SQLite store, created once (migrations take seconds)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
+    return path
+
+
 @pytest.fixture(autouse=True)
-def _isolated_mlflow(tmp_path_factory, monkeypatch):
-    """No test ever writes to the default MLflow store of the working directory."""
-    store = tmp_path_factory.getbasetemp() / "mlflow.db"
+def _isolated_mlflow(_mlflow_template, tmp_path_factory, monkeypatch):
+    """Every test gets its own copy of the store (registered versions and aliases never leak
+    between tests), and no test writes to the working directory's default store."""
+    import shutil
+
+    import mlflow
+
+    store = tmp_path_factory.mktemp("mlflow") / "mlflow.db"          # outside the test's tmp_path
+    shutil.copy(_mlflow_template, store)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
 
 
 @pytest.fixture(scope="session")
