@@ -171,10 +171,8 @@ class HyperRecommender:
 
     def _catalogue(self, item_features: pd.DataFrame | None = None) -> _Catalogue:
         """The training vocabulary, plus the items of ``item_features`` it does not know."""
-        key = None if item_features is None else id(item_features)
-        cached = self._cache.get("catalogue")
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        if item_features is None and "catalogue" in self._cache:    # the training catalogue is fixed
+            return self._cache["catalogue"]
         known = self.item_map_.values
         new = np.zeros(0, dtype=known.dtype)
         if item_features is not None and len(item_features):
@@ -188,17 +186,19 @@ class HyperRecommender:
         feats = _with_pad_row(self.item_spec_.transform(feats_frame, all_ids))
         index = torch.cat([torch.arange(len(known)), torch.full((len(new) + 1,), len(known))])
         cat = _Catalogue(IdMap(all_ids, name="item"), index, feats, len(new))
-        self._cache["catalogue"] = (key, cat)
+        if item_features is None:
+            self._cache["catalogue"] = cat
         return cat
 
     @torch.no_grad()
     def _item_vectors(self, cat: _Catalogue) -> torch.Tensor:
-        """(N + 1, d) item vectors of ``cat``, computed once per catalogue (the model is fixed)."""
-        cached = self._cache.get("item_vectors")
-        if cached is None or cached[0] is not cat:
-            cached = (cat, self.model_.items(cat.index, cat.feats))
-            self._cache["item_vectors"] = cached
-        return cached[1]
+        """(N + 1, d) item vectors of ``cat``; those of the training catalogue computed once (the
+        model is fixed), those of a catalogue extended with new items each time."""
+        if cat is not self._cache.get("catalogue"):
+            return self.model_.items(cat.index, cat.feats)
+        if "item_vectors" not in self._cache:
+            self._cache["item_vectors"] = self.model_.items(cat.index, cat.feats)
+        return self._cache["item_vectors"]
 
     def _histories(self, histories: pd.DataFrame | None, cat: _Catalogue, users: pd.DataFrame | None,
                    user_ids=None) -> Histories:

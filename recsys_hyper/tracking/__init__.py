@@ -91,7 +91,7 @@ class TrainingRun:
         return self
 
     def log_epoch(self, epoch: int, metrics: dict) -> None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
+        log_epoch(epoch, metrics)
 
     def log_metrics(self, metrics: dict) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
