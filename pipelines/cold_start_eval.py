@@ -2,8 +2,9 @@
 
     python pipelines/cold_start_eval.py --data DIR [--methods ...] [--shots ...] [--seed N] [--out DIR]
 
-The same as ``recsys-hyper evaluate`` (see its --help); kept as a job entry point for
-schedulers. Reproduce the README table with:
+The same as ``recsys-hyper evaluate --notebook`` (see its --help): the executed cold-start
+analysis notebook is rendered to HTML and logged to the evaluation run. Reproduce the README
+table with:
 
     recsys-hyper data import-movielens ../shared/data/ml-100k --out /tmp/ml-100k
     python pipelines/cold_start_eval.py --data /tmp/ml-100k --seed 0
@@ -14,4 +15,5 @@ import sys
 from recsys_hyper.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["evaluate", *sys.argv[1:]]))
+    args = sys.argv[1:]
+    sys.exit(main(["evaluate", *args, *([] if "--notebook" in args or "--no-track" in args else ["--notebook"])]))

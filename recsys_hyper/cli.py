@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", metavar="FILE", help="the hypernetwork's config (as for train)")
     e.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     e.add_argument("--experiment", default="recsys-hyper-cold-start", help="MLflow experiment name")
+    e.add_argument("--notebook", action="store_true",
+                   help="also execute the cold-start analysis notebook on this run, render it to HTML in --out "
+                        "and log it to the run")
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     e.set_defaults(func=cmd_evaluate)
     return p
@@ -505,6 +508,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ds, args.out, protocol, methods=tuple(dict.fromkeys(args.methods)), model_config=load_config(args.config),
         track=not args.no_track, experiment=args.experiment, progress=not args.no_progress)
     print(markdown_table(result))
+    if args.notebook:
+        if run_id is None:
+            raise RecsysHyperError("--notebook reads the MLflow run: drop --no-track")
+        from .evaluation.job import render_notebook
+
+        print(f"analysis notebook -> {render_notebook(run_id, args.out)}")
     print(f"\n{result.n_eligible} of {result.n_test_users} test users evaluated (>= {max(protocol.shots) + protocol.min_query} "
           f"interactions); split {result.split.digest[:12]}; {result.seconds:.0f}s -> {args.out}"
           + (f"; MLflow run {run_id}" if run_id else ""))

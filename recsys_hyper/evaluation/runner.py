@@ -65,6 +65,8 @@ class EvalResult:
     n_eligible: int
     fit_seconds: dict = field(default_factory=dict)
     seconds: float = 0.0
+    fitted: dict = field(default_factory=dict, repr=False)   # fit key -> fitted model
+    test_histories: Histories | None = field(default=None, repr=False)  # the evaluated users
 
 
 def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHODS, model_config=None,
@@ -122,7 +124,7 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
     per_user_df = pd.concat(per_user, ignore_index=True)[
         ["method", "k", S.USER_ID, "n_query", "n_relevant", *METRICS]]
     return EvalResult(table, per_user_df, split, protocol, len(h_test), len(eligible), fit_seconds,
-                      time.perf_counter() - t_start)
+                      time.perf_counter() - t_start, fitted, eligible)
 
 
 def _measure(model, adapt_kw: dict, sup: Histories, qry: Histories, ds: Dataset, protocol: Protocol,

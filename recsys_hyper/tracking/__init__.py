@@ -236,6 +236,7 @@ def log_evaluation(result, out_dir: str | os.PathLike, data_source: str, experim
             "split_digest": result.split.digest, "test_users": result.n_test_users,
             "evaluated_users": result.n_eligible,
         })
+        mlflow.set_tag("data_dir", data_source)
         for row in result.table.to_dict(orient="records"):
             method, k = row["method"], int(row["k"])
             with mlflow.start_run(run_name=f"{method} k={k}", nested=True,
@@ -251,7 +252,8 @@ def log_evaluation(result, out_dir: str | os.PathLike, data_source: str, experim
         import matplotlib.pyplot as plt
 
         plt.close(fig)
-        for name in ("results.md", "results.json", "split.parquet", "per_user.parquet"):
+        for name in ("results.md", "results.json", "split.parquet", "per_user.parquet", "heads.parquet",
+                     "example_user.parquet"):
             if (out / name).is_file():
                 mlflow.log_artifact(str(out / name))
         mlflow.log_metric("seconds", result.seconds)
@@ -319,6 +321,11 @@ def log_epoch(epoch: int, metrics: dict) -> None:
 def tag_night(**tags) -> None:
     """Tags on the night's parent run (called outside any step run)."""
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_artifact_to_run(run_id: str, path: str | os.PathLike) -> None:
+    configure()
+    MlflowClient().log_artifact(run_id, str(path))
 
 
 def alias_version(alias: str) -> str | None:
