@@ -50,7 +50,12 @@ print(f"run {run_id}: data {run['params.data']}, seed {run['params.seed']}, "
 
 artifacts = Path(tempfile.mkdtemp())
 def artifact(name):
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=str(artifacts)))
+    """A logged artifact of the run, or None (runs from older versions may lack some)."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=str(artifacts)))
+    except Exception:
+        print(f"(this run has no {name}; the section that needs it is skipped)")
+        return None
 
 per_user = pd.read_parquet(artifact("per_user.parquet"))
 methods = list(dict.fromkeys(per_user["method"]))
@@ -156,8 +161,10 @@ lat.round(4)
 # %%
 from sklearn.decomposition import PCA
 
-heads = pd.read_parquet(artifact("heads.parquet"))
-xy = PCA(n_components=2, random_state=0).fit_transform(np.stack(heads["rank_head"].to_numpy()))
+heads_file = artifact("heads.parquet")
+heads = pd.read_parquet(heads_file) if heads_file else pd.DataFrame({"user_id": [], "rank_head": []})
+xy = (np.zeros((0, 2)) if heads.empty
+      else PCA(n_components=2, random_state=0).fit_transform(np.stack(heads["rank_head"].to_numpy())))
 truth = users_file.with_name("ground_truth_users.parquet")
 if truth.exists():
     heads = heads.merge(pd.read_parquet(truth), on="user_id", how="left")
@@ -177,7 +184,8 @@ plt.show()
 # items towards the user's taste.
 
 # %%
-example = pd.read_parquet(artifact("example_user.parquet"))
+example_file = artifact("example_user.parquet")
+example = pd.read_parquet(example_file) if example_file else pd.DataFrame({"item_id": [], "known": [], "rank": []})
 label = "title" if "title" in example else ("genres" if "genres" in example else "item_id")
 example[label] = example[label].map(lambda v: ", ".join(v) if isinstance(v, (list, np.ndarray)) else v)
 pd.DataFrame({f"after {n} interactions": g.sort_values("rank")[label].to_numpy()
