@@ -138,7 +138,8 @@ def test_evaluate_command_writes_outputs_and_the_mlflow_layout(ds, tmp_path, mon
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| method | k | MAE |" in printed and "| hyper | 3 |" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["k_curve.png", "per_user.parquet", "results.json", "results.md",
+    assert sorted(p.name for p in out.iterdir()) == ["example_user.parquet", "heads.parquet", "k_curve.png",
+                                                      "per_user.parquet", "results.json", "results.md",
                                                       "split.parquet"]
     summary = json.loads((out / "results.json").read_text())
     assert len(summary["results"]) == 9 and summary["protocol"]["shots"] == [0, 1, 3]
@@ -157,4 +158,5 @@ def test_evaluate_command_writes_outputs_and_the_mlflow_layout(ds, tmp_path, mon
         (m, k) for m in ("popularity", "bias", "hyper") for k in ("0", "1", "3")}
     assert {"mae", "rmse", "ndcg_at_3", "recall_at_10", "ndcg_at_10", "adapt_ms_per_user"} <= set(children[0].data.metrics)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"k_curve.png", "cold_start_results.json", "results.md", "split.parquet", "per_user.parquet"} <= artifacts
+    assert {"k_curve.png", "cold_start_results.json", "results.md", "split.parquet", "per_user.parquet",
+            "heads.parquet", "example_user.parquet"} <= artifacts
