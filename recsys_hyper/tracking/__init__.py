@@ -37,6 +37,10 @@ PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 def configure(tracking_uri: str | None = None) -> str:
     """Point MLflow at ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the local SQLite store."""
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        # a relative SQLite path means "here": pin it, so that code running elsewhere (a notebook
+        # executed in its output folder) still finds the same store
+        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
     mlflow.set_tracking_uri(uri)
     return uri
 
