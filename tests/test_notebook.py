@@ -35,7 +35,13 @@ def test_the_notebook_runs_on_a_real_evaluation_and_draws_its_figures(tmp_path, 
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(figures) >= 5          # quality vs k, segments, zero-shot vs finetune + latency, head map
+    # quality vs k, 3 segment figures (history, age group, gender), zero-shot vs finetune + latency, head map
+    assert len(figures) >= 6
+    example = nbformat.read(out / "cold_start_analysis.ipynb", as_version=4).cells[-1].outputs
+    assert any("after 5 interactions" in o.get("data", {}).get("text/plain", "") for o in example)
+    import pandas as pd
+
+    assert pd.read_parquet(out / "example_user.parquet").groupby("known").size().tolist() == [10, 10, 10]
     html = (out / "cold_start_analysis.html").read_text()
     assert "Cold-start analysis" in html and "<img" in html
     run = mlflow.search_runs(search_all_experiments=True, filter_string="tags.kind = 'cold-start-evaluation'").iloc[0]

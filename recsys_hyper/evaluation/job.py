@@ -39,7 +39,7 @@ def hypernetwork_views(result: EvalResult, ds: Dataset, k: int = 5) -> dict:
         s1, _ = chronological_split(h.select(np.array([0])), n, min_query=1)
         events = pd.DataFrame({S.USER_ID: np.repeat(user, n), S.ITEM_ID: rec.item_map_.ids(s1.items),
                                S.RATING: s1.ratings, S.TIMESTAMP: s1.timestamps})
-        recs = rec.recommend(events, k=10, users=ds.users)
+        recs = rec.recommend(events, k=10, users=ds.users, user_ids=user)
         rows.append(recs.assign(known=n, support=[list(events[S.ITEM_ID])] * len(recs)))
     example = pd.concat(rows, ignore_index=True)
     if ds.items is not None:

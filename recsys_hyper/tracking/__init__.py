@@ -240,7 +240,7 @@ def log_evaluation(result, out_dir: str | os.PathLike, data_source: str, experim
             "split_digest": result.split.digest, "test_users": result.n_test_users,
             "evaluated_users": result.n_eligible,
         })
-        mlflow.set_tag("data_dir", data_source)
+        mlflow.set_tag("data_dir", str(Path(data_source).resolve()) if Path(data_source).exists() else data_source)
         for row in result.table.to_dict(orient="records"):
             method, k = row["method"], int(row["k"])
             with mlflow.start_run(run_name=f"{method} k={k}", nested=True,
