@@ -41,8 +41,6 @@ def heads_schema(user_type: pa.DataType) -> pa.Schema:
 class ChunkResult:
     recommendations: pd.DataFrame
     heads: pd.DataFrame
-    n_users: int
-    n_unknown_events: int
 
 
 class ChunkScorer:
@@ -73,13 +71,9 @@ class ChunkScorer:
 
     def score(self, histories: pd.DataFrame | None, users: pd.DataFrame | None = None) -> ChunkResult:
         """Recommendations and heads for every user of ``histories`` and of ``users``."""
-        h = histories_from_frame(histories, self.catalogue.ids, users)
-        n_unknown = 0
-        if histories is not None and len(histories):
-            n_unknown = int(len(histories) - len(h.items))
-        return self.score_histories(h, users, n_unknown)
+        return self.score_histories(histories_from_frame(histories, self.catalogue.ids, users), users)
 
-    def score_histories(self, h: Histories, users: pd.DataFrame | None, n_unknown: int = 0) -> ChunkResult:
+    def score_histories(self, h: Histories, users: pd.DataFrame | None) -> ChunkResult:
         heads = self.model._emit(h, self.catalogue, users, self.e_all)
         rank_head = heads.w + heads.v                                          # (B, D)
 
@@ -93,4 +87,4 @@ class ChunkScorer:
             "rank_head": list(rank_head.astype(np.float32)),
             "rating_head": list(heads.w.astype(np.float32)),
         })
-        return ChunkResult(recs, heads_df, len(h), n_unknown)
+        return ChunkResult(recs, heads_df)
