@@ -371,7 +371,7 @@ def _load_model(spec: str):
 
 
 def _write_parquet(df, path: str) -> None:
-    from ._atomic import atomic_file
+    from .atomic import atomic_file
 
     with atomic_file(path) as tmp:
         df.to_parquet(tmp, index=False)
@@ -396,9 +396,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data import load_dataset
-    from .data.validation import _Collector, coerce_id, read_parquet_checked
+    from .data.validation import Collector, coerce_id, read_parquet_checked
 
-    c = _Collector()
+    c = Collector()
     table = read_parquet_checked(Path(args.pairs), c, required=True)
     if table is not None:
         missing = [col for col in ("user_id", "item_id") if col not in table.column_names]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from recsys_hyper._atomic import atomic_directory, atomic_file
+from recsys_hyper.atomic import atomic_directory, atomic_file
 
 
 def test_atomic_file_keeps_old_content_on_failure(tmp_path):

@@ -16,7 +16,7 @@ from recsys_hyper.data import load_dataset
 from recsys_hyper.data.synthetic import generate, preset
 from recsys_hyper.evaluation.metrics import ndcg_at_k, ndcg_graded, per_user_errors, recall_at_k
 from recsys_hyper.evaluation.protocol import TEST, Protocol, split_users, training_dataset
-from recsys_hyper.evaluation.runner import _measure, evaluate
+from recsys_hyper.evaluation.runner import measure, evaluate
 
 # -- metrics
 
@@ -107,7 +107,7 @@ def test_support_items_never_in_query_nor_among_scored_candidates(ds):
     sup, qry = chronological_split(h, 5, min_query=10)
     for u in range(len(sup)):
         assert not set(sup.user(u)[0]) & set(qry.user(u)[0])
-    metrics, users = _measure(_Cheater(sup, qry, len(items)), {}, sup, qry, ds, p, implicit=False)
+    metrics, users = measure(_Cheater(sup, qry, len(items)), {}, sup, qry, ds, p, implicit=False)
     assert metrics["mae"] == 0.0 and metrics["ndcg@3"] == pytest.approx(1.0)
     ideal = np.minimum(10, users["n_relevant"]) / users["n_relevant"]
     ranked = users["n_relevant"] > 0

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._atomic import atomic_directory
+from ..atomic import atomic_directory
 from ..data import schema as S
 from ..data.dataset import Dataset
 from ..data.episodes import Histories

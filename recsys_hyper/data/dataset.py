@@ -15,11 +15,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._atomic import atomic_directory
+from ..atomic import atomic_directory
 from . import schema as S
 from .validation import (
     ValidationReport,
-    _Collector,
+    Collector,
     check_id_types,
     check_interactions,
     check_side_table,
@@ -72,7 +72,7 @@ class Dataset:
 def load_dataset(path: str | os.PathLike, now: float | None = None) -> Dataset:
     """Read and validate a dataset directory; raises :class:`DataValidationError` listing every problem."""
     root = Path(path)
-    c = _Collector()
+    c = Collector()
     if not root.is_dir():
         from ..errors import Problem, DataValidationError
 
@@ -91,7 +91,7 @@ def validate_frames(interactions: pd.DataFrame | pa.Table, users: pd.DataFrame |
                     items: pd.DataFrame | pa.Table | None = None, source: str = "<memory>",
                     now: float | None = None) -> Dataset:
     """Validate in-memory tables with the same checks as :func:`load_dataset`."""
-    c = _Collector()
+    c = Collector()
 
     def table(obj, file):
         if obj is None:
@@ -107,7 +107,7 @@ def validate_frames(interactions: pd.DataFrame | pa.Table, users: pd.DataFrame |
 
 
 def _validate_tables(inter: pa.Table | None, users: pa.Table | None, items: pa.Table | None,
-                     c: _Collector, source: str, now: float | None) -> Dataset:
+                     c: Collector, source: str, now: float | None) -> Dataset:
     report = ValidationReport()
     inter_df = check_interactions(inter, c, report, now=now) if inter is not None else None
     users_df = check_side_table(users, S.USER_ID, S.USERS_FILE, c) if users is not None else None

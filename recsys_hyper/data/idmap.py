@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._atomic import atomic_file
+from ..atomic import atomic_file
 from ..errors import MAX_EXAMPLES, RecsysHyperError
 
 UNKNOWN = -1

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._atomic import atomic_directory
+from ..atomic import atomic_directory
 from . import schema as S
 
 TRUTH_USERS_FILE = "ground_truth_users.parquet"

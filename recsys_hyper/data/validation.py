@@ -54,7 +54,7 @@ class ValidationReport:
         log.warning(message)
 
 
-class _Collector:
+class Collector:
     """Accumulates problems; helpers build them with row numbers and examples."""
 
     def __init__(self) -> None:
@@ -82,7 +82,7 @@ class _Collector:
 # --------------------------------------------------------------------------------------------
 # Reading
 
-def read_parquet_checked(path: Path, c: _Collector, required: bool) -> pa.Table | None:
+def read_parquet_checked(path: Path, c: Collector, required: bool) -> pa.Table | None:
     """Read one Parquet file (or a folder of Parquet files); problems go to ``c``."""
     name = path.name
     if not path.exists():
@@ -113,7 +113,7 @@ def _nulls(arr: pa.ChunkedArray) -> np.ndarray:
     return pc.is_null(arr, nan_is_null=True).to_numpy(zero_copy_only=False)
 
 
-def coerce_id(arr: pa.ChunkedArray, file: str, column: str, c: _Collector) -> pa.ChunkedArray | None:
+def coerce_id(arr: pa.ChunkedArray, file: str, column: str, c: Collector) -> pa.ChunkedArray | None:
     """ids: integers -> int64, strings kept, whole-number floats -> int64; nulls rejected."""
     t = arr.type
     if pa.types.is_dictionary(t):
@@ -141,7 +141,7 @@ def coerce_id(arr: pa.ChunkedArray, file: str, column: str, c: _Collector) -> pa
     return None
 
 
-def coerce_rating(arr: pa.ChunkedArray, file: str, c: _Collector) -> pa.ChunkedArray | None:
+def coerce_rating(arr: pa.ChunkedArray, file: str, c: Collector) -> pa.ChunkedArray | None:
     """ratings -> float32; unparsable strings, nulls, NaN and infinities rejected."""
     col = S.RATING
     t = arr.type
@@ -179,7 +179,7 @@ def coerce_rating(arr: pa.ChunkedArray, file: str, c: _Collector) -> pa.ChunkedA
     return pa.chunked_array([pa.array(values.astype(np.float32))])
 
 
-def coerce_timestamp(arr: pa.ChunkedArray, file: str, c: _Collector, now: float | None = None) -> pa.ChunkedArray | None:
+def coerce_timestamp(arr: pa.ChunkedArray, file: str, c: Collector, now: float | None = None) -> pa.ChunkedArray | None:
     """timestamps -> int64 unix seconds; then checked to be plausible event times."""
     col = S.TIMESTAMP
     t = arr.type
@@ -238,7 +238,7 @@ def coerce_timestamp(arr: pa.ChunkedArray, file: str, c: _Collector, now: float 
     return pa.chunked_array([pa.array(values.astype(np.int64))])
 
 
-def normalise_features(table: pa.Table, file: str, id_column: str, c: _Collector) -> pa.Table:
+def normalise_features(table: pa.Table, file: str, id_column: str, c: Collector) -> pa.Table:
     """Side features: dictionary -> values, list<int|large_string> -> list<string>, dates -> seconds."""
     columns, names = [], []
     for name in table.column_names:
@@ -269,7 +269,7 @@ def normalise_features(table: pa.Table, file: str, id_column: str, c: _Collector
 # --------------------------------------------------------------------------------------------
 # Whole-file checks
 
-def check_interactions(table: pa.Table, c: _Collector, report: ValidationReport,
+def check_interactions(table: pa.Table, c: Collector, report: ValidationReport,
                        file: str = S.INTERACTIONS_FILE, now: float | None = None) -> pd.DataFrame | None:
     """Validate and normalise an interactions table; duplicates resolved (latest kept)."""
     missing = [col for col in (S.USER_ID, S.ITEM_ID, S.TIMESTAMP) if col not in table.column_names]
@@ -317,7 +317,7 @@ def _drop_duplicate_events(df: pd.DataFrame, file: str, report: ValidationReport
     return df.iloc[np.sort(order[is_last])].reset_index(drop=True)
 
 
-def check_side_table(table: pa.Table, id_column: str, file: str, c: _Collector) -> pd.DataFrame | None:
+def check_side_table(table: pa.Table, id_column: str, file: str, c: Collector) -> pd.DataFrame | None:
     """Validate users.parquet / items.parquet: an id column, unique non-null ids, supported features."""
     if id_column not in table.column_names:
         c.add(file, id_column, f"is missing (columns present: {', '.join(table.column_names)})",
@@ -340,7 +340,7 @@ def check_side_table(table: pa.Table, id_column: str, file: str, c: _Collector) 
     return table.to_pandas()
 
 
-def check_id_types(inter: pd.DataFrame, side: pd.DataFrame, column: str, file: str, c: _Collector) -> None:
+def check_id_types(inter: pd.DataFrame, side: pd.DataFrame, column: str, file: str, c: Collector) -> None:
     """The same id column must have the same type in every file."""
     a, b = _id_kind(inter[column]), _id_kind(side[column])
     if a != b:

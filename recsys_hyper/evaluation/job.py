@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from .._atomic import atomic_directory
+from ..atomic import atomic_directory
 from ..data.dataset import Dataset
 from .protocol import Protocol
 from .report import k_curve_figure, markdown_table, summary

@@ -112,7 +112,7 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
         model = fitted[fit_key]
         for k, (sup, qry) in episodes.items():
             bar.set_postfix_str(f"{method} k={k}")
-            metrics, users = _measure(model, adapt_kw, sup, qry, ds, protocol, train_ds.implicit)
+            metrics, users = measure(model, adapt_kw, sup, qry, ds, protocol, train_ds.implicit)
             metrics.update({"fit_seconds": fit_seconds[fit_key]})
             rows.append({"method": method, "k": k, **metrics})
             per_user.append(users.assign(method=method, k=k))
@@ -127,7 +127,7 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
                       time.perf_counter() - t_start, fitted, eligible)
 
 
-def _measure(model, adapt_kw: dict, sup: Histories, qry: Histories, ds: Dataset, protocol: Protocol,
+def measure(model, adapt_kw: dict, sup: Histories, qry: Histories, ds: Dataset, protocol: Protocol,
              implicit: bool) -> tuple[dict, pd.DataFrame]:
     B = len(sup)
     times = []

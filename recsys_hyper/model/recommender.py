@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from .._atomic import atomic_directory
+from ..atomic import atomic_directory
 from ..data import schema as S
 from ..data.dataset import Dataset
 from ..data.episodes import Histories

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._atomic import atomic_file
+from ..atomic import atomic_file
 from ..data.episodes import EpisodeSampler, Histories, chronological_split
 from .batching import Padded, emit
 from .config import Config

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._atomic import atomic_directory
+from ..atomic import atomic_directory
 from ..data import schema as S
 from ..data.synthetic import generate, preset
 

@@ -130,13 +130,13 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
 # ------------------------------------------------------------------------------------------ steps
 
 def _validate(date, cfg, state) -> dict:
-    from ..data.validation import ValidationReport, _Collector, check_interactions, read_parquet_checked
+    from ..data.validation import ValidationReport, Collector, check_interactions, read_parquet_checked
 
     part = Path(cfg.landing) / "events" / f"date={date}"
     quarantine = Path(cfg.work) / "quarantine" / f"date={date}"
     good, bad = [], []
     for f in sorted(part.glob("*.parquet")):
-        c, rep = _Collector(), ValidationReport()
+        c, rep = Collector(), ValidationReport()
         table = read_parquet_checked(f, c, required=True)
         if table is not None:
             check_interactions(table, c, rep, file=f.name)
@@ -216,7 +216,7 @@ def _train(date, cfg, state) -> dict:
 def gate_metrics(rec: HyperRecommender, ds: Dataset, users, shots) -> dict:
     """Mean over k of MAE and full-catalogue nDCG@10 for ``users`` (chronological episodes)."""
     from ..evaluation.protocol import Protocol
-    from ..evaluation.runner import _measure
+    from ..evaluation.runner import measure
 
     h, _ = Histories.from_interactions(ds.interactions[ds.interactions[S.USER_ID].isin(users)], rec.item_map_)
     protocol = Protocol(shots=tuple(shots), min_query=5)
@@ -226,7 +226,7 @@ def gate_metrics(rec: HyperRecommender, ds: Dataset, users, shots) -> dict:
     maes, ndcgs = [], []
     for k in shots:
         sup, qry = chronological_split(h, k, min_query=protocol.min_query)
-        m, _ = _measure(rec, {}, sup, qry, ds, protocol, ds.implicit)
+        m, _ = measure(rec, {}, sup, qry, ds, protocol, ds.implicit)
         maes.append(m["mae"])
         ndcgs.append(m["ndcg@10"])
     return {"users": len(h), "mae": float(np.mean(maes)), "ndcg@10": float(np.nanmean(ndcgs))}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._atomic import _pid_alive, atomic_file
+from ..atomic import pid_alive, atomic_file
 from ..errors import RecsysHyperError
 
 STEPS = ("validate", "merge", "split", "train", "evaluate", "gate", "score", "cold_start_eval")
@@ -58,7 +58,7 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
-                if owner and owner.get("host") == me["host"] and not _pid_alive(int(owner.get("pid", -1))):
+                if owner and owner.get("host") == me["host"] and not pid_alive(int(owner.get("pid", -1))):
                     self.path.unlink(missing_ok=True)          # stale: its process is gone
                     continue
                 raise RecsysHyperError(

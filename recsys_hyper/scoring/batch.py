@@ -258,14 +258,14 @@ def _commit(staging: Path, out: Path, date: str) -> None:
 
 def _clean_stale(out: Path) -> None:
     """Remove staging folders of scorers that are no longer running."""
-    from .._atomic import _pid_alive
+    from ..atomic import pid_alive
 
     for stale in out.glob(".staging-*"):
         try:
             pid = int(stale.name.split("-")[4])
         except (IndexError, ValueError):
             continue
-        if pid != os.getpid() and not _pid_alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(stale, ignore_errors=True)
     for table in TABLES:
         for old in (out / table).glob(".old-*") if (out / table).exists() else []:
