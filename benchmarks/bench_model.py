@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from recsys_hyper.data.movielens import read_movielens
-from recsys_hyper.model import HyperRecommender
+from recsys_hyper import HyperRecommender
 
 ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 

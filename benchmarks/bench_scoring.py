@@ -56,7 +56,7 @@ def subset(src: Path, dst: Path, n_users: int) -> None:
 def throughput(model_dir: Path, data: Path, top_k: int, chunk: int, max_users: int) -> tuple[float, float, int]:
     """(hypernetwork users/s, dot-product users/s, users) on the same in-memory chunks."""
     from recsys_hyper.data import Histories
-    from recsys_hyper.model import HyperRecommender
+    from recsys_hyper import HyperRecommender
     from recsys_hyper.scoring.core import ChunkScorer
 
     rec = HyperRecommender.load(model_dir)
@@ -99,7 +99,7 @@ import os, sys, time, warnings
 warnings.filterwarnings("ignore")
 os.environ["PYSPARK_PYTHON"] = sys.executable
 from pyspark.sql import SparkSession
-from recsys_hyper.scoring.spark import score_with_spark
+from recsys_hyper.jobs import score_with_spark
 spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
          .config("spark.sql.shuffle.partitions", "8").config("spark.driver.memory", "4g").getOrCreate())
 spark.sparkContext.setLogLevel("ERROR")

@@ -7,10 +7,8 @@ input prints one clear error (file, column, rows, examples, fix) and exits with 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 from . import __version__
@@ -56,7 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _data_commands(sub)
+    _model_commands(sub)
+    _pipeline_commands(sub)
+    _evaluate_command(sub)
+    return p
 
+
+
+def _data_commands(sub) -> None:
     data = sub.add_parser("data", help="create, import, validate and describe datasets",
                           description="Create, import, validate and describe dataset directories.",
                           formatter_class=_Formatter)
@@ -121,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     m.set_defaults(func=cmd_import_movielens)
 
+
+def _model_commands(sub) -> None:
     model_help = ("a model directory (the --out of `train`) or an MLflow model URI such as "
                   "models:/recsys-hyper@champion (store: $MLFLOW_TRACKING_URI, default sqlite:///mlflow.db)")
     t = sub.add_parser("train", formatter_class=_Formatter, help="meta-train the hypernetwork on a dataset",
@@ -191,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sc.set_defaults(func=cmd_score)
 
+
+def _pipeline_commands(sub) -> None:
     pl = sub.add_parser("pipeline", help="the nightly training pipeline", formatter_class=_Formatter,
                         description="The jobs the team runs: the nightly pipeline and a synthetic landing folder.")
     psub = pl.add_subparsers(dest="pipeline_command", metavar="SUBCOMMAND", required=True)
@@ -226,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     sl.set_defaults(func=cmd_synth_landing)
 
+
+def _evaluate_command(sub) -> None:
     from .evaluation.runner import METHODS
 
     e = sub.add_parser("evaluate", formatter_class=_Formatter,
@@ -255,202 +267,78 @@ def build_parser() -> argparse.ArgumentParser:
                         "and log it to the run")
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     e.set_defaults(func=cmd_evaluate)
-    return p
 
 
 # --------------------------------------------------------------------------------------------
-# commands
+# commands: each calls one job and prints what it returns
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .data import load_dataset, write_dataset
+    from .jobs import datasets
 
-    ds = load_dataset(args.dir)
-    if args.out:
-        write_dataset(ds, args.out, overwrite=args.overwrite)
-    r = ds.report
-    summary = {
-        "valid": True, "dir": args.dir, "interactions": ds.n_interactions,
-        "users": len(ds.user_ids()), "items": len(ds.item_ids()),
-        "feedback": "implicit" if ds.implicit else "explicit",
-        "duplicates_dropped": r.n_duplicates_dropped, "notes": r.notes,
-    }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"{args.dir}: valid ({ds.n_interactions:,} interactions, {summary['users']:,} users, "
-              f"{summary['items']:,} items, {summary['feedback']} feedback"
-              + (f"; {r.n_duplicates_dropped:,} duplicate events will be dropped, latest kept" if r.n_duplicates_dropped else "")
-              + ")")
+    print(datasets.validation_summary(datasets.validate(args.dir, args.out, args.overwrite), as_json=args.json))
     return 0
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .data.describe import describe, format_description
+    from .jobs import datasets
 
-    d = describe(load_dataset(args.dir))
-    print(json.dumps(d, indent=2) if args.json else format_description(d))
+    print(datasets.describe(args.dir, as_json=args.json))
     return 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .data.synthetic import generate, preset
+    from .jobs import datasets
 
-    cfg = preset(args.preset, n_users=args.users, n_items=args.items, seed=args.seed,
-                 implicit=True if args.implicit else None)
-    t0 = time.perf_counter()
-    generate(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
-    print(f"wrote {cfg.n_users:,} users x {cfg.n_items:,} items to {args.out} in {time.perf_counter() - t0:.1f}s "
-          f"(seed {cfg.seed}, {'implicit' if cfg.implicit else 'explicit'} feedback)")
+    print(datasets.synth(args.out, args.preset, args.users, args.items, args.seed, args.implicit, args.overwrite,
+                         progress=not args.no_progress))
     return 0
 
 
 def cmd_import_movielens(args: argparse.Namespace) -> int:
-    from .data.movielens import import_movielens
+    from .jobs import datasets
 
-    ds = import_movielens(args.src, args.out, overwrite=args.overwrite,
-                          variant=None if args.variant == "auto" else args.variant)
-    print(f"imported {ds.source}: {ds.n_interactions:,} interactions, {len(ds.user_ids()):,} users, "
-          f"{len(ds.item_ids()):,} items -> {args.out}")
+    print(datasets.import_movielens(args.src, args.out, overwrite=args.overwrite,
+                                    variant=None if args.variant == "auto" else args.variant))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import contextlib
-    import shutil
-
-    from .data import load_dataset
-    from .model import HyperRecommender, load_config
-    from .model.training import init_distributed
+    from .config import load_config
+    from .jobs.train import train_command
 
     cfg = load_config(args.config).replace(seed=args.seed, epochs=args.epochs)
-    ds = load_dataset(args.data)
-    # under torchrun every rank trains its share of each batch; rank 0 tracks, saves and reports
-    rank, world = init_distributed()
-    if rank:
-        logging.getLogger("recsys_hyper").setLevel(logging.WARNING)
-    out = Path(args.out)
-    ckpt = out.parent / f".{out.name}.checkpoints"
-    if args.resume and not (ckpt / "checkpoint.pt").is_file():
-        log.info("no checkpoint in %s: starting from scratch", ckpt)
-    run = contextlib.nullcontext()
-    if not args.no_track and rank == 0:
-        from .tracking import TrainingRun
-
-        run = TrainingRun(cfg.to_dict(), ds, experiment=args.experiment, run_name=f"train {Path(args.data).name}",
-                          tags={"data": str(args.data), "processes": str(world)})
-    with run as tracked:
-        rec = HyperRecommender(cfg).fit(ds, checkpoint_dir=ckpt, resume=args.resume, progress=not args.no_progress,
-                                        callback=tracked.log_epoch if tracked else None)
-        if rank:
-            return 0
-        rec.save(out)
-        best = rec.training_.history[rec.training_.best_epoch]
-        summary = {k: best[f"val_{k}"] for k in ("loss", "mae", "ndcg10")}
-        version = None
-        if tracked:
-            tracked.log_metrics({f"best_val_{k}": v for k, v in summary.items()}
-                                | {"train_seconds": rec.training_.seconds,
-                                   "prior_multiplier": rec.training_.prior_multiplier})
-            first_users = ds.interactions["user_id"].drop_duplicates().head(3)
-            example = ds.interactions[ds.interactions["user_id"].isin(first_users)].reset_index(drop=True)
-            version = tracked.log_model(out, example, register=not args.no_register)
-    shutil.rmtree(ckpt, ignore_errors=True)
-    print(f"trained in {rec.training_.seconds:.1f}s on {world} process{'es' if world > 1 else ''}: best epoch "
-          f"{rec.training_.best_epoch + 1} of {len(rec.training_.history)}, validation MAE {summary['mae']:.4f}, "
-          f"nDCG@10 {summary['ndcg10']:.4f} ({rec.n_val_users_:,} validation users); model -> {out}"
-          + (f"; registered recsys-hyper version {version} (alias challenger)" if version else ""))
+    summary = train_command(args.data, args.out, cfg, resume=args.resume, track=not args.no_track,
+                            register=not args.no_register, experiment=args.experiment, progress=not args.no_progress)
+    if summary:
+        print(summary)
     return 0
 
 
-def _load_model(spec: str):
-    from .model import HyperRecommender
-    from .tracking import resolve_model
-
-    return HyperRecommender.load(resolve_model(spec))
-
-
-def _write_parquet(df, path: str) -> None:
-    from .atomic import atomic_file
-
-    with atomic_file(path) as tmp:
-        df.to_parquet(tmp, index=False)
-
-
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from .data import load_dataset
+    from .jobs import serve
 
-    ds = load_dataset(args.data)
-    rec = _load_model(args.model)
-    rec.check_compatible(ds)
-    t0 = time.perf_counter()
-    recs = rec.recommend(ds.interactions, k=args.top_k, exclude_seen=not args.include_seen, users=ds.users,
-                         item_features=ds.items)
-    _write_parquet(recs, args.out)
-    n_users = recs["user_id"].nunique()
-    print(f"recommended {args.top_k} items to {n_users:,} users in {time.perf_counter() - t0:.1f}s -> {args.out}")
+    print(serve.recommend(args.model, args.data, args.top_k, args.out, include_seen=args.include_seen))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
+    from .jobs import serve
 
-    from .data import load_dataset
-    from .data.validation import Collector, coerce_id, read_parquet_checked
-
-    c = Collector()
-    table = read_parquet_checked(Path(args.pairs), c, required=True)
-    if table is not None:
-        missing = [col for col in ("user_id", "item_id") if col not in table.column_names]
-        for col in missing:
-            c.add(Path(args.pairs).name, col, f"is missing (columns present: {', '.join(table.column_names)})",
-                  "PAIRS needs user_id and item_id columns")
-        if not missing:
-            for col in ("user_id", "item_id"):
-                coerce_id(table.column(col), Path(args.pairs).name, col, c)
-    c.raise_if_any()
-    pairs = table.to_pandas()
-    ds = load_dataset(args.data)
-    rec = _load_model(args.model)
-    rec.check_compatible(ds)
-    pred = rec.predict(ds.interactions, pairs, users=ds.users, item_features=ds.items)
-    out = pairs.assign(prediction=pred.astype(np.float32))
-    _write_parquet(out, args.out)
-    n_nan = int(np.isnan(pred).sum())
-    print(f"predicted {len(out):,} pairs" + (f" ({n_nan:,} unscoreable: NaN)" if n_nan else "") + f" -> {args.out}")
+    print(serve.predict(args.model, args.data, args.pairs, args.out))
     return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    import datetime
+    from .jobs import score
 
-    import pandas as pd
-
-    from .scoring import score_dataset
-
-    date = args.date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    candidates = None
-    if args.candidates:
-        path = Path(args.candidates)
-        if not path.is_file():
-            raise RecsysHyperError(f"{path}: candidates file not found")
-        frame = pd.read_parquet(path)
-        if "item_id" not in frame.columns:
-            raise RecsysHyperError(f"{path}: needs an item_id column (columns present: {list(frame.columns)})")
-        candidates = frame["item_id"].to_numpy()
-    rec = _load_model(args.model)
-    report = score_dataset(rec, args.data, args.out, date, top_k=args.top_k, chunk_users=args.chunk_users,
-                           candidates=candidates, exclude_seen=not args.include_seen, progress=not args.no_progress)
-    print(f"scored {report.users:,} users ({report.users_without_history:,} without history) for {date} in "
-          f"{report.seconds:.1f}s ({report.users_per_second:,.0f} users/s scoring)"
-          + (f"; {report.unknown_item_events:,} events on {report.unknown_item_ids:,} unknown items skipped"
-             if report.unknown_item_events else "")
-          + f" -> {Path(args.out) / 'recommendations' / f'date={date}'}")
+    report = score.score(args.model, args.data, args.out, args.date, top_k=args.top_k, chunk_users=args.chunk_users,
+                         candidates=args.candidates, include_seen=args.include_seen, progress=not args.no_progress)
+    print(score.summary(report, args.out))
     return 0
 
 
 def cmd_synth_landing(args: argparse.Namespace) -> int:
-    from .pipeline.landing import make_synthetic_landing
+    from .jobs.landing import make_synthetic_landing
 
     dates = make_synthetic_landing(args.out, days=args.days, end_date=args.end_date, preset_name=args.preset,
                                    seed=args.seed, overwrite=args.overwrite)
@@ -459,64 +347,26 @@ def cmd_synth_landing(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    from .model import load_config
-    from .pipeline.landing import landing_dates
-    from .pipeline.nightly import NightlyConfig, run_nightly
+    from .config import load_config
+    from .jobs.nightly import NightlyConfig, mlflow_ui_command, nights_to_run, run_nightly
 
-    if not args.date and not args.all:
-        raise RecsysHyperError("pass --date YYYY-MM-DD, or --all for every landing date")
+    dates = nights_to_run(args.landing, args.date, args.all)
     cfg = NightlyConfig(landing=Path(args.landing), work=Path(args.work), model_config=load_config(args.config),
                         full_retrain=args.full, tolerance_mae=args.tolerance_mae, tolerance_ndcg=args.tolerance_ndcg,
                         top_k=args.top_k, progress=not args.no_progress)
-    dates = [args.date] if args.date else landing_dates(args.landing)
-    if not dates:
-        raise RecsysHyperError(f"{args.landing}: no landing partitions (events/date=YYYY-MM-DD/*.parquet)")
     for date in dates:
-        r = run_nightly(date, cfg)
-        m = r.metrics
-        done = f"ran {', '.join(r.steps_run)}" if r.steps_run else "already done"
-        print(f"night {date}: {done}" + (f"; skipped {', '.join(r.steps_skipped)}" if r.steps_run and r.steps_skipped else ""))
-        if r.quarantined:
-            print(f"  quarantined: {', '.join(q['file'] for q in r.quarantined)} (see {cfg.work}/quarantine/date={date})")
-        print(f"  champion: recsys-hyper version {r.champion_version} - challenger "
-              f"{'promoted' if r.promoted else 'not promoted'}: {r.reason}")
-        print(f"  cold-test users ({int(m.get('challenger_test_users', 0))}): challenger MAE "
-              f"{m.get('challenger_test_mae', float('nan')):.4f}, nDCG@10 {m.get('challenger_test_ndcg@10', float('nan')):.4f}"
-              + (f"; champion MAE {m['champion_test_mae']:.4f}, nDCG@10 {m['champion_test_ndcg@10']:.4f}"
-                 if "champion_test_mae" in m else ""))
-        print(f"  recommendations: {r.recommendations}")
-        print(f"  cold-start evaluation: {r.evaluation}/results.md")
-    from .tracking import configure
-
-    print(f"MLflow UI: mlflow ui --backend-store-uri {configure()}")
+        print(run_nightly(date, cfg).summary(cfg.work))
+    print(f"MLflow UI: {mlflow_ui_command()}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .evaluation.job import run_cold_start_evaluation
-    from .evaluation.protocol import Protocol
-    from .evaluation.report import markdown_table
-    from .model import load_config
+    from .config import load_config
+    from .jobs.evaluate import evaluate_command
 
-    ds = load_dataset(args.data)
-    try:
-        protocol = Protocol(shots=tuple(sorted(set(args.shots))), seed=args.seed)
-    except ValueError as exc:
-        raise RecsysHyperError(str(exc)) from None
-    result, run_id = run_cold_start_evaluation(
-        ds, args.out, protocol, methods=tuple(dict.fromkeys(args.methods)), model_config=load_config(args.config),
-        track=not args.no_track, experiment=args.experiment, progress=not args.no_progress)
-    print(markdown_table(result))
-    if args.notebook:
-        if run_id is None:
-            raise RecsysHyperError("--notebook reads the MLflow run: drop --no-track")
-        from .evaluation.job import render_notebook
-
-        print(f"analysis notebook -> {render_notebook(run_id, args.out)}")
-    print(f"\n{result.n_eligible} of {result.n_test_users} test users evaluated (>= {max(protocol.shots) + protocol.min_query} "
-          f"interactions); split {result.split.digest[:12]}; {result.seconds:.0f}s -> {args.out}"
-          + (f"; MLflow run {run_id}" if run_id else ""))
+    print(evaluate_command(args.data, args.out, args.methods, args.shots, args.seed,
+                           model_config=load_config(args.config), track=not args.no_track,
+                           experiment=args.experiment, notebook=args.notebook, progress=not args.no_progress))
     return 0
 
 

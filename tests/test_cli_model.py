@@ -17,7 +17,7 @@ import torch
 
 from recsys_hyper.cli import main
 from recsys_hyper.data.synthetic import generate, preset
-from recsys_hyper.model import HyperRecommender
+from recsys_hyper import HyperRecommender
 
 from .conftest import write_frames
 
@@ -87,7 +87,7 @@ def test_train_tracks_the_run_and_registers_a_challenger(trained, store):
 
 
 def test_pyfunc_and_model_directory_agree(trained, store):
-    from recsys_hyper.scoring.frames import group_histories
+    from recsys_hyper.data.frames import group_histories
 
     events = pd.read_parquet(trained["ds"] / "interactions.parquet").head(40)
     grouped = group_histories(events)

@@ -15,7 +15,7 @@ from recsys_hyper.data import Histories, load_dataset
 from recsys_hyper.data.dataset import Dataset
 from recsys_hyper.data.synthetic import generate, preset
 from recsys_hyper.errors import NotFittedError
-from recsys_hyper.model import Config, HyperRecommender, ModelConfig, TrainConfig
+from recsys_hyper import Config, HyperRecommender, ModelConfig, TrainConfig
 
 BUILDERS = {
     "popularity": Popularity,
@@ -47,16 +47,12 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module", params=list(BUILDERS))
 def fitted(request, data):
     model = BUILDERS[request.param]()
-    kwargs = {"progress": False} if request.param == "hyper" else {}
-    assert model.fit(data["train"], validation_users=data["val"], **kwargs) is model   # fit returns self
+    assert model.fit(data["train"], validation_users=data["val"], progress=False) is model   # fit returns self
     return model
 
 
 def _tensors(model) -> dict:
-    net = getattr(model, "model_", None) or getattr(model, "net_", None)
-    if net is not None:
-        return {k: v.clone() for k, v in net.state_dict().items()}
-    return {k: getattr(model, k).clone() for k in model._tensors if isinstance(getattr(model, k), torch.Tensor)}
+    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))

@@ -14,8 +14,8 @@ from recsys_hyper.data import Histories, load_dataset
 from recsys_hyper.data.dataset import Dataset
 from recsys_hyper.data.synthetic import TRUTH_ITEMS_FILE, TRUTH_USERS_FILE, generate, preset
 from recsys_hyper.errors import NotFittedError, RecsysHyperError
-from recsys_hyper.model import Config, HyperRecommender, ModelConfig, TrainConfig
-from recsys_hyper.model.training import batch_loss
+from recsys_hyper import Config, HyperRecommender, ModelConfig, TrainConfig
+from recsys_hyper.training import batch_loss
 
 SMALL = Config(model=ModelConfig(dim=16, hidden=32, z_dim=32),
                train=TrainConfig(epochs=15, patience=4, batch_users=32, k_max=10, seed=1))
@@ -103,11 +103,11 @@ def test_meta_gradients_reach_the_encoder_the_hypernetwork_and_the_item_tower(wo
     ds = world["train"]
     items = fitted.item_map_
     h, _ = Histories.from_interactions(ds.interactions, items)
-    from recsys_hyper.model.recommender import _with_pad_row
-    from recsys_hyper.model.training import TrainingData
+    from recsys_hyper.numerics.features import with_pad_row
+    from recsys_hyper.training import TrainingData
 
     data = TrainingData(h, fitted.user_spec_.transform(ds.users, h.user_ids), torch.arange(len(items) + 1),
-                        _with_pad_row(fitted.item_spec_.transform(ds.items, items.values)),
+                        with_pad_row(fitted.item_spec_.transform(ds.items, items.values)),
                         np.arange(len(h)), np.arange(0), implicit=False)
     rows = np.arange(32)
     from recsys_hyper.data.episodes import EpisodeSampler
@@ -233,7 +233,7 @@ def test_implicit_feedback_trains_and_scores_relevance(tmp_path):
 def test_fold_in_is_the_ridge_posterior_in_both_forms(K):
     """Users with k < D take the K x K (Woodbury) form, the others the D x D one (a batch may mix
     both); every user gets the same posterior as the direct solve."""
-    from recsys_hyper.model.modules import fold_in
+    from recsys_hyper.numerics.fold_in import fold_in
 
     g = torch.Generator().manual_seed(K)
     B, D = 12, 33

@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from recsys_hyper.errors import RecsysHyperError
-from recsys_hyper.model import Config, ModelConfig, TrainConfig
-from recsys_hyper.pipeline.landing import make_synthetic_landing
-from recsys_hyper.pipeline.nightly import NightlyConfig, run_nightly
-from recsys_hyper.pipeline.state import RunLock, stable_split
+from recsys_hyper import Config, ModelConfig, TrainConfig
+from recsys_hyper.jobs.landing import make_synthetic_landing
+from recsys_hyper.jobs.nightly import NightlyConfig, run_nightly
+from recsys_hyper.jobs.state import RunLock, stable_split
 
 FAST = Config(model=ModelConfig(dim=8, hidden=16, z_dim=16), train=TrainConfig(epochs=3, k_max=5, patience=3))
 DATES = ["2026-11-21", "2026-11-22"]

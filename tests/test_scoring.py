@@ -17,7 +17,7 @@ from recsys_hyper.cli import main
 from recsys_hyper.data import load_dataset
 from recsys_hyper.data.synthetic import generate, preset
 from recsys_hyper.errors import DataValidationError, RecsysHyperError
-from recsys_hyper.model import Config, HyperRecommender, ModelConfig, TrainConfig
+from recsys_hyper import Config, HyperRecommender, ModelConfig, TrainConfig
 from recsys_hyper.scoring import score_dataset
 
 DATE = "2026-11-22"

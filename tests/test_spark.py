@@ -18,9 +18,10 @@ pyspark = pytest.importorskip("pyspark", reason="the [spark] extra is not instal
 
 from recsys_hyper.cli import main  # noqa: E402
 from recsys_hyper.data.synthetic import generate, preset  # noqa: E402
-from recsys_hyper.model import HyperRecommender  # noqa: E402
+from recsys_hyper import HyperRecommender  # noqa: E402
 from recsys_hyper.scoring import score_dataset  # noqa: E402
-from recsys_hyper.scoring.spark import grouped_histories, score_with_spark  # noqa: E402
+from recsys_hyper.jobs import score_with_spark  # noqa: E402
+from recsys_hyper.scoring.spark import grouped_histories  # noqa: E402
 
 FAST = "[model]\ndim = 8\nhidden = 16\nz_dim = 16\n[train]\nepochs = 2\nk_max = 5\n"
 

@@ -1,8 +1,7 @@
-"""Baselines behind the same contract as ``HyperRecommender`` (see :mod:`.base`)."""
+"""Baselines behind the same contract as ``HyperRecommender`` (:class:`~recsys_hyper.recommender.Recommender`)."""
 
-from .base import BaselineRecommender, FoldIn
 from .melu import MeLU
 from .mf import MatrixFactorization
 from .simple import BiasBaseline, ItemMean, Popularity
 
-__all__ = ["BaselineRecommender", "FoldIn", "Popularity", "ItemMean", "BiasBaseline", "MatrixFactorization", "MeLU"]
+__all__ = ["Popularity", "ItemMean", "BiasBaseline", "MatrixFactorization", "MeLU"]

@@ -25,47 +25,20 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..data import schema as S
 from ..data.episodes import EpisodeSampler, Histories, chronological_split
-from ..model.features import FeatureEncoder, FeatureSpec, FeatureTensors
-from .base import BaselineRecommender
+from ..networks.melu import FC, MeLUNet
+from ..numerics.features import FeatureSpec, FeatureTensors
+from ..recommender.base import FoldIn, Recommender, train_validation_rows
 
 log = logging.getLogger(__name__)
 
-FC = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "out.weight", "out.bias")
 
-
-class MeLUNet(nn.Module):
-    def __init__(self, item_spec: FeatureSpec, user_spec: FeatureSpec, emb: int, hidden: int):
-        super().__init__()
-        self.items = FeatureEncoder(item_spec, emb_dim=emb)
-        self.users = FeatureEncoder(user_spec, emb_dim=emb)
-        in_dim = max(1, self.items.out_dim + self.users.out_dim)
-        self.fc1, self.fc2, self.out = nn.Linear(in_dim, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, 1)
-
-    def embed(self, item_f: FeatureTensors, user_f: FeatureTensors | None, n_rep: int | None = None) -> torch.Tensor:
-        """Item rows (n, .) joined with one user's features repeated, or with per-row users."""
-        x = self.items(item_f)
-        if user_f is not None and self.users.out_dim:
-            u = self.users(user_f)
-            x = torch.cat([x, u.expand(x.shape[0], -1) if u.shape[0] == 1 else u], 1)
-        return x if x.shape[1] else torch.zeros(x.shape[0], 1)
-
-    @staticmethod
-    def decide(x: torch.Tensor, p: dict) -> torch.Tensor:
-        """The decision-making layers with explicit parameters ``p``: (n, in) -> (n,)."""
-        h = F.relu(F.linear(x, p["fc1.weight"], p["fc1.bias"]))
-        h = F.relu(F.linear(h, p["fc2.weight"], p["fc2.bias"]))
-        return F.linear(h, p["out.weight"], p["out.bias"]).squeeze(-1)
-
-
-class MeLU(BaselineRecommender):
+class MeLU(Recommender):
     """MAML over a feature-embedding MLP; ``adapt`` runs the local updates per user."""
 
     name = "melu"
-    _tensors = ("net_state_", "item_feats_")
 
     def __init__(self, emb: int = 32, hidden: int = 64, local_steps: int = 5, local_lr: float = 5e-3,
                  lr: float = 1e-3, batch_users: int = 32, epochs: int = 30, patience: int = 3, k_max: int = 20,
@@ -79,8 +52,9 @@ class MeLU(BaselineRecommender):
         self.item_spec_, self.user_spec_ = item_spec, user_spec
         self.net_ = MeLUNet(item_spec, user_spec, self.params["emb"], self.params["hidden"])
 
-    def _fit(self, h: Histories, dataset, train_rows, val_rows) -> None:
+    def _fit(self, dataset, h: Histories, validation_users, progress) -> None:
         p = self.params
+        train_rows, val_rows = train_validation_rows(h, validation_users)
         torch.manual_seed(p["seed"])
         self._build(FeatureSpec.fit(dataset.items, S.ITEM_ID), FeatureSpec.fit(dataset.users, S.USER_ID))
         f = self.item_spec_.transform(dataset.items, self.item_map_.values)
@@ -132,9 +106,9 @@ class MeLU(BaselineRecommender):
         for sup, qry in eps:
             uf = user_f.take(torch.tensor([row_of[u] for u in sup.user_ids]))
             state = self._adapt_all(sup, uf)
-            rows = torch.from_numpy(np.repeat(np.arange(len(qry)), qry.lengths))
+            rows = torch.from_numpy(qry.owners())
             with torch.no_grad():
-                pred = self._rate(state, rows, torch.from_numpy(qry.items)).numpy()
+                pred = self._rate(FoldIn.of(sup, state), rows, torch.from_numpy(qry.items), None).numpy()
             errors.append(np.mean(np.abs(pred - qry.ratings)))
         return float(np.mean(errors))
 
@@ -179,8 +153,8 @@ class MeLU(BaselineRecommender):
 
     # -- the contract's hooks
 
-    def _fold_in(self, h: Histories, users: pd.DataFrame | None) -> dict:
-        return self._adapt_all(h, self.user_spec_.transform(users, h.user_ids))
+    def _adapt(self, h: Histories, users: pd.DataFrame | None, catalogue) -> FoldIn:
+        return FoldIn.of(h, self._adapt_all(h, self.user_spec_.transform(users, h.user_ids)))
 
     def _item_x(self) -> torch.Tensor:
         return self.net_.items(self._item_f)                                          # (N, e_items)
@@ -191,26 +165,30 @@ class MeLU(BaselineRecommender):
         return MeLUNet.decide(x, {k: state[k][r] for k in FC})
 
     @torch.no_grad()
-    def _rate(self, state, rows, items) -> torch.Tensor:
+    def _rate(self, adapted, rows, items, catalogue) -> torch.Tensor:
         out = torch.empty(len(rows))
         item_x = self._item_x()
         rows_np = rows.numpy()
         for r in np.unique(rows_np):
             sel = np.flatnonzero(rows_np == r)
-            out[sel] = self._decide_user(state, int(r), item_x[items[sel]])
+            out[sel] = self._decide_user(adapted.state, int(r), item_x[items[sel]])
         return out
 
     @torch.no_grad()
-    def _scores(self, state, rows) -> torch.Tensor:
+    def _rank(self, adapted, rows, catalogue) -> torch.Tensor:
         item_x = self._item_x()
-        return torch.stack([self._decide_user(state, int(r), item_x) for r in rows])
+        return torch.stack([self._decide_user(adapted.state, int(r), item_x) for r in rows])
 
     # -- persistence: the network is rebuilt from the feature specs
 
-    def _extra_meta(self) -> dict:
-        return {"item_spec": self.item_spec_.to_dict(), "user_spec": self.user_spec_.to_dict()}
+    def _state(self) -> dict:
+        return {"net_state_": self.net_.state_dict(), "item_feats_": self.item_feats_}
 
-    def _load_extra_meta(self, extra: dict) -> None:
-        self._build(FeatureSpec.from_dict(extra["item_spec"]), FeatureSpec.from_dict(extra["user_spec"]))
+    def _meta(self) -> dict:
+        return {**super()._meta(), "item_spec": self.item_spec_.to_dict(), "user_spec": self.user_spec_.to_dict()}
+
+    def _restore(self, state: dict, meta: dict, root) -> None:
+        super()._restore(state, meta, root)
+        self._build(FeatureSpec.from_dict(meta["item_spec"]), FeatureSpec.from_dict(meta["user_spec"]))
         self.net_.load_state_dict(self.net_state_)
         self.net_.eval()

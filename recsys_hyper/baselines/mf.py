@@ -16,28 +16,14 @@ import torch
 
 from ..data import schema as S
 from ..data.episodes import Histories
-from ..model.batching import Padded
-from ..model.features import FeatureSpec, FeatureTensors
-from ..model.modules import fold_in
-from .base import BaselineRecommender, mean_abs_error
+from ..numerics.features import FeatureSpec, dense_features
+from ..numerics.fold_in import fold_in
+from ..numerics.padding import Padded
+from ..numerics.scores import linear_scores
+from ..recommender.base import FoldIn, Recommender, train_validation_rows, validation_mae
 
 
-def dense_features(spec: FeatureSpec, f: FeatureTensors) -> torch.Tensor:
-    """One-hot categoricals, normalised multi-hot lists, numeric columns and an intercept: (n, F)."""
-    parts = [torch.ones(len(f), 1)]
-    cat_cols = [c for c in spec.columns if c.kind == "categorical"]
-    for j, col in enumerate(cat_cols):
-        parts.append(torch.nn.functional.one_hot(f.cat[:, j], len(col.vocab) + 1)[:, 1:].float())
-    multi_cols = [c for c in spec.columns if c.kind == "multi"]
-    for col, bag in zip(multi_cols, f.multi):
-        hot = torch.zeros(len(f), len(col.vocab) + 1).scatter_(1, bag, 1.0)[:, 1:]
-        parts.append(hot / hot.sum(1, keepdim=True).clamp(min=1))
-    if f.num.shape[1]:
-        parts.append(f.num)
-    return torch.cat(parts, 1)
-
-
-class MatrixFactorization(BaselineRecommender):
+class MatrixFactorization(Recommender):
     """Biased MF + ridge fold-in; ``use_features=True`` starts the new user's vector from a
     features-predicted prior instead of zero."""
 
@@ -53,8 +39,9 @@ class MatrixFactorization(BaselineRecommender):
         if use_features:
             self.name = "mf-features"
 
-    def _fit(self, h: Histories, dataset, train_rows, val_rows) -> None:
+    def _fit(self, dataset, h: Histories, validation_users, progress) -> None:
         p = self.params
+        train_rows, val_rows = train_validation_rows(h, validation_users)
         torch.manual_seed(p["seed"])
         tr = h.select(train_rows)
         u = torch.from_numpy(np.repeat(np.arange(len(tr)), tr.lengths))
@@ -79,8 +66,8 @@ class MatrixFactorization(BaselineRecommender):
         self.item_factors_ = Q.detach().clone()
         self.feature_weights_ = torch.zeros(0)
         if p["use_features"]:
-            self._user_spec = FeatureSpec.fit(dataset.users, S.USER_ID)
-            F = dense_features(self._user_spec, self._user_spec.transform(dataset.users, tr.user_ids))
+            self.user_spec_ = FeatureSpec.fit(dataset.users, S.USER_ID)
+            F = dense_features(self.user_spec_, self.user_spec_.transform(dataset.users, tr.user_ids))
             W_users = torch.cat([P.detach(), bu.detach().unsqueeze(1)], 1)          # (n_train, D)
             A = F.T @ F + p["feature_reg"] * torch.eye(F.shape[1])
             self.feature_weights_ = torch.linalg.solve(A, F.T @ W_users)          # (F, D)
@@ -90,38 +77,41 @@ class MatrixFactorization(BaselineRecommender):
             scores = {}
             for lam in self.GRID:
                 self.fold_in_reg_ = torch.tensor(lam)
-                scores[lam] = mean_abs_error(self, val, dataset.users)
+                scores[lam] = validation_mae(self, val, dataset.users)
             self.fold_in_reg_ = torch.tensor(min(scores, key=scores.get))
 
     def _prior(self, h: Histories, users: pd.DataFrame | None) -> torch.Tensor:
         D = self.item_factors_.shape[1] + 1
         if not self.params["use_features"]:
             return torch.zeros(len(h), D)
-        F = dense_features(self._user_spec, self._user_spec.transform(users, h.user_ids))
+        F = dense_features(self.user_spec_, self.user_spec_.transform(users, h.user_ids))
         return F @ self.feature_weights_
 
-    def _fold_in(self, h: Histories, users: pd.DataFrame | None) -> dict:
+    def _item_vectors(self) -> torch.Tensor:
+        """``[q_i, 1]`` (N, D): the item side of the linear head ``[p_u, b_u]``."""
+        return torch.cat([self.item_factors_, torch.ones(len(self.item_factors_), 1)], 1)
+
+    def _adapt(self, h: Histories, users: pd.DataFrame | None, catalogue) -> FoldIn:
         N = len(self.item_map_)
-        x_all = torch.cat([self.item_factors_, torch.ones(N, 1)], 1)                # (N, D)
-        x_all = torch.cat([x_all, torch.zeros(1, x_all.shape[1])])                   # + padding row
+        x_all = torch.cat([self._item_vectors(), torch.zeros(1, self.item_factors_.shape[1] + 1)])  # + padding row
         sup = Padded.from_histories(h, pad_item=N)
         y = sup.ratings - self.mu_ - torch.cat([self.item_bias_, torch.zeros(1)])[sup.items]
         prior = self._prior(h, users)
         lam = torch.full_like(prior, float(self.fold_in_reg_))
-        return {"w": fold_in(x_all[sup.items], y, sup.mask, prior, lam)}               # (B, D)
+        return FoldIn.of(h, {"w": fold_in(x_all[sup.items], y, sup.mask, prior, lam)})     # (B, D)
 
-    def _rate(self, state, rows, items) -> torch.Tensor:
-        w = state["w"][rows]
-        return self.mu_ + self.item_bias_[items] + (w[:, :-1] * self.item_factors_[items]).sum(1) + w[:, -1]
+    def _rate(self, adapted, rows, items, catalogue) -> torch.Tensor:
+        return linear_scores(adapted.state["w"][rows], self._item_vectors()[items], self.mu_ + self.item_bias_[items],
+                             pairs=True)
 
-    def _scores(self, state, rows) -> torch.Tensor:
-        w = state["w"][torch.from_numpy(rows)]
-        return self.mu_ + self.item_bias_ + w[:, :-1] @ self.item_factors_.T + w[:, -1:]
+    def _rank(self, adapted, rows, catalogue) -> torch.Tensor:
+        return linear_scores(adapted.state["w"][torch.from_numpy(rows)], self._item_vectors(), self.mu_ + self.item_bias_)
 
     # the user-feature spec is JSON metadata, not a tensor
-    def _extra_meta(self) -> dict:
-        return {"user_spec": self._user_spec.to_dict()} if self.params["use_features"] else {}
+    def _meta(self) -> dict:
+        return {**super()._meta(), **({"user_spec": self.user_spec_.to_dict()} if self.params["use_features"] else {})}
 
-    def _load_extra_meta(self, extra: dict) -> None:
-        if "user_spec" in extra:
-            self._user_spec = FeatureSpec.from_dict(extra["user_spec"])
+    def _restore(self, state: dict, meta: dict, root) -> None:
+        super()._restore(state, meta, root)
+        if "user_spec" in meta:
+            self.user_spec_ = FeatureSpec.from_dict(meta["user_spec"])

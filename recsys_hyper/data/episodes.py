@@ -66,9 +66,12 @@ class Histories:
 
     def mask(self, keep: np.ndarray) -> "Histories":
         """Keep positions where ``keep`` is true; every user stays (possibly with no events)."""
-        owner = np.repeat(np.arange(len(self)), self.lengths)  # (n_events,) row of each event
-        counts = np.bincount(owner[keep], minlength=len(self))
+        counts = np.bincount(self.owners()[keep], minlength=len(self))
         return Histories(self.user_ids, _indptr(counts), self.items[keep], self.ratings[keep], self.timestamps[keep])
+
+    def owners(self) -> np.ndarray:
+        """For every event, the row of the user it belongs to: (n_events,)."""
+        return np.repeat(np.arange(len(self)), self.lengths)
 
     def positions_in_user(self) -> np.ndarray:
         """For every event, its 0-based position within its user's history."""

@@ -23,6 +23,7 @@ from ..data.dataset import Dataset
 from ..data.episodes import Histories, chronological_split
 from ..data.idmap import IdMap
 from ..errors import RecsysHyperError
+from ..numerics.scores import exclude_seen, finish_predictions, membership
 from .metrics import ndcg_at_k, ndcg_graded, per_user_errors, recall_at_k
 from .protocol import TEST, VALIDATION, Protocol, Split, split_users, training_dataset
 
@@ -46,7 +47,7 @@ LATENCY_REPEATS = 3
 
 def build(fit_key: str, model_config=None):
     from ..baselines import BiasBaseline, ItemMean, MatrixFactorization, MeLU, Popularity
-    from ..model import HyperRecommender
+    from ..recommender import HyperRecommender
 
     return {
         "popularity": Popularity, "item-mean": ItemMean, "bias": BiasBaseline,
@@ -105,8 +106,7 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
             t0 = time.perf_counter()
             bar.set_postfix_str(f"fitting {fit_key}")
             model = build(fit_key, model_config)
-            kwargs = {"progress": False} if fit_key == "hyper" else {}
-            fitted[fit_key] = model.fit(train_ds, validation_users=split.users(VALIDATION), **kwargs)
+            fitted[fit_key] = model.fit(train_ds, validation_users=split.users(VALIDATION), progress=False)
             fit_seconds[fit_key] = time.perf_counter() - t0
             log.info("fitted %s in %.1fs", fit_key, fit_seconds[fit_key])
         model = fitted[fit_key]
@@ -129,6 +129,8 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
 
 def measure(model, adapt_kw: dict, sup: Histories, qry: Histories, ds: Dataset, protocol: Protocol,
              implicit: bool) -> tuple[dict, pd.DataFrame]:
+    """One method at one k: adapt every user from ``sup`` (timed), rate the ``qry`` items, rank the
+    catalogue with the support items excluded. Returns the mean metrics and the per-user frame."""
     B = len(sup)
     times = []
     for _ in range(LATENCY_REPEATS):  # the median of a few runs: one call of a few ms is noisy
@@ -138,30 +140,25 @@ def measure(model, adapt_kw: dict, sup: Histories, qry: Histories, ds: Dataset, 
     adapt_s = float(np.median(times))
 
     # ratings of the query items
-    owner = np.repeat(np.arange(B), qry.lengths)
+    owner = qry.owners()
     with torch.no_grad():
-        pred = model.rate_pairs(state, torch.from_numpy(owner), torch.from_numpy(qry.items)).numpy().astype(np.float64)
-    if model.rating_range_ is not None:
-        pred = np.clip(pred, *model.rating_range_)
+        pred = model.rate_pairs(state, torch.from_numpy(owner), torch.from_numpy(qry.items)).numpy()
+    pred = finish_predictions(pred, model.rating_range_)
     true = qry.ratings.astype(np.float64)
     mae, rmse = per_user_errors(pred, true, owner, B)
     ndcg3 = ndcg_graded(pred, true, owner, B, k=3)
 
     # the whole catalogue, support items excluded; relevant = positive query items
     positive = np.ones_like(true, dtype=bool) if implicit else true >= protocol.relevance_threshold
+    relevant_items = qry.mask(positive)
     recall, ndcg = np.full(B, np.nan), np.full(B, np.nan)
-    n_rel = np.bincount(owner[positive], minlength=B)
-    sup_owner = np.repeat(np.arange(B), sup.lengths)
+    n_rel = relevant_items.lengths
     chunk = 512
     for start in range(0, B, chunk):
         rows = np.arange(start, min(B, start + chunk))
         with torch.no_grad():
-            scores = model.score_catalogue(state, rows).clone()                      # (b, N)
-        in_chunk = (sup_owner >= start) & (sup_owner < rows[-1] + 1)
-        scores[torch.from_numpy(sup_owner[in_chunk] - start), torch.from_numpy(sup.items[in_chunk])] = float("-inf")
-        relevant = torch.zeros_like(scores, dtype=torch.bool)
-        sel = (owner >= start) & (owner <= rows[-1]) & positive
-        relevant[torch.from_numpy(owner[sel] - start), torch.from_numpy(qry.items[sel])] = True
+            scores = exclude_seen(model.score_catalogue(state, rows).clone(), sup.select(rows))     # (b, N)
+        relevant = membership(relevant_items.select(rows), scores.shape[1])
         recall[rows] = recall_at_k(scores, relevant, protocol.cutoff).numpy()
         ndcg[rows] = ndcg_at_k(scores, relevant, protocol.cutoff).numpy()
     has_rel = n_rel > 0
@@ -178,3 +175,21 @@ def measure(model, adapt_kw: dict, sup: Histories, qry: Histories, ds: Dataset, 
         "adapt_ms_per_user": 1000.0 * adapt_s / max(1, B),
     }
     return metrics, users
+
+
+def mean_over_shots(model, ds: Dataset, users, shots, min_query: int = 5) -> dict:
+    """Mean over k of MAE and full-catalogue nDCG@10 for ``users`` of ``ds`` (chronological
+    episodes, users with at least ``max(shots) + min_query`` events): the protocol for one fitted
+    model on a given set of users (e.g. the nightly gate's)."""
+    h, _ = Histories.from_interactions(ds.interactions[ds.interactions[S.USER_ID].isin(users)], model.item_map_)
+    protocol = Protocol(shots=tuple(shots), min_query=min_query)
+    h = h.select(np.flatnonzero(h.lengths >= max(shots) + protocol.min_query))
+    if len(h) == 0:
+        return {"users": 0, "mae": float("nan"), "ndcg@10": float("nan")}
+    maes, ndcgs = [], []
+    for k in shots:
+        sup, qry = chronological_split(h, k, min_query=protocol.min_query)
+        m, _ = measure(model, {}, sup, qry, ds, protocol, ds.implicit)
+        maes.append(m["mae"])
+        ndcgs.append(m["ndcg@10"])
+    return {"users": len(h), "mae": float(np.mean(maes)), "ndcg@10": float(np.nanmean(ndcgs))}

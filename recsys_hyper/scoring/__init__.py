@@ -2,6 +2,5 @@
 
 from .batch import ScoreReport, score_dataset
 from .core import ChunkScorer
-from .frames import explode_histories, group_histories
 
-__all__ = ["ChunkScorer", "ScoreReport", "score_dataset", "group_histories", "explode_histories"]
+__all__ = ["ChunkScorer", "ScoreReport", "score_dataset"]

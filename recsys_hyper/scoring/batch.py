@@ -31,9 +31,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from ..data import schema as S
-from ..data.idmap import UNKNOWN
+from ..data.frames import histories_from_frame
 from ..errors import DataValidationError, Problem, RecsysHyperError
-from ..model import HyperRecommender
+from ..recommender import HyperRecommender
 from .core import ChunkScorer, heads_schema, recs_schema
 
 log = logging.getLogger(__name__)
@@ -96,10 +96,8 @@ def check_inputs(model: HyperRecommender, data_dir: Path) -> tuple[pads.Dataset,
         raise DataValidationError(problems)
     report = ScoreReport(date="")
     item_type = schema.field(S.ITEM_ID).type
-    if (pa.types.is_integer(item_type)) != (model.item_map_.kind == "int64"):
-        raise RecsysHyperError(
-            f"{src}: item ids are {item_type} but the model was trained on {model.item_map_.kind} item ids "
-            f"(vocabulary mismatch): use the model trained on this catalogue")
+    kind = "int64" if pa.types.is_integer(item_type) else "string"
+    model.check_item_kind(kind, str(src))                      # before reading anything
     distinct: set = set()
     for batch in ds.to_batches(columns=[S.ITEM_ID], **STREAM):
         col = batch.column(0)
@@ -108,15 +106,8 @@ def check_inputs(model: HyperRecommender, data_dir: Path) -> tuple[pads.Dataset,
                                                "drop those rows")])
         distinct.update(pc.unique(col).to_pylist())
         report.interactions += batch.num_rows
-    ids = np.array(sorted(distinct), dtype=np.int64 if model.item_map_.kind == "int64" else object)
-    known = model.item_map_.index(ids, unknown="mark") != UNKNOWN
-    if len(ids) and not known.any():
-        raise RecsysHyperError(f"{src}: none of its {len(ids):,} item ids is known to the model (e.g. "
-                               f"{ids[:5].tolist()}); vocabulary mismatch: use the model trained on this catalogue")
-    report.unknown_item_ids = int((~known).sum())
-    if report.unknown_item_ids:
-        log.warning("%d of %d item ids in the histories are unknown to the model; their events are skipped "
-                    "(e.g. %s)", report.unknown_item_ids, len(ids), ids[~known][:5].tolist())
+    ids = np.array(sorted(distinct), dtype=np.int64 if kind == "int64" else object)
+    report.unknown_item_ids = model.check_item_ids(ids, str(src), kind=kind)
     return ds, report
 
 
@@ -204,9 +195,7 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
                                           recs_schema(user_type, item_type))
             head_writer = pq.ParquetWriter(staging / "user_heads" / f"part-{b:05d}.parquet", heads_schema(user_type))
             try:
-                from ..topk import histories_from_frame
-
-                h = histories_from_frame(events, scorer.catalogue.ids, users, warn=False)
+                h = histories_from_frame(events, scorer.item_ids, users, warn=False)
                 report.unknown_item_events += (len(events) if events is not None else 0) - len(h.items)
                 report.users_without_history += int((h.lengths == 0).sum())
                 for start in range(0, len(h), chunk_users):
@@ -233,7 +222,7 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
                     "exclude_seen": exclude_seen, "formula": {
                         "ranking score": "rank_bias[item] + dot(rank_head[user], phi[item])",
                         "rating": "mu + rating_bias[item] + dot(rating_head[user], phi[item])",
-                        "mu": float(model.model_.mu)}}
+                        "mu": float(scorer.items.mu)}}
         (staging / "recommendations" / "_manifest.json").write_text(json.dumps(manifest, indent=2))
         _commit(staging, out, date)
     finally:

@@ -1,8 +1,9 @@
 """Scoring one chunk of users: histories in, top-K recommendations and exported heads out.
 
 This is the unit every engine runs: the streaming single-machine scorer calls it per chunk,
-Spark calls it per pandas batch inside ``mapInPandas``. It is a pure function of the model and
-the chunk, so every engine produces the same rows.
+Spark calls it per pandas batch inside ``mapInPandas``. It goes through the recommender's own
+path (:meth:`~recsys_hyper.recommender.Recommender.recommend_histories`: the one scoring
+function, seen-item exclusion and top K), so every engine produces the rows ``recommend`` does.
 
 Exported heads let an online service score without the networks. For user ``u`` and item ``i``,
 with ``phi_i`` the item vector (``item_vectors``: ``phi`` already ends with the constant 1)::
@@ -10,7 +11,7 @@ with ``phi_i`` the item vector (``item_vectors``: ``phi`` already ends with the 
     ranking score(u, i) = rank_bias_i + rank_head_u . phi_i      (what recommendations rank by)
     rating(u, i)        = mu + rating_bias_i + rating_head_u . phi_i   (explicit data; clip to the scale)
 
-``rank_head = v + w`` and ``rating_head = w`` of :class:`~recsys_hyper.model.UserHeads`.
+``rank_head`` and ``rating_head = w`` are those of :class:`~recsys_hyper.recommender.UserHeads`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import torch
 
 from ..data import schema as S
 from ..data.episodes import Histories
-from ..model import HyperRecommender
-from ..topk import histories_from_frame, top_k_frame
+from ..data.frames import histories_from_frame
+from ..numerics.scores import allowed_mask
+from ..recommender import HyperRecommender
+
 
 def recs_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
     return pa.schema([pa.field(S.USER_ID, user_type), pa.field(S.ITEM_ID, item_type),
@@ -44,47 +46,34 @@ class ChunkResult:
 
 
 class ChunkScorer:
-    """Holds what is fixed for a run (model, item vectors, candidate mask) and scores chunks."""
+    """Holds what is fixed for a run (model, catalogue, candidate mask) and scores chunks."""
 
     def __init__(self, model: HyperRecommender, top_k: int, exclude_seen: bool = True, candidates=None):
-        from ..topk import allowed_mask
-
         self.model, self.top_k, self.exclude_seen = model, top_k, exclude_seen
-        self.catalogue = model._catalogue()
-        self.e_all = model._item_vectors(self.catalogue)
-        self.allowed = allowed_mask(candidates, self.catalogue.ids) if candidates is not None else None
-        m = model.model_
-        with torch.no_grad():
-            self.phi = m.phi(self.e_all[: self.catalogue.size])               # (N, D)
-            self.phi_t = self.phi.T.contiguous()                               # (D, N) for the GEMM
-            self.rank_bias = m.item_rank_bias[: self.catalogue.size].clone()   # (N,)
+        self.item_ids, self.items = model.item_table()
+        self.allowed = allowed_mask(candidates, self.item_ids) if candidates is not None else None
 
     def item_vectors(self) -> pd.DataFrame:
         """The catalogue's item vectors and biases, for dot-product scoring outside the networks."""
-        m = self.model.model_
         return pd.DataFrame({
-            S.ITEM_ID: self.catalogue.ids.values,
-            "phi": list(self.phi.numpy().astype(np.float32)),
-            "rank_bias": self.rank_bias.numpy().astype(np.float32),
-            "rating_bias": m.item_bias[: self.catalogue.size].detach().numpy().astype(np.float32),
+            S.ITEM_ID: self.item_ids.values,
+            "phi": list(self.items.phi.numpy().astype(np.float32)),
+            "rank_bias": self.items.rank_bias.numpy().astype(np.float32),
+            "rating_bias": self.items.rating_bias.numpy().astype(np.float32),
         })
 
     def score(self, histories: pd.DataFrame | None, users: pd.DataFrame | None = None) -> ChunkResult:
         """Recommendations and heads for every user of ``histories`` and of ``users``."""
-        return self.score_histories(histories_from_frame(histories, self.catalogue.ids, users), users)
+        return self.score_histories(histories_from_frame(histories, self.item_ids, users), users)
 
     def score_histories(self, h: Histories, users: pd.DataFrame | None) -> ChunkResult:
-        heads = self.model._emit(h, self.catalogue, users, self.e_all)
-        rank_head = heads.w + heads.v                                          # (B, D)
-
-        def score_rows(rows: np.ndarray) -> torch.Tensor:                      # (b, N): bias + head @ phi^T
-            return torch.addmm(self.rank_bias, torch.from_numpy(np.ascontiguousarray(rank_head[rows])), self.phi_t)
-
-        recs = top_k_frame(score_rows, h, self.catalogue.ids, self.top_k, self.exclude_seen, self.allowed)
+        heads = self.model.adapt_histories(h, users)
+        recs = self.model.recommend_histories(h, self.top_k, heads=heads, exclude_seen=self.exclude_seen,
+                                              allowed=self.allowed)
         heads_df = pd.DataFrame({
             S.USER_ID: heads.user_ids,
             "support_size": heads.support_sizes.astype(np.int32),
-            "rank_head": list(rank_head.astype(np.float32)),
+            "rank_head": list(heads.rank_head.astype(np.float32)),
             "rating_head": list(heads.w.astype(np.float32)),
         })
         return ChunkResult(recs, heads_df)

@@ -7,7 +7,8 @@ task and runs the same :class:`~recsys_hyper.scoring.core.ChunkScorer` as the si
 scorer, so both give the same rows. (``groupBy().applyInPandas`` would shuffle every event
 through Python; ``collect_list`` keeps the shuffle in the JVM.)
 
-The registered model also runs as a row-wise UDF on grouped histories::
+:func:`recsys_hyper.jobs.score_with_spark` takes a model directory or an MLflow model URI. The
+registered model also runs as a row-wise UDF on grouped histories::
 
     udf = mlflow.pyfunc.spark_udf(spark, "models:/recsys-hyper@champion", env_manager="local",
                                   result_type="item_ids array<long>, scores array<float>")
@@ -22,27 +23,27 @@ from typing import Callable, Iterator
 import pandas as pd
 
 from ..data import schema as S
+from ..data.frames import explode_histories
+from ..recommender import HyperRecommender
+from .core import ChunkScorer
 
 RECS_DDL = "user_id long, item_id long, score float, rank int"
 EVENT_FIELDS = (S.TIMESTAMP, S.ITEM_ID, S.RATING)
 
 
-def score_partitions(model: str, top_k: int, exclude_seen: bool = True, feature_columns=(),
-                     chunk_users: int = 4096) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def score_partitions(load_model: Callable[[], HyperRecommender], top_k: int, exclude_seen: bool = True,
+                     feature_columns=(), chunk_users: int = 4096
+                     ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """The ``mapInPandas`` function: grouped histories (+ user feature columns) in, top-K out.
 
-    ``model`` is a model directory reachable from the executors or an MLflow model URI; it is
-    loaded once per task, not per batch.
+    ``load_model()`` returns the model (it must be picklable, e.g. a ``functools.partial`` of a
+    module-level loader, and work on the executors: a model directory on shared storage or an
+    MLflow model URI); it is called once per task, not per batch.
     """
     feature_columns = list(feature_columns)
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from ..model import HyperRecommender
-        from ..tracking import resolve_model
-        from .core import ChunkScorer
-        from .frames import explode_histories
-
-        scorer = ChunkScorer(HyperRecommender.load(resolve_model(model)), top_k, exclude_seen)
+        scorer = ChunkScorer(load_model(), top_k, exclude_seen)
         for batch in batches:
             for start in range(0, len(batch), chunk_users):
                 part = batch.iloc[start:start + chunk_users]
@@ -76,8 +77,9 @@ def grouped_histories(spark, data_dir: str | Path):
     return grouped, features
 
 
-def score_with_spark(spark, data_dir: str | Path, model: str, top_k: int = 100, exclude_seen: bool = True):
-    """A Spark DataFrame of ``user_id, item_id, score, rank`` for every user of ``data_dir``."""
+def spark_recommendations(spark, data_dir: str | Path, load_model: Callable[[], HyperRecommender], top_k: int = 100,
+                          exclude_seen: bool = True):
+    """A Spark DataFrame of ``user_id, item_id, score, rank`` for every user of ``data_dir``
+    (``load_model``: see :func:`score_partitions`)."""
     grouped, features = grouped_histories(spark, data_dir)
-    return grouped.mapInPandas(score_partitions(model, top_k, exclude_seen, features), schema=RECS_DDL)
-
+    return grouped.mapInPandas(score_partitions(load_model, top_k, exclude_seen, features), schema=RECS_DDL)

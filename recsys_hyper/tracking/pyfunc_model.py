@@ -18,16 +18,14 @@ from mlflow.pyfunc import PythonModel
 
 class HyperRecommenderPyfunc(PythonModel):
     def load_context(self, context) -> None:
-        from recsys_hyper.model import HyperRecommender
+        from recsys_hyper.recommender import HyperRecommender
 
         self.rec = HyperRecommender.load(context.artifacts["model_dir"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from recsys_hyper.scoring.frames import recommend_grouped
-
         params = params or {}
-        return recommend_grouped(self.rec, model_input, k=int(params.get("k", 10)),
-                                 exclude_seen=bool(params.get("exclude_seen", True)))
+        return self.rec.recommend_grouped(model_input, k=int(params.get("k", 10)),
+                                          exclude_seen=bool(params.get("exclude_seen", True)))
 
 
 mlflow.models.set_model(HyperRecommenderPyfunc())

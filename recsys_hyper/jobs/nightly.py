@@ -30,18 +30,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from .. import __version__
+from .. import __version__, tracking
+from ..config import Config
 from ..data import schema as S
 from ..data.dataset import Dataset, load_dataset, validate_frames, write_dataset
-from ..data.episodes import Histories, chronological_split
 from ..errors import DataValidationError, RecsysHyperError
-from ..model import Config, HyperRecommender
+from ..evaluation.protocol import Protocol
+from ..evaluation.runner import mean_over_shots
+from ..recommender import HyperRecommender
+from .evaluate import run_cold_start_evaluation
 from .landing import landing_dates
+from .models import load_alias
 from .state import STEPS, NightState, RunLock, stable_split
+from .train import train_and_register
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +85,43 @@ class NightReport:
     run_id: str | None = None
     seconds: float = 0.0
 
+    def summary(self, work: str | Path) -> str:
+        """A few lines: what ran, the champion and why, the key metrics, where the outputs are."""
+        m = self.metrics
+        done = f"ran {', '.join(self.steps_run)}" if self.steps_run else "already done"
+        lines = [f"night {self.date}: {done}"
+                 + (f"; skipped {', '.join(self.steps_skipped)}" if self.steps_run and self.steps_skipped else "")]
+        if self.quarantined:
+            lines.append(f"  quarantined: {', '.join(q['file'] for q in self.quarantined)} "
+                         f"(see {work}/quarantine/date={self.date})")
+        lines.append(f"  champion: recsys-hyper version {self.champion_version} - challenger "
+                     f"{'promoted' if self.promoted else 'not promoted'}: {self.reason}")
+        lines.append(f"  cold-test users ({int(m.get('challenger_test_users', 0))}): challenger MAE "
+                     f"{m.get('challenger_test_mae', float('nan')):.4f}, nDCG@10 "
+                     f"{m.get('challenger_test_ndcg@10', float('nan')):.4f}"
+                     + (f"; champion MAE {m['champion_test_mae']:.4f}, nDCG@10 {m['champion_test_ndcg@10']:.4f}"
+                        if "champion_test_mae" in m else ""))
+        lines.append(f"  recommendations: {self.recommendations}")
+        lines.append(f"  cold-start evaluation: {self.evaluation}/results.md")
+        return "\n".join(lines)
+
+
+def nights_to_run(landing: str | Path, date: str | None = None, all_dates: bool = False) -> list[str]:
+    """``[date]``, or with ``all_dates`` every landing date (oldest first)."""
+    if not date and not all_dates:
+        raise RecsysHyperError("pass --date YYYY-MM-DD, or --all for every landing date")
+    dates = [date] if date else landing_dates(landing)
+    if not dates:
+        raise RecsysHyperError(f"{landing}: no landing partitions (events/date=YYYY-MM-DD/*.parquet)")
+    return dates
+
+
+def mlflow_ui_command() -> str:
+    return f"mlflow ui --backend-store-uri {tracking.configure()}"
+
 
 def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
     """Run (or resume) the night of ``date``."""
-    from .. import tracking
-
     t0 = time.perf_counter()
     work, landing = Path(cfg.work), Path(cfg.landing)
     if date not in landing_dates(landing):
@@ -130,7 +166,7 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
 # ------------------------------------------------------------------------------------------ steps
 
 def _validate(date, cfg, state) -> dict:
-    from ..data.validation import ValidationReport, Collector, check_interactions, read_parquet_checked
+    from ..data.validation import Collector, ValidationReport, check_interactions, read_parquet_checked
 
     part = Path(cfg.landing) / "events" / f"date={date}"
     quarantine = Path(cfg.work) / "quarantine" / f"date={date}"
@@ -190,68 +226,36 @@ def _load_split(state) -> pd.Series:
 
 
 def _train(date, cfg, state) -> dict:
-    from .. import tracking
-
     ds = load_dataset(Path(cfg.work) / "snapshot")
     split = _load_split(state)
     test_users = split.index[split == "test"]
     train_ds = Dataset(ds.interactions[~ds.interactions[S.USER_ID].isin(test_users)].reset_index(drop=True),
                        ds.users, ds.items, implicit=ds.implicit, source=ds.source)
-    champion = None if cfg.full_retrain else tracking.load_alias("champion")
-    out = Path(cfg.work) / "models" / f"date={date}"
-    ckpt = out.parent / f".date={date}.checkpoints"
-    rec = HyperRecommender(cfg.model_config).fit(
-        train_ds, validation_users=split.index[split == "validation"], checkpoint_dir=ckpt, resume=True,
-        progress=cfg.progress, callback=tracking.log_epoch, warm_start=champion)
-    rec.save(out)
-    shutil.rmtree(ckpt, ignore_errors=True)
-    first = train_ds.interactions[S.USER_ID].drop_duplicates().head(3)
-    example = train_ds.interactions[train_ds.interactions[S.USER_ID].isin(first)].reset_index(drop=True)
-    version = tracking.log_pyfunc_model(out, example, register=True, alias="challenger")
-    best = rec.training_.history[rec.training_.best_epoch]
-    return {"model_dir": str(out), "version": version, "warm_started": champion is not None,
-            "best_epoch": rec.training_.best_epoch, "val_mae": best["val_mae"], "val_ndcg10": best["val_ndcg10"]}
-
-
-def gate_metrics(rec: HyperRecommender, ds: Dataset, users, shots) -> dict:
-    """Mean over k of MAE and full-catalogue nDCG@10 for ``users`` (chronological episodes)."""
-    from ..evaluation.protocol import Protocol
-    from ..evaluation.runner import measure
-
-    h, _ = Histories.from_interactions(ds.interactions[ds.interactions[S.USER_ID].isin(users)], rec.item_map_)
-    protocol = Protocol(shots=tuple(shots), min_query=5)
-    h = h.select(np.flatnonzero(h.lengths >= max(shots) + protocol.min_query))
-    if len(h) == 0:
-        return {"users": 0, "mae": float("nan"), "ndcg@10": float("nan")}
-    maes, ndcgs = [], []
-    for k in shots:
-        sup, qry = chronological_split(h, k, min_query=protocol.min_query)
-        m, _ = measure(rec, {}, sup, qry, ds, protocol, ds.implicit)
-        maes.append(m["mae"])
-        ndcgs.append(m["ndcg@10"])
-    return {"users": len(h), "mae": float(np.mean(maes)), "ndcg@10": float(np.nanmean(ndcgs))}
+    champion = None if cfg.full_retrain else load_alias("champion")
+    trained = train_and_register(train_ds, Path(cfg.work) / "models" / f"date={date}", cfg.model_config,
+                                 validation_users=split.index[split == "validation"], warm_start=champion,
+                                 resume=True, progress=cfg.progress, new_run=False)
+    return {"model_dir": str(trained.out), "version": trained.version, "warm_started": champion is not None,
+            "best_epoch": trained.model.training_.best_epoch, "val_mae": trained.best["mae"],
+            "val_ndcg10": trained.best["ndcg10"]}
 
 
 def _evaluate(date, cfg, state) -> dict:
-    from .. import tracking
-
     ds = load_dataset(Path(cfg.work) / "snapshot")
     split = _load_split(state)
     challenger = HyperRecommender.load(state.done["train"]["model_dir"])
-    champion = tracking.load_alias("champion")
+    champion = load_alias("champion")
     out = {}
     for who, model in (("challenger", challenger), ("champion", champion)):
         if model is None:
             continue
         for part in ("validation", "test"):
-            m = gate_metrics(model, ds, split.index[split == part], cfg.gate_shots)
+            m = mean_over_shots(model, ds, split.index[split == part], cfg.gate_shots, min_query=5)
             out.update({f"{who}_{part}_{k}": v for k, v in m.items()})
     return out
 
 
 def _gate(date, cfg, state) -> dict:
-    from .. import tracking
-
     e, version = state.done["evaluate"], state.done["train"]["version"]
     if "champion_test_mae" not in e:
         promoted, reason = True, "no champion yet: the first model becomes champion"
@@ -277,10 +281,9 @@ def _gate(date, cfg, state) -> dict:
 
 
 def _score(date, cfg, state) -> dict:
-    from .. import tracking
     from ..scoring import score_dataset
 
-    champion = tracking.load_alias("champion")
+    champion = load_alias("champion")
     out = Path(cfg.work) / "scores"
     report = score_dataset(champion, Path(cfg.work) / "snapshot", out, date, top_k=cfg.top_k, progress=cfg.progress)
     return {"path": report.outputs["recommendations"], "users": report.users,
@@ -288,9 +291,6 @@ def _score(date, cfg, state) -> dict:
 
 
 def _cold_start_eval(date, cfg, state) -> dict:
-    from ..evaluation.job import run_cold_start_evaluation
-    from ..evaluation.protocol import Protocol
-
     ds = load_dataset(Path(cfg.work) / "snapshot")
     out = Path(cfg.work) / "evaluation" / f"date={date}"
     result, run_id = run_cold_start_evaluation(

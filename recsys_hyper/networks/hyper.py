@@ -12,7 +12,8 @@ D = d + 1 (item vector plus a constant 1, so the head's last weight is the user 
     rank(u, i)   = c_i + v_u . phi_i + w_u . phi_i
 
 Both scores are linear in phi_i, so scoring a catalogue is one GEMM. ``a`` is the calibrated
-prior-strength multiplier (1 during training). Modules do no I/O and no validation.
+prior-strength multiplier (1 during training). Modules do no I/O and no validation; the fold-in
+is :func:`recsys_hyper.numerics.fold_in.fold_in` (shared with the MF baseline).
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .features import FeatureEncoder, FeatureSpec, FeatureTensors
+from ..numerics.features import FeatureSpec, FeatureTensors
+from ..numerics.fold_in import fold_in
+from ..numerics.padding import Padded
+from ..numerics.scores import linear_scores
+from .features import FeatureEncoder
 
 
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
@@ -143,63 +148,29 @@ class HyperNetwork(nn.Module):
         return mean, precision, rank
 
 
-def fold_in(phi: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, prior_mean: torch.Tensor,
-            prior_precision: torch.Tensor) -> torch.Tensor:
-    """Batched ridge / Bayesian linear regression posterior mean, differentiable.
+@dataclass
+class ItemTable:
+    """The item side of the linear heads, row-aligned: ``phi`` (..., D) = ``[e_i, 1]``, the rating
+    bias ``b_i`` and ranking bias ``c_i`` (...,), and the global mean rating ``mu``."""
 
-    phi (B, K, D) support item vectors, y (B, K) residual targets, mask (B, K) left-aligned
-    (each row's events first, then padding, as :class:`~recsys_hyper.model.batching.Padded`
-    builds it), prior_mean / prior_precision (B, D) -> w (B, D). With k = 0: the prior mean.
+    phi: torch.Tensor
+    rating_bias: torch.Tensor
+    rank_bias: torch.Tensor
+    mu: torch.Tensor
 
-    ``w = (Phi^T Phi + Lambda)^-1 (Phi^T y + Lambda m)``. When the support is smaller than the
-    head (K < D: the cold-start case) the same posterior comes from a K x K system (Woodbury):
-    ``w = m + Lambda^-1 Phi^T (I + Phi Lambda^-1 Phi^T)^-1 (y - Phi m)``. Padded rows (phi = 0,
-    y = 0) add identity rows there and change nothing.
-    """
-    if mask.shape[1] > 1 and bool((mask[:, 1:] > mask[:, :-1]).any()):
-        raise ValueError("fold_in: mask must be left-aligned (events first, then padding)")
-    phi = phi * mask.unsqueeze(-1)                                          # padded rows -> 0
-    y = y * mask
-    B, K, D = phi.shape
-    # Each user takes the path of their own k (not of the batch's widest support), so a user's
-    # head never depends on who else is in the batch.
-    k = mask.sum(1)
-    small = k < D
-    if not bool(small.any()):
-        return _fold_in_primal(phi, y, prior_mean, prior_precision)
-    # supports are left-aligned: the small group needs only its widest support's columns
-    width = int(k[small].max())
-    if bool(small.all()):
-        return _fold_in_dual(phi[:, :width], y[:, :width], prior_mean, prior_precision)
-    w = torch.empty_like(prior_mean)
-    s, b = small.nonzero(as_tuple=True)[0], (~small).nonzero(as_tuple=True)[0]
-    w[s] = _fold_in_dual(phi[s, :width], y[s, :width], prior_mean[s], prior_precision[s])
-    w[b] = _fold_in_primal(phi[b], y[b], prior_mean[b], prior_precision[b])
-    return w
+    def take(self, idx) -> "ItemTable":
+        return ItemTable(self.phi[idx], self.rating_bias[idx], self.rank_bias[idx], self.mu)
 
-
-def _fold_in_dual(phi, y, m, lam) -> torch.Tensor:
-    """K x K form; exact zero padding rows add identity rows to G and change nothing."""
-    K = phi.shape[1]
-    scaled = phi / lam.unsqueeze(1)                                         # Phi Lambda^-1 (B, K, D)
-    G = scaled @ phi.transpose(1, 2) + torch.eye(K, dtype=phi.dtype)        # (B, K, K)
-    r = y - (phi @ m.unsqueeze(-1)).squeeze(-1)                             # (B, K) residual vs prior
-    alpha = torch.linalg.solve(G, r)                                        # (B, K)
-    return m + (scaled.transpose(1, 2) @ alpha.unsqueeze(-1)).squeeze(-1)
-
-
-def _fold_in_primal(phi, y, m, lam) -> torch.Tensor:
-    """D x D form."""
-    A = phi.transpose(1, 2) @ phi + torch.diag_embed(lam)                   # (B, D, D)
-    b = (phi.transpose(1, 2) @ y.unsqueeze(-1)).squeeze(-1) + lam * m       # (B, D)
-    return torch.linalg.solve(A, b)
+    def detach(self) -> "ItemTable":
+        return ItemTable(self.phi.detach(), self.rating_bias.detach(), self.rank_bias.detach(), self.mu.detach())
 
 
 @dataclass
 class Heads:
-    """Per-user heads: ``w`` (B, D) the rating head, ``v`` (B, D) the ranking vector.
+    """Per-user heads: ``w`` (B, D) the rating head, ``v`` (B, D) the ranking residual.
 
-    rating = mu + b_i + w . phi_i ; ranking score = c_i + (v + w) . phi_i
+    The two formulas of the model live here, once: :meth:`rating` ``mu + b_i + w . phi_i`` and
+    :meth:`ranking` ``c_i + (v + w) . phi_i``; both are linear in ``phi_i``, so a catalogue is one GEMM.
     """
 
     w: torch.Tensor
@@ -207,11 +178,28 @@ class Heads:
 
     @property
     def rank_vector(self) -> torch.Tensor:
+        """The ranking head ``v + w`` (B, D)."""
         return self.v + self.w
+
+    def take(self, rows) -> "Heads":
+        return Heads(self.w[rows], self.v[rows])
+
+    def per_event(self) -> "Heads":
+        """Heads (B, 1, D), so that pairwise scores broadcast over each user's K events (B, K)."""
+        return Heads(self.w.unsqueeze(1), self.v.unsqueeze(1))
+
+    def rating(self, items: ItemTable, pairs: bool = False) -> torch.Tensor:
+        """``mu + b_i + w . phi_i``. Catalogue: heads (B, D), items (N, .) -> (B, N); ``pairs``:
+        heads and items row-aligned (or broadcastable, see :meth:`per_event`) -> (P,)."""
+        return linear_scores(self.w, items.phi, items.mu + items.rating_bias, pairs=pairs)
+
+    def ranking(self, items: ItemTable, pairs: bool = False) -> torch.Tensor:
+        """``c_i + (v + w) . phi_i`` (higher = better); shapes as :meth:`rating`."""
+        return linear_scores(self.rank_vector, items.phi, items.rank_bias, pairs=pairs)
 
 
 class HyperRecModel(nn.Module):
-    """All networks together; :meth:`heads` emits heads, :meth:`rating` / :meth:`ranking` score."""
+    """All networks together; :meth:`heads` emits heads, :meth:`item_table` gives what they score."""
 
     def __init__(self, n_items: int, item_spec: FeatureSpec, user_spec: FeatureSpec, dim: int = 32,
                  hidden: int = 64, z_dim: int = 64, id_dropout: float = 0.25, user_feature_dropout: float = 0.3,
@@ -245,14 +233,13 @@ class HyperRecModel(nn.Module):
         deltas = torch.cat([m - self.hyper.global_mean, v - self.hyper.global_rank], -1)
         return Heads(w, v), deltas
 
-    def rating(self, heads: Heads, e: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Pairwise: heads (B, D), e (B, d) item vectors, items (B,) -> (B,) ratings."""
-        return self.mu + self.item_bias[items] + (heads.w * self.phi(e)).sum(-1)
+    def emit(self, e_all: torch.Tensor, item_index: torch.Tensor, support: Padded,
+             user_feats: FeatureTensors | None) -> tuple[Heads, torch.Tensor]:
+        """Heads for a padded support batch whose items are catalogue rows: ``e_all`` (N + 1, d)
+        the catalogue's item vectors (last row: padding), ``item_index`` (N + 1,) each row's index
+        in the id vocabulary (``n_items`` = no id embedding)."""
+        return self.heads(e_all[support.items], item_index[support.items], support.ratings, support.mask, user_feats)
 
-    def rating_matrix(self, heads: Heads, e: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Per user per item: heads (B, D), e (N, d), items (N,) -> (B, N) ratings."""
-        return self.mu + self.item_bias[items] + heads.w @ self.phi(e).T
-
-    def ranking_matrix(self, heads: Heads, e: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """heads (B, D), e (N, d), items (N,) -> (B, N) ranking scores (higher = better)."""
-        return self.item_rank_bias[items] + heads.rank_vector @ self.phi(e).T
+    def item_table(self, e: torch.Tensor, items: torch.Tensor) -> ItemTable:
+        """The item side of the heads for item vectors ``e`` (..., d) and their vocabulary indices."""
+        return ItemTable(self.phi(e), self.item_bias[items], self.item_rank_bias[items], self.mu)

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RecsysHyperError
+from .errors import RecsysHyperError
 
 
 def _check(cls_name: str, name: str, ok: bool, expected: str, got: object) -> None:

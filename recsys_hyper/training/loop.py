@@ -20,23 +20,24 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..atomic import atomic_file
+from ..config import Config
 from ..data.episodes import EpisodeSampler, Histories, chronological_split
-from .batching import Padded, emit
-from .config import Config
-from .features import FeatureTensors
-from .modules import HyperRecModel
+from ..networks.hyper import HyperRecModel
+from ..numerics.features import FeatureTensors
+from ..numerics.metrics import ndcg_at_k
+from ..numerics.padding import Padded
+from ..numerics.scores import membership
+from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from .distributed import data_parallel, distributed
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
 MAX_VAL_USERS = 2000
 
 
@@ -76,22 +77,20 @@ def batch_loss(model: HyperRecModel, data: TrainingData, cfg: Config, rows: np.n
     t = cfg.train
     N = data.n_items
     e_all = model.items(data.item_index, data.item_feats)                   # (N + 1, d)
+    items = model.item_table(e_all, data.item_index)                        # (N + 1) rows, last = padding
     sup = Padded.from_histories(support, pad_item=N)
     qry = Padded.from_histories(query, pad_item=N)
-    heads, deltas = emit(model, e_all, data.item_index, sup, _user_feats(data, rows))
+    heads, deltas = model.emit(e_all, data.item_index, sup, _user_feats(data, rows))
 
     # rating loss on query items
-    phi_q = model.phi(e_all[qry.items])                                     # (B, Q, D)
-    pred = model.mu + model.item_bias[data.item_index[qry.items]] + (heads.w.unsqueeze(1) * phi_q).sum(-1)  # (B, Q)
+    pred = heads.per_event().rating(items.take(qry.items), pairs=True)     # (B, Q)
     n_q = qry.mask.sum().clamp(min=1)
     mse = (((pred - qry.ratings) / model.r_scale) ** 2 * qry.mask).sum() / n_q
     mae = ((pred - qry.ratings).abs() * qry.mask).sum() / n_q
 
     # ranking loss: softmax over the catalogue, support items excluded
-    logits = model.ranking_matrix(heads, e_all[:N], data.item_index[:N])    # (B, N)
-    seen = torch.zeros_like(logits, dtype=torch.bool)
-    seen.scatter_(1, sup.items.clamp(max=N - 1), sup.mask.bool())
-    logp = F.log_softmax(logits.masked_fill(seen, float("-inf")), dim=1)
+    logits = heads.ranking(items.take(slice(0, N)))                         # (B, N)
+    logp = F.log_softmax(logits.masked_fill(membership(support, N), float("-inf")), dim=1)
     pos = qry.mask if data.implicit else qry.mask * (qry.ratings >= t.positive_threshold).float()
     picked = logp.gather(1, qry.items.clamp(max=N - 1))                     # (B, Q)
     rank = -(picked.masked_fill(pos == 0, 0.0) * pos).sum() / pos.sum().clamp(min=1)
@@ -119,18 +118,13 @@ def validate(model: HyperRecModel, data: TrainingData, cfg: Config, episodes: di
 
 def _ndcg10(model, data, cfg, rows, sup, qry) -> float:
     """Full-catalogue nDCG@10 with binary gains (relevant = positive query items), support excluded."""
-    from ..evaluation.metrics import ndcg_at_k
-
     N = data.n_items
     e_all = model.items(data.item_index, data.item_feats)
-    s = Padded.from_histories(sup, pad_item=N)
-    q = Padded.from_histories(qry, pad_item=N)
-    heads, _ = emit(model, e_all, data.item_index, s, _user_feats(data, rows))
-    scores = model.ranking_matrix(heads, e_all[:N], data.item_index[:N])
-    seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, s.items.clamp(max=N - 1), s.mask.bool())
-    pos = q.mask if data.implicit else q.mask * (q.ratings >= cfg.train.positive_threshold).float()
-    relevant = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, q.items.clamp(max=N - 1), pos.bool())
-    return float(ndcg_at_k(scores.masked_fill(seen, float("-inf")), relevant, 10).mean())
+    heads, _ = model.emit(e_all, data.item_index, Padded.from_histories(sup, pad_item=N), _user_feats(data, rows))
+    scores = heads.ranking(model.item_table(e_all[:N], data.item_index[:N]))
+    positive = np.ones(len(qry.items), bool) if data.implicit else qry.ratings >= cfg.train.positive_threshold
+    relevant = membership(qry.mask(positive), N)
+    return float(ndcg_at_k(scores.masked_fill(membership(sup, N), float("-inf")), relevant, 10).mean())
 
 
 def validation_episodes(data: TrainingData, shots: tuple[int, ...]) -> dict[int, tuple]:
@@ -161,7 +155,7 @@ def train(model: HyperRecModel, data: TrainingData, cfg: Config, checkpoint_dir:
         torch.use_deterministic_algorithms(previous)
 
 
-class _StepLoss(torch.nn.Module):
+class StepLoss(torch.nn.Module):
     """One step's meta-training loss as a ``forward``, so that PyTorch DDP can synchronise the
     gradients of the model it holds."""
 
@@ -173,24 +167,6 @@ class _StepLoss(torch.nn.Module):
         return batch_loss(self.model, self.data, self.cfg, rows, support, query)
 
 
-def distributed() -> tuple[int, int]:
-    """(rank, world size): (0, 1) unless a process group is initialised (e.g. under torchrun)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed() -> tuple[int, int]:
-    """Join the process group torchrun describes in the environment (gloo on CPU); no-op alone."""
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="gloo")
-    return distributed()
-
-
 def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> TrainResult:
     """The loop. Under a process group (torchrun), each rank takes its share of every batch's users
     and PyTorch DDP averages the gradients; every rank validates the same users, so all ranks take
@@ -199,22 +175,18 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
 
     t = cfg.train
     rank, world = distributed()
-    step = _StepLoss(model, data, cfg)
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # implicit data trains no rating bias: the only parameters a step can leave unused
-        step = DistributedDataParallel(step, find_unused_parameters=data.implicit)
+    # implicit data trains no rating bias: the only parameters a step can leave unused
+    step = data_parallel(StepLoss(model, data, cfg), find_unused_parameters=data.implicit)
     sampler = EpisodeSampler(k_max=t.k_max, strategy=t.support_strategy, augment_prob=t.augment_prob,
                              window=t.augment_window, max_query=t.max_query)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     val_eps = validation_episodes(data, t.val_shots)
     result = TrainResult()
     best_state, best_score, bad_epochs, start_epoch = None, math.inf, 0, 0
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+    ckpt_path = checkpoint_path(checkpoint_dir)
     t0 = time.perf_counter()
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, weights_only=True)
+    ck = load_checkpoint(ckpt_path) if resume else None
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         best_state, best_score, bad_epochs = ck["best_state"], ck["best_score"], ck["bad_epochs"]
@@ -265,11 +237,9 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
         if callback is not None and rank == 0:
             callback(epoch, metrics)
         if ckpt_path is not None and rank == 0:
-            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_file(ckpt_path) as tmp:
-                torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "best_state": best_state, "best_score": best_score, "bad_epochs": bad_epochs,
-                            "history": result.history, "best_epoch": result.best_epoch, "stopped": stop}, tmp)
+            save_checkpoint(ckpt_path, epoch=epoch, model=model.state_dict(), optimizer=opt.state_dict(),
+                            best_state=best_state, best_score=best_score, bad_epochs=bad_epochs,
+                            history=result.history, best_epoch=result.best_epoch, stopped=stop)
         if stop:
             result.stopped_early = True
             break

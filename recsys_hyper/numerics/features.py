@@ -1,4 +1,4 @@
-"""Side features -> tensors: a JSON-serialisable spec fitted on the training data, and its encoder.
+"""Side features -> tensors: a JSON-serialisable spec fitted on the training data.
 
 Column kinds, inferred from the data:
 
@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +127,6 @@ class FeatureSpec:
         return cls(d["id_column"], [ColumnSpec(**c) for c in d["columns"]])
 
 
-def _present(v) -> bool:
-    return v is not None and not (isinstance(v, float) and np.isnan(v))
-
-
 @dataclass
 class FeatureTensors:
     """Encoded features of n rows: ``cat`` (n, C) indices, ``num`` (n, F), ``multi`` [(n, L_j)]."""
@@ -147,28 +142,25 @@ class FeatureTensors:
         return FeatureTensors(self.cat[idx], self.num[idx], [m[idx] for m in self.multi])
 
 
-class FeatureEncoder(nn.Module):
-    """Embeds categorical and multi-valued columns, concatenates numeric ones: (n, out_dim)."""
+def with_pad_row(f: FeatureTensors) -> FeatureTensors:
+    """Append an all-missing row (the padding / no-item row)."""
+    return FeatureTensors(
+        cat=torch.cat([f.cat, torch.zeros(1, f.cat.shape[1], dtype=f.cat.dtype)]),
+        num=torch.cat([f.num, torch.zeros(1, f.num.shape[1], dtype=f.num.dtype)]),
+        multi=[torch.cat([m, torch.zeros(1, m.shape[1], dtype=m.dtype)]) for m in f.multi],
+    )
 
-    def __init__(self, spec: FeatureSpec, emb_dim: int = 8):
-        super().__init__()
-        self.cat = nn.ModuleList(nn.Embedding(len(c.vocab) + 1, emb_dim)
-                                 for c in spec.columns if c.kind == "categorical")
-        self.multi = nn.ModuleList(nn.Embedding(len(c.vocab) + 1, emb_dim, padding_idx=0)
-                                   for c in spec.columns if c.kind == "multi")
-        self.n_num = 2 * sum(c.kind == "numeric" for c in spec.columns)
-        self.out_dim = emb_dim * (len(self.cat) + len(self.multi)) + self.n_num
-        for emb in list(self.cat) + list(self.multi):
-            nn.init.normal_(emb.weight, std=0.1)
 
-    def forward(self, f: FeatureTensors) -> torch.Tensor:
-        parts = [emb(f.cat[:, j]) for j, emb in enumerate(self.cat)]
-        for emb, bag in zip(self.multi, f.multi):
-            vecs = emb(bag)                                                  # (n, L, e)
-            count = (bag > 0).sum(1, keepdim=True).clamp(min=1)              # (n, 1)
-            parts.append(vecs.sum(1) / count)                                # mean over the bag
-        if self.n_num:
-            parts.append(f.num)
-        if not parts:
-            return f.num.new_zeros(len(f), 0)
-        return torch.cat(parts, dim=1)
+def dense_features(spec: FeatureSpec, f: FeatureTensors) -> torch.Tensor:
+    """One-hot categoricals, normalised multi-hot lists, numeric columns and an intercept: (n, F)."""
+    parts = [torch.ones(len(f), 1)]
+    cat_cols = [c for c in spec.columns if c.kind == "categorical"]
+    for j, col in enumerate(cat_cols):
+        parts.append(torch.nn.functional.one_hot(f.cat[:, j], len(col.vocab) + 1)[:, 1:].float())
+    multi_cols = [c for c in spec.columns if c.kind == "multi"]
+    for col, bag in zip(multi_cols, f.multi):
+        hot = torch.zeros(len(f), len(col.vocab) + 1).scatter_(1, bag, 1.0)[:, 1:]
+        parts.append(hot / hot.sum(1, keepdim=True).clamp(min=1))
+    if f.num.shape[1]:
+        parts.append(f.num)
+    return torch.cat(parts, 1)

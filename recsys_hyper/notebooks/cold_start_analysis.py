@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -20,27 +22,25 @@
 # pipeline's last step): its results, its per-user metrics, the heads the hypernetwork emitted.
 
 # %% tags=["parameters"]
-tracking_uri = None          # default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+tracking_uri = None          # default: $MLFLOW_TRACKING_URI, else the nearest mlflow.db
 experiment = None            # default: every experiment
 run_id = None                # default: the latest cold-start evaluation run
 bootstrap_samples = 500
 
 # %%
-import os
 import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import mlflow
 import numpy as np
 import pandas as pd
 
-# opened from notebooks/, the repository's store (the one `make run` writes) is one level up
-local_store = next((p for p in (Path("mlflow.db"), Path("..") / "mlflow.db") if p.exists()), Path("mlflow.db"))
-mlflow.set_tracking_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{local_store.resolve()}")
-exps = [mlflow.get_experiment_by_name(experiment)] if experiment else mlflow.search_experiments()
-runs = mlflow.search_runs([e.experiment_id for e in exps if e is not None],
-                          filter_string="tags.kind = 'cold-start-evaluation'", order_by=["start_time DESC"])
+from recsys_hyper import tracking
+
+# without a URI: $MLFLOW_TRACKING_URI, else the nearest mlflow.db (the one `make run` writes at the
+# repository's root, found from notebooks/ too)
+print("store:", tracking.open_store(tracking_uri))
+runs = tracking.find_runs("cold-start-evaluation", experiment)
 if runs.empty:
     raise SystemExit("no cold-start evaluation run in this store: run `recsys-hyper evaluate` or `make run` first")
 run = runs.iloc[0] if run_id is None else runs.set_index("run_id").loc[run_id].rename(run_id)
@@ -51,11 +51,10 @@ print(f"run {run_id}: data {run['params.data']}, seed {run['params.seed']}, "
 artifacts = Path(tempfile.mkdtemp())
 def artifact(name):
     """A logged artifact of the run, or None (runs from older versions may lack some)."""
-    try:
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=str(artifacts)))
-    except Exception:
+    path = tracking.download_artifact(run_id, name, artifacts)
+    if path is None:
         print(f"(this run has no {name}; the section that needs it is skipped)")
-        return None
+    return path
 
 per_user = pd.read_parquet(artifact("per_user.parquet"))
 methods = list(dict.fromkeys(per_user["method"]))
@@ -132,8 +131,7 @@ for segment in segments:
 # compare the hypernetwork with MeLU's local updates when the run includes it.
 
 # %%
-client = mlflow.MlflowClient()
-children = mlflow.search_runs([run["experiment_id"]], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+children = tracking.child_runs(run_id, run["experiment_id"])
 table = pd.DataFrame({"method": children["tags.method"], "k": children["tags.k"].astype(int),
                       "mae": children["metrics.mae"], "ndcg@10": children["metrics.ndcg_at_10"],
                       "ms_per_user": children["metrics.adapt_ms_per_user"]}).sort_values(["method", "k"])

@@ -1,4 +1,4 @@
-"""CSR histories -> padded tensors, and the per-batch computations shared by training and inference."""
+"""CSR histories -> padded tensors, and chunking that keeps padded batches bounded."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import numpy as np
 import torch
 
 from ..data.episodes import Histories
-from .features import FeatureTensors
-from .modules import Heads, HyperRecModel
 
 
 @dataclass
 class Padded:
-    """A padded batch of per-user event sets: ``items`` (B, K), ``ratings`` (B, K), ``mask`` (B, K)."""
+    """A padded batch of per-user event sets: ``items`` (B, K), ``ratings`` (B, K), ``mask`` (B, K).
+
+    Rows are left-aligned (each user's events first, then padding with ``pad_item``)."""
 
     items: torch.Tensor
     ratings: torch.Tensor
@@ -26,22 +26,13 @@ class Padded:
         B, K = len(h), max(min_width, int(lengths.max()) if len(h) else 0)
         items = np.full((B, K), pad_item, dtype=np.int64)
         ratings = np.zeros((B, K), dtype=np.float32)
-        rows = np.repeat(np.arange(B), lengths)                              # (E,) row of each event
+        rows = h.owners()                                                    # (E,) row of each event
         cols = h.positions_in_user()                                        # (E,) column of each event
         items[rows, cols] = h.items
         ratings[rows, cols] = h.ratings
         mask = np.zeros((B, K), dtype=np.float32)
         mask[rows, cols] = 1.0
         return cls(torch.from_numpy(items), torch.from_numpy(ratings), torch.from_numpy(mask))
-
-
-def emit(model: HyperRecModel, e_all: torch.Tensor, item_index: torch.Tensor, support: Padded,
-         user_feats: FeatureTensors | None) -> tuple[Heads, torch.Tensor]:
-    """Heads for a padded support batch. ``e_all`` (N, d) are the catalogue's item vectors,
-    ``item_index`` (N,) each catalogue row's index in the model's id vocabulary (n_items = no id);
-    support items are catalogue rows."""
-    e_support = e_all[support.items]                                        # (B, K, d)
-    return model.heads(e_support, item_index[support.items], support.ratings, support.mask, user_feats)
 
 
 def chunks_by_events(lengths: np.ndarray, max_users: int, max_cells: int = 2_000_000) -> list[np.ndarray]:

@@ -1,0 +1,130 @@
+"""The cold-start evaluation as a job: run the protocol, write the outputs, log them to MLflow,
+and render the analysis notebook on the run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+
+from .. import tracking
+from ..atomic import atomic_directory
+from ..data.dataset import Dataset
+from ..errors import RecsysHyperError
+from ..evaluation.protocol import Protocol
+from ..evaluation.report import k_curve_figure, markdown_table, summary
+from ..evaluation.runner import DEFAULT_METHODS, EvalResult, evaluate
+from ..evaluation.views import hypernetwork_views
+
+log = logging.getLogger(__name__)
+
+#: files of an evaluation's output folder that are logged to its run
+LOGGED_FILES = ("results.md", "results.json", "split.parquet", "per_user.parquet", "heads.parquet",
+                "example_user.parquet")
+NOTEBOOK = "cold_start_analysis.ipynb"
+
+
+def write_outputs(result: EvalResult, out: str | os.PathLike, extra: dict | None = None) -> Path:
+    """results.md, results.json, split.parquet, per_user.parquet, k_curve.png and ``extra``
+    tables (name -> frame), atomically."""
+    import matplotlib.pyplot as plt
+
+    with atomic_directory(out, overwrite=True) as tmp:
+        for name, frame in (extra or {}).items():
+            frame.to_parquet(tmp / name, index=False)
+        (tmp / "results.md").write_text(markdown_table(result) + "\n")
+        (tmp / "results.json").write_text(json.dumps(summary(result), indent=2, default=float))
+        result.split.table.to_parquet(tmp / "split.parquet", index=False)
+        result.per_user.to_parquet(tmp / "per_user.parquet", index=False)
+        fig = k_curve_figure(result)
+        fig.savefig(tmp / "k_curve.png", dpi=110)
+        plt.close(fig)
+    return Path(out)
+
+
+def log_result(result: EvalResult, out: str | os.PathLike, data_source: str,
+               experiment: str = tracking.EVALUATION_EXPERIMENT, tags: dict | None = None,
+               nested: bool = False) -> str:
+    """The evaluation's MLflow parent run with a child run per (method, k); returns its id."""
+    import matplotlib.pyplot as plt
+
+    p = result.protocol
+    params = {
+        "data": data_source, "seed": p.seed, "shots": ",".join(map(str, p.shots)),
+        "methods": ",".join(result.table["method"].unique()), "val_fraction": p.val_fraction,
+        "test_fraction": p.test_fraction, "min_query": p.min_query, "relevance_threshold": p.relevance_threshold,
+        "split_digest": result.split.digest, "test_users": result.n_test_users,
+        "evaluated_users": result.n_eligible,
+    }
+    fig = k_curve_figure(result)
+    try:
+        return tracking.log_evaluation(result.table, params, fig, [Path(out) / f for f in LOGGED_FILES],
+                                       data_dir=data_source, seconds=result.seconds, experiment=experiment,
+                                       tags=tags, nested=nested)
+    finally:
+        plt.close(fig)
+
+
+def run_cold_start_evaluation(ds: Dataset, out: str | os.PathLike, protocol: Protocol = Protocol(),
+                              methods=DEFAULT_METHODS, model_config=None, track: bool = True,
+                              experiment: str | None = None, progress: bool = True,
+                              tags: dict | None = None, nested: bool = False) -> tuple[EvalResult, str | None]:
+    """Evaluate, write the outputs to ``out``, and (``track``) log the MLflow run layout.
+    Returns the result and the MLflow parent run id."""
+    result = evaluate(ds, protocol, methods=methods, model_config=model_config, progress=progress)
+    write_outputs(result, out, extra=hypernetwork_views(result, ds))
+    run_id = None
+    if track:
+        run_id = log_result(result, out, str(ds.source), experiment or tracking.EVALUATION_EXPERIMENT, tags, nested)
+    return result, run_id
+
+
+def render_notebook(run_id: str, out: str | os.PathLike, tracking_uri: str | None = None) -> Path:
+    """Execute the cold-start analysis notebook (package data) against ``run_id`` with papermill,
+    render it to HTML (nbconvert) in ``out`` and log the HTML to the run."""
+    import nbformat
+    import papermill
+    from nbconvert import HTMLExporter
+
+    source = resources.files("recsys_hyper.notebooks") / NOTEBOOK
+    if not source.is_file():
+        raise RecsysHyperError(f"{NOTEBOOK}: the analysis notebook is missing from the installed package "
+                               f"(recsys_hyper/notebooks); reinstall recsys-hyper")
+    uri = tracking.configure(tracking_uri)
+    out = Path(out)
+    executed = out / NOTEBOOK
+    with resources.as_file(source) as notebook:
+        papermill.execute_notebook(str(notebook), str(executed), parameters={"tracking_uri": uri, "run_id": run_id},
+                                   progress_bar=False, cwd=str(out))
+    html, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    target = out / "cold_start_analysis.html"
+    target.write_text(html)
+    tracking.log_artifact_to_run(run_id, target)
+    return target
+
+
+def evaluate_command(data: str | os.PathLike, out: str | os.PathLike, methods, shots, seed: int = 0,
+                     model_config=None, track: bool = True, experiment: str | None = None, notebook: bool = False,
+                     progress: bool = True) -> str:
+    """``recsys-hyper evaluate``: the results table, where the notebook went, and a summary line."""
+    from ..data import load_dataset
+
+    ds = load_dataset(data)
+    try:
+        protocol = Protocol(shots=tuple(sorted(set(shots))), seed=seed)
+    except ValueError as exc:
+        raise RecsysHyperError(str(exc)) from None
+    if notebook and not track:
+        raise RecsysHyperError("--notebook reads the MLflow run: drop --no-track")
+    result, run_id = run_cold_start_evaluation(ds, out, protocol, methods=tuple(dict.fromkeys(methods)),
+                                               model_config=model_config, track=track, experiment=experiment,
+                                               progress=progress)
+    lines = [markdown_table(result)]
+    if notebook:
+        lines.append(f"analysis notebook -> {render_notebook(run_id, out)}")
+    lines.append(f"\n{result.n_eligible} of {result.n_test_users} test users evaluated (>= "
+                 f"{max(protocol.shots) + protocol.min_query} interactions); split {result.split.digest[:12]}; "
+                 f"{result.seconds:.0f}s -> {out}" + (f"; MLflow run {run_id}" if run_id else ""))
+    return "\n".join(lines)

@@ -1,0 +1,33 @@
+"""Models as jobs see them: loaded from a directory or an MLflow model URI, and the example a
+registered model is logged with."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from .. import tracking
+from ..data import schema as S
+from ..data.frames import group_histories
+from ..recommender import HyperRecommender
+
+
+def load_model(spec: str | os.PathLike) -> HyperRecommender:
+    """A model directory (the ``--out`` of ``train``) or an MLflow model URI (``models:/...``, ``runs:/...``)."""
+    return HyperRecommender.load(tracking.resolve_model(spec))
+
+
+def load_alias(alias: str) -> HyperRecommender | None:
+    """The model behind ``recsys-hyper@alias``, or ``None`` when the alias is not set yet."""
+    if tracking.alias_version(alias) is None:
+        return None
+    return load_model(tracking.alias_uri(alias))
+
+
+def example_io(rec: HyperRecommender, interactions: pd.DataFrame, n_users: int = 3, k: int = 10
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The first ``n_users`` users' histories, grouped (the pyfunc's input), and the model's answer."""
+    first = interactions[S.USER_ID].drop_duplicates().head(n_users)
+    example = group_histories(interactions[interactions[S.USER_ID].isin(first)].reset_index(drop=True))
+    return example, rec.recommend_grouped(example, k=k)

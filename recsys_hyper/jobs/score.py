@@ -1,0 +1,55 @@
+"""Batch scoring jobs: every user of a dataset on one machine (``recsys-hyper score``), or on Spark."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ..data import schema as S
+from ..errors import RecsysHyperError
+from ..scoring import ScoreReport, score_dataset
+from .models import load_model
+
+
+def read_candidates(path: str | os.PathLike | None):
+    """The item ids of a candidates file (an ``item_id`` column), or ``None`` for the whole catalogue."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise RecsysHyperError(f"{path}: candidates file not found")
+    frame = pd.read_parquet(path)
+    if S.ITEM_ID not in frame.columns:
+        raise RecsysHyperError(f"{path}: needs an item_id column (columns present: {list(frame.columns)})")
+    return frame[S.ITEM_ID].to_numpy()
+
+
+def score(model: str, data: str | os.PathLike, out: str | os.PathLike, date: str | None = None, top_k: int = 100,
+          chunk_users: int = 4096, candidates: str | os.PathLike | None = None, include_seen: bool = False,
+          progress: bool = True) -> ScoreReport:
+    """Score every user of ``data`` with ``model`` into ``out`` (partition ``date``, default today UTC)."""
+    date = date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    items = read_candidates(candidates)
+    return score_dataset(load_model(model), data, out, date, top_k=top_k, chunk_users=chunk_users,
+                         candidates=items, exclude_seen=not include_seen, progress=progress)
+
+
+def summary(report: ScoreReport, out: str | os.PathLike) -> str:
+    return (f"scored {report.users:,} users ({report.users_without_history:,} without history) for {report.date} in "
+            f"{report.seconds:.1f}s ({report.users_per_second:,.0f} users/s scoring)"
+            + (f"; {report.unknown_item_events:,} events on {report.unknown_item_ids:,} unknown items skipped"
+               if report.unknown_item_events else "")
+            + f" -> {Path(out) / 'recommendations' / f'date={report.date}'}")
+
+
+def score_with_spark(spark, data_dir: str | Path, model: str, top_k: int = 100, exclude_seen: bool = True):
+    """A Spark DataFrame of ``user_id, item_id, score, rank`` for every user of ``data_dir``;
+    ``model`` is a model directory the executors can read or an MLflow model URI (resolved on
+    each executor, once per task)."""
+    from ..scoring.spark import spark_recommendations
+
+    return spark_recommendations(spark, data_dir, functools.partial(load_model, model), top_k, exclude_seen)

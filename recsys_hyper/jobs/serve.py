@@ -1,0 +1,68 @@
+"""Serving jobs on a dataset directory: top K for every user (``recommend``) and ratings for pairs
+(``predict``). Inputs are validated and the vocabulary checked before any work; the output is
+written atomically."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..atomic import atomic_file
+from ..data import load_dataset
+from ..data import schema as S
+from ..data.validation import Collector, coerce_id, read_parquet_checked
+from .models import load_model
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """``df`` as one Parquet file, written atomically."""
+    with atomic_file(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.PathLike,
+              include_seen: bool = False) -> str:
+    """Top ``top_k`` for every user of ``data`` into ``out``; returns the summary line."""
+    ds = load_dataset(data)
+    rec = load_model(model)
+    rec.check_compatible(ds)
+    t0 = time.perf_counter()
+    recs = rec.recommend(ds.interactions, k=top_k, exclude_seen=not include_seen, users=ds.users,
+                         item_features=ds.items)
+    write_parquet(recs, out)
+    return (f"recommended {top_k} items to {recs[S.USER_ID].nunique():,} users in {time.perf_counter() - t0:.1f}s "
+            f"-> {out}")
+
+
+def read_pairs(path: str | os.PathLike) -> pd.DataFrame:
+    """The ``user_id, item_id`` rows to predict, checked like the data contract's files."""
+    path = Path(path)
+    c = Collector()
+    table = read_parquet_checked(path, c, required=True)
+    if table is not None:
+        missing = [col for col in (S.USER_ID, S.ITEM_ID) if col not in table.column_names]
+        for col in missing:
+            c.add(path.name, col, f"is missing (columns present: {', '.join(table.column_names)})",
+                  "PAIRS needs user_id and item_id columns")
+        if not missing:
+            for col in (S.USER_ID, S.ITEM_ID):
+                coerce_id(table.column(col), path.name, col, c)
+    c.raise_if_any()
+    return table.to_pandas()
+
+
+def predict(model: str, data: str | os.PathLike, pairs: str | os.PathLike, out: str | os.PathLike) -> str:
+    """Predictions for the pairs of ``pairs``, heads from the histories of ``data``; returns the summary line."""
+    frame = read_pairs(pairs)
+    ds = load_dataset(data)
+    rec = load_model(model)
+    rec.check_compatible(ds)
+    pred = rec.predict(ds.interactions, frame, users=ds.users, item_features=ds.items)
+    result = frame.assign(prediction=pred.astype(np.float32))
+    write_parquet(result, out)
+    n_nan = int(np.isnan(pred).sum())
+    return f"predicted {len(result):,} pairs" + (f" ({n_nan:,} unscoreable: NaN)" if n_nan else "") + f" -> {out}"

@@ -1,0 +1,99 @@
+"""Train and register: the one training job, called by ``recsys-hyper train`` and by the nightly's
+train step. Meta-trains (checkpointed, resumable, data-parallel under torchrun), saves the model
+directory atomically, logs the run and registers the model with the alias ``challenger``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import tracking
+from ..config import Config
+from ..data.dataset import Dataset
+from ..recommender import HyperRecommender
+from ..training import init_distributed
+from .models import example_io
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Trained:
+    """What a training job produced: the model (``None`` on ranks other than 0), where it was
+    saved, its registered version, the best epoch's validation metrics, the number of processes."""
+
+    model: HyperRecommender | None
+    out: Path
+    version: str | None
+    best: dict
+    processes: int = 1
+
+
+def checkpoint_dir(out: str | os.PathLike) -> Path:
+    """Checkpoints live in a hidden sibling of the model directory, removed after success."""
+    out = Path(out)
+    return out.parent / f".{out.name}.checkpoints"
+
+
+def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, validation_users=None,
+                       warm_start: HyperRecommender | None = None, resume: bool = False, progress: bool = True,
+                       track: bool = True, register: bool = True, new_run: bool = True,
+                       experiment: str = tracking.TRAINING_EXPERIMENT, run_name: str | None = None,
+                       tags: dict | None = None) -> Trained:
+    """Meta-train on ``ds``, save to ``out``, and (``track``) log the run and register the model.
+
+    ``new_run``: start a training run of its own (the command line); otherwise log into the
+    active run (the nightly's train step). Under torchrun every rank trains its share of each
+    batch; rank 0 tracks, saves and registers."""
+    rank, world = init_distributed()
+    if rank:
+        logging.getLogger("recsys_hyper").setLevel(logging.WARNING)
+    out = Path(out)
+    ckpt = checkpoint_dir(out)
+    if resume and not (ckpt / "checkpoint.pt").is_file():
+        log.info("no checkpoint in %s: starting from scratch", ckpt)
+    track = track and rank == 0
+    run = (tracking.TrainingRun(config.to_dict(), ds, experiment=experiment, run_name=run_name,
+                                tags={**(tags or {}), "processes": str(world)})
+           if track and new_run else contextlib.nullcontext())
+    with run:
+        rec = HyperRecommender(config).fit(ds, validation_users, progress=progress, checkpoint_dir=ckpt,
+                                           resume=resume, callback=tracking.log_epoch if track else None,
+                                           warm_start=warm_start)
+        if rank:
+            return Trained(None, out, None, {}, world)
+        rec.save(out)
+        best_epoch = rec.training_.history[rec.training_.best_epoch]
+        best = {k: best_epoch[f"val_{k}"] for k in ("loss", "mae", "ndcg10")}
+        version = None
+        if track:
+            tracking.log_metrics({f"best_val_{k}": v for k, v in best.items()}
+                                 | {"train_seconds": rec.training_.seconds,
+                                    "prior_multiplier": rec.training_.prior_multiplier})
+            example, example_out = example_io(rec, ds.interactions)
+            version = tracking.log_pyfunc_model(out, example, example_out, register=register, alias="challenger")
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return Trained(rec, out, version, best, world)
+
+
+def train_command(data: str | os.PathLike, out: str | os.PathLike, config: Config, resume: bool = False,
+                  track: bool = True, register: bool = True, experiment: str = tracking.TRAINING_EXPERIMENT,
+                  progress: bool = True) -> str:
+    """``recsys-hyper train``: returns the summary line (empty on ranks other than 0)."""
+    from ..data import load_dataset
+
+    ds = load_dataset(data)
+    t = train_and_register(ds, out, config, resume=resume, progress=progress, track=track, register=register,
+                           experiment=experiment, run_name=f"train {Path(data).name}", tags={"data": str(data)})
+    if t.model is None:
+        return ""
+    rec = t.model
+    return (f"trained in {rec.training_.seconds:.1f}s on {t.processes} process{'es' if t.processes > 1 else ''}: "
+            f"best epoch {rec.training_.best_epoch + 1} of {len(rec.training_.history)}, validation MAE "
+            f"{t.best['mae']:.4f}, nDCG@10 {t.best['ndcg10']:.4f} ({rec.n_val_users_:,} validation users); "
+            f"model -> {out}"
+            + (f"; registered recsys-hyper version {t.version} (alias challenger)" if t.version else ""))

@@ -1,0 +1,380 @@
+"""The recommender contract: one base class that the hypernetwork and every baseline implement.
+
+What users call exists once, here (in the spirit of implicit's ``RecommenderBase``):
+
+* ``fit(dataset, validation_users=None, progress=True) -> self``: learn from the training users;
+  validation users decide early stopping and hyper-parameters (never test users);
+* ``adapt(histories, users)``: per-user state from each user's events (the fold-in; the model is
+  never mutated); ``adapt_histories(h, users)`` for histories already in the model's item indices;
+* ``predict(histories, pairs)``: ratings on the training scale (explicit data) or relevance scores
+  (implicit); ``rate_pairs(adapted, rows, items)`` on catalogue indices;
+* ``recommend(histories, k)``: top K with seen items excluded and an optional allow-list;
+  ``score_catalogue(adapted, rows)`` on catalogue indices; ``recommend_grouped(grouped, k)``;
+* ``check_compatible(dataset)`` / ``check_item_ids(ids, source)``: the vocabulary check;
+* ``save(dir)`` / ``load(dir)``: ``model.pt`` (plain tensors, loaded with ``weights_only=True``),
+  ``model.json`` (class, parameters, metadata) and ``item_ids.parquet``; no pickle.
+
+A recommender implements hooks only: ``_fit``, ``_adapt``, ``_rate``, ``_rank`` and the
+persistence hooks ``_state`` / ``_meta`` / ``_restore`` (and ``_catalogue`` when it can score
+items beyond its training vocabulary). Fitted attributes end in ``_``; using an unfitted model
+raises :class:`~recsys_hyper.errors.NotFittedError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import __version__
+from ..atomic import atomic_directory
+from ..data import schema as S
+from ..data.dataset import Dataset
+from ..data.episodes import Histories, chronological_split
+from ..data.frames import explode_histories, histories_from_frame, require_columns
+from ..data.idmap import UNKNOWN, IdMap
+from ..errors import NotFittedError, RecsysHyperError
+from ..numerics.scores import allowed_mask, finish_predictions, top_k_frame
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.pt"
+META_FILE = "model.json"
+ITEM_IDS_FILE = "item_ids.parquet"
+
+
+@dataclass
+class AdaptedUsers:
+    """Per-user state after adaptation, one entry per ``user_ids`` row; ``support_sizes`` is how
+    many events each user's state was built from. Recommenders extend it with their own fields."""
+
+    user_ids: np.ndarray
+    support_sizes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+
+@dataclass
+class Catalogue:
+    """The items a recommender can score: row ``j`` of every score matrix is item ``ids.ids([j])``."""
+
+    ids: IdMap
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+
+class Recommender:
+    """Base class of every recommender. See the module docstring for the contract and the hooks."""
+
+    name = "recommender"
+
+    # ------------------------------------------------------------------------------ the hooks
+
+    def _fit(self, dataset: Dataset, h: Histories, validation_users, progress: bool, **kwargs) -> None:
+        """Learn from ``h`` (every user of ``dataset`` with interactions, in ``item_map_`` indices)."""
+        raise NotImplementedError
+
+    def _adapt(self, h: Histories, users: pd.DataFrame | None, catalogue: Catalogue, **kwargs) -> AdaptedUsers:
+        """Per-user state from the events of ``h`` (rows of ``catalogue``); no side effects."""
+        raise NotImplementedError
+
+    def _rate(self, adapted: AdaptedUsers, rows: torch.Tensor, items: torch.Tensor,
+              catalogue: Catalogue) -> torch.Tensor:
+        """Pairwise: rows (P,) into ``adapted``, items (P,) catalogue rows -> (P,) ratings (explicit
+        data, not yet clipped) or relevance scores (implicit)."""
+        raise NotImplementedError
+
+    def _rank(self, adapted: AdaptedUsers, rows: np.ndarray, catalogue: Catalogue) -> torch.Tensor:
+        """Ranking scores of users ``rows`` over the whole catalogue: (B, N), a fresh tensor."""
+        raise NotImplementedError
+
+    def _catalogue(self, item_features: pd.DataFrame | None = None) -> Catalogue:
+        """The items scoreable at inference; by default the training vocabulary."""
+        return Catalogue(self.item_map_)
+
+    def _scores_new_items(self) -> bool:
+        """Whether items outside the training vocabulary are scored from their features."""
+        return False
+
+    #: names of the fitted attributes :meth:`_state` saves (tensors, or dicts / lists of tensors)
+    _tensors: tuple[str, ...] = ()
+
+    def _state(self) -> dict:
+        """The fitted tensors, as saved in ``model.pt`` (nested dicts of tensors allowed)."""
+        return {k: getattr(self, k) for k in self._tensors}
+
+    def _meta(self) -> dict:
+        """JSON-serialisable metadata saved in ``model.json`` (besides what the base writes)."""
+        return {"params": self.params}
+
+    @classmethod
+    def _from_meta(cls, meta: dict, root: Path) -> "Recommender":
+        """An unfitted instance with the saved parameters."""
+        return cls(**meta.get("params", {}))
+
+    def _restore(self, state: dict, meta: dict, root: Path) -> None:
+        """Set the fitted attributes from what :meth:`save` wrote."""
+        for k, v in state.items():
+            setattr(self, k, v)
+
+    # ------------------------------------------------------------------------------ fitting
+
+    def __init__(self, **params):
+        self.params = params
+
+    def fit(self, dataset: Dataset, validation_users=None, progress: bool = True, **kwargs) -> "Recommender":
+        """Learn from ``dataset``'s users; ``validation_users`` (ids) decide early stopping and
+        hyper-parameters. Returns ``self``."""
+        self.item_map_ = IdMap.from_values(dataset.item_ids(), name="item")
+        self.implicit_ = bool(dataset.implicit)
+        r = dataset.interactions[S.RATING]
+        self.rating_range_ = None if dataset.implicit else (float(r.min()), float(r.max()))
+        h, _ = Histories.from_interactions(dataset.interactions, self.item_map_)
+        try:
+            self._fit(dataset, h, validation_users, progress=progress, **kwargs)
+        except BaseException:
+            del self.item_map_                                               # not fitted after all
+            raise
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "item_map_"):
+            raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit(dataset) or "
+                                 f"{type(self).__name__}.load(path) first")
+
+    # ------------------------------------------------------------------------------ inference
+
+    def adapt(self, histories: pd.DataFrame | None, users: pd.DataFrame | None = None, user_ids=None,
+              item_features: pd.DataFrame | None = None, **kwargs) -> AdaptedUsers:
+        """Per-user state of the users of ``histories`` (and those only in ``users``, with no
+        history); ``user_ids`` fixes which users and in what order. The model is unchanged."""
+        self._check_fitted()
+        cat = self._catalogue(item_features)
+        return self._adapt_no_grad(histories_from_frame(histories, cat.ids, users, user_ids), users, cat, **kwargs)
+
+    def adapt_histories(self, h: Histories, users: pd.DataFrame | None = None, **kwargs) -> AdaptedUsers:
+        """:meth:`adapt` for histories already in this model's item indices (the evaluator's path)."""
+        self._check_fitted()
+        return self._adapt_no_grad(h, users, self._catalogue(), **kwargs)
+
+    def _adapt_no_grad(self, h, users, cat, **kwargs) -> AdaptedUsers:
+        with torch.no_grad():
+            return self._adapt(h, users, cat, **kwargs)
+
+    @torch.no_grad()
+    def rate_pairs(self, adapted: AdaptedUsers, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Pairwise predictions: rows (P,) into ``adapted``, items (P,) catalogue indices -> (P,)
+        (ratings not yet clipped to the scale)."""
+        return self._rate(adapted, rows, items, self._catalogue())
+
+    @torch.no_grad()
+    def score_catalogue(self, adapted: AdaptedUsers, rows: np.ndarray) -> torch.Tensor:
+        """Ranking scores of users ``rows`` over the training catalogue: (B, N)."""
+        return self._rank(adapted, rows, self._catalogue())
+
+    def predict(self, histories: pd.DataFrame | None, pairs: pd.DataFrame, users: pd.DataFrame | None = None,
+                item_features: pd.DataFrame | None = None, heads: AdaptedUsers | None = None) -> np.ndarray:
+        """Predicted rating (explicit data; clipped to the training scale) or relevance score
+        (implicit) for each ``(user_id, item_id)`` row of ``pairs``. Unknown items give NaN."""
+        self._check_fitted()
+        require_columns(pairs, (S.USER_ID, S.ITEM_ID), "pairs")
+        cat = self._catalogue(item_features)
+        if heads is None:
+            heads = self.adapt(histories, users, user_ids=pd.unique(pairs[S.USER_ID]), item_features=item_features)
+        u = IdMap(heads.user_ids, name="user").index(pairs[S.USER_ID].to_numpy())
+        i = cat.ids.index(pairs[S.ITEM_ID].to_numpy(), unknown="mark")
+        unknown = i == UNKNOWN
+        if unknown.any():
+            log.warning("%d pairs are on items the model has never seen and that have no features; "
+                        "their prediction is NaN", int(unknown.sum()))
+        with torch.no_grad():
+            out = self._rate(heads, torch.from_numpy(u), torch.from_numpy(np.where(unknown, 0, i)), cat)
+        return finish_predictions(out.numpy(), self.rating_range_, unknown)
+
+    def recommend(self, histories: pd.DataFrame | None, k: int = 10, exclude_seen: bool = True, items=None,
+                  users: pd.DataFrame | None = None, user_ids=None, item_features: pd.DataFrame | None = None,
+                  heads: AdaptedUsers | None = None) -> pd.DataFrame:
+        """Top-``k`` items per user: ``user_id, item_id, score, rank`` (rank 1 = best).
+
+        ``exclude_seen`` drops the items in each user's history; ``items`` restricts the
+        candidates to an allow-list of item ids. Users with no history get the population's
+        (features-informed, where the model uses features) items."""
+        self._check_fitted()
+        cat = self._catalogue(item_features)
+        h = histories_from_frame(histories, cat.ids, users, user_ids if heads is None else heads.user_ids)
+        return self.recommend_histories(h, k, heads=heads, users=users, exclude_seen=exclude_seen,
+                                        allowed=allowed_mask(items, cat.ids), catalogue=cat)
+
+    def recommend_histories(self, h: Histories, k: int, heads: AdaptedUsers | None = None,
+                            users: pd.DataFrame | None = None, exclude_seen: bool = True,
+                            allowed: torch.Tensor | None = None, catalogue: Catalogue | None = None) -> pd.DataFrame:
+        """:meth:`recommend` for histories already in the catalogue's indices (the batch scorer's
+        path); ``heads`` are adapted from ``h`` when not given; ``allowed``: a (N,) allow-list."""
+        self._check_fitted()
+        cat = catalogue or self._catalogue()
+        if heads is None:
+            heads = self._adapt_no_grad(h, users, cat)
+        return top_k_frame(lambda rows: self._rank(heads, rows, cat), h, cat.ids, k, exclude_seen, allowed)
+
+    def recommend_grouped(self, grouped: pd.DataFrame, k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
+        """Grouped histories in (one row per user: ``user_id`` and the lists ``item_id``,
+        ``rating``, ``timestamp``), one row per input row out: ``user_id``, ``item_ids``,
+        ``scores`` (top ``k``, best first). The shape of the MLflow pyfunc and of row-wise Spark UDFs."""
+        users = pd.DataFrame({S.USER_ID: grouped[S.USER_ID].to_numpy()})
+        recs = self.recommend(explode_histories(grouped), k=k, exclude_seen=exclude_seen, users=users,
+                              user_ids=users[S.USER_ID].to_numpy())
+        lists = recs.groupby(S.USER_ID, sort=False).agg(item_ids=(S.ITEM_ID, list), scores=("score", list))
+        aligned = lists.reindex(users[S.USER_ID])
+        return pd.DataFrame({
+            S.USER_ID: users[S.USER_ID].to_numpy(),
+            "item_ids": [v if isinstance(v, list) else [] for v in aligned["item_ids"]],
+            "scores": [v if isinstance(v, list) else [] for v in aligned["scores"]],
+        })
+
+    # ------------------------------------------------------------------------------ the vocabulary check
+
+    def check_compatible(self, dataset: Dataset) -> None:
+        """Fail before any work if ``dataset`` cannot be served by this model (id types differ, or
+        none of its items is known); warn with counts about items the model has never seen."""
+        self._check_fitted()
+        ids = dataset.item_ids()
+        featured = dataset.items[S.ITEM_ID] if dataset.items is not None else None
+        self.check_item_ids(ids.to_numpy(), str(dataset.source), featured=featured)
+
+    def check_item_ids(self, ids: np.ndarray, source: str, kind: str | None = None, featured=None) -> int:
+        """The vocabulary check, on the distinct item ids of some data: refuse another id type
+        (``kind``: ``"int64"`` or ``"string"``, inferred from ``ids`` when not given) or a
+        catalogue with no known item; warn about unknown items. ``featured``: ids that have a
+        features row. Returns how many ids are unknown."""
+        self._check_fitted()
+        if len(ids) == 0:
+            return 0
+        self.check_item_kind(kind or ("int64" if pd.api.types.is_integer_dtype(np.asarray(ids)) else "string"), source)
+        known = self.item_map_.index(ids, unknown="mark") != UNKNOWN
+        if not known.any():
+            raise RecsysHyperError(
+                f"{source}: none of its {len(ids):,} item ids is known to the model "
+                f"(e.g. {list(ids[:5])}); vocabulary mismatch: use the model trained on this catalogue")
+        n_new = int((~known).sum())
+        if n_new:
+            with_features = 0
+            if featured is not None and self._scores_new_items():
+                with_features = int(pd.Index(ids[~known]).isin(featured).sum())
+            log.warning("%d of %d item ids are unknown to the model: %d have features and are scored from them, "
+                        "%d have none and are skipped (e.g. %s)", n_new, len(ids), with_features,
+                        n_new - with_features, list(ids[~known][:5]))
+        return n_new
+
+    def check_item_kind(self, kind: str, source: str) -> None:
+        """Refuse item ids of another type (``"int64"`` or ``"string"``) than the model's."""
+        self._check_fitted()
+        if kind != self.item_map_.kind:
+            raise RecsysHyperError(
+                f"{source}: item ids are {kind} but the model was trained on {self.item_map_.kind} item ids; "
+                f"this model does not fit this data (vocabulary mismatch): use the model trained on this catalogue")
+
+    # ------------------------------------------------------------------------------ persistence
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The fitted tensors (what :meth:`save` writes), flattened to dotted names."""
+        self._check_fitted()
+        return _flatten_tensors(self._state())
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model directory atomically (see the module docstring). No pickle."""
+        self._check_fitted()
+        meta = {"format": FORMAT_VERSION, "class": type(self).__name__, "recsys_hyper_version": __version__,
+                "implicit": self.implicit_, "rating_range": self.rating_range_, **self._meta()}
+        with atomic_directory(path, overwrite=True) as tmp:
+            torch.save(self._state(), tmp / WEIGHTS_FILE)
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
+            self.item_map_.save(tmp / ITEM_IDS_FILE)
+            self._save_files(tmp)
+        return Path(path)
+
+    def _save_files(self, root: Path) -> None:
+        """Extra files beside the weights (none by default)."""
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Recommender":
+        """Load a model directory written by :meth:`save` (tensors loaded with ``weights_only=True``)."""
+        root = Path(path)
+        if not (root / META_FILE).is_file() or not (root / WEIGHTS_FILE).is_file():
+            raise RecsysHyperError(f"{root}: not a recsys-hyper model directory (expected {META_FILE} and "
+                                   f"{WEIGHTS_FILE}); pass the --out folder of `recsys-hyper train`")
+        meta = json.loads((root / META_FILE).read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise RecsysHyperError(f"{root}: model format {meta.get('format')} is not supported by this version "
+                                   f"(expects {FORMAT_VERSION}); retrain or use the version that wrote it")
+        saved = meta.get("class", "HyperRecommender")
+        if saved != cls.__name__:
+            raise RecsysHyperError(f"{root}: holds a {saved}, not a {cls.__name__}; load it with {saved}.load")
+        self = cls._from_meta(meta, root)
+        self.item_map_ = IdMap.load(root / ITEM_IDS_FILE)
+        self.implicit_ = bool(meta["implicit"])
+        self.rating_range_ = tuple(meta["rating_range"]) if meta["rating_range"] is not None else None
+        self._restore(torch.load(root / WEIGHTS_FILE, weights_only=True), meta, root)
+        return self
+
+
+@dataclass
+class FoldIn(AdaptedUsers):
+    """Per-user state of a baseline: ``state`` tensors with one row per user."""
+
+    state: dict
+
+    @classmethod
+    def of(cls, h: Histories, state: dict) -> "FoldIn":
+        return cls(h.user_ids, h.lengths.copy(), state)
+
+
+def train_validation_rows(h: Histories, validation_users) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of ``h``: validation = the rows of ``validation_users``
+    (none when ``None``), training = every other row."""
+    val = (np.zeros(0, dtype=np.int64) if validation_users is None
+           else np.flatnonzero(np.isin(h.user_ids, np.asarray(list(validation_users)))))
+    return np.setdiff1d(np.arange(len(h)), val), val
+
+
+def validation_mae(model: Recommender, h: Histories, users: pd.DataFrame | None = None,
+                   shots=(1, 3, 5, 10, 20)) -> float:
+    """Mean (over k) validation MAE of chronological fold-ins, unclipped; used to pick hyper-parameters."""
+    errors = []
+    for k in shots:
+        sup, qry = chronological_split(h, k, min_query=1)
+        if len(sup) == 0:
+            continue
+        adapted = model.adapt_histories(sup, users)
+        pred = model.rate_pairs(adapted, torch.from_numpy(qry.owners()), torch.from_numpy(qry.items)).numpy()
+        errors.append(float(np.mean(np.abs(pred - qry.ratings))))
+    return float(np.mean(errors)) if errors else float("nan")
+
+
+def _flatten_tensors(d: dict, prefix: str = "") -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten_tensors(v, f"{prefix}{k}."))
+        elif isinstance(v, (list, tuple)):
+            out.update(_flatten_tensors(dict(enumerate(v)), f"{prefix}{k}."))
+        elif isinstance(v, torch.Tensor):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,320 @@
+"""``HyperRecommender``: the public object. Fit once; emit a head for any user in one forward pass.
+
+It implements the hooks of :class:`~recsys_hyper.recommender.base.Recommender` (which holds
+``predict``, ``recommend``, ``save`` / ``load`` and the vocabulary check for every recommender).
+
+Inputs are pandas frames in the data contract's columns: ``histories`` holds the interactions
+(``user_id, item_id, rating, timestamp``) of the users to serve, who need not have been seen in
+training; ``users`` optionally holds their side features (a user listed only there has an empty
+history, k = 0); ``item_features`` optionally holds items' side features, so items the model has
+never seen are scored from their features.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import Config
+from ..data import schema as S
+from ..data.dataset import Dataset
+from ..data.episodes import Histories
+from ..data.idmap import UNKNOWN, IdMap
+from ..errors import RecsysHyperError
+from ..networks.hyper import Heads, HyperRecModel, ItemTable
+from ..numerics.features import FeatureSpec, FeatureTensors, with_pad_row
+from ..numerics.padding import Padded, chunks_by_events
+from ..training import TrainingData, TrainResult, finetune_heads, init_biases, train, warm_start
+from .base import AdaptedUsers, Catalogue, Recommender
+
+log = logging.getLogger(__name__)
+
+ITEM_FEATURES_FILE = "item_features.parquet"
+EMIT_CHUNK_USERS = 4096
+EMIT_MAX_CELLS = 131_072  # users x longest history per emission sub-batch
+
+
+@dataclass
+class UserHeads(AdaptedUsers):
+    """Emitted heads of ``n`` users, in the order of ``user_ids``.
+
+    ``w`` (n, D): the rating head; ``v`` (n, D): the ranking residual. With item vector
+    ``phi_i = [e_i, 1]`` (D = d + 1), item biases ``b_i`` / ``c_i`` and the global mean ``mu``:
+    ``rating = mu + b_i + w . phi_i`` and ``ranking score = c_i + (v + w) . phi_i``
+    (:class:`~recsys_hyper.networks.hyper.Heads` computes both).
+    """
+
+    w: np.ndarray
+    v: np.ndarray
+
+    def heads(self, rows=None) -> Heads:
+        """The heads of ``rows`` (default: all) as tensors."""
+        w, v = (self.w, self.v) if rows is None else (self.w[rows], self.v[rows])
+        return Heads(torch.from_numpy(np.ascontiguousarray(w)), torch.from_numpy(np.ascontiguousarray(v)))
+
+    @property
+    def rank_head(self) -> np.ndarray:
+        """(n, D): what the ranking score dots with ``phi_i`` (``v + w``)."""
+        return self.heads().rank_vector.numpy()
+
+
+@dataclass
+class HyperCatalogue(Catalogue):
+    """Items scoreable at inference: the training vocabulary plus new items with features.
+
+    Row ``size`` is a padding row. ``index`` maps each row to the model's id vocabulary
+    (``n_items`` = no id embedding: scored from features alone).
+    """
+
+    index: torch.Tensor
+    feats: FeatureTensors
+    n_new: int
+
+
+class HyperRecommender(Recommender):
+    """Hypernetwork recommender: history -> user embedding -> head weights -> scores.
+
+    Parameters
+    ----------
+    config:
+        Model and training configuration (:class:`~recsys_hyper.config.Config`).
+
+    Examples
+    --------
+    >>> from recsys_hyper import HyperRecommender, load_dataset        # doctest: +SKIP
+    >>> rec = HyperRecommender().fit(load_dataset("data/default"))     # doctest: +SKIP
+    >>> rec.recommend(new_user_events, k=10)                           # doctest: +SKIP
+    """
+
+    name = "hyper"
+
+    def __init__(self, config: Config | None = None):
+        self.config = config or Config()
+
+    # ------------------------------------------------------------------------------ fitting
+
+    def fit(self, dataset: Dataset, validation_users=None, progress: bool = True,
+            checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, callback=None,
+            warm_start: "HyperRecommender | None" = None) -> "HyperRecommender":
+        """Meta-train on ``dataset``'s users. ``validation_users`` (ids) are held out for early
+        stopping and calibration; by default a seeded ``val_fraction`` of the users.
+        ``checkpoint_dir`` / ``resume``: a checkpoint per epoch, and continuing from it;
+        ``callback(epoch, metrics)`` after every epoch; ``warm_start``: a fitted model whose
+        weights initialise this one (see :func:`recsys_hyper.training.warm_start`)."""
+        return super().fit(dataset, validation_users, progress=progress, checkpoint_dir=checkpoint_dir,
+                           resume=resume, callback=callback, warm_start=warm_start)
+
+    def _fit(self, dataset: Dataset, h: Histories, validation_users, progress: bool, checkpoint_dir=None,
+             resume: bool = False, callback=None, warm_start: "HyperRecommender | None" = None) -> None:
+        cfg = self.config
+        torch.manual_seed(cfg.train.seed)
+        item_map = self.item_map_
+        item_spec = FeatureSpec.fit(dataset.items, S.ITEM_ID)
+        user_spec = FeatureSpec.fit(dataset.users, S.USER_ID)
+        if len(h) < 2:
+            raise RecsysHyperError(f"{dataset.source}: {len(h)} users with interactions; "
+                                   "meta-training needs at least 2 (training and validation users)")
+        val_rows = self._validation_rows(h, validation_users)
+        train_rows = np.setdiff1d(np.arange(len(h)), val_rows)
+        data = TrainingData(
+            histories=h,
+            user_feats=None if user_spec.empty else user_spec.transform(dataset.users, h.user_ids),
+            item_index=torch.arange(len(item_map) + 1),
+            item_feats=with_pad_row(item_spec.transform(dataset.items, item_map.values)),
+            train_rows=train_rows, val_rows=val_rows, implicit=dataset.implicit)
+        model = HyperRecModel(len(item_map), item_spec, user_spec, **vars(cfg.model))
+        init_biases(model, h.select(train_rows), len(item_map))
+        if warm_start is not None:
+            _warm_start_from(model, item_map, item_spec, user_spec, warm_start)
+        result = train(model, data, cfg, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
+                       callback=callback)
+        model.eval()
+        self.model_ = model
+        self.item_spec_, self.user_spec_ = item_spec, user_spec
+        self.item_features_ = _known_item_features(dataset.items, item_spec)
+        self.training_ = result
+        self.n_train_users_, self.n_val_users_ = len(train_rows), len(val_rows)
+        self._cache = {}
+        self._item_vectors(self._catalogue())  # item vectors are computed once, not per request
+
+    def _validation_rows(self, h: Histories, validation_users) -> np.ndarray:
+        t = self.config.train
+        if validation_users is not None:
+            rows = np.flatnonzero(np.isin(h.user_ids, np.asarray(list(validation_users))))
+            if rows.size == 0:
+                raise RecsysHyperError("none of the validation_users has interactions in the training data")
+            return rows
+        n_val = max(1, int(round(t.val_fraction * len(h))))
+        return np.sort(np.random.default_rng([t.seed, 7919]).permutation(len(h))[:n_val])
+
+    # ------------------------------------------------------------------------------ the catalogue
+
+    def _scores_new_items(self) -> bool:
+        return not self.item_spec_.empty
+
+    def _catalogue(self, item_features: pd.DataFrame | None = None) -> HyperCatalogue:
+        """The training vocabulary, plus the items of ``item_features`` it does not know."""
+        if item_features is None and "catalogue" in self._cache:    # the training catalogue is fixed
+            return self._cache["catalogue"]
+        known = self.item_map_.values
+        new = np.zeros(0, dtype=known.dtype)
+        if item_features is not None and len(item_features):
+            ids = item_features[S.ITEM_ID].to_numpy()
+            new = pd.unique(ids[self.item_map_.index(ids, unknown="mark") == UNKNOWN])
+        all_ids = np.concatenate([known, new.astype(known.dtype)]) if len(new) else known
+        feats_frame = self.item_features_
+        if len(new):
+            extra = item_features[item_features[S.ITEM_ID].isin(new)]
+            feats_frame = extra if feats_frame is None else pd.concat([feats_frame, extra], ignore_index=True)
+        feats = with_pad_row(self.item_spec_.transform(feats_frame, all_ids))
+        index = torch.cat([torch.arange(len(known)), torch.full((len(new) + 1,), len(known))])
+        cat = HyperCatalogue(IdMap(all_ids, name="item"), index, feats, len(new))
+        if item_features is None:
+            self._cache["catalogue"] = cat
+        return cat
+
+    @torch.no_grad()
+    def _item_vectors(self, cat: HyperCatalogue) -> tuple[torch.Tensor, ItemTable]:
+        """The catalogue's item vectors e (N + 1, d) and item table (N + 1 rows, the last one padding).
+        Those of the training catalogue are computed once (the model is fixed), those of a
+        catalogue extended with new items each time."""
+        cached = cat is self._cache.get("catalogue")
+        if cached and "item_vectors" in self._cache:
+            return self._cache["item_vectors"]
+        e_all = self.model_.items(cat.index, cat.feats)
+        out = (e_all, self.model_.item_table(e_all, cat.index))
+        if cached:
+            self._cache["item_vectors"] = out
+        return out
+
+    def item_table(self) -> tuple[IdMap, ItemTable]:
+        """The training catalogue's item ids and item table (phi, rating and ranking biases, mu):
+        with the exported heads, what an online service needs to score by dot products."""
+        self._check_fitted()
+        cat = self._catalogue()
+        return cat.ids, self._item_vectors(cat)[1].take(slice(0, cat.size))
+
+    # ------------------------------------------------------------------------------ the hooks
+
+    def emit_heads(self, histories: pd.DataFrame | None, users: pd.DataFrame | None = None, user_ids=None,
+                   item_features: pd.DataFrame | None = None) -> UserHeads:
+        """One head per user from their history (zero gradient steps; the model is unchanged).
+
+        ``user_ids`` fixes which users and in what order (default: the users of ``histories``,
+        then those only in ``users``)."""
+        return self.adapt(histories, users, user_ids=user_ids, item_features=item_features)
+
+    def adapt(self, histories: pd.DataFrame | None, users: pd.DataFrame | None = None, user_ids=None,
+              item_features: pd.DataFrame | None = None, mode: Literal["zero-shot", "finetune"] = "zero-shot",
+              steps: int = 5, lr: float = 0.002) -> UserHeads:
+        """Heads for new users. ``zero-shot``: the emitted heads (one forward pass). ``finetune``:
+        then ``steps`` gradient steps on the heads' own parameters only, on each user's support
+        set (its history), with an L2 pull towards the emitted head. The model is never changed."""
+        return super().adapt(histories, users, user_ids=user_ids, item_features=item_features, mode=mode,
+                             steps=steps, lr=lr)
+
+    def _adapt(self, h: Histories, users: pd.DataFrame | None, cat: HyperCatalogue,
+               mode: Literal["zero-shot", "finetune"] = "zero-shot", steps: int = 5, lr: float = 0.002) -> UserHeads:
+        if mode not in ("zero-shot", "finetune"):
+            raise ValueError(f"The 'mode' parameter of adapt must be 'zero-shot' or 'finetune'. Got {mode!r} instead.")
+        heads = self._emit(h, cat, users)
+        if mode == "zero-shot" or steps <= 0:
+            return heads
+        tuned = finetune_heads(self.model_, heads.heads(), self._item_vectors(cat)[1],
+                               Padded.from_histories(h, pad_item=cat.size), self.implicit_, self.config.train,
+                               steps, lr)
+        return UserHeads(heads.user_ids, heads.support_sizes, tuned.w.numpy(), tuned.v.numpy())
+
+    def _emit(self, h: Histories, cat: HyperCatalogue, users: pd.DataFrame | None) -> UserHeads:
+        """Heads for every row of ``h``. Users are taken in order of history length, in
+        sub-batches of bounded size (users x longest history), so padding stays small and memory
+        bounded whatever the mix of light and heavy users; heads go back to ``h``'s order."""
+        model = self.model_
+        e_all, _ = self._item_vectors(cat)
+        uf_all = None if self.user_spec_.empty else self.user_spec_.transform(users, h.user_ids)
+        D = model.dim + 1
+        w = np.zeros((len(h), D), np.float32)
+        v = np.zeros((len(h), D), np.float32)
+        by_length = np.argsort(h.lengths, kind="stable")
+        with torch.no_grad():
+            for part in chunks_by_events(h.lengths[by_length], EMIT_CHUNK_USERS, max_cells=EMIT_MAX_CELLS):
+                rows = by_length[part]
+                uf = None if uf_all is None else uf_all.take(torch.from_numpy(rows))
+                heads, _ = model.emit(e_all, cat.index, Padded.from_histories(h.select(rows), pad_item=cat.size), uf)
+                w[rows] = heads.w.numpy()
+                v[rows] = heads.v.numpy()
+        return UserHeads(h.user_ids, h.lengths.copy(), w, v)
+
+    def _rate(self, adapted: UserHeads, rows: torch.Tensor, items: torch.Tensor, cat: HyperCatalogue) -> torch.Tensor:
+        """Ratings (explicit data) or ranking scores (implicit) of the pairs."""
+        table = self._item_vectors(cat)[1].take(items)
+        heads = adapted.heads(rows.numpy())
+        return heads.ranking(table, pairs=True) if self.implicit_ else heads.rating(table, pairs=True)
+
+    def _rank(self, adapted: UserHeads, rows: np.ndarray, cat: HyperCatalogue) -> torch.Tensor:
+        return adapted.heads(rows).ranking(self._item_vectors(cat)[1].take(slice(0, cat.size)))
+
+    # ------------------------------------------------------------------------------ persistence
+
+    def _state(self) -> dict:
+        return self.model_.state_dict()
+
+    def _meta(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "n_items": len(self.item_map_),
+            "item_spec": self.item_spec_.to_dict(),
+            "user_spec": self.user_spec_.to_dict(),
+            "prior_multiplier": float(self.model_.prior_multiplier),
+            "training": {"best_epoch": self.training_.best_epoch, "epochs_run": len(self.training_.history),
+                         "stopped_early": self.training_.stopped_early, "seconds": self.training_.seconds,
+                         "n_train_users": self.n_train_users_, "n_val_users": self.n_val_users_,
+                         "history": self.training_.history},
+        }
+
+    def _save_files(self, root: Path) -> None:
+        if self.item_features_ is not None:
+            self.item_features_.to_parquet(root / ITEM_FEATURES_FILE, index=False)
+
+    @classmethod
+    def _from_meta(cls, meta: dict, root: Path) -> "HyperRecommender":
+        return cls(Config.from_dict(meta["config"], source=str(root / "model.json")))
+
+    def _restore(self, state: dict, meta: dict, root: Path) -> None:
+        self.item_spec_ = FeatureSpec.from_dict(meta["item_spec"])
+        self.user_spec_ = FeatureSpec.from_dict(meta["user_spec"])
+        model = HyperRecModel(meta["n_items"], self.item_spec_, self.user_spec_, **vars(self.config.model))
+        model.load_state_dict(state)
+        model.eval()
+        self.model_ = model
+        feats = root / ITEM_FEATURES_FILE
+        self.item_features_ = pd.read_parquet(feats) if feats.is_file() else None
+        tr = meta["training"]
+        self.training_ = TrainResult(history=tr["history"], best_epoch=tr["best_epoch"],
+                                     stopped_early=tr["stopped_early"],
+                                     prior_multiplier=meta["prior_multiplier"], seconds=tr["seconds"])
+        self.n_train_users_, self.n_val_users_ = tr["n_train_users"], tr["n_val_users"]
+        self._cache = {}
+        self._item_vectors(self._catalogue())
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+def _known_item_features(items: pd.DataFrame | None, spec: FeatureSpec) -> pd.DataFrame | None:
+    if items is None or spec.empty:
+        return None
+    return items[[S.ITEM_ID] + [c.name for c in spec.columns]].reset_index(drop=True)
+
+
+def _warm_start_from(model: HyperRecModel, item_map: IdMap, item_spec: FeatureSpec, user_spec: FeatureSpec,
+                     source: HyperRecommender) -> int:
+    return warm_start(model, item_map, source.model_, source.item_map_,
+                      same_item_features=item_spec.to_dict() == source.item_spec_.to_dict(),
+                      same_user_features=user_spec.to_dict() == source.user_spec_.to_dict())

@@ -1,0 +1,193 @@
+"""Tracked runs: meta-training runs, cold-start evaluations (a parent run with a nested run per
+(method, k)), and the nightly pipeline's parent and step runs.
+
+This package is the only code that imports MLflow. It receives frames, figures and files from
+the jobs and logs them; it does not compute them (it imports neither evaluation nor scoring).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+
+from .registry import log_pyfunc_model
+from .store import configure, metric_name
+
+log = logging.getLogger(__name__)
+
+TRAINING_EXPERIMENT = "recsys-hyper-training"
+EVALUATION_EXPERIMENT = "recsys-hyper-cold-start"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+    return out
+
+
+class TrainingRun:
+    """A tracked meta-training run. Use as a context manager; pass :meth:`log_epoch` as the
+    training callback; call :meth:`log_model` once the model is saved.
+
+    >>> with TrainingRun(config, dataset) as run:                          # doctest: +SKIP
+    ...     rec.fit(dataset, callback=run.log_epoch)
+    ...     rec.save(out)
+    ...     run.log_model(out, example, rec.recommend_grouped(example))
+    """
+
+    def __init__(self, config_dict: dict, dataset, experiment: str = TRAINING_EXPERIMENT,
+                 run_name: str | None = None, tags: dict | None = None, system_metrics: bool = True,
+                 tracking_uri: str | None = None, nested: bool = False):
+        self.config_dict, self.dataset = config_dict, dataset
+        self.experiment, self.run_name, self.tags = experiment, run_name, tags or {}
+        self.system_metrics, self.tracking_uri, self.nested = system_metrics, tracking_uri, nested
+        self.run = None
+        self.model_version: str | None = None
+
+    def __enter__(self) -> "TrainingRun":
+        configure(self.tracking_uri)
+        mlflow.set_experiment(self.experiment)
+        if self.system_metrics:
+            mlflow.set_system_metrics_sampling_interval(1)
+            mlflow.set_system_metrics_samples_before_logging(1)
+        self.run = mlflow.start_run(run_name=self.run_name, tags=self.tags, nested=self.nested,
+                                    log_system_metrics=self.system_metrics)
+        mlflow.log_params(_flatten(self.config_dict))
+        ds = self.dataset
+        with warnings.catch_warnings():  # MLflow guesses among equivalent local source types
+            warnings.simplefilter("ignore", UserWarning)
+            inputs = mlflow.data.from_pandas(ds.interactions, source=str(ds.source), targets="rating",
+                                             name=Path(str(ds.source)).name or "interactions")
+            mlflow.log_input(inputs, context="training")
+        mlflow.log_params({"data.interactions": ds.n_interactions, "data.users": len(ds.user_ids()),
+                           "data.items": len(ds.item_ids()), "data.digest": inputs.digest})
+        return self
+
+    def log_epoch(self, epoch: int, metrics: dict) -> None:
+        log_epoch(epoch, metrics)
+
+    def log_metrics(self, metrics: dict) -> None:
+        log_metrics(metrics)
+
+    def log_model(self, model_dir: str | os.PathLike, example: pd.DataFrame, example_out: pd.DataFrame,
+                  register: bool = True, alias: str | None = "challenger", k: int = 10) -> str | None:
+        """Log the saved model on this run (see :func:`~recsys_hyper.tracking.registry.log_pyfunc_model`)."""
+        self.model_version = log_pyfunc_model(model_dir, example, example_out, register, alias, k)
+        return self.model_version
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self.system_metrics:
+            _await_system_metrics(self.run.info.run_id)
+        mlflow.end_run(status="FAILED" if exc_type is not None else "FINISHED")
+
+
+def _await_system_metrics(run_id: str, timeout_s: float = 5.0) -> None:
+    """MLflow's monitor drops its pending sample when the run ends first, so a short run would
+    end with no system metrics at all; wait (briefly) until one sample is in."""
+    import time
+
+    client, deadline = MlflowClient(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(k.startswith("system/") for k in client.get_run(run_id).data.metrics):
+            return
+        time.sleep(0.2)
+    log.warning("no system metrics were recorded for run %s", run_id)
+
+
+def log_evaluation(table: pd.DataFrame, params: dict, figure, artifacts, data_dir: str, seconds: float,
+                   experiment: str = EVALUATION_EXPERIMENT, run_name: str | None = None, tags: dict | None = None,
+                   tracking_uri: str | None = None, nested: bool = False) -> str:
+    """Log a cold-start evaluation: a parent run (``params``, the results ``table``, the k-curve
+    ``figure``, the ``artifacts`` files that exist) with a nested child run per (method, k) row of
+    ``table``. Returns the parent run id."""
+    configure(tracking_uri)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=run_name or "cold-start evaluation", tags={"kind": "cold-start-evaluation",
+                                                                             **(tags or {})},
+                          nested=nested) as parent:
+        mlflow.log_params(params)
+        mlflow.set_tag("data_dir", str(Path(data_dir).resolve()) if Path(data_dir).exists() else data_dir)
+        for row in table.to_dict(orient="records"):
+            method, k = row["method"], int(row["k"])
+            with mlflow.start_run(run_name=f"{method} k={k}", nested=True,
+                                  tags={"method": method, "k": str(k), "kind": "cold-start-result"}):
+                mlflow.log_params({"method": method, "k": k})
+                mlflow.log_metrics({metric_name(key): float(v) for key, v in row.items()
+                                    if key not in ("method", "k") and v == v})  # v == v drops NaN
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mlflow.log_table(data=table.rename(columns=metric_name), artifact_file="cold_start_results.json")
+        mlflow.log_figure(figure, "k_curve.png")
+        for path in artifacts:
+            if Path(path).is_file():
+                mlflow.log_artifact(str(path))
+        mlflow.log_metric("seconds", seconds)
+        return parent.info.run_id
+
+
+# ---------------------------------------------------------------------------- the nightly pipeline
+
+@contextlib.contextmanager
+def night_run(date: str, experiment: str, run_id: str | None = None, tags: dict | None = None):
+    """The parent run of one night, resumed when ``run_id`` names an earlier attempt's run."""
+    configure()
+    mlflow.set_experiment(experiment)
+    if run_id is not None:
+        try:
+            MlflowClient().get_run(run_id)
+        except Exception:
+            run_id = None
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"nightly {date}",
+                          tags=None if run_id else {"kind": "nightly", "date": date, **(tags or {})}) as run:
+        yield run.info.run_id
+
+
+@contextlib.contextmanager
+def step_run(name: str):
+    with mlflow.start_run(run_name=name, nested=True, tags={"kind": "nightly-step", "step": name}) as run:
+        yield run.info.run_id
+
+
+def log_step(outputs: dict) -> None:
+    """A step's numeric outputs as metrics, the rest as params (long values are cut)."""
+    metrics = {metric_name(k): float(v) for k, v in outputs.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
+    params = {k: (json.dumps(v, default=str) if not isinstance(v, str) else v)[:500]
+              for k, v in outputs.items() if metric_name(k) not in metrics}
+    if metrics:
+        mlflow.log_metrics(metrics)
+    if params:
+        mlflow.log_params(params)
+
+
+def log_metrics(metrics: dict) -> None:
+    """Metrics on the active run."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+
+
+def log_epoch(epoch: int, metrics: dict) -> None:
+    """Per-epoch training metrics on the active run (a training callback)."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
+
+
+def tag_night(**tags) -> None:
+    """Tags on the night's parent run (called outside any step run)."""
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_artifact_to_run(run_id: str, path: str | os.PathLike) -> None:
+    configure()
+    MlflowClient().log_artifact(run_id, str(path))

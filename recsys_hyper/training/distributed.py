@@ -1,0 +1,34 @@
+"""Data-parallel meta-training with PyTorch DDP under torchrun (gloo on CPU)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size): (0, 1) unless a process group is initialised (e.g. under torchrun)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group torchrun describes in the environment (gloo on CPU); no-op alone."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    return distributed()
+
+
+def data_parallel(step: torch.nn.Module, find_unused_parameters: bool) -> torch.nn.Module:
+    """``step`` wrapped in DistributedDataParallel when there is more than one process, else itself."""
+    if distributed()[1] == 1:
+        return step
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(step, find_unused_parameters=find_unused_parameters)
