@@ -189,7 +189,7 @@ class HyperRecommender(Recommender):
         if cached and "item_vectors" in self._cache:
             return self._cache["item_vectors"]
         e_all = self.model_.items(cat.index, cat.feats)
-        out = (e_all, self.model_.item_table(e_all, cat.index))
+        out = (e_all, self.model_.item_table(e_all, cat.index).for_gemm())
         if cached:
             self._cache["item_vectors"] = out
         return out
