@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "recommender": ("HyperRecommender", "Recommender", "UserHeads", "AdaptedUsers"),
-    "baselines": ("Popularity", "ItemMean", "BiasBaseline", "MatrixFactorization", "MeLU"),
+    "baselines": ("Popularity", "ItemMean", "BiasBaseline", "MatrixFactorization", "MeLU", "EASE"),
     "config": ("Config", "ModelConfig", "TrainConfig", "load_config"),
     "data": ("Dataset", "Histories", "IdMap", "load_dataset", "validate_frames", "write_dataset"),
 }

@@ -135,6 +135,35 @@ def test_predict_contract(trained, store, tmp_path, caplog):
     assert "1 pairs are on items the model has never seen" in caplog.text
 
 
+@pytest.mark.parametrize("events", ["empty", "absent"])
+def test_users_with_no_events_get_features_only_heads_through_the_cli(trained, tmp_path, events, capsys):
+    """k = 0: users listed in users.parquet, an empty (or no) interactions.parquet."""
+    users = pd.read_parquet(trained["ds"] / "users.parquet").head(6).assign(user_id=lambda d: d["user_id"] + 50_000)
+    no_events = pd.DataFrame({"user_id": pd.Series(dtype="int64"), "item_id": pd.Series(dtype="int64"),
+                              "rating": pd.Series(dtype="float32"), "timestamp": pd.Series(dtype="int64")})
+    data = write_frames(tmp_path / "k0", no_events if events == "empty" else None, users)
+    out = tmp_path / "recs.parquet"
+    assert main(["recommend", "--model", str(trained["model"]), "--data", str(data), "--top-k", "5",
+                 "--out", str(out)]) == 0
+    recs = pd.read_parquet(out)
+    assert set(recs["user_id"]) == set(users["user_id"]) and (recs.groupby("user_id").size() == 5).all()
+    rec = HyperRecommender.load(trained["model"])
+    want = rec.recommend(None, k=5, users=users)                               # the library's features-only heads
+    pd.testing.assert_frame_equal(recs.reset_index(drop=True), want.reset_index(drop=True), check_dtype=False)
+    pairs = pd.DataFrame({"user_id": users["user_id"], "item_id": [1] * len(users)})
+    pairs.to_parquet(tmp_path / "pairs.parquet")
+    assert main(["predict", "--model", str(trained["model"]), "--data", str(data), "--pairs",
+                 str(tmp_path / "pairs.parquet"), "--out", str(tmp_path / "pred.parquet")]) == 0
+    pred = pd.read_parquet(tmp_path / "pred.parquet")["prediction"].to_numpy()
+    np.testing.assert_allclose(pred, rec.predict(None, pairs, users=users), rtol=1e-6)
+    assert ((pred >= 1) & (pred <= 5)).all()
+    # with neither events nor users there is nobody to serve: the error says how to list them
+    empty = write_frames(tmp_path / "nobody", no_events)
+    assert main(["recommend", "--model", str(trained["model"]), "--data", str(empty), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is empty (0 rows)" in err and "list them in users.parquet" in err
+
+
 def test_model_errors_are_clear(trained, store, tmp_path, capsys):
     data, _ = _new_users_dir(tmp_path, trained)
     out = tmp_path / "recs.parquet"

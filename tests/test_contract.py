@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recsys_hyper.baselines import BiasBaseline, ItemMean, MatrixFactorization, MeLU, Popularity
+from recsys_hyper.baselines import EASE, BiasBaseline, ItemMean, MatrixFactorization, MeLU, Popularity
 from recsys_hyper.data import Histories, load_dataset
 from recsys_hyper.data.dataset import Dataset
 from recsys_hyper.data.synthetic import generate, preset
@@ -21,8 +21,9 @@ BUILDERS = {
     "popularity": Popularity,
     "item-mean": ItemMean,
     "bias": BiasBaseline,
-    "mf": lambda: MatrixFactorization(dim=8, epochs=60),
-    "mf-features": lambda: MatrixFactorization(dim=8, epochs=60, use_features=True),
+    "mf": lambda: MatrixFactorization(dim=8, reg=3.0, iters=4),
+    "mf-features": lambda: MatrixFactorization(dim=8, reg=3.0, iters=4, use_features=True),
+    "ease": EASE,
     "melu": lambda: MeLU(emb=8, hidden=16, epochs=2, local_steps=2),
     "hyper": lambda: HyperRecommender(Config(model=ModelConfig(dim=8, hidden=16, z_dim=16),
                                              train=TrainConfig(epochs=2, k_max=5))),

@@ -1,4 +1,6 @@
-"""Population and bias baselines: Popularity, ItemMean and the bias baseline with user-bias fold-in."""
+"""Population and bias baselines, each tuned on validation users: Popularity, ItemMean (shrinkage
+tuned) and the bias baseline (item and user biases fitted alternately, both regularisers tuned,
+a new user's bias folded in)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,12 @@ import numpy as np
 import torch
 
 from ..data.episodes import Histories
-from ..recommender.base import FoldIn, Recommender, train_validation_rows, validation_mae
+from ..recommender.base import FoldIn, Recommender, train_validation_rows, tune, validation_episodes, validation_mae
+
+#: shrinkage (pseudo-ratings) of the item-mean baseline
+SHRINK_GRID = (0.0, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0)
+#: regularisers (pseudo-ratings) of the bias baseline's item and user biases
+REG_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
 def item_stats(h: Histories, rows: np.ndarray, n_items: int, shrink: float) -> tuple[float, torch.Tensor, torch.Tensor]:
@@ -18,6 +25,22 @@ def item_stats(h: Histories, rows: np.ndarray, n_items: int, shrink: float) -> t
     total = np.bincount(sub.items, weights=r - mu, minlength=n_items)
     bias = np.divide(total, count + shrink, out=np.zeros(n_items), where=(count + shrink) > 0)
     return mu, torch.from_numpy(bias.astype(np.float32)), torch.from_numpy(count.astype(np.float32))
+
+
+def fit_biases(h: Histories, n_items: int, item_reg: float, user_reg: float, iters: int = 10
+               ) -> tuple[float, np.ndarray, np.ndarray]:
+    """``r ~ mu + b_i + b_u`` by alternating ridge fits (each a shrunk mean of the other's
+    residuals): (mu, item biases (N,), user biases (len(h),))."""
+    r = h.ratings.astype(np.float64)
+    mu = float(r.mean()) if r.size else 0.0
+    owner, items = h.owners(), h.items
+    n_i = np.bincount(items, minlength=n_items)
+    n_u = h.lengths
+    b_u = np.zeros(len(h))
+    for _ in range(iters):
+        b_i = np.bincount(items, weights=r - mu - b_u[owner], minlength=n_items) / np.maximum(n_i + item_reg, 1e-9)
+        b_u = np.bincount(owner, weights=r - mu - b_i[items], minlength=len(h)) / np.maximum(n_u + user_reg, 1e-9)
+    return mu, b_i, b_u
 
 
 def support_sizes(h: Histories) -> FoldIn:
@@ -47,18 +70,27 @@ class Popularity(Recommender):
 
 
 class ItemMean(Recommender):
-    """Rates and ranks every item by its shrunk mean rating (shrinkage ``shrink`` pseudo-ratings)."""
+    """Rates and ranks every item by its shrunk mean rating: ``shrink`` pseudo-ratings at the
+    global mean (chosen on validation users from :data:`SHRINK_GRID` when not given)."""
 
     name = "item-mean"
     _tensors = ("mu_", "item_bias_")
 
-    def __init__(self, shrink: float = 10.0):
+    def __init__(self, shrink: float | None = None):
         super().__init__(shrink=shrink)
 
     def _fit(self, dataset, h, validation_users, progress) -> None:
-        train_rows, _ = train_validation_rows(h, validation_users)
-        mu, bias, _ = item_stats(h, train_rows, len(self.item_map_), shrink=self.params["shrink"])
-        self.mu_, self.item_bias_ = torch.tensor(mu), bias
+        train_rows, val_rows = train_validation_rows(h, validation_users)
+
+        def set_params(shrink):
+            self.mu_, self.item_bias_, _ = item_stats(h, train_rows, len(self.item_map_), shrink)
+            self.mu_ = torch.tensor(self.mu_)
+
+        if self.params["shrink"] is not None or not len(val_rows):
+            set_params(10.0 if self.params["shrink"] is None else self.params["shrink"])
+            return
+        episodes = validation_episodes(h.select(val_rows))
+        tune(self, {"shrink": SHRINK_GRID}, lambda: validation_mae(self, episodes), set_params)
 
     def _adapt(self, h, users, catalogue) -> FoldIn:
         return support_sizes(h)
@@ -71,29 +103,35 @@ class ItemMean(Recommender):
 
 
 class BiasBaseline(Recommender):
-    """``mu + b_i + b_u``: item biases from training users; a new user's bias folded in from the
-    support set, ``b_u = sum(r - mu - b_i) / (k + user_shrink)`` (``user_shrink`` chosen on
-    validation users when there are any)."""
+    """``mu + b_i + b_u``: item and user biases fitted alternately on the training users (ridge
+    regularisers ``item_reg`` and ``user_reg``); a new user's bias is folded in from the support
+    set the same way, ``b_u = sum(r - mu - b_i) / (k + user_reg)``. Both regularisers are chosen on
+    validation users (the cold-start protocol on their earliest events) when not given."""
 
     name = "bias"
     _tensors = ("mu_", "item_bias_", "user_shrink_")
-    GRID = (1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0)
 
-    def __init__(self, shrink: float = 10.0, user_shrink: float | None = None):
-        super().__init__(shrink=shrink, user_shrink=user_shrink)
+    def __init__(self, item_reg: float | None = None, user_reg: float | None = None):
+        super().__init__(item_reg=item_reg, user_reg=user_reg)
 
     def _fit(self, dataset, h, validation_users, progress) -> None:
         train_rows, val_rows = train_validation_rows(h, validation_users)
-        mu, bias, _ = item_stats(h, train_rows, len(self.item_map_), shrink=self.params["shrink"])
-        self.mu_, self.item_bias_ = torch.tensor(mu), bias
-        self.user_shrink_ = torch.tensor(self.params["user_shrink"] or 5.0)
-        if self.params["user_shrink"] is None and len(val_rows):
-            val = h.select(val_rows)
-            scores = {}
-            for lam in self.GRID:
-                self.user_shrink_ = torch.tensor(lam)
-                scores[lam] = validation_mae(self, val)
-            self.user_shrink_ = torch.tensor(min(scores, key=scores.get))
+        train = h.select(train_rows)
+        N = len(self.item_map_)
+
+        def set_params(item_reg, user_reg):
+            mu, b_i, _ = fit_biases(train, N, item_reg, user_reg)
+            self.mu_, self.item_bias_ = torch.tensor(mu), torch.from_numpy(b_i.astype(np.float32))
+            self.user_shrink_ = torch.tensor(float(user_reg))
+
+        given = {k: v for k, v in self.params.items() if v is not None}
+        if len(given) == 2 or not len(val_rows):
+            set_params(given.get("item_reg", 10.0), given.get("user_reg", 5.0))
+            return
+        grid = {"item_reg": [given["item_reg"]] if "item_reg" in given else REG_GRID,
+                "user_reg": [given["user_reg"]] if "user_reg" in given else REG_GRID}
+        episodes = validation_episodes(h.select(val_rows))
+        tune(self, grid, lambda: validation_mae(self, episodes), set_params)
 
     def _adapt(self, h, users, catalogue) -> FoldIn:
         resid = h.ratings - float(self.mu_) - self.item_bias_.numpy()[h.items]

@@ -7,10 +7,12 @@ failed write or a crash never leaves a half-written dataset.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,8 +20,8 @@ import pyarrow.parquet as pq
 from ..atomic import atomic_directory
 from . import schema as S
 from .validation import (
-    ValidationReport,
     Collector,
+    ValidationReport,
     check_id_types,
     check_interactions,
     check_side_table,
@@ -69,8 +71,11 @@ class Dataset:
         return [] if self.items is None else [c for c in self.items.columns if c != S.ITEM_ID]
 
 
-def load_dataset(path: str | os.PathLike, now: float | None = None) -> Dataset:
-    """Read and validate a dataset directory; raises :class:`DataValidationError` listing every problem."""
+def load_dataset(path: str | os.PathLike, now: float | None = None, allow_no_events: bool = False) -> Dataset:
+    """Read and validate a dataset directory; raises :class:`DataValidationError` listing every problem.
+
+    ``allow_no_events`` (serving new users): an absent or empty ``interactions.parquet`` is
+    accepted when ``users.parquet`` lists users; they are served with no history (k = 0)."""
     root = Path(path)
     c = Collector()
     if not root.is_dir():
@@ -79,12 +84,37 @@ def load_dataset(path: str | os.PathLike, now: float | None = None) -> Dataset:
         raise DataValidationError([Problem(
             str(root), None, "is not a directory",
             f"pass a dataset directory holding {S.INTERACTIONS_FILE} (and optionally {S.USERS_FILE}, {S.ITEMS_FILE})")])
-    tables = {
-        name: read_parquet_checked(root / name, c, required=(name == S.INTERACTIONS_FILE))
-        for name in (S.INTERACTIONS_FILE, S.USERS_FILE, S.ITEMS_FILE)
-    }
+    tables = {name: read_parquet_checked(root / name, c, required=False) for name in (S.USERS_FILE, S.ITEMS_FILE)}
+    events = Collector()
+    tables[S.INTERACTIONS_FILE] = read_parquet_checked(root / S.INTERACTIONS_FILE, events, required=True)
+    no_events = tables[S.INTERACTIONS_FILE] is None and _missing_or_empty(root / S.INTERACTIONS_FILE)
+    if no_events and allow_no_events and tables[S.USERS_FILE] is not None and not c.problems:
+        users = check_side_table(tables[S.USERS_FILE], S.USER_ID, S.USERS_FILE, c)
+        items = check_side_table(tables[S.ITEMS_FILE], S.ITEM_ID, S.ITEMS_FILE, c) if tables[S.ITEMS_FILE] else None
+        c.raise_if_any()
+        return Dataset(_no_events(users, items), users, items, source=str(root))
+    if no_events and allow_no_events:                        # say how to serve users with no events
+        events.problems = [dataclasses.replace(p, fix=p.fix + f"; to serve new users with no events yet (k = 0), "
+                                               f"list them in {S.USERS_FILE}") for p in events.problems]
+    c.problems[:0] = events.problems                         # the interactions file's problems first
     return _validate_tables(tables[S.INTERACTIONS_FILE], tables[S.USERS_FILE], tables[S.ITEMS_FILE], c,
                             source=str(root), now=now)
+
+
+def _missing_or_empty(path: Path) -> bool:
+    if not path.exists():
+        return True
+    try:
+        return pq.read_metadata(path).num_rows == 0 if path.is_file() else False
+    except (pa.ArrowInvalid, OSError):
+        return False
+
+
+def _no_events(users: pd.DataFrame, items: pd.DataFrame | None) -> pd.DataFrame:
+    """An interactions frame with no rows, its id types those of the side tables."""
+    item_dtype = items[S.ITEM_ID].dtype if items is not None else np.dtype("int64")
+    return pd.DataFrame({S.USER_ID: pd.Series(dtype=users[S.USER_ID].dtype), S.ITEM_ID: pd.Series(dtype=item_dtype),
+                         S.RATING: pd.Series(dtype="float32"), S.TIMESTAMP: pd.Series(dtype="int64")})
 
 
 def validate_frames(interactions: pd.DataFrame | pa.Table, users: pd.DataFrame | pa.Table | None = None,

@@ -17,8 +17,9 @@ The generative story (every part is there so that a model has something real to 
   probability ``user_feature_signal`` (else random); ``age`` shifts a little with the cluster;
   ``gender`` leans with it; ``region`` is noise.
 * **Long-tailed history lengths** (``min_history`` + log-normal, capped), **timestamps** (each
-  user starts at a random time and acts at exponential gaps), **explicit ratings** 1..5 or, with
-  ``implicit=True``, no rating column (every event counts 1.0).
+  user starts at a random time and acts at exponential gaps), **explicit ratings** 1..5 (in steps
+  of ``rating_step``: 0.5 gives half stars from 0.5 to 5) or, with ``implicit=True``, no rating
+  column (every event counts 1.0). ``user_features=False`` writes no ``users.parquet``.
 
 Ground truth is written beside the dataset: ``ground_truth_users.parquet`` (``user_id``,
 ``cluster``) and ``ground_truth_items.parquet`` (``item_id``, ``cluster``). Users are generated
@@ -68,6 +69,9 @@ class SynthConfig:
     span_days: float = 730.0
     mean_gap_hours: float = 30.0
     chunk_users: int = 20_000
+    rating_mean: float = 2.8
+    rating_step: float = 1.0
+    user_features: bool = True
 
     def __post_init__(self) -> None:
         positive = ("n_users", "n_items", "n_clusters", "latent_dim", "min_history", "max_history", "chunk_users")
@@ -80,6 +84,8 @@ class SynthConfig:
                 raise ValueError(f"SynthConfig: '{name}' must be in [0, 1]. Got {getattr(self, name)!r} instead.")
         if self.in_cluster_weight < 1.0:
             raise ValueError(f"SynthConfig: 'in_cluster_weight' must be >= 1. Got {self.in_cluster_weight!r} instead.")
+        if self.rating_step not in (0.5, 1.0):
+            raise ValueError(f"SynthConfig: 'rating_step' must be 0.5 or 1.0. Got {self.rating_step!r} instead.")
         if self.min_history > self.max_history:
             raise ValueError("SynthConfig: 'min_history' must be <= 'max_history'. "
                              f"Got {self.min_history} > {self.max_history} instead.")
@@ -91,6 +97,11 @@ PRESETS: dict[str, SynthConfig] = {
     "tiny": SynthConfig(n_users=300, n_items=200, n_clusters=4, median_extra_history=15.0, max_history=60),
     "default": SynthConfig(),
     "scale": SynthConfig(n_users=1_000_000, n_items=10_000, median_extra_history=15.0, max_history=300),
+    # shaped like a small real catalogue: a few hundred users, ~10k items with a long tail (most
+    # items rated once or twice), long histories, half-star ratings, no user features
+    "longtail": SynthConfig(n_users=610, n_items=9_700, n_clusters=12, popularity_exponent=1.05,
+                            min_history=20, median_extra_history=60.0, history_sigma=1.1, max_history=2_000,
+                            rating_mean=2.8, rating_step=0.5, rating_noise=0.8, user_features=False),
 }
 
 OCCUPATIONS = 12
@@ -177,9 +188,10 @@ def _make_chunk(cfg: SynthConfig, w: _World, first_user: int, n: int, rng: np.ra
     columns = {S.USER_ID: pa.array(user_ids[owner]), S.ITEM_ID: pa.array(item.astype(np.int64) + 1)}
     if not cfg.implicit:
         aff = np.einsum("ij,ij->i", latent[owner], w.item_latent[item])    # (E,) <u, v_i>
-        score = 2.8 + user_bias[owner] + w.item_bias[item] + cfg.affinity * aff
+        score = cfg.rating_mean + user_bias[owner] + w.item_bias[item] + cfg.affinity * aff
         score += rng.normal(scale=cfg.rating_noise, size=owner.size)
-        columns[S.RATING] = pa.array(np.clip(np.rint(score), 1, 5).astype(np.float32))
+        step = cfg.rating_step
+        columns[S.RATING] = pa.array(np.clip(np.rint(score / step) * step, step, 5).astype(np.float32))
     columns[S.TIMESTAMP] = pa.array(ts)
     interactions = pa.table(columns)
 
@@ -257,8 +269,10 @@ def generate(cfg: SynthConfig, out: str | os.PathLike, overwrite: bool = False, 
                 n = min(cfg.chunk_users, cfg.n_users - first)
                 inter, users, truth = _make_chunk(cfg, world, first, n, np.random.default_rng(chunk_seeds[c]))
                 users = users.cast(S.side_schema(S.USER_ID, pa.int64(), list(users.schema)))
-                for name, table in ((S.INTERACTIONS_FILE, inter.cast(inter_schema)), (S.USERS_FILE, users),
-                                    (TRUTH_USERS_FILE, truth)):
+                tables = [(S.INTERACTIONS_FILE, inter.cast(inter_schema)), (TRUTH_USERS_FILE, truth)]
+                if cfg.user_features:
+                    tables.append((S.USERS_FILE, users))
+                for name, table in tables:
                     if name not in writers:
                         writers[name] = pq.ParquetWriter(tmp / name, table.schema)
                     writers[name].write_table(table)

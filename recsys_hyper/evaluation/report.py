@@ -8,7 +8,8 @@ import math
 from .runner import EvalResult
 
 COLUMNS = [("mae", "MAE", 4), ("rmse", "RMSE", 4), ("ndcg@3", "nDCG@3", 4), ("recall@10", "Recall@10", 4),
-           ("ndcg@10", "nDCG@10", 4), ("adapt_ms_per_user", "adapt ms/user", 3)]
+           ("t-recall@10", "Recall@10 (hits/min(10,R))", 4), ("ndcg@10", "nDCG@10", 4),
+           ("adapt_ms_per_user", "adapt ms/user", 3)]
 
 
 def markdown_table(result: EvalResult) -> str:
@@ -42,6 +43,8 @@ def summary(result: EvalResult) -> dict:
         "test_users": result.n_test_users,
         "evaluated_users": result.n_eligible,
         "fit_seconds": result.fit_seconds,
+        "tuning": {k: ({kk: vv for kk, vv in t.items() if kk != "scores"} if t else None)
+                   for k, t in result.tuning.items()},
         "seconds": result.seconds,
         "results": result.table.to_dict(orient="records"),
     }

@@ -36,23 +36,24 @@ METHODS: dict[str, tuple[str, dict]] = {
     "bias": ("bias", {}),
     "mf": ("mf", {}),
     "mf-features": ("mf-features", {}),
+    "ease": ("ease", {}),
     "melu": ("melu", {}),
     "hyper": ("hyper", {"mode": "zero-shot"}),
     "hyper-finetune": ("hyper", {"mode": "finetune", "steps": 5, "lr": 0.002}),
 }
 DEFAULT_METHODS = tuple(METHODS)
-METRICS = ("mae", "rmse", "ndcg@3", "recall@10", "ndcg@10")
+METRICS = ("mae", "rmse", "ndcg@3", "recall@10", "t-recall@10", "ndcg@10")
 LATENCY_REPEATS = 3
 
 
 def build(fit_key: str, model_config=None):
-    from ..baselines import BiasBaseline, ItemMean, MatrixFactorization, MeLU, Popularity
+    from ..baselines import EASE, BiasBaseline, ItemMean, MatrixFactorization, MeLU, Popularity
     from ..recommender import HyperRecommender
 
     return {
         "popularity": Popularity, "item-mean": ItemMean, "bias": BiasBaseline,
         "mf": MatrixFactorization, "mf-features": lambda: MatrixFactorization(use_features=True),
-        "melu": MeLU, "hyper": lambda: HyperRecommender(model_config),
+        "ease": EASE, "melu": MeLU, "hyper": lambda: HyperRecommender(model_config),
     }[fit_key]()
 
 
@@ -68,6 +69,11 @@ class EvalResult:
     seconds: float = 0.0
     fitted: dict = field(default_factory=dict, repr=False)   # fit key -> fitted model
     test_histories: Histories | None = field(default=None, repr=False)  # the evaluated users
+
+    @property
+    def tuning(self) -> dict:
+        """What each fitted method chose on validation users (grid, chosen values, scores)."""
+        return {key: getattr(model, "tuning_", None) for key, model in self.fitted.items()}
 
 
 def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHODS, model_config=None,
@@ -151,7 +157,7 @@ def measure(model, adapt_kw: dict, sup: Histories, qry: Histories, ds: Dataset, 
     # the whole catalogue, support items excluded; relevant = positive query items
     positive = np.ones_like(true, dtype=bool) if implicit else true >= protocol.relevance_threshold
     relevant_items = qry.mask(positive)
-    recall, ndcg = np.full(B, np.nan), np.full(B, np.nan)
+    recall, t_recall, ndcg = np.full(B, np.nan), np.full(B, np.nan), np.full(B, np.nan)
     n_rel = relevant_items.lengths
     chunk = 512
     for start in range(0, B, chunk):
@@ -160,17 +166,21 @@ def measure(model, adapt_kw: dict, sup: Histories, qry: Histories, ds: Dataset, 
             scores = exclude_seen(model.score_catalogue(state, rows).clone(), sup.select(rows))     # (b, N)
         relevant = membership(relevant_items.select(rows), scores.shape[1])
         recall[rows] = recall_at_k(scores, relevant, protocol.cutoff).numpy()
+        t_recall[rows] = recall_at_k(scores, relevant, protocol.cutoff, truncated=True).numpy()
         ndcg[rows] = ndcg_at_k(scores, relevant, protocol.cutoff).numpy()
     has_rel = n_rel > 0
     recall[~has_rel] = np.nan
+    t_recall[~has_rel] = np.nan
     ndcg[~has_rel] = np.nan
     users = pd.DataFrame({S.USER_ID: sup.user_ids, "n_query": qry.lengths, "n_relevant": n_rel, "mae": mae,
-                          "rmse": rmse, "ndcg@3": ndcg3, "recall@10": recall, "ndcg@10": ndcg})
+                          "rmse": rmse, "ndcg@3": ndcg3, "recall@10": recall, "t-recall@10": t_recall,
+                          "ndcg@10": ndcg})
     metrics = {
         "users": B,
         "ranked_users": int(has_rel.sum()),
         "mae": float(np.nanmean(mae)), "rmse": float(np.nanmean(rmse)), "ndcg@3": float(np.nanmean(ndcg3)),
         "recall@10": float(np.nanmean(recall)) if has_rel.any() else float("nan"),
+        "t-recall@10": float(np.nanmean(t_recall)) if has_rel.any() else float("nan"),
         "ndcg@10": float(np.nanmean(ndcg)) if has_rel.any() else float("nan"),
         "adapt_ms_per_user": 1000.0 * adapt_s / max(1, B),
     }

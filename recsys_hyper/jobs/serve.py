@@ -1,6 +1,7 @@
 """Serving jobs on a dataset directory: top K for every user (``recommend``) and ratings for pairs
 (``predict``). Inputs are validated and the vocabulary checked before any work; the output is
-written atomically."""
+written atomically. Users listed in ``users.parquet`` with no events (an empty or absent
+``interactions.parquet`` included) are served from their features alone (k = 0)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
 def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.PathLike,
               include_seen: bool = False) -> str:
     """Top ``top_k`` for every user of ``data`` into ``out``; returns the summary line."""
-    ds = load_dataset(data)
+    ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
     rec.check_compatible(ds)
     t0 = time.perf_counter()
@@ -58,7 +59,7 @@ def read_pairs(path: str | os.PathLike) -> pd.DataFrame:
 def predict(model: str, data: str | os.PathLike, pairs: str | os.PathLike, out: str | os.PathLike) -> str:
     """Predictions for the pairs of ``pairs``, heads from the histories of ``data``; returns the summary line."""
     frame = read_pairs(pairs)
-    ds = load_dataset(data)
+    ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
     rec.check_compatible(ds)
     pred = rec.predict(ds.interactions, frame, users=ds.users, item_features=ds.items)

@@ -22,10 +22,15 @@ def ndcg_at_k(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Ten
     return torch.where(n_rel > 0, dcg / ideal.clamp(min=1e-12), torch.zeros_like(dcg))
 
 
-def recall_at_k(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
-    """Share of each user's relevant items in their top k: (B, N), (B, N) bool -> (B,)."""
+def recall_at_k(scores: torch.Tensor, relevant: torch.Tensor, k: int, truncated: bool = False) -> torch.Tensor:
+    """Share of each user's relevant items in their top k: (B, N), (B, N) bool -> (B,).
+
+    ``truncated``: hits / min(k, |relevant|) instead of hits / |relevant| (the convention of
+    EASE and VAE-CF, so that a perfect top k scores 1 whatever the number of relevant items)."""
     k = min(k, scores.shape[1])
     top = scores.topk(k, dim=1).indices
     hits = relevant.gather(1, top).float().sum(1)
     n_rel = relevant.sum(1).float()
+    if truncated:
+        n_rel = n_rel.clamp(max=k)
     return torch.where(n_rel > 0, hits / n_rel.clamp(min=1), torch.zeros_like(hits))

@@ -115,7 +115,7 @@ class Recommender:
 
     def _meta(self) -> dict:
         """JSON-serialisable metadata saved in ``model.json`` (besides what the base writes)."""
-        return {"params": self.params}
+        return {"params": self.params, "tuning": getattr(self, "tuning_", None)}
 
     @classmethod
     def _from_meta(cls, meta: dict, root: Path) -> "Recommender":
@@ -324,6 +324,8 @@ class Recommender:
         self.implicit_ = bool(meta["implicit"])
         self.rating_range_ = tuple(meta["rating_range"]) if meta["rating_range"] is not None else None
         self._restore(torch.load(root / WEIGHTS_FILE, weights_only=True), meta, root)
+        if meta.get("tuning"):
+            self.tuning_ = meta["tuning"]
         return self
 
 
@@ -346,18 +348,69 @@ def train_validation_rows(h: Histories, validation_users) -> tuple[np.ndarray, n
     return np.setdiff1d(np.arange(len(h)), val), val
 
 
-def validation_mae(model: Recommender, h: Histories, users: pd.DataFrame | None = None,
-                   shots=(1, 3, 5, 10, 20)) -> float:
-    """Mean (over k) validation MAE of chronological fold-ins, unclipped; used to pick hyper-parameters."""
+#: the support sizes every baseline is tuned on (validation users' k earliest events), as evaluated
+TUNING_SHOTS = (0, 1, 3, 5, 10, 20)
+
+
+def validation_episodes(h: Histories, shots=TUNING_SHOTS) -> list[tuple[Histories, Histories]]:
+    """Chronological (support, query) episodes of validation histories ``h``, one per k."""
+    episodes = [chronological_split(h, k, min_query=1) for k in shots]
+    return [(s, q) for s, q in episodes if len(s)]
+
+
+def validation_mae(model: Recommender, h: Histories | list, users: pd.DataFrame | None = None,
+                   shots=TUNING_SHOTS) -> float:
+    """Mean (over k) validation MAE of chronological fold-ins (clipped to the rating scale); used
+    to pick hyper-parameters. ``h``: validation histories, or their :func:`validation_episodes`."""
     errors = []
-    for k in shots:
-        sup, qry = chronological_split(h, k, min_query=1)
-        if len(sup) == 0:
-            continue
+    for sup, qry in (h if isinstance(h, list) else validation_episodes(h, shots)):
         adapted = model.adapt_histories(sup, users)
         pred = model.rate_pairs(adapted, torch.from_numpy(qry.owners()), torch.from_numpy(qry.items)).numpy()
+        pred = finish_predictions(pred, model.rating_range_)
         errors.append(float(np.mean(np.abs(pred - qry.ratings))))
     return float(np.mean(errors)) if errors else float("nan")
+
+
+def validation_ndcg(model: Recommender, h: Histories | list, users: pd.DataFrame | None = None,
+                    shots=TUNING_SHOTS, threshold: float = 4.0, cutoff: int = 10) -> float:
+    """Mean (over k) validation nDCG@``cutoff`` over the whole catalogue, support excluded,
+    relevant = query items rated >= ``threshold`` (every query item for implicit data)."""
+    from ..numerics.metrics import ndcg_at_k
+    from ..numerics.scores import exclude_seen, membership
+
+    values = []
+    for sup, qry in (h if isinstance(h, list) else validation_episodes(h, shots)):
+        positive = np.ones(len(qry.items), bool) if model.implicit_ else qry.ratings >= threshold
+        relevant = qry.mask(positive)
+        users_with = np.flatnonzero(relevant.lengths > 0)
+        if users_with.size == 0:
+            continue
+        adapted = model.adapt_histories(sup, users)
+        scores = exclude_seen(model.score_catalogue(adapted, users_with).clone(), sup.select(users_with))
+        rel = membership(relevant.select(users_with), scores.shape[1])
+        values.append(float(ndcg_at_k(scores, rel, cutoff).mean()))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def tune(model: Recommender, grid: dict[str, list], score, set_params, lower_is_better: bool = True) -> dict:
+    """Grid search on validation users: ``set_params(**point)`` then ``score()`` for every point of
+    the grid; the best point is set and the search recorded in ``model.tuning_`` (grid, chosen
+    values, every score)."""
+    import itertools
+
+    names = list(grid)
+    results = []
+    for values in itertools.product(*(grid[n] for n in names)):
+        point = dict(zip(names, values))
+        set_params(**point)
+        results.append((point, float(score())))
+    finite = [r for r in results if np.isfinite(r[1])] or results
+    best = (min if lower_is_better else max)(finite, key=lambda r: r[1])
+    set_params(**best[0])
+    model.tuning_ = {"grid": {n: list(grid[n]) for n in names}, "chosen": best[0],
+                     "metric": "validation MAE" if lower_is_better else "validation nDCG@10",
+                     "score": best[1], "scores": [{**p, "score": s} for p, s in results]}
+    return best[0]
 
 
 def _flatten_tensors(d: dict, prefix: str = "") -> dict[str, torch.Tensor]:

@@ -1,0 +1,163 @@
+"""The robustness suite: the cold-start protocol on several datasets and split seeds, every method,
+and paired bootstrap intervals of the hypernetwork minus the best baseline.
+
+Datasets: MovieLens 100K (three split seeds), the same without user features, the same with item
+ids only (no features at all), a synthetic set shaped like a small real catalogue (a few hundred
+users, ~10k items with a long tail, half-star ratings, no user features), and synthetic implicit
+feedback. Every method is tuned on each split's validation users only; test users decide
+nothing. For each (dataset, k, metric) the best baseline is the one with the best mean on the
+test users, and the interval is a paired bootstrap over those users of (hypernetwork - best).
+
+Prints Markdown tables (and writes them, with every number, to --out):
+
+    python benchmarks/bench_quality.py                      # the whole suite (~30 min on 2 cores)
+    python benchmarks/bench_quality.py --datasets ml-100k   # one dataset
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys_hyper.data import Dataset, load_dataset
+from recsys_hyper.data.movielens import read_movielens
+from recsys_hyper.data.synthetic import generate, preset
+from recsys_hyper.evaluation.protocol import Protocol
+from recsys_hyper.evaluation.runner import evaluate
+
+ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
+BASELINES = ("popularity", "item-mean", "bias", "mf", "mf-features", "ease", "melu")
+MODEL = "hyper"
+SHOTS = (0, 1, 3, 5, 10, 20)
+#: metric -> True when lower is better
+METRICS = {"mae": True, "rmse": True, "ndcg@10": False, "recall@10": False, "t-recall@10": False}
+BOOTSTRAP = 2000
+
+
+def datasets(names: list[str], work: Path) -> list[tuple[str, int, Dataset]]:
+    """(name, split seed, dataset) for every run of the suite."""
+    out = []
+    if any(n.startswith("ml-100k") for n in names):
+        if not (ML100K / "u.data").is_file():
+            sys.exit(f"MovieLens 100K is not at {ML100K}")
+        ml = read_movielens(ML100K)
+    if "ml-100k" in names:
+        out += [("ml-100k", seed, ml) for seed in (0, 1, 2)]
+    if "ml-100k-no-user-features" in names:
+        out.append(("ml-100k-no-user-features", 0, Dataset(ml.interactions, None, ml.items, source=ml.source)))
+    if "ml-100k-ids-only" in names:
+        out.append(("ml-100k-ids-only", 0, Dataset(ml.interactions, None, None, source=ml.source)))
+    if "synthetic-longtail" in names:
+        generate(preset("longtail", seed=1), work / "longtail", overwrite=True)
+        out.append(("synthetic-longtail", 0, load_dataset(work / "longtail")))
+    if "synthetic-implicit" in names:
+        generate(preset("default", n_users=1500, seed=2, implicit=True), work / "implicit", overwrite=True)
+        out.append(("synthetic-implicit", 0, load_dataset(work / "implicit")))
+    return out
+
+
+def paired_interval(per_user: pd.DataFrame, k: int, metric: str, other: str, rng: np.random.Generator):
+    """Mean and 95% bootstrap interval over users of (model - other) at ``k``."""
+    a = per_user[(per_user["method"] == MODEL) & (per_user["k"] == k)].set_index("user_id")[metric]
+    b = per_user[(per_user["method"] == other) & (per_user["k"] == k)].set_index("user_id")[metric]
+    d = (a - b.reindex(a.index)).dropna().to_numpy()
+    if d.size == 0:
+        return np.nan, np.nan, np.nan
+    boots = d[rng.integers(0, d.size, size=(BOOTSTRAP, d.size))].mean(1)
+    return float(d.mean()), *np.percentile(boots, [2.5, 97.5]).tolist()
+
+
+def compare(name: str, seed: int, result, rng) -> list[dict]:
+    rows = []
+    t = result.table
+    for k in result.protocol.shots:
+        at_k = t[t["k"] == k].set_index("method")
+        for metric, lower in METRICS.items():
+            if metric not in at_k or at_k[metric].isna().all() or MODEL not in at_k.index:
+                continue
+            base = at_k.loc[[m for m in BASELINES if m in at_k.index], metric].dropna()
+            best = base.idxmin() if lower else base.idxmax()
+            diff, lo, hi = paired_interval(result.per_user, k, metric, best, rng)
+            better = -diff if lower else diff
+            if (lower and hi < 0) or (not lower and lo > 0):
+                verdict = "win"
+            elif (lower and lo > 0) or (not lower and hi < 0):
+                verdict = "loss"
+            else:
+                verdict = "tie"
+            rows.append({"dataset": name, "seed": seed, "k": k, "metric": metric, "model": at_k.loc[MODEL, metric],
+                         "best_baseline": best, "baseline": base[best], "diff": diff, "lo": lo, "hi": hi,
+                         "better_by": better, "verdict": verdict})
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["ml-100k", "ml-100k-no-user-features", "ml-100k-ids-only",
+                                                     "synthetic-longtail", "synthetic-implicit"])
+    p.add_argument("--methods", nargs="+", default=[*BASELINES, MODEL])
+    p.add_argument("--out", default="artifacts/bench_quality", help="where the tables and raw results go")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    comparisons, tables, tuning = [], [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, seed, ds in datasets(args.datasets, Path(tmp)):
+            t0 = time.perf_counter()
+            result = evaluate(ds, Protocol(shots=SHOTS, seed=seed), methods=tuple(args.methods), progress=False)
+            print(f"{name} seed {seed}: {result.n_eligible} of {result.n_test_users} test users evaluated, "
+                  f"{time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
+            tables.append(result.table.assign(dataset=name, seed=seed))
+            tuning[f"{name} seed {seed}"] = {m: ({kk: vv for kk, vv in t.items() if kk != "scores"} if t else None)
+                                             for m, t in result.tuning.items()}
+            comparisons += compare(name, seed, result, rng)
+            pd.DataFrame(comparisons).to_csv(out / "comparisons.csv", index=False)
+            pd.concat(tables).to_csv(out / "results.csv", index=False)
+            (out / "tuning.json").write_text(json.dumps(tuning, indent=2, default=float))
+    cmp = pd.DataFrame(comparisons)
+    text = [summary_table(cmp), "", detail_table(cmp), "", tuning_table(tuning)]
+    (out / "suite.md").write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+
+
+def summary_table(cmp: pd.DataFrame) -> str:
+    """Wins / ties / losses of the model against the best baseline, per dataset and metric (k >= 1)."""
+    c = cmp[cmp["k"] >= 1]
+    lines = ["| dataset | metric | win | tie | loss | mean (model - best) |", "|---|---|---:|---:|---:|---:|"]
+    for (name, metric), g in c.groupby(["dataset", "metric"], sort=False):
+        v = g["verdict"].value_counts()
+        lines.append(f"| {name} | {metric} | {v.get('win', 0)} | {v.get('tie', 0)} | {v.get('loss', 0)} | "
+                     f"{g['diff'].mean():+.4f} |")
+    return "\n".join(lines)
+
+
+def detail_table(cmp: pd.DataFrame) -> str:
+    lines = ["| dataset | seed | k | metric | hyper | best baseline | (hyper - best) [95% CI] | |",
+             "|---|---:|---:|---|---:|---|---|---|"]
+    for r in cmp.itertuples():
+        lines.append(f"| {r.dataset} | {r.seed} | {r.k} | {r.metric} | {r.model:.4f} | {r.best_baseline} "
+                     f"{r.baseline:.4f} | {r.diff:+.4f} [{r.lo:+.4f}, {r.hi:+.4f}] | {r.verdict} |")
+    return "\n".join(lines)
+
+
+def tuning_table(tuning: dict) -> str:
+    lines = ["| run | method | chosen on validation users | grid |", "|---|---|---|---|"]
+    for run, methods in tuning.items():
+        for m, t in methods.items():
+            if t:
+                grid = "; ".join(f"{k}: {', '.join(f'{x:g}' if isinstance(x, float) else str(x) for x in v)}"
+                                 for k, v in t["grid"].items())
+                lines.append(f"| {run} | {m} | {t['chosen']} ({t['metric']} {t['score']:.4f}) | {grid} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

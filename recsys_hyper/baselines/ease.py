@@ -1,0 +1,105 @@
+"""EASE (Steck, WWW 2019): the closed-form item-item model, a native cold-user method.
+
+On the training users' binary matrix ``X`` (users x items), ``G = X^T X``,
+``P = (G + lam I)^-1`` and ``B = I - P diag(1 / diag(P))`` (zero diagonal). A user's scores are
+``s B``, ``s`` the binary vector of their events: a never-seen user is scored from their support
+set alone.
+
+Computed exactly in a low-rank form: with ``G = F diag(sigma) F^T`` (its non-zero eigenpairs,
+from ``X X^T`` when there are fewer users than items), ``P = (I - F diag(w) F^T) / lam`` with
+``w = sigma / (sigma + lam)``, so for every item ``i`` outside the support (the support itself is
+never recommended) ``(s B)_i = ((s F) * w) . F_i / d_i``, ``d = 1 - (F * F) w``. A user's head is
+``lam (s F) * w`` (times ``lam``: the same ranking, on a scale that does not vanish as ``lam``
+grows) and item ``i``'s vector ``F_i / d_i``: EASE scores through the same linear path as
+every other model, in memory ``items x min(users, items)``, and one eigendecomposition serves every
+``lam`` of the search. ``lam`` is chosen on validation users by nDCG@10 over the whole catalogue, on
+a wide log grid extended at whichever edge wins (in cold start the best ``lam`` is often very
+large). Ties (a user with no events scores 0 everywhere) are broken by popularity.
+
+EASE ranks; it does not predict ratings: :meth:`predict` gives each item's shrunk mean rating.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.episodes import Histories
+from ..numerics.scores import linear_scores
+from ..recommender.base import FoldIn, Recommender, train_validation_rows, tune, validation_episodes, validation_ndcg
+from .simple import item_stats
+
+LAMBDA_GRID = tuple(10.0 ** e for e in range(0, 8))
+MAX_EXTENSIONS = 4
+TIE_BREAK = 1e-6
+
+
+def gram_eigen(h: Histories, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-zero eigenpairs of ``G = X^T X`` for the binary matrix of ``h``: F (N, r), sigma (r,)."""
+    X = torch.zeros(len(h), n_items, dtype=torch.float64)
+    X[torch.from_numpy(h.owners()), torch.from_numpy(h.items.astype(np.int64))] = 1.0
+    if len(h) < n_items:                                     # X X^T (U x U) is the smaller problem
+        sigma, V = torch.linalg.eigh(X @ X.T)
+        keep = sigma > 1e-9 * max(float(sigma.max()), 1.0)
+        sigma, V = sigma[keep], V[:, keep]
+        F = (X.T @ V) / sigma.sqrt()                         # (N, r), orthonormal columns
+    else:
+        sigma, F = torch.linalg.eigh(X.T @ X)
+        keep = sigma > 1e-9 * max(float(sigma.max()), 1.0)
+        sigma, F = sigma[keep], F[:, keep]
+    return F, sigma
+
+
+class EASE(Recommender):
+    """Embarrassingly shallow autoencoder; ``lam`` chosen on validation users when not given."""
+
+    name = "ease"
+    _tensors = ("factors_", "weights_", "item_phi_", "tie_break_", "mu_", "item_bias_")
+
+    def __init__(self, lam: float | None = None, relevance_threshold: float = 4.0):
+        super().__init__(lam=lam, relevance_threshold=relevance_threshold)
+
+    def _fit(self, dataset, h: Histories, validation_users, progress) -> None:
+        train_rows, val_rows = train_validation_rows(h, validation_users)
+        N = len(self.item_map_)
+        train = h.select(train_rows)
+        F, sigma = gram_eigen(train, N)
+        mu, bias, count = item_stats(h, train_rows, N, shrink=10.0)
+        self.mu_, self.item_bias_ = torch.tensor(mu), bias
+        logpop = torch.log1p(count)
+        self.tie_break_ = TIE_BREAK * logpop / max(float(logpop.max()), 1.0)
+        self.factors_ = F.float()
+
+        def set_params(lam):
+            w = sigma / (sigma + lam)                                           # (r,)
+            d = 1.0 - (F * F) @ w                                               # (N,) = lam * diag(P)
+            # scores times lam (same ranking): they stay O(co-occurrence counts) however large lam
+            # is, so the popularity tie-break never competes with them
+            self.weights_ = (lam * w).float()
+            self.item_phi_ = (F / d.unsqueeze(1)).float()                       # (N, r)
+
+        if self.params["lam"] is not None or not len(val_rows):
+            set_params(self.params["lam"] or 1e3)
+            return
+        episodes = [e for e in validation_episodes(h.select(val_rows)) if e[0].lengths.max() > 0]
+        grid = list(LAMBDA_GRID)
+        for _ in range(MAX_EXTENSIONS + 1):
+            best = tune(self, {"lam": grid}, lambda: validation_ndcg(
+                self, episodes, threshold=self.params["relevance_threshold"]), set_params, lower_is_better=False)
+            if best["lam"] == grid[-1]:
+                grid = grid + [grid[-1] * 10, grid[-1] * 100]
+            elif best["lam"] == grid[0] and grid[0] > 1e-3:
+                grid = [grid[0] / 100, grid[0] / 10] + grid
+            else:
+                break
+
+    def _adapt(self, h: Histories, users, catalogue) -> FoldIn:
+        s_F = torch.zeros(len(h), self.factors_.shape[1])
+        s_F.index_add_(0, torch.from_numpy(h.owners()), self.factors_[torch.from_numpy(h.items.astype(np.int64))])
+        return FoldIn.of(h, {"head": s_F * self.weights_})                      # (B, r)
+
+    def _rate(self, adapted, rows, items, catalogue) -> torch.Tensor:
+        return self.mu_ + self.item_bias_[items]
+
+    def _rank(self, adapted, rows, catalogue) -> torch.Tensor:
+        return linear_scores(adapted.state["head"][torch.from_numpy(rows)], self.item_phi_, self.tie_break_)
