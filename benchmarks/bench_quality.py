@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys_hyper.config import load_config
 from recsys_hyper.data import Dataset, load_dataset
 from recsys_hyper.data.movielens import read_movielens
 from recsys_hyper.data.synthetic import generate, preset
@@ -104,7 +105,9 @@ def main() -> None:
                                                      "synthetic-longtail", "synthetic-implicit"])
     p.add_argument("--methods", nargs="+", default=[*BASELINES, MODEL])
     p.add_argument("--out", default="artifacts/bench_quality", help="where the tables and raw results go")
+    p.add_argument("--config", help="the hypernetwork's config (TOML / YAML / JSON, as for train); default: defaults")
     args = p.parse_args()
+    model_config = load_config(args.config)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -112,7 +115,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, seed, ds in datasets(args.datasets, Path(tmp)):
             t0 = time.perf_counter()
-            result = evaluate(ds, Protocol(shots=SHOTS, seed=seed), methods=tuple(args.methods), progress=False)
+            result = evaluate(ds, Protocol(shots=SHOTS, seed=seed), methods=tuple(args.methods),
+                              model_config=model_config, progress=False)
             print(f"{name} seed {seed}: {result.n_eligible} of {result.n_test_users} test users evaluated, "
                   f"{time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
             tables.append(result.table.assign(dataset=name, seed=seed))

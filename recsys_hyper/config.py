@@ -30,6 +30,8 @@ class ModelConfig:
     id_dropout: float = 0.25           # share of items whose id embedding is dropped per step
     user_feature_dropout: float = 0.3  # share of users whose features are dropped per step
     init_precision: float = 20.0       # prior precision of the head at initialisation
+    context_dim: int = 32              # learned item-item path of the ranking score (0: off)
+    item_item_rank: int = 64           # rank of the EASE term of the ranking score (0: off)
 
     def __post_init__(self) -> None:
         for name in ("dim", "hidden", "z_dim"):
@@ -39,6 +41,9 @@ class ModelConfig:
             v = getattr(self, name)
             _check("ModelConfig", name, isinstance(v, (int, float)) and 0 <= v < 1, "a float in [0, 1)", v)
         _check("ModelConfig", "init_precision", self.init_precision > 0, "a positive float", self.init_precision)
+        for name in ("context_dim", "item_item_rank"):
+            v = getattr(self, name)
+            _check("ModelConfig", name, isinstance(v, int) and v >= 0, "an int >= 0", v)
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,16 @@ class TrainConfig:
     val_fraction: float = 0.15         # of the training users, held out for early stopping
     val_shots: tuple[int, ...] = (0, 1, 3, 5, 10, 20)
     patience: int = 8                  # validation is noisy with few users: stopping early costs quality
-    calibrate: bool = True             # choose the prior-strength multiplier on validation users
-    calibration_grid: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+    calibrate: bool = True             # choose the prior-strength multipliers on validation users
+    # the head's prior-strength multiplier; the large values all but switch the head's vector off
+    # (leaving the bias baseline's user-bias fold-in) where it does not help the validation users
+    calibration_grid: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 64.0, 512.0)
+    calibration_bias_grid: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # the user bias's own; () = tied
+    item_item_lambdas: tuple[float, ...] = (1e2, 1e3, 1e4, 1e5, 1e6, 1e7)   # EASE's ridge, chosen on validation
+    item_item_weights: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)         # its weight (x a data scale), ditto
+    item_item_min_gain: float = 0.01   # kept only if it lifts validation nDCG@10 by this share
+    bias_init: str = "fitted"          # item biases start as the bias baseline's fit (tuned), or "shrunk-mean"s
+    train_item_bias: bool = False      # False: item biases stay at their initial values
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -79,6 +92,16 @@ class TrainConfig:
             _check("TrainConfig", name, getattr(self, name) >= 0, "a float >= 0", getattr(self, name))
         _check("TrainConfig", "calibration_grid", len(self.calibration_grid) > 0 and min(self.calibration_grid) > 0,
                "a non-empty list of positive floats", self.calibration_grid)
+        _check("TrainConfig", "calibration_bias_grid", all(a > 0 for a in self.calibration_bias_grid),
+               "a list of positive floats", self.calibration_bias_grid)
+        _check("TrainConfig", "item_item_lambdas", len(self.item_item_lambdas) > 0 and min(self.item_item_lambdas) > 0,
+               "a non-empty list of positive floats", self.item_item_lambdas)
+        _check("TrainConfig", "item_item_weights", all(w >= 0 for w in self.item_item_weights),
+               "a list of floats >= 0", self.item_item_weights)
+        _check("TrainConfig", "item_item_min_gain", self.item_item_min_gain >= 0, "a float >= 0",
+               self.item_item_min_gain)
+        _check("TrainConfig", "bias_init", self.bias_init in ("shrunk-mean", "fitted"), "'shrunk-mean' or 'fitted'",
+               self.bias_init)
 
 
 @dataclass(frozen=True)
@@ -113,6 +136,12 @@ def _build(cls, values: dict, source: str):
         return cls(**converted)
     except ValueError as exc:
         raise RecsysHyperError(f"{source}: {exc}") from None
+    except TypeError:  # a value of the wrong type failed a comparison in the checks
+        wrong = [f"{k} = {v!r} (expected {type(names[k].default).__name__})" for k, v in converted.items()
+                 if not isinstance(v, (type(names[k].default), int) if isinstance(names[k].default, float)
+                                   else type(names[k].default))]
+        raise RecsysHyperError(f"{source}: wrong type for {', '.join(wrong) or 'a value'}; fix the value in the "
+                               f"config file") from None
 
 
 def load_config(path: str | os.PathLike | None) -> Config:

@@ -10,7 +10,8 @@ import torch
 
 from recsys_hyper.baselines import EASE, BiasBaseline, ItemMean, MatrixFactorization
 from recsys_hyper.baselines import ease as ease_module
-from recsys_hyper.baselines.simple import fit_biases
+from recsys_hyper.numerics import item_item
+from recsys_hyper.numerics.biases import fit_biases
 from recsys_hyper.data import Dataset, Histories, IdMap, load_dataset
 from recsys_hyper.data.synthetic import generate, preset
 
@@ -31,7 +32,7 @@ def test_ease_low_rank_scores_equal_the_closed_form(n_users, lam):
     X = (rng.random((n_users, N)) < 0.3).astype(np.float64)
     P = np.linalg.inv(X.T @ X + lam * np.eye(N))
     B = np.eye(N) - P / np.diag(P)                                  # Steck's B, zero diagonal
-    F, sigma = ease_module.gram_eigen(_histories(X), N)
+    F, sigma = item_item.gram_eigen(_histories(X), N)
     w = sigma / (sigma + lam)
     d = 1.0 - (F * F) @ w
     S = (rng.random((7, N)) < 0.2).astype(np.float64)              # supports of 7 new users

@@ -5,8 +5,9 @@ On the training users' binary matrix ``X`` (users x items), ``G = X^T X``,
 ``s B``, ``s`` the binary vector of their events: a never-seen user is scored from their support
 set alone.
 
-Computed exactly in a low-rank form: with ``G = F diag(sigma) F^T`` (its non-zero eigenpairs,
-from ``X X^T`` when there are fewer users than items), ``P = (I - F diag(w) F^T) / lam`` with
+Computed exactly in a low-rank form (:mod:`recsys_hyper.numerics.item_item`): with
+``G = F diag(sigma) F^T`` (its non-zero eigenpairs, from ``X X^T`` when there are fewer users than
+items), ``P = (I - F diag(w) F^T) / lam`` with
 ``w = sigma / (sigma + lam)``, so for every item ``i`` outside the support (the support itself is
 never recommended) ``(s B)_i = ((s F) * w) . F_i / d_i``, ``d = 1 - (F * F) w``. A user's head is
 ``lam (s F) * w`` (times ``lam``: the same ranking, on a scale that does not vanish as ``lam``
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from ..data.episodes import Histories
+from ..numerics.item_item import ease_factors, gram_eigen
 from ..numerics.scores import linear_scores
 from ..recommender.base import FoldIn, Recommender, train_validation_rows, tune, validation_episodes, validation_ndcg
 from .simple import item_stats
@@ -32,22 +34,6 @@ from .simple import item_stats
 LAMBDA_GRID = tuple(10.0 ** e for e in range(0, 8))
 MAX_EXTENSIONS = 4
 TIE_BREAK = 1e-6
-
-
-def gram_eigen(h: Histories, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Non-zero eigenpairs of ``G = X^T X`` for the binary matrix of ``h``: F (N, r), sigma (r,)."""
-    X = torch.zeros(len(h), n_items, dtype=torch.float64)
-    X[torch.from_numpy(h.owners()), torch.from_numpy(h.items.astype(np.int64))] = 1.0
-    if len(h) < n_items:                                     # X X^T (U x U) is the smaller problem
-        sigma, V = torch.linalg.eigh(X @ X.T)
-        keep = sigma > 1e-9 * max(float(sigma.max()), 1.0)
-        sigma, V = sigma[keep], V[:, keep]
-        F = (X.T @ V) / sigma.sqrt()                         # (N, r), orthonormal columns
-    else:
-        sigma, F = torch.linalg.eigh(X.T @ X)
-        keep = sigma > 1e-9 * max(float(sigma.max()), 1.0)
-        sigma, F = sigma[keep], F[:, keep]
-    return F, sigma
 
 
 class EASE(Recommender):
@@ -71,12 +57,9 @@ class EASE(Recommender):
         self.factors_ = F.float()
 
         def set_params(lam):
-            w = sigma / (sigma + lam)                                           # (r,)
-            d = 1.0 - (F * F) @ w                                               # (N,) = lam * diag(P)
             # scores times lam (same ranking): they stay O(co-occurrence counts) however large lam
             # is, so the popularity tie-break never competes with them
-            self.weights_ = (lam * w).float()
-            self.item_phi_ = (F / d.unsqueeze(1)).float()                       # (N, r)
+            self.weights_, self.item_phi_ = ease_factors(F, sigma, lam)        # (r,), (N, r)
 
         if self.params["lam"] is not None or not len(val_rows):
             set_params(self.params["lam"] or 1e3)

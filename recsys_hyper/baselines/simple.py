@@ -8,12 +8,12 @@ import numpy as np
 import torch
 
 from ..data.episodes import Histories
+from ..numerics.biases import REG_GRID, fit_biases, fold_in_bias, tune_biases
 from ..recommender.base import FoldIn, Recommender, train_validation_rows, tune, validation_episodes, validation_mae
 
 #: shrinkage (pseudo-ratings) of the item-mean baseline
 SHRINK_GRID = (0.0, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0)
-#: regularisers (pseudo-ratings) of the bias baseline's item and user biases
-REG_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+
 
 
 def item_stats(h: Histories, rows: np.ndarray, n_items: int, shrink: float) -> tuple[float, torch.Tensor, torch.Tensor]:
@@ -25,22 +25,6 @@ def item_stats(h: Histories, rows: np.ndarray, n_items: int, shrink: float) -> t
     total = np.bincount(sub.items, weights=r - mu, minlength=n_items)
     bias = np.divide(total, count + shrink, out=np.zeros(n_items), where=(count + shrink) > 0)
     return mu, torch.from_numpy(bias.astype(np.float32)), torch.from_numpy(count.astype(np.float32))
-
-
-def fit_biases(h: Histories, n_items: int, item_reg: float, user_reg: float, iters: int = 10
-               ) -> tuple[float, np.ndarray, np.ndarray]:
-    """``r ~ mu + b_i + b_u`` by alternating ridge fits (each a shrunk mean of the other's
-    residuals): (mu, item biases (N,), user biases (len(h),))."""
-    r = h.ratings.astype(np.float64)
-    mu = float(r.mean()) if r.size else 0.0
-    owner, items = h.owners(), h.items
-    n_i = np.bincount(items, minlength=n_items)
-    n_u = h.lengths
-    b_u = np.zeros(len(h))
-    for _ in range(iters):
-        b_i = np.bincount(items, weights=r - mu - b_u[owner], minlength=n_items) / np.maximum(n_i + item_reg, 1e-9)
-        b_u = np.bincount(owner, weights=r - mu - b_i[items], minlength=len(h)) / np.maximum(n_u + user_reg, 1e-9)
-    return mu, b_i, b_u
 
 
 def support_sizes(h: Histories) -> FoldIn:
@@ -118,25 +102,22 @@ class BiasBaseline(Recommender):
         train_rows, val_rows = train_validation_rows(h, validation_users)
         train = h.select(train_rows)
         N = len(self.item_map_)
-
-        def set_params(item_reg, user_reg):
-            mu, b_i, _ = fit_biases(train, N, item_reg, user_reg)
-            self.mu_, self.item_bias_ = torch.tensor(mu), torch.from_numpy(b_i.astype(np.float32))
-            self.user_shrink_ = torch.tensor(float(user_reg))
-
         given = {k: v for k, v in self.params.items() if v is not None}
         if len(given) == 2 or not len(val_rows):
-            set_params(given.get("item_reg", 10.0), given.get("user_reg", 5.0))
-            return
-        grid = {"item_reg": [given["item_reg"]] if "item_reg" in given else REG_GRID,
-                "user_reg": [given["user_reg"]] if "user_reg" in given else REG_GRID}
-        episodes = validation_episodes(h.select(val_rows))
-        tune(self, grid, lambda: validation_mae(self, episodes), set_params)
+            item_reg, user_reg = given.get("item_reg", 10.0), given.get("user_reg", 5.0)
+            mu, b_i, _ = fit_biases(train, N, item_reg, user_reg)
+        else:
+            fit = tune_biases(train, validation_episodes(h.select(val_rows)), N, self.rating_range_,
+                              item_grid=[given["item_reg"]] if "item_reg" in given else REG_GRID,
+                              user_grid=[given["user_reg"]] if "user_reg" in given else REG_GRID)
+            mu, b_i, item_reg, user_reg = fit["mu"], fit["item_bias"], fit["item_reg"], fit["user_reg"]
+            self.tuning_ = {"grid": fit["grid"], "chosen": {"item_reg": item_reg, "user_reg": user_reg},
+                            "metric": "validation MAE", "score": fit["score"], "scores": fit["scores"]}
+        self.mu_, self.item_bias_ = torch.tensor(mu), torch.from_numpy(b_i.astype(np.float32))
+        self.user_shrink_ = torch.tensor(float(user_reg))
 
     def _adapt(self, h, users, catalogue) -> FoldIn:
-        resid = h.ratings - float(self.mu_) - self.item_bias_.numpy()[h.items]
-        total = np.bincount(h.owners(), weights=resid, minlength=len(h))
-        b_u = total / (h.lengths + float(self.user_shrink_))
+        b_u = fold_in_bias(h, float(self.mu_), self.item_bias_.numpy().astype(np.float64), float(self.user_shrink_))
         return FoldIn.of(h, {"b_u": torch.from_numpy(b_u.astype(np.float32))})
 
     def _rate(self, adapted, rows, items, catalogue) -> torch.Tensor:

@@ -98,10 +98,12 @@ PRESETS: dict[str, SynthConfig] = {
     "default": SynthConfig(),
     "scale": SynthConfig(n_users=1_000_000, n_items=10_000, median_extra_history=15.0, max_history=300),
     # shaped like a small real catalogue: a few hundred users, ~10k items with a long tail (most
-    # items rated once or twice), long histories, half-star ratings, no user features
+    # items rated once or twice), long histories, half-star ratings, no user features, and weaker
+    # structure than the default (milder clusters, genres that only half the time say the cluster)
     "longtail": SynthConfig(n_users=610, n_items=9_700, n_clusters=12, popularity_exponent=1.05,
+                            in_cluster_weight=4.0, genre_signal=0.5, affinity=1.0,
                             min_history=20, median_extra_history=60.0, history_sigma=1.1, max_history=2_000,
-                            rating_mean=2.8, rating_step=0.5, rating_noise=0.8, user_features=False),
+                            rating_mean=2.8, rating_step=0.5, rating_noise=0.9, user_features=False),
 }
 
 OCCUPATIONS = 12

@@ -187,19 +187,33 @@ def measure(model, adapt_kw: dict, sup: Histories, qry: Histories, ds: Dataset, 
     return metrics, users
 
 
-def mean_over_shots(model, ds: Dataset, users, shots, min_query: int = 5) -> dict:
-    """Mean over k of MAE and full-catalogue nDCG@10 for ``users`` of ``ds`` (chronological
-    episodes, users with at least ``max(shots) + min_query`` events): the protocol for one fitted
-    model on a given set of users (e.g. the nightly gate's)."""
-    h, _ = Histories.from_interactions(ds.interactions[ds.interactions[S.USER_ID].isin(users)], model.item_map_)
+def measure_models(models: dict, ds: Dataset, users, shots, min_query: int = 5) -> dict[str, dict]:
+    """Mean over k of MAE and full-catalogue nDCG@10 of every model of ``models`` (name -> fitted
+    model) for ``users`` of ``ds``, all on the same events and the same users: events on items
+    every model knows, users with at least ``max(shots) + min_query`` of them (chronological
+    episodes). The comparison of the nightly gate."""
+    from ..data.idmap import UNKNOWN
+
+    events = ds.interactions[ds.interactions[S.USER_ID].isin(users)]
+    known = np.ones(len(events), dtype=bool)
+    for model in models.values():
+        known &= model.item_map_.index(events[S.ITEM_ID].to_numpy(), unknown="mark") != UNKNOWN
+    events = events[known]
     protocol = Protocol(shots=tuple(shots), min_query=min_query)
-    h = h.select(np.flatnonzero(h.lengths >= max(shots) + protocol.min_query))
-    if len(h) == 0:
-        return {"users": 0, "mae": float("nan"), "ndcg@10": float("nan")}
-    maes, ndcgs = [], []
-    for k in shots:
-        sup, qry = chronological_split(h, k, min_query=protocol.min_query)
-        m, _ = measure(model, {}, sup, qry, ds, protocol, ds.implicit)
-        maes.append(m["mae"])
-        ndcgs.append(m["ndcg@10"])
-    return {"users": len(h), "mae": float(np.mean(maes)), "ndcg@10": float(np.nanmean(ndcgs))}
+    counts = events[S.USER_ID].value_counts()
+    eligible = np.sort(counts.index[counts >= max(shots) + min_query].to_numpy())
+    out = {}
+    for name, model in models.items():
+        if len(eligible) == 0:
+            out[name] = {"users": 0, "mae": float("nan"), "ndcg@10": float("nan")}
+            continue
+        h, _ = Histories.from_interactions(events[events[S.USER_ID].isin(eligible)], model.item_map_,
+                                           user_ids=eligible)
+        maes, ndcgs = [], []
+        for k in shots:
+            sup, qry = chronological_split(h, k, min_query=min_query)
+            m, _ = measure(model, {}, sup, qry, ds, protocol, ds.implicit)
+            maes.append(m["mae"])
+            ndcgs.append(m["ndcg@10"])
+        out[name] = {"users": len(h), "mae": float(np.mean(maes)), "ndcg@10": float(np.nanmean(ndcgs))}
+    return out

@@ -14,7 +14,10 @@ from ..recommender import HyperRecommender
 
 
 def load_model(spec: str | os.PathLike) -> HyperRecommender:
-    """A model directory (the ``--out`` of ``train``) or an MLflow model URI (``models:/...``, ``runs:/...``)."""
+    """A model directory (the ``--out`` of ``train``) or an MLflow model URI (``models:/...``, ``runs:/...``;
+    the tracking store is checked first, so an unreachable server fails in seconds, not minutes of retries)."""
+    if tracking.is_model_uri(str(spec)):
+        tracking.ensure_reachable()
     return HyperRecommender.load(tracking.resolve_model(spec))
 
 
@@ -23,6 +26,21 @@ def load_alias(alias: str) -> HyperRecommender | None:
     if tracking.alias_version(alias) is None:
         return None
     return load_model(tracking.alias_uri(alias))
+
+
+def code_version() -> str:
+    """The package version, with the git commit when run from a checkout."""
+    import subprocess
+    from pathlib import Path
+
+    from .. import __version__
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
 
 
 def example_io(rec: HyperRecommender, interactions: pd.DataFrame, n_users: int = 3, k: int = 10

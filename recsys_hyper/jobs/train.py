@@ -13,10 +13,10 @@ from pathlib import Path
 
 from .. import tracking
 from ..config import Config
-from ..data.dataset import Dataset
+from ..data.dataset import Dataset, content_digest
 from ..recommender import HyperRecommender
 from ..training import init_distributed
-from .models import example_io
+from .models import code_version, example_io
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,15 @@ def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, v
                        warm_start: HyperRecommender | None = None, resume: bool = False, progress: bool = True,
                        track: bool = True, register: bool = True, new_run: bool = True,
                        experiment: str = tracking.TRAINING_EXPERIMENT, run_name: str | None = None,
-                       tags: dict | None = None) -> Trained:
+                       tags: dict | None = None, version_tags: dict | None = None,
+                       reuse_tag: str | None = None) -> Trained:
     """Meta-train on ``ds``, save to ``out``, and (``track``) log the run and register the model.
 
     ``new_run``: start a training run of its own (the command line); otherwise log into the
-    active run (the nightly's train step). Under torchrun every rank trains its share of each
-    batch; rank 0 tracks, saves and registers."""
+    active run (the nightly's train step). The run and the registered version are tagged with the
+    data's content digest and the code version (plus ``version_tags``); ``reuse_tag`` makes the
+    registration idempotent on one of them (see :func:`~recsys_hyper.tracking.registry.log_pyfunc_model`).
+    Under torchrun every rank trains its share of each batch; rank 0 tracks, saves and registers."""
     rank, world = init_distributed()
     if rank:
         logging.getLogger("recsys_hyper").setLevel(logging.WARNING)
@@ -57,8 +60,9 @@ def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, v
     if resume and not (ckpt / "checkpoint.pt").is_file():
         log.info("no checkpoint in %s: starting from scratch", ckpt)
     track = track and rank == 0
+    provenance = {"data_digest": content_digest(ds.interactions), "code_version": code_version()} if track else {}
     run = (tracking.TrainingRun(config.to_dict(), ds, experiment=experiment, run_name=run_name,
-                                tags={**(tags or {}), "processes": str(world)})
+                                tags={**(tags or {}), **provenance, "processes": str(world)})
            if track and new_run else contextlib.nullcontext())
     with run:
         rec = HyperRecommender(config).fit(ds, validation_users, progress=progress, checkpoint_dir=ckpt,
@@ -73,19 +77,30 @@ def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, v
         if track:
             tracking.log_metrics({f"best_val_{k}": v for k, v in best.items()}
                                  | {"train_seconds": rec.training_.seconds,
-                                    "prior_multiplier": rec.training_.prior_multiplier})
+                                    "prior_multiplier_head": rec.training_.prior_multiplier[0],
+                                    "prior_multiplier_bias": rec.training_.prior_multiplier[1]})
+            if not new_run:
+                tracking.tag_run(**provenance)
             example, example_out = example_io(rec, ds.interactions)
-            version = tracking.log_pyfunc_model(out, example, example_out, register=register, alias="challenger")
+            description = (f"meta-trained on {ds.n_interactions:,} interactions of {rec.n_train_users_:,} users "
+                           f"({ds.source}); validation MAE {best['mae']:.4f}, nDCG@10 {best['ndcg10']:.4f}")
+            version = tracking.log_pyfunc_model(out, example, example_out, register=register, alias="challenger",
+                                                version_tags={**provenance, **(version_tags or {})},
+                                                description=description, reuse_tag=reuse_tag)
     shutil.rmtree(ckpt, ignore_errors=True)
     return Trained(rec, out, version, best, world)
 
 
 def train_command(data: str | os.PathLike, out: str | os.PathLike, config: Config, resume: bool = False,
                   track: bool = True, register: bool = True, experiment: str = tracking.TRAINING_EXPERIMENT,
-                  progress: bool = True) -> str:
+                  progress: bool = True, overwrite: bool = False) -> str:
     """``recsys-hyper train``: returns the summary line (empty on ranks other than 0)."""
     from ..data import load_dataset
+    from .paths import check_model_out
 
+    check_model_out(out, data, overwrite)
+    if track:
+        tracking.ensure_reachable()                  # fail in seconds, before any work
     ds = load_dataset(data)
     t = train_and_register(ds, out, config, resume=resume, progress=progress, track=track, register=register,
                            experiment=experiment, run_name=f"train {Path(data).name}", tags={"data": str(data)})

@@ -8,8 +8,10 @@ D = d + 1 (item vector plus a constant 1, so the head's last weight is the user 
     z_u   = HistoryEncoder(support, user feats)   (B, Z)     once per user
     m_u, lam_u, v_u = HyperNetwork(z_u)           (B, D) x3  prior mean / precision, ranking vector
     w_u   = (Phi_S^T Phi_S + a * diag(lam_u))^-1 (Phi_S^T y_S + a * diag(lam_u) m_u)   the fold-in
+    ctx_u = g(k) sum_{j in S} q_j                 (B, c)     the learned item-item context (optional)
+            [+ (sum_{j in S} f_j) * omega]                      EASE's term, fitted after training (optional)
     rating(u, i) = mu + b_i + w_u . phi_i         (on the rating scale)
-    rank(u, i)   = c_i + v_u . phi_i + w_u . phi_i
+    rank(u, i)   = c_i + v_u . phi_i + w_u . phi_i + ctx_u . p_i
 
 Both scores are linear in phi_i, so scoring a catalogue is one GEMM. ``a`` is the calibrated
 prior-strength multiplier (1 during training). Modules do no I/O and no validation; the fold-in
@@ -148,59 +150,103 @@ class HyperNetwork(nn.Module):
         return mean, precision, rank
 
 
+class ItemContext(nn.Module):
+    """The item-item path of the ranking score: every item has a *context* vector ``q_j`` (what
+    having it in one's history says) and a *target* vector ``p_i`` (what it answers to), each an id
+    embedding plus a linear map of the item vector ``e`` (so items without an id still have both).
+    A user's context is ``g(k) sum_{j in S} q_j`` with ``g(k) = exp(a) (k + 1)^-beta`` (``a``,
+    ``beta`` learned): the support set reaches the ranking score directly, as in FISM / asymmetric
+    SVD, instead of only through a pooled network; it stays a dot product at scoring time.
+    """
+
+    def __init__(self, n_items: int, item_dim: int, dim: int):
+        super().__init__()
+        self.q_id = nn.Embedding(n_items + 1, dim, padding_idx=n_items)
+        self.p_id = nn.Embedding(n_items + 1, dim, padding_idx=n_items)
+        for emb in (self.q_id, self.p_id):
+            nn.init.normal_(emb.weight, std=0.05)
+            with torch.no_grad():
+                emb.weight[n_items].zero_()
+        self.q_map = nn.Linear(item_dim, dim, bias=False)
+        self.p_map = nn.Linear(item_dim, dim, bias=False)
+        self.log_gate = nn.Parameter(torch.zeros(()))
+        self.gate_decay = nn.Parameter(torch.full((), 0.5))
+
+    def user(self, e_support: torch.Tensor, items_support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """e_support (B, K, d), items_support (B, K), mask (B, K) -> the users' context (B, c)."""
+        q = (self.q_map(e_support) + self.q_id(items_support)) * mask.unsqueeze(-1)    # (B, K, c)
+        k = mask.sum(1, keepdim=True)                                                  # (B, 1)
+        return q.sum(1) * (self.log_gate - self.gate_decay * torch.log1p(k)).exp()
+
+    def targets(self, e: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """e (..., d), items (...) -> p (..., c)."""
+        return self.p_map(e) + self.p_id(items)
+
+
 @dataclass
 class ItemTable:
-    """The item side of the linear heads, row-aligned: ``phi`` (..., D) = ``[e_i, 1]``, the rating
-    bias ``b_i`` and ranking bias ``c_i`` (...,), and the global mean rating ``mu``."""
+    """The item side of the linear heads, row-aligned: ``vectors`` (..., D + c) = ``[phi_i, p_i]``
+    (``phi_i = [e_i, 1]``, ``p_i`` the item-item target vector, empty when the path is off), the
+    rating bias ``b_i`` and ranking bias ``c_i`` (...,), the global mean rating ``mu`` and ``D``."""
 
-    phi: torch.Tensor
+    vectors: torch.Tensor
     rating_bias: torch.Tensor
     rank_bias: torch.Tensor
     mu: torch.Tensor
+    D: int
+
+    @property
+    def phi(self) -> torch.Tensor:
+        """``[e_i, 1]`` (..., D): what the rating head dots with."""
+        return self.vectors[..., : self.D]
 
     def take(self, idx) -> "ItemTable":
-        return ItemTable(self.phi[idx], self.rating_bias[idx], self.rank_bias[idx], self.mu)
+        return ItemTable(self.vectors[idx], self.rating_bias[idx], self.rank_bias[idx], self.mu, self.D)
 
     def detach(self) -> "ItemTable":
-        return ItemTable(self.phi.detach(), self.rating_bias.detach(), self.rank_bias.detach(), self.mu.detach())
+        return ItemTable(self.vectors.detach(), self.rating_bias.detach(), self.rank_bias.detach(), self.mu.detach(),
+                         self.D)
 
     def for_gemm(self) -> "ItemTable":
-        """The same table with ``phi`` stored column-major, so that ``phi.T`` (what a catalogue
-        GEMM multiplies by) is contiguous: ~10% faster catalogue scoring, same values."""
-        return ItemTable(self.phi.T.contiguous().T, self.rating_bias, self.rank_bias, self.mu)
+        """The same table with ``vectors`` stored column-major, so that ``vectors.T`` (what a
+        catalogue GEMM multiplies by) is contiguous: ~10% faster catalogue scoring, same values."""
+        return ItemTable(self.vectors.T.contiguous().T, self.rating_bias, self.rank_bias, self.mu, self.D)
 
 
 @dataclass
 class Heads:
-    """Per-user heads: ``w`` (B, D) the rating head, ``v`` (B, D) the ranking residual.
+    """Per-user heads: ``w`` (B, D) the rating head, ``v`` (B, D) the ranking residual, ``ctx``
+    (B, c) the user's item-item context (c = 0 when the path is off).
 
     The two formulas of the model live here, once: :meth:`rating` ``mu + b_i + w . phi_i`` and
-    :meth:`ranking` ``c_i + (v + w) . phi_i``; both are linear in ``phi_i``, so a catalogue is one GEMM.
+    :meth:`ranking` ``c_i + (v + w) . phi_i + ctx . p_i``; both are linear in the item vectors, so
+    a catalogue is one GEMM.
     """
 
     w: torch.Tensor
     v: torch.Tensor
+    ctx: torch.Tensor
 
     @property
     def rank_vector(self) -> torch.Tensor:
-        """The ranking head ``v + w`` (B, D)."""
-        return self.v + self.w
+        """The ranking head ``[v + w, ctx]`` (B, D + c), dotted with ``[phi_i, p_i]``."""
+        return torch.cat([self.v + self.w, self.ctx], -1) if self.ctx.shape[-1] else self.v + self.w
 
     def take(self, rows) -> "Heads":
-        return Heads(self.w[rows], self.v[rows])
+        return Heads(self.w[rows], self.v[rows], self.ctx[rows])
 
     def per_event(self) -> "Heads":
-        """Heads (B, 1, D), so that pairwise scores broadcast over each user's K events (B, K)."""
-        return Heads(self.w.unsqueeze(1), self.v.unsqueeze(1))
+        """Heads (B, 1, .), so that pairwise scores broadcast over each user's K events (B, K)."""
+        return Heads(self.w.unsqueeze(1), self.v.unsqueeze(1), self.ctx.unsqueeze(1))
 
     def rating(self, items: ItemTable, pairs: bool = False) -> torch.Tensor:
-        """``mu + b_i + w . phi_i``. Catalogue: heads (B, D), items (N, .) -> (B, N); ``pairs``:
+        """``mu + b_i + w . phi_i``. Catalogue: heads (B, .), items (N, .) -> (B, N); ``pairs``:
         heads and items row-aligned (or broadcastable, see :meth:`per_event`) -> (P,)."""
         return linear_scores(self.w, items.phi, items.mu + items.rating_bias, pairs=pairs)
 
     def ranking(self, items: ItemTable, pairs: bool = False) -> torch.Tensor:
-        """``c_i + (v + w) . phi_i`` (higher = better); shapes as :meth:`rating`."""
-        return linear_scores(self.rank_vector, items.phi, items.rank_bias, pairs=pairs)
+        """``c_i + (v + w) . phi_i + ctx . p_i`` (higher = better); shapes as :meth:`rating`."""
+        return linear_scores(self.rank_vector, items.vectors, items.rank_bias, pairs=pairs)
 
 
 class HyperRecModel(nn.Module):
@@ -208,9 +254,16 @@ class HyperRecModel(nn.Module):
 
     def __init__(self, n_items: int, item_spec: FeatureSpec, user_spec: FeatureSpec, dim: int = 32,
                  hidden: int = 64, z_dim: int = 64, id_dropout: float = 0.25, user_feature_dropout: float = 0.3,
-                 init_precision: float = 20.0):
+                 init_precision: float = 20.0, context_dim: int = 0, item_item_rank: int = 0):
         super().__init__()
         self.dim = dim
+        self.context = ItemContext(n_items, dim, context_dim) if context_dim else None
+        # the EASE term (fitted in closed form after meta-training, not trained): a user's part is
+        # (sum over the support of ii_factors) * ii_weights, an item's is ii_vectors; weights 0 = off
+        self.item_item_rank = item_item_rank
+        self.register_buffer("ii_factors", torch.zeros(n_items + 1, item_item_rank))
+        self.register_buffer("ii_vectors", torch.zeros(n_items + 1, item_item_rank))
+        self.register_buffer("ii_weights", torch.zeros(item_item_rank))
         self.items = ItemTower(n_items, item_spec, dim, hidden, id_dropout)
         self.encoder = HistoryEncoder(dim, user_spec, hidden, z_dim, user_feature_dropout)
         self.hyper = HyperNetwork(z_dim, hidden, dim + 1, init_precision)
@@ -218,7 +271,7 @@ class HyperRecModel(nn.Module):
         self.item_rank_bias = nn.Parameter(torch.zeros(n_items + 1))       # c_i (ranking)
         self.register_buffer("mu", torch.zeros(()))
         self.register_buffer("r_scale", torch.ones(()))
-        self.register_buffer("prior_multiplier", torch.ones(()))
+        self.register_buffer("prior_multiplier", torch.ones(dim + 1))     # per head dimension, last = user bias
 
     @staticmethod
     def phi(e: torch.Tensor) -> torch.Tensor:
@@ -236,7 +289,12 @@ class HyperRecModel(nn.Module):
         y = r_support - self.mu - self.item_bias[items_support]            # (B, K) residual targets
         w = fold_in(self.phi(e_support), y, mask, m, lam * self.prior_multiplier)
         deltas = torch.cat([m - self.hyper.global_mean, v - self.hyper.global_rank], -1)
-        return Heads(w, v), deltas
+        ctx = (self.context.user(e_support, items_support, mask) if self.context is not None
+               else w.new_zeros(w.shape[0], 0))
+        if self.item_item_rank:
+            ii = (self.ii_factors[items_support] * mask.unsqueeze(-1)).sum(1) * self.ii_weights   # (B, r)
+            ctx = torch.cat([ctx, ii], -1)
+        return Heads(w, v, ctx), deltas
 
     def emit(self, e_all: torch.Tensor, item_index: torch.Tensor, support: Padded,
              user_feats: FeatureTensors | None) -> tuple[Heads, torch.Tensor]:
@@ -247,4 +305,9 @@ class HyperRecModel(nn.Module):
 
     def item_table(self, e: torch.Tensor, items: torch.Tensor) -> ItemTable:
         """The item side of the heads for item vectors ``e`` (..., d) and their vocabulary indices."""
-        return ItemTable(self.phi(e), self.item_bias[items], self.item_rank_bias[items], self.mu)
+        vectors = self.phi(e)
+        if self.context is not None:
+            vectors = torch.cat([vectors, self.context.targets(e, items)], -1)
+        if self.item_item_rank:
+            vectors = torch.cat([vectors, self.ii_vectors[items]], -1)
+        return ItemTable(vectors, self.item_bias[items], self.item_rank_bias[items], self.mu, self.dim + 1)

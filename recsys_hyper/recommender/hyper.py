@@ -27,12 +27,13 @@ from ..data import schema as S
 from ..data.dataset import Dataset
 from ..data.episodes import Histories
 from ..data.idmap import UNKNOWN, IdMap
+from ..numerics.biases import tune_biases
 from ..errors import RecsysHyperError
 from ..networks.hyper import Heads, HyperRecModel, ItemTable
 from ..numerics.features import FeatureSpec, FeatureTensors, with_pad_row
 from ..numerics.padding import Padded, chunks_by_events
 from ..training import TrainingData, TrainResult, finetune_heads, init_biases, train, warm_start
-from .base import AdaptedUsers, Catalogue, Recommender
+from .base import ITEM_IDS_FILE, AdaptedUsers, Catalogue, Recommender, validation_episodes
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +46,31 @@ EMIT_MAX_CELLS = 131_072  # users x longest history per emission sub-batch
 class UserHeads(AdaptedUsers):
     """Emitted heads of ``n`` users, in the order of ``user_ids``.
 
-    ``w`` (n, D): the rating head; ``v`` (n, D): the ranking residual. With item vector
-    ``phi_i = [e_i, 1]`` (D = d + 1), item biases ``b_i`` / ``c_i`` and the global mean ``mu``:
-    ``rating = mu + b_i + w . phi_i`` and ``ranking score = c_i + (v + w) . phi_i``
+    ``w`` (n, D): the rating head; ``v`` (n, D): the ranking residual; ``ctx`` (n, c): the
+    item-item context. With item vector ``phi_i = [e_i, 1]`` (D = d + 1), target vector ``p_i``,
+    item biases ``b_i`` / ``c_i`` and the global mean ``mu``: ``rating = mu + b_i + w . phi_i`` and
+    ``ranking score = c_i + (v + w) . phi_i + ctx . p_i``
     (:class:`~recsys_hyper.networks.hyper.Heads` computes both).
     """
 
     w: np.ndarray
     v: np.ndarray
+    ctx: np.ndarray
 
     def heads(self, rows=None) -> Heads:
         """The heads of ``rows`` (default: all) as tensors."""
-        w, v = (self.w, self.v) if rows is None else (self.w[rows], self.v[rows])
-        return Heads(torch.from_numpy(np.ascontiguousarray(w)), torch.from_numpy(np.ascontiguousarray(v)))
+        parts = (self.w, self.v, self.ctx) if rows is None else (self.w[rows], self.v[rows], self.ctx[rows])
+        return Heads(*(torch.from_numpy(np.ascontiguousarray(a)) for a in parts))
 
     @property
     def rank_head(self) -> np.ndarray:
-        """(n, D): what the ranking score dots with ``phi_i`` (``v + w``)."""
+        """(n, D + c): what the ranking score dots with ``[phi_i, p_i]``."""
         return self.heads().rank_vector.numpy()
+
+    @property
+    def rating_head(self) -> np.ndarray:
+        """(n, D + c): ``w`` padded with zeros, so that it dots with the same item vectors."""
+        return np.pad(self.w, ((0, 0), (0, self.ctx.shape[1])))
 
 
 @dataclass
@@ -130,7 +138,14 @@ class HyperRecommender(Recommender):
             item_feats=with_pad_row(item_spec.transform(dataset.items, item_map.values)),
             train_rows=train_rows, val_rows=val_rows, implicit=dataset.implicit)
         model = HyperRecModel(len(item_map), item_spec, user_spec, **vars(cfg.model))
-        init_biases(model, h.select(train_rows), len(item_map))
+        fitted = None
+        if cfg.train.bias_init == "fitted" and not dataset.implicit:
+            # the bias baseline's fit, regularisers chosen on the validation users' earliest events
+            fitted = tune_biases(h.select(train_rows), validation_episodes(h.select(val_rows)), len(item_map),
+                                 self.rating_range_)
+        init_biases(model, h.select(train_rows), len(item_map), fitted=fitted)
+        if not cfg.train.train_item_bias:
+            model.item_bias.requires_grad_(False)
         if warm_start is not None:
             _warm_start_from(model, item_map, item_spec, user_spec, warm_start)
         result = train(model, data, cfg, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
@@ -141,6 +156,7 @@ class HyperRecommender(Recommender):
         self.item_features_ = _known_item_features(dataset.items, item_spec)
         self.training_ = result
         self.n_train_users_, self.n_val_users_ = len(train_rows), len(val_rows)
+        self.tuning_ = _tuning(fitted, result)
         self._cache = {}
         self._item_vectors(self._catalogue())  # item vectors are computed once, not per request
 
@@ -230,7 +246,7 @@ class HyperRecommender(Recommender):
         tuned = finetune_heads(self.model_, heads.heads(), self._item_vectors(cat)[1],
                                Padded.from_histories(h, pad_item=cat.size), self.implicit_, self.config.train,
                                steps, lr)
-        return UserHeads(heads.user_ids, heads.support_sizes, tuned.w.numpy(), tuned.v.numpy())
+        return UserHeads(heads.user_ids, heads.support_sizes, tuned.w.numpy(), tuned.v.numpy(), heads.ctx)
 
     def _emit(self, h: Histories, cat: HyperCatalogue, users: pd.DataFrame | None) -> UserHeads:
         """Heads for every row of ``h``. Users are taken in order of history length, in
@@ -240,8 +256,10 @@ class HyperRecommender(Recommender):
         e_all, _ = self._item_vectors(cat)
         uf_all = None if self.user_spec_.empty else self.user_spec_.transform(users, h.user_ids)
         D = model.dim + 1
+        c = (0 if model.context is None else model.context.q_id.embedding_dim) + model.item_item_rank
         w = np.zeros((len(h), D), np.float32)
         v = np.zeros((len(h), D), np.float32)
+        ctx = np.zeros((len(h), c), np.float32)
         by_length = np.argsort(h.lengths, kind="stable")
         with torch.no_grad():
             for part in chunks_by_events(h.lengths[by_length], EMIT_CHUNK_USERS, max_cells=EMIT_MAX_CELLS):
@@ -250,7 +268,8 @@ class HyperRecommender(Recommender):
                 heads, _ = model.emit(e_all, cat.index, Padded.from_histories(h.select(rows), pad_item=cat.size), uf)
                 w[rows] = heads.w.numpy()
                 v[rows] = heads.v.numpy()
-        return UserHeads(h.user_ids, h.lengths.copy(), w, v)
+                ctx[rows] = heads.ctx.numpy()
+        return UserHeads(h.user_ids, h.lengths.copy(), w, v, ctx)
 
     def _rate(self, adapted: UserHeads, rows: torch.Tensor, items: torch.Tensor, cat: HyperCatalogue) -> torch.Tensor:
         """Ratings (explicit data) or ranking scores (implicit) of the pairs."""
@@ -272,7 +291,8 @@ class HyperRecommender(Recommender):
             "n_items": len(self.item_map_),
             "item_spec": self.item_spec_.to_dict(),
             "user_spec": self.user_spec_.to_dict(),
-            "prior_multiplier": float(self.model_.prior_multiplier),
+            "prior_multiplier": list(self.training_.prior_multiplier),
+            "tuning": getattr(self, "tuning_", None),
             "training": {"best_epoch": self.training_.best_epoch, "epochs_run": len(self.training_.history),
                          "stopped_early": self.training_.stopped_early, "seconds": self.training_.seconds,
                          "n_train_users": self.n_train_users_, "n_val_users": self.n_val_users_,
@@ -288,9 +308,14 @@ class HyperRecommender(Recommender):
         return cls(Config.from_dict(meta["config"], source=str(root / "model.json")))
 
     def _restore(self, state: dict, meta: dict, root: Path) -> None:
+        if meta["n_items"] != len(self.item_map_):
+            raise ValueError(f"{ITEM_IDS_FILE} holds {len(self.item_map_):,} item ids but the weights are for "
+                             f"{meta['n_items']:,} items")
         self.item_spec_ = FeatureSpec.from_dict(meta["item_spec"])
         self.user_spec_ = FeatureSpec.from_dict(meta["user_spec"])
         model = HyperRecModel(meta["n_items"], self.item_spec_, self.user_spec_, **vars(self.config.model))
+        if state["prior_multiplier"].dim() == 0:                    # models saved with one shared multiplier
+            state["prior_multiplier"] = state["prior_multiplier"].expand(self.config.model.dim + 1).clone()
         model.load_state_dict(state)
         model.eval()
         self.model_ = model
@@ -299,13 +324,29 @@ class HyperRecommender(Recommender):
         tr = meta["training"]
         self.training_ = TrainResult(history=tr["history"], best_epoch=tr["best_epoch"],
                                      stopped_early=tr["stopped_early"],
-                                     prior_multiplier=meta["prior_multiplier"], seconds=tr["seconds"])
+                                     prior_multiplier=tuple(np.broadcast_to(meta["prior_multiplier"], 2).tolist()),
+                                     seconds=tr["seconds"])
         self.n_train_users_, self.n_val_users_ = tr["n_train_users"], tr["n_val_users"]
         self._cache = {}
         self._item_vectors(self._catalogue())
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+def _tuning(fitted: dict | None, result: TrainResult) -> dict:
+    """What the model chose on validation users: the bias fit's regularisers (when its item
+    biases start from the bias baseline) and the prior-strength multipliers."""
+    chosen = {"prior_head": result.prior_multiplier[0], "prior_bias": result.prior_multiplier[1]}
+    grid = {"prior": list(result.calibration)}
+    if result.item_item:
+        chosen.update(ease_lambda=result.item_item["lambda"], ease_weight=round(result.item_item["weight"], 4))
+        grid["ease"] = list(result.item_item["scores"])
+    if fitted is not None:
+        chosen.update(item_reg=fitted["item_reg"], user_reg=fitted["user_reg"])
+        grid.update(fitted["grid"])
+    return {"grid": grid, "chosen": chosen, "metric": "validation loss",
+            "score": min(result.calibration.values()) if result.calibration else float("nan")}
+
 
 def _known_item_features(items: pd.DataFrame | None, spec: FeatureSpec) -> pd.DataFrame | None:
     if items is None or spec.empty:

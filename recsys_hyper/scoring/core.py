@@ -6,12 +6,14 @@ path (:meth:`~recsys_hyper.recommender.Recommender.recommend_histories`: the one
 function, seen-item exclusion and top K), so every engine produces the rows ``recommend`` does.
 
 Exported heads let an online service score without the networks. For user ``u`` and item ``i``,
-with ``phi_i`` the item vector (``item_vectors``: ``phi`` already ends with the constant 1)::
+with ``phi_i`` the item vector (``item_vectors``: ``phi`` is ``[e_i, 1, p_i]``, the item vector,
+the constant 1 for the user bias and the item-item target vector)::
 
     ranking score(u, i) = rank_bias_i + rank_head_u . phi_i      (what recommendations rank by)
     rating(u, i)        = mu + rating_bias_i + rating_head_u . phi_i   (explicit data; clip to the scale)
 
-``rank_head`` and ``rating_head = w`` are those of :class:`~recsys_hyper.recommender.UserHeads`.
+``rank_head`` and ``rating_head`` (``w`` padded with zeros) are those of
+:class:`~recsys_hyper.recommender.UserHeads`.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class ChunkScorer:
         """The catalogue's item vectors and biases, for dot-product scoring outside the networks."""
         return pd.DataFrame({
             S.ITEM_ID: self.item_ids.values,
-            "phi": list(self.items.phi.numpy().astype(np.float32)),
+            "phi": list(self.items.vectors.numpy().astype(np.float32)),
             "rank_bias": self.items.rank_bias.numpy().astype(np.float32),
             "rating_bias": self.items.rating_bias.numpy().astype(np.float32),
         })
@@ -74,6 +76,6 @@ class ChunkScorer:
             S.USER_ID: heads.user_ids,
             "support_size": heads.support_sizes.astype(np.int32),
             "rank_head": list(heads.rank_head.astype(np.float32)),
-            "rating_head": list(heads.w.astype(np.float32)),
+            "rating_head": list(heads.rating_head.astype(np.float32)),
         })
         return ChunkResult(recs, heads_df)

@@ -13,7 +13,8 @@ from ..numerics.padding import Padded
 
 def finetune_heads(model: HyperRecModel, heads: Heads, items: ItemTable, support: Padded, implicit: bool,
                    t: TrainConfig, steps: int, lr: float, pull: float = 0.1) -> Heads:
-    """``steps`` Adam steps on the heads' own parameters, on each user's support set: the training
+    """``steps`` Adam steps on the heads' own parameters (``w``, ``v``; the item-item context stays
+    as emitted), on each user's support set: the training
     loss (standardised rating MSE + ``rank_weight`` x a softmax over the catalogue, positives = the
     support items rated >= ``positive_threshold``) plus an L2 pull towards the emitted head.
 
@@ -33,7 +34,7 @@ def finetune_heads(model: HyperRecModel, heads: Heads, items: ItemTable, support
     n = support.mask.sum().clamp(min=1)
     with torch.enable_grad():
         for _ in range(steps):
-            h = Heads(w, v)
+            h = Heads(w, v, heads.ctx)
             pred = h.per_event().rating(support_items, pairs=True)             # (B, K)
             mse = (((pred - support.ratings) / model.r_scale) ** 2 * support.mask).sum() / n
             logp = F.log_softmax(h.ranking(catalogue), dim=1)                   # (B, N)
@@ -44,4 +45,4 @@ def finetune_heads(model: HyperRecModel, heads: Heads, items: ItemTable, support
             loss.backward()
             opt.step()
     with torch.no_grad():
-        return Heads(torch.where(has.unsqueeze(1), w, w0), torch.where(has.unsqueeze(1), v, v0))
+        return Heads(torch.where(has.unsqueeze(1), w, w0), torch.where(has.unsqueeze(1), v, v0), heads.ctx)

@@ -14,19 +14,27 @@ from ..networks.hyper import HyperRecModel
 log = logging.getLogger(__name__)
 
 #: parameters with one row per item of the vocabulary (carried over item by item)
-ITEM_INDEXED = ("items.id_emb.weight", "item_bias", "item_rank_bias")
+ITEM_INDEXED = ("items.id_emb.weight", "item_bias", "item_rank_bias", "context.q_id.weight", "context.p_id.weight",
+                "ii_factors", "ii_vectors")
 
 
-def init_biases(model: HyperRecModel, h: Histories, n_items: int, shrink: float = 10.0) -> None:
-    """Item biases from the data: shrunk mean residuals (rating) and centred log-popularity (ranking)."""
+def init_biases(model: HyperRecModel, h: Histories, n_items: int, shrink: float = 10.0,
+                fitted: dict | None = None) -> None:
+    """Item biases from the data: shrunk mean residuals, or ``fitted`` ones (the bias baseline's
+    ``mu`` and ``item_bias``, whose ``user_reg`` then starts the user bias's prior precision), for
+    the rating; centred log-popularity for the ranking."""
     r = h.ratings.astype(np.float64)
     mu = float(r.mean()) if r.size else 0.0
     scale = float(r.std()) if r.size and r.std() > 0 else 1.0
     count = np.bincount(h.items, minlength=n_items).astype(np.float64)
     total = np.bincount(h.items, weights=r - mu, minlength=n_items)
     bias = total / (count + shrink)
+    if fitted is not None:
+        mu, bias = fitted["mu"], fitted["item_bias"]
     logpop = np.log1p(count)
     with torch.no_grad():
+        if fitted is not None:
+            model.hyper.global_log_precision[-1] = float(np.log(fitted["user_reg"]))
         model.mu.fill_(mu)
         model.r_scale.fill_(scale)
         model.item_bias[:n_items] = torch.from_numpy(bias.astype(np.float32))

@@ -63,11 +63,14 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     stopped_early: bool = False
-    prior_multiplier: float = 1.0
+    prior_multiplier: tuple = (1.0, 1.0)          # (the head's vector, its user bias)
+    calibration: dict = field(default_factory=dict)  # every multiplier tried and its validation loss
+    item_item: dict = field(default_factory=dict)    # the EASE term's choice on validation users
     seconds: float = 0.0
 
 
-def _user_feats(data: TrainingData, rows: np.ndarray) -> FeatureTensors | None:
+def batch_user_feats(data: TrainingData, rows: np.ndarray) -> FeatureTensors | None:
+    """The encoded features of users ``rows`` (``None`` when the data has no user features)."""
     return None if data.user_feats is None else data.user_feats.take(torch.from_numpy(rows))
 
 
@@ -80,7 +83,7 @@ def batch_loss(model: HyperRecModel, data: TrainingData, cfg: Config, rows: np.n
     items = model.item_table(e_all, data.item_index)                        # (N + 1) rows, last = padding
     sup = Padded.from_histories(support, pad_item=N)
     qry = Padded.from_histories(query, pad_item=N)
-    heads, deltas = model.emit(e_all, data.item_index, sup, _user_feats(data, rows))
+    heads, deltas = model.emit(e_all, data.item_index, sup, batch_user_feats(data, rows))
 
     # rating loss on query items
     pred = heads.per_event().rating(items.take(qry.items), pairs=True)     # (B, Q)
@@ -101,18 +104,22 @@ def batch_loss(model: HyperRecModel, data: TrainingData, cfg: Config, rows: np.n
 
 
 @torch.no_grad()
-def validate(model: HyperRecModel, data: TrainingData, cfg: Config, episodes: dict[int, tuple]) -> dict:
+def validate(model: HyperRecModel, data: TrainingData, cfg: Config, episodes: dict[int, tuple],
+             with_ndcg: bool = True) -> dict:
     """Mean validation metrics over the fixed validation episodes (one set per k)."""
     model.eval()
     per_k = {}
     for k, (rows, sup, qry) in episodes.items():
         _, m = batch_loss(model, data, cfg, rows, sup, qry)
-        m["ndcg10"] = _ndcg10(model, data, cfg, rows, sup, qry)
+        if with_ndcg:
+            m["ndcg10"] = _ndcg10(model, data, cfg, rows, sup, qry)
         per_k[k] = m
-    out = {name: float(np.mean([m[name] for m in per_k.values()])) for name in ("loss", "mse", "mae", "rank", "ndcg10")}
+    names = ("loss", "mse", "mae", "rank") + (("ndcg10",) if with_ndcg else ())
+    out = {name: float(np.mean([m[name] for m in per_k.values()])) for name in names}
     for k, m in per_k.items():
         out[f"mae_k{k}"] = m["mae"]
-        out[f"ndcg10_k{k}"] = m["ndcg10"]
+        if with_ndcg:
+            out[f"ndcg10_k{k}"] = m["ndcg10"]
     return out
 
 
@@ -120,7 +127,7 @@ def _ndcg10(model, data, cfg, rows, sup, qry) -> float:
     """Full-catalogue nDCG@10 with binary gains (relevant = positive query items), support excluded."""
     N = data.n_items
     e_all = model.items(data.item_index, data.item_feats)
-    heads, _ = model.emit(e_all, data.item_index, Padded.from_histories(sup, pad_item=N), _user_feats(data, rows))
+    heads, _ = model.emit(e_all, data.item_index, Padded.from_histories(sup, pad_item=N), batch_user_feats(data, rows))
     scores = heads.ranking(model.item_table(e_all[:N], data.item_index[:N]))
     positive = np.ones(len(qry.items), bool) if data.implicit else qry.ratings >= cfg.train.positive_threshold
     relevant = membership(qry.mask(positive), N)
@@ -247,21 +254,36 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
     if best_state is not None:
         model.load_state_dict(best_state)
     if t.calibrate and val_eps:
-        result.prior_multiplier = calibrate_prior(model, data, cfg, val_eps)
+        result.prior_multiplier, result.calibration = calibrate_prior(model, data, cfg, val_eps)
+    if model.item_item_rank and val_eps:
+        from .item_item import fit_item_item
+
+        result.item_item = fit_item_item(model, data, cfg, val_eps)
     result.seconds = time.perf_counter() - t0
     return result
 
 
 @torch.no_grad()
-def calibrate_prior(model: HyperRecModel, data: TrainingData, cfg: Config, val_eps: dict[int, tuple]) -> float:
-    """Choose the prior-strength multiplier on validation users (k >= 1), on a log grid."""
+def calibrate_prior(model: HyperRecModel, data: TrainingData, cfg: Config, val_eps: dict[int, tuple]
+                    ) -> tuple[tuple[float, float], dict]:
+    """Choose the prior-strength multipliers on validation users (k >= 1), on log grids: one for
+    the head's vector, one for its user bias (tied to the first when ``calibration_bias_grid`` is
+    empty). Returns the chosen pair and every validation loss."""
+    t = cfg.train
     eps = {k: v for k, v in val_eps.items() if k >= 1} or val_eps
+    pairs = ([(a, b) for a in t.calibration_grid for b in t.calibration_bias_grid] if t.calibration_bias_grid
+             else [(a, a) for a in t.calibration_grid])
     scores = {}
-    for a in cfg.train.calibration_grid:
-        model.prior_multiplier.fill_(a)
-        scores[a] = validate(model, data, cfg, eps)["loss"]
+    for a, b in pairs:
+        set_prior_multiplier(model, a, b)
+        scores[(a, b)] = validate(model, data, cfg, eps, with_ndcg=False)["loss"]
     best = min(scores, key=scores.get)
-    model.prior_multiplier.fill_(best)
-    log.info("prior strength multiplier %.3g chosen on validation users (loss %s)", best,
-             ", ".join(f"{a:g}: {s:.4f}" for a, s in scores.items()))
-    return float(best)
+    set_prior_multiplier(model, *best)
+    log.info("prior strength multipliers %.3g (head) and %.3g (user bias) chosen on validation users "
+             "(loss %.4f; %d tried)", *best, scores[best], len(scores))
+    return best, {f"{a:g},{b:g}": s for (a, b), s in scores.items()}
+
+
+def set_prior_multiplier(model: HyperRecModel, head: float, bias: float) -> None:
+    model.prior_multiplier[:-1] = head
+    model.prior_multiplier[-1] = bias

@@ -1,0 +1,57 @@
+"""EASE's closed form (Steck, WWW 2019) in low rank: what the EASE baseline scores with, and the
+item-item term the hypernetwork's ranking score can lean on.
+
+With ``G = X^T X = F diag(sigma) F^T`` (X the users x items binary matrix), EASE's
+``B = I - P diag(1 / diag P)``, ``P = (G + lam I)^-1``, scores item ``i`` outside a user's support
+``S`` as ``(s B)_i = lam ((s F) * w) . F_i / d_i`` with ``w = sigma / (sigma + lam)`` and
+``d = 1 - (F * F) w`` (exact with every eigenpair; the best rank-r approximation of G keeps the
+top r). So a user's head is ``lam (s F) * w`` and an item's vector ``F_i / d_i``: a dot product.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.episodes import Histories
+
+
+def binary_matrix(h: Histories, n_items: int, sparse: bool = False) -> torch.Tensor:
+    """The users x items 0/1 matrix of ``h`` (float64 dense, or float32 sparse COO)."""
+    idx = torch.from_numpy(np.stack([h.owners(), h.items.astype(np.int64)]))
+    if sparse:
+        return torch.sparse_coo_tensor(idx, torch.ones(idx.shape[1]), (len(h), n_items), check_invariants=True).coalesce()
+    X = torch.zeros(len(h), n_items, dtype=torch.float64)
+    X[idx[0], idx[1]] = 1.0
+    return X
+
+
+def gram_eigen(h: Histories, n_items: int, rank: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs of ``G = X^T X``: F (N, r), sigma (r,). ``rank=None``: every non-zero one,
+    exactly (from X X^T when there are fewer users than items); else the top ``rank``, by a
+    randomised SVD of the sparse X (any size)."""
+    if rank is not None:
+        torch.manual_seed(seed)
+        _, S, V = torch.svd_lowrank(binary_matrix(h, n_items, sparse=True), q=min(rank, len(h), n_items),
+                                    niter=4)
+        keep = S > 1e-6
+        return V[:, keep].double(), (S[keep].double() ** 2)
+    X = binary_matrix(h, n_items)
+    if len(h) < n_items:                                     # X X^T (U x U) is the smaller problem
+        sigma, V = torch.linalg.eigh(X @ X.T)
+        keep = sigma > 1e-9 * max(float(sigma.max()), 1.0)
+        sigma, V = sigma[keep], V[:, keep]
+        F = (X.T @ V) / sigma.sqrt()                         # (N, r), orthonormal columns
+    else:
+        sigma, F = torch.linalg.eigh(X.T @ X)
+        keep = sigma > 1e-9 * max(float(sigma.max()), 1.0)
+        sigma, F = sigma[keep], F[:, keep]
+    return F, sigma
+
+
+def ease_factors(F: torch.Tensor, sigma: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weights (r,), item vectors (N, r)) of EASE at ``lam``: a user's head is ``(s F) * weights``
+    (scaled by ``lam``: the same ranking, on a scale that does not vanish as ``lam`` grows)."""
+    w = sigma / (sigma + lam)
+    d = 1.0 - (F * F) @ w                                     # (N,) = lam * diag(P)
+    return (lam * w).float(), (F / d.unsqueeze(1)).float()
