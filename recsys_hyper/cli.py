@@ -128,6 +128,11 @@ def _data_commands(sub) -> None:
     m.set_defaults(func=cmd_import_movielens)
 
 
+MISMATCH_HELP = ("accept histories whose feedback differs from the model's (implicit events into an explicit model, "
+                 "or the reverse) or whose ratings fall outside its training scale; refused by default, because "
+                 "every prediction would silently be wrong")
+
+
 def _model_commands(sub) -> None:
     model_help = ("a model directory (the --out of `train`) or an MLflow model URI such as "
                   "models:/recsys-hyper@champion (store: $MLFLOW_TRACKING_URI, default sqlite:///mlflow.db)")
@@ -141,7 +146,11 @@ def _model_commands(sub) -> None:
                                    "digest, system metrics) and the model is registered as 'recsys-hyper' with the "
                                    "alias 'challenger'.")
     t.add_argument("--data", required=True, metavar="DIR", help="training dataset directory")
-    t.add_argument("--out", required=True, metavar="MODEL_DIR", help="where to write the model (replaced atomically)")
+    t.add_argument("--out", required=True, metavar="MODEL_DIR",
+                   help="where to write the model (an existing model there is replaced atomically; never the data "
+                        "directory or a folder inside it)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace --out even when it is a non-empty folder that holds no model")
     t.add_argument("--config", metavar="FILE", help="TOML / YAML / JSON with [model] and [train] sections")
     t.add_argument("--seed", type=int, help="random seed (overrides the config; default 0)")
     t.add_argument("--epochs", type=_positive_int, help="maximum epochs (overrides the config; default 40)")
@@ -164,6 +173,7 @@ def _model_commands(sub) -> None:
     r.add_argument("--top-k", type=_positive_int, default=10, metavar="K", help="items per user")
     r.add_argument("--out", required=True, metavar="RECS.parquet", help="output Parquet file")
     r.add_argument("--include-seen", action="store_true", help="do not exclude items already in the history")
+    r.add_argument("--allow-rating-mismatch", action="store_true", help=MISMATCH_HELP)
     r.set_defaults(func=cmd_recommend)
 
     pr = sub.add_parser("predict", formatter_class=_Formatter, help="predicted ratings for (user, item) pairs",
@@ -175,6 +185,7 @@ def _model_commands(sub) -> None:
     pr.add_argument("--data", required=True, metavar="DIR", help="dataset directory holding the histories")
     pr.add_argument("--pairs", required=True, metavar="PAIRS.parquet", help="Parquet file with user_id, item_id")
     pr.add_argument("--out", required=True, metavar="PRED.parquet", help="output Parquet file")
+    pr.add_argument("--allow-rating-mismatch", action="store_true", help=MISMATCH_HELP)
     pr.set_defaults(func=cmd_predict)
 
     sc = sub.add_parser("score", formatter_class=_Formatter, help="batch-score every user: top K and user heads",
@@ -196,6 +207,7 @@ def _model_commands(sub) -> None:
     sc.add_argument("--chunk-users", type=_positive_int, default=4096, metavar="N", help="users per scoring chunk")
     sc.add_argument("--candidates", metavar="FILE.parquet", help="score only these items (an item_id column)")
     sc.add_argument("--include-seen", action="store_true", help="do not exclude items already in the history")
+    sc.add_argument("--allow-rating-mismatch", action="store_true", help=MISMATCH_HELP)
     sc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sc.set_defaults(func=cmd_score)
 
@@ -308,7 +320,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config).replace(seed=args.seed, epochs=args.epochs)
     summary = train_command(args.data, args.out, cfg, resume=args.resume, track=not args.no_track,
-                            register=not args.no_register, experiment=args.experiment, progress=not args.no_progress)
+                            register=not args.no_register, experiment=args.experiment, progress=not args.no_progress,
+                            overwrite=args.overwrite)
     if summary:
         print(summary)
     return 0
@@ -317,14 +330,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     from .jobs import serve
 
-    print(serve.recommend(args.model, args.data, args.top_k, args.out, include_seen=args.include_seen))
+    print(serve.recommend(args.model, args.data, args.top_k, args.out, include_seen=args.include_seen,
+                          allow_rating_mismatch=args.allow_rating_mismatch))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .jobs import serve
 
-    print(serve.predict(args.model, args.data, args.pairs, args.out))
+    print(serve.predict(args.model, args.data, args.pairs, args.out, allow_rating_mismatch=args.allow_rating_mismatch))
     return 0
 
 
@@ -332,7 +346,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .jobs import score
 
     report = score.score(args.model, args.data, args.out, args.date, top_k=args.top_k, chunk_users=args.chunk_users,
-                         candidates=args.candidates, include_seen=args.include_seen, progress=not args.no_progress)
+                         candidates=args.candidates, include_seen=args.include_seen, progress=not args.no_progress,
+                         allow_rating_mismatch=args.allow_rating_mismatch)
     print(score.summary(report, args.out))
     return 0
 

@@ -33,6 +33,7 @@ def _isolated_mlflow(_mlflow_template, tmp_path_factory, monkeypatch):
     store = tmp_path_factory.mktemp("mlflow") / "mlflow.db"          # outside the test's tmp_path
     shutil.copy(_mlflow_template, store)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    monkeypatch.setenv("RECSYS_HYPER_CACHE", str(store.parent / "model-cache"))
     mlflow.set_tracking_uri(f"sqlite:///{store}")
 
 

@@ -75,6 +75,13 @@ def test_predictions_are_on_the_rating_scale(fitted, data):
     pred = fitted.predict(data["support"], data["query"], users=data["users"])
     assert pred.shape == (len(data["query"]),) and np.isfinite(pred).all()
     assert pred.min() >= 1.0 and pred.max() <= 5.0
+    # the scale is the training data's, and predict clips the model's raw output to exactly it
+    r = data["train"].interactions["rating"]
+    assert fitted.rating_range_ == (float(r.min()), float(r.max()))
+    heads = fitted.adapt(data["support"], data["users"], user_ids=data["query"]["user_id"].unique())
+    rows = torch.from_numpy(pd.Index(heads.user_ids).get_indexer(data["query"]["user_id"]))
+    raw = fitted.rate_pairs(heads, rows, torch.from_numpy(fitted.item_map_.index(data["query"]["item_id"].to_numpy())))
+    np.testing.assert_allclose(pred, np.clip(raw.numpy(), *fitted.rating_range_), rtol=1e-5, atol=1e-5)
     unknown = pd.DataFrame({"user_id": [data["query"]["user_id"].iloc[0]], "item_id": [987_654]})
     assert np.isnan(fitted.predict(data["support"], unknown)).all()
 

@@ -128,6 +128,42 @@ def test_corrupt_landing_file_is_quarantined_and_the_night_completes(landing, tm
     assert report.champion_version == "1"
 
 
+def test_schema_changes_in_landing_files_are_quarantined_and_the_night_completes(landing, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    land = _copy_landing(landing, tmp_path / "landing")
+    part = land / "events" / f"date={DATES[0]}"
+    good = pd.read_parquet(part / "part-0.parquet").head(50)
+    good.drop(columns="rating").to_parquet(part / "part-8.parquet", index=False)              # no rating column
+    good.assign(user_id=good["user_id"].astype(str)).to_parquet(part / "part-7.parquet", index=False)  # string ids
+    report = run_nightly(DATES[0], _cfg(land, tmp_path / "work"))
+    assert sorted(q["file"] for q in report.quarantined) == ["part-7.parquet", "part-8.parquet"]
+    q = tmp_path / "work" / "quarantine" / f"date={DATES[0]}"
+    assert "holds implicit feedback but the snapshot has explicit" in (q / "part-8.parquet.reason.txt").read_text()
+    assert "column 'user_id': has string ids but the snapshot has int64" in (q / "part-7.parquet.reason.txt").read_text()
+    assert report.champion_version == "1" and report.promoted
+
+
+def test_a_failing_champion_read_stops_the_night_before_anything_is_decided(landing, tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "work"
+    run_nightly(DATES[0], _cfg(landing, work))
+
+    def flaky(self, name, alias):
+        raise MlflowException("server overloaded", error_code=TEMPORARILY_UNAVAILABLE)
+
+    original = mlflow.MlflowClient.get_model_version_by_alias
+    monkeypatch.setattr(mlflow.MlflowClient, "get_model_version_by_alias", flaky)
+    with pytest.raises(RecsysHyperError, match="cannot read the alias recsys-hyper@champion"):
+        run_nightly(DATES[1], _cfg(landing, work))
+    done = json.loads((work / "state" / f"date={DATES[1]}.json").read_text())["done"]
+    assert "train" not in done and "gate" not in done
+    monkeypatch.setattr(mlflow.MlflowClient, "get_model_version_by_alias", original)
+    assert str(mlflow.MlflowClient().get_model_version_by_alias("recsys-hyper", "champion").version) == "1"
+
+
 def test_unreachable_tracking_server_fails_fast_before_any_work(landing, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
     t0 = time.time()
@@ -135,6 +171,24 @@ def test_unreachable_tracking_server_fails_fast_before_any_work(landing, tmp_pat
         run_nightly(DATES[0], _cfg(landing, tmp_path / "work"))
     assert time.time() - t0 < 30
     assert not (tmp_path / "work").exists()
+
+
+def test_a_second_real_run_is_refused_while_the_first_holds_the_lock(landing, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "work"
+    (tmp_path / "c.toml").write_text("[model]\ndim = 8\nhidden = 16\nz_dim = 16\n[train]\nepochs = 3\nk_max = 5\n")
+    first = subprocess.Popen([sys.executable, "-m", "recsys_hyper.cli", "pipeline", "nightly", "--date", DATES[0],
+                              "--landing", str(landing), "--work", str(work), "--config", str(tmp_path / "c.toml"),
+                              "--no-progress"], env={**os.environ}, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (work / "nightly.lock").exists() and first.poll() is None:
+        time.sleep(0.05)
+    assert first.poll() is None, "the first run ended before the second could start"
+    with pytest.raises(RecsysHyperError, match=f"another nightly run holds .* \\(pid {first.pid}"):
+        run_nightly(DATES[0], _cfg(landing, work))
+    assert first.wait(timeout=600) == 0, first.stderr.read().decode()[-3000:]
+    assert not (work / "nightly.lock").exists()
 
 
 def test_the_lock_refuses_a_concurrent_run_and_takes_over_a_stale_one(tmp_path):
@@ -161,9 +215,10 @@ def test_kill_9_during_training_then_rerun_gives_the_same_champion(landing, tmp_
             str(landing), "--config", str(tmp_path / "c.toml"), "--no-progress"]
     env = {**os.environ}
 
-    def night(work: Path, store: Path, kill: bool) -> Path:
+    def night(work: Path, store: Path, kill: bool, date: str = DATES[0]) -> Path:
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
         cmd = base + ["--work", str(work)]
+        cmd[cmd.index("--date") + 1] = date
         if kill:
             proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             ckpt = work / "models" / f".date={DATES[0]}.checkpoints" / "checkpoint.pt"
@@ -177,12 +232,23 @@ def test_kill_9_during_training_then_rerun_gives_the_same_champion(landing, tmp_
             assert "train" not in json.loads((work / "state" / f"date={DATES[0]}.json").read_text())["done"]
         done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
-        return work / "models" / f"date={DATES[0]}" / "model.pt"
+        return work / "models" / f"date={date}" / "model.pt"
+
+    def champion(work: Path) -> str:
+        return json.loads((work / "state" / f"date={DATES[1]}.json").read_text())["done"]["gate"]["champion_version"]
 
     straight = night(tmp_path / "a", tmp_path / "a.db", kill=False)
     resumed = night(tmp_path / "b", tmp_path / "b.db", kill=True)
     a, b = torch.load(straight, weights_only=True), torch.load(resumed, weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # and the night after: the same challenger, the same decision, the same champion, no extra version
+    a2 = torch.load(night(tmp_path / "a", tmp_path / "a.db", kill=False, date=DATES[1]), weights_only=True)
+    b2 = torch.load(night(tmp_path / "b", tmp_path / "b.db", kill=False, date=DATES[1]), weights_only=True)
+    assert all(torch.equal(a2[k], b2[k]) for k in a2)
+    assert champion(tmp_path / "a") == champion(tmp_path / "b")
+    for store in ("a.db", "b.db"):
+        client = mlflow.MlflowClient(f"sqlite:///{tmp_path / store}")
+        assert sorted(int(v.version) for v in client.search_model_versions("name='recsys-hyper'")) == [1, 2]
 
 
 def test_a_worse_challenger_is_not_promoted(landing, tmp_path, monkeypatch):

@@ -90,6 +90,7 @@ def test_spark_udf_on_the_registered_model(spark, trained, monkeypatch):
         "user_id", "recs.item_ids", "recs.scores").toPandas().sort_values("user_id")
     events = pd.read_parquet(root / "ds" / "interactions.parquet")
     want = HyperRecommender.load(root / "model").recommend(events[events["user_id"] <= 5], k=10)
+    assert sorted(out["user_id"]) == sorted(want["user_id"].unique()) == [1, 2, 3, 4, 5]   # every user, once
     for _, row in out.iterrows():
         mine = want[want["user_id"] == row["user_id"]]
         assert list(row["item_ids"]) == mine["item_id"].tolist()

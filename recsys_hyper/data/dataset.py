@@ -163,6 +163,16 @@ def _validate_tables(inter: pa.Table | None, users: pa.Table | None, items: pa.T
     return Dataset(inter_df, users_df, items_df, implicit=report.implicit, report=report, source=source)
 
 
+def content_digest(interactions: pd.DataFrame) -> str:
+    """SHA-256 of the interactions' content (user, item, rating, timestamp of every row), independent
+    of row order, computed on hashed columns (never by rendering the table as text)."""
+    import hashlib
+
+    cols = [c for c in (S.USER_ID, S.ITEM_ID, S.RATING, S.TIMESTAMP) if c in interactions.columns]
+    rows = pd.util.hash_pandas_object(interactions[cols], index=False).to_numpy()
+    return hashlib.sha256(np.sort(rows).tobytes()).hexdigest()
+
+
 def write_dataset(ds: Dataset, path: str | os.PathLike, overwrite: bool = False,
                   extra_tables: dict[str, pd.DataFrame] | None = None) -> Path:
     """Validate ``ds`` and write it as a dataset directory, atomically.

@@ -78,6 +78,34 @@ class Collector:
         if self.problems:
             raise DataValidationError(self.problems)
 
+    def extend_from_batch(self, other: "Collector", offset: int) -> None:
+        """Merge the problems a batch of a streamed file found (row numbers local to the batch,
+        starting at ``offset``) into this collector's problems of the same kind, with file-wide
+        row numbers and counts (call :meth:`rows_read` at the end for the file's row count)."""
+        import dataclasses
+        import re
+
+        for p in other.problems:
+            rows = tuple(r + offset for r in p.rows)
+            key = (p.file, p.column, p.fix)
+            same = next((i for i, q in enumerate(self.problems) if (q.file, q.column, q.fix) == key), None)
+            if same is None:
+                self.problems.append(dataclasses.replace(p, rows=rows))
+                continue
+            q = self.problems[same]
+            n = (q.n_rows or 0) + (p.n_rows or 0)
+            what = re.sub(r"\d[\d,]*", f"{n}", q.what, count=1)
+            self.problems[same] = dataclasses.replace(q, what=what, n_rows=n, rows=(q.rows + rows)[:MAX_EXAMPLES],
+                                                      examples=(tuple(q.examples) + tuple(p.examples))[:MAX_EXAMPLES])
+
+    def rows_read(self, total: int) -> None:
+        """After a streamed file: problems that say "of N rows" count the whole file."""
+        import dataclasses
+        import re
+
+        self.problems = [dataclasses.replace(p, what=re.sub(r"of \d[\d,]* rows", f"of {total} rows", p.what))
+                         for p in self.problems]
+
 
 # --------------------------------------------------------------------------------------------
 # Reading
@@ -226,10 +254,10 @@ def coerce_timestamp(arr: pa.ChunkedArray, file: str, c: Collector, now: float |
     bad = (values <= MIN_TIMESTAMP) | (values > upper)
     if bad.any():
         hint = ""
-        if np.median(values) > 10**11:
-            hint = "they look like milliseconds: divide by 1000; "
-        elif np.median(values) > 10**14:
+        if np.median(values) > 10**14:                      # the larger unit first: it also exceeds 10**11
             hint = "they look like microseconds: divide by 1,000,000; "
+        elif np.median(values) > 10**11:
+            hint = "they look like milliseconds: divide by 1000; "
         c.add(file, col,
               f"has {int(bad.sum())} implausible times outside 1970-01-01 .. "
               f"{pd.Timestamp(upper, unit='s').date()} (expected unix seconds)",

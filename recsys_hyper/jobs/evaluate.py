@@ -118,6 +118,8 @@ def evaluate_command(data: str | os.PathLike, out: str | os.PathLike, methods, s
         raise RecsysHyperError(str(exc)) from None
     if notebook and not track:
         raise RecsysHyperError("--notebook reads the MLflow run: drop --no-track")
+    if track:
+        tracking.ensure_reachable()                  # fail in seconds, before any work
     result, run_id = run_cold_start_evaluation(ds, out, protocol, methods=tuple(dict.fromkeys(methods)),
                                                model_config=model_config, track=track, experiment=experiment,
                                                progress=progress)

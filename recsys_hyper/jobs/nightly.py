@@ -11,8 +11,9 @@ run resumes at the first step not done, and training from its last epoch checkpo
 3. ``split``: users into train / validation / cold-test by a stable hash of the id.
 4. ``train``: the challenger, on training users (validation users stop it), warm-started from the
    champion unless ``full_retrain``; registered with alias ``challenger``.
-5. ``evaluate``: challenger and champion on the same validation and cold-test users.
-6. ``gate``: promote the challenger to ``champion`` unless it is worse beyond the tolerance.
+5. ``evaluate``: challenger and champion on the same validation and cold-test users and events.
+6. ``gate``: promote the challenger to ``champion`` unless it is worse beyond the tolerance on
+   the validation users (the cold-test users' figures are reported, not decided on).
 7. ``score``: every user with the champion, into ``WORK/scores`` (partition ``date=D``).
 8. ``cold_start_eval``: the cold-start protocol on the snapshot.
 
@@ -22,28 +23,25 @@ A lock file stops two runs at once; one left by a dead process is taken over.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
-from .. import __version__, tracking
+from .. import tracking
 from ..config import Config
 from ..data import schema as S
-from ..data.dataset import Dataset, load_dataset, validate_frames, write_dataset
+from ..data.dataset import Dataset, content_digest, load_dataset, validate_frames, write_dataset
 from ..errors import DataValidationError, RecsysHyperError
 from ..evaluation.protocol import Protocol
-from ..evaluation.runner import mean_over_shots
+from ..evaluation.runner import measure_models
 from ..recommender import HyperRecommender
 from .evaluate import run_cold_start_evaluation
 from .landing import landing_dates
-from .models import load_alias
+from .models import code_version, load_alias
 from .state import STEPS, NightState, RunLock, stable_split
 from .train import train_and_register
 
@@ -61,7 +59,7 @@ class NightlyConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     tolerance_mae: float = 0.005       # the challenger may be this much worse in MAE ...
-    tolerance_ndcg: float = 0.005      # ... and in nDCG@10 (cold-test users, mean over k)
+    tolerance_ndcg: float = 0.005      # ... and in nDCG@10 (validation users, mean over k)
     gate_shots: tuple[int, ...] = (0, 1, 3, 5, 10)
     top_k: int = 100
     eval_methods: tuple[str, ...] = ("popularity", "bias", "mf-features", "hyper")
@@ -133,7 +131,7 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
     with RunLock(work / "nightly.lock"):
         state = NightState.load(work, date)
         with tracking.night_run(date, cfg.experiment, run_id=state.done.get("_run", {}).get("run_id"),
-                                tags={"code_version": _code_version()}) as run_id:
+                                tags={"code_version": code_version()}) as run_id:
             if "_run" not in state.done:
                 state.complete("_run", run_id=run_id)
             report.run_id = run_id
@@ -145,7 +143,9 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
                     continue
                 t_step = time.perf_counter()
                 log.info("night %s: %s", date, name)
-                with tracking.step_run(name):
+                with tracking.step_run(name, run_id=state.started.get(name)) as step_run_id:
+                    if state.started.get(name) != step_run_id:
+                        state.start(name, step_run_id)
                     outputs = steps[name](date, cfg, state) or {}
                     outputs["seconds"] = round(time.perf_counter() - t_step, 2)
                     tracking.log_step(outputs)
@@ -170,12 +170,23 @@ def _validate(date, cfg, state) -> dict:
 
     part = Path(cfg.landing) / "events" / f"date={date}"
     quarantine = Path(cfg.work) / "quarantine" / f"date={date}"
+    reference = _snapshot_kinds(Path(cfg.work) / "snapshot" / S.INTERACTIONS_FILE)
     good, bad = [], []
     for f in sorted(part.glob("*.parquet")):
         c, rep = Collector(), ValidationReport()
         table = read_parquet_checked(f, c, required=True)
-        if table is not None:
-            check_interactions(table, c, rep, file=f.name)
+        frame = check_interactions(table, c, rep, file=f.name) if table is not None else None
+        if frame is not None:
+            kinds = _kinds(frame, rep.implicit)
+            reference = reference or kinds                       # the first night: its first good file
+            for what, (want, got) in ((k, (reference[k], kinds[k])) for k in reference):
+                if want != got:
+                    c.add(f.name, None if what == "feedback" else what,
+                          f"{'holds' if what == 'feedback' else 'has'} {got} "
+                          f"{'feedback' if what == 'feedback' else 'ids'} but the snapshot has {want}",
+                          "the landing file's schema changed: re-export it in the snapshot's schema (columns "
+                          "user_id, item_id, rating, timestamp with the same types), then move it back to the "
+                          "landing folder and re-run the night")
         if c.problems:
             quarantine.mkdir(parents=True, exist_ok=True)
             reason = str(DataValidationError(c.problems))
@@ -192,6 +203,26 @@ def _validate(date, cfg, state) -> dict:
     return {"valid_files": good, "quarantined": bad, "n_valid": len(good), "n_quarantined": len(bad)}
 
 
+def _kinds(frame: pd.DataFrame, implicit: bool) -> dict:
+    """What must agree between a landing file and the snapshot: id types and the kind of feedback."""
+    kind = lambda s: "int64" if pd.api.types.is_integer_dtype(s) else "string"  # noqa: E731
+    return {S.USER_ID: kind(frame[S.USER_ID]), S.ITEM_ID: kind(frame[S.ITEM_ID]),
+            "feedback": "implicit" if implicit else "explicit (rated)"}
+
+
+def _snapshot_kinds(path: Path) -> dict | None:
+    """:func:`_kinds` of the snapshot, from its schema alone (nothing is read)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        return None
+    schema = pq.read_schema(path)
+    kind = lambda t: "int64" if pa.types.is_integer(t) else "string"  # noqa: E731
+    return {S.USER_ID: kind(schema.field(S.USER_ID).type), S.ITEM_ID: kind(schema.field(S.ITEM_ID).type),
+            "feedback": "explicit (rated)" if S.RATING in schema.names else "implicit"}
+
+
 def _merge(date, cfg, state) -> dict:
     work, landing = Path(cfg.work), Path(cfg.landing)
     snapshot = work / "snapshot"
@@ -205,8 +236,7 @@ def _merge(date, cfg, state) -> dict:
     items = pd.read_parquet(landing / S.ITEMS_FILE) if (landing / S.ITEMS_FILE).exists() else None
     ds = validate_frames(events, users, items, source=str(snapshot))
     write_dataset(ds, snapshot, overwrite=True)
-    digest = hashlib.sha256(pq.read_table(snapshot / S.INTERACTIONS_FILE).to_pandas()
-                            .sort_values([S.USER_ID, S.ITEM_ID]).to_csv(index=False).encode()).hexdigest()
+    digest = content_digest(ds.interactions)
     return {"interactions": ds.n_interactions, "users": len(ds.user_ids()), "items": len(ds.item_ids()),
             "duplicates_dropped": ds.report.n_duplicates_dropped, "digest": digest}
 
@@ -234,7 +264,8 @@ def _train(date, cfg, state) -> dict:
     champion = None if cfg.full_retrain else load_alias("champion")
     trained = train_and_register(train_ds, Path(cfg.work) / "models" / f"date={date}", cfg.model_config,
                                  validation_users=split.index[split == "validation"], warm_start=champion,
-                                 resume=True, progress=cfg.progress, new_run=False)
+                                 resume=True, progress=cfg.progress, new_run=False,
+                                 version_tags={"night": date}, reuse_tag="night")
     return {"model_dir": str(trained.out), "version": trained.version, "warm_started": champion is not None,
             "best_epoch": trained.model.training_.best_epoch, "val_mae": trained.best["mae"],
             "val_ndcg10": trained.best["ndcg10"]}
@@ -243,36 +274,40 @@ def _train(date, cfg, state) -> dict:
 def _evaluate(date, cfg, state) -> dict:
     ds = load_dataset(Path(cfg.work) / "snapshot")
     split = _load_split(state)
-    challenger = HyperRecommender.load(state.done["train"]["model_dir"])
+    models = {"challenger": HyperRecommender.load(state.done["train"]["model_dir"])}
     champion = load_alias("champion")
+    if champion is not None:
+        models["champion"] = champion
     out = {}
-    for who, model in (("challenger", challenger), ("champion", champion)):
-        if model is None:
-            continue
-        for part in ("validation", "test"):
-            m = mean_over_shots(model, ds, split.index[split == part], cfg.gate_shots, min_query=5)
+    for part in ("validation", "test"):
+        for who, m in measure_models(models, ds, split.index[split == part], cfg.gate_shots, min_query=5).items():
             out.update({f"{who}_{part}_{k}": v for k, v in m.items()})
     return out
 
 
+def gate_decision(e: dict, tolerance_mae: float, tolerance_ndcg: float) -> tuple[bool, str]:
+    """Promote unless the challenger is worse than the champion beyond a tolerance, in MAE or in
+    nDCG@10, on the validation users (the test users' figures are reported, never decided on)."""
+    if "champion_validation_mae" not in e:
+        return True, "no champion yet: the first model becomes champion"
+    d_mae = e["challenger_validation_mae"] - e["champion_validation_mae"]
+    d_ndcg = e["challenger_validation_ndcg@10"] - e["champion_validation_ndcg@10"]
+    worse = []
+    if d_mae > tolerance_mae:
+        worse.append(f"MAE {e['challenger_validation_mae']:.4f} vs {e['champion_validation_mae']:.4f} "
+                     f"(+{d_mae:.4f} > {tolerance_mae})")
+    if -d_ndcg > tolerance_ndcg:
+        worse.append(f"nDCG@10 {e['challenger_validation_ndcg@10']:.4f} vs {e['champion_validation_ndcg@10']:.4f} "
+                     f"({d_ndcg:+.4f} < -{tolerance_ndcg})")
+    if worse:
+        return False, "worse than the champion on the same validation users: " + "; ".join(worse)
+    return True, ("not worse than the champion within tolerance on the same validation users "
+                  f"(MAE {d_mae:+.4f}, nDCG@10 {d_ndcg:+.4f})")
+
+
 def _gate(date, cfg, state) -> dict:
-    e, version = state.done["evaluate"], state.done["train"]["version"]
-    if "champion_test_mae" not in e:
-        promoted, reason = True, "no champion yet: the first model becomes champion"
-    else:
-        d_mae = e["challenger_test_mae"] - e["champion_test_mae"]
-        d_ndcg = e["challenger_test_ndcg@10"] - e["champion_test_ndcg@10"]
-        worse = []
-        if d_mae > cfg.tolerance_mae:
-            worse.append(f"MAE {e['challenger_test_mae']:.4f} vs {e['champion_test_mae']:.4f} (+{d_mae:.4f} > "
-                         f"{cfg.tolerance_mae})")
-        if -d_ndcg > cfg.tolerance_ndcg:
-            worse.append(f"nDCG@10 {e['challenger_test_ndcg@10']:.4f} vs {e['champion_test_ndcg@10']:.4f} "
-                         f"({d_ndcg:+.4f} < -{cfg.tolerance_ndcg})")
-        promoted = not worse
-        reason = ("not worse than the champion within tolerance on the same cold-test users "
-                  f"(MAE {d_mae:+.4f}, nDCG@10 {d_ndcg:+.4f})" if promoted else "worse than the champion: "
-                  + "; ".join(worse))
+    version = state.done["train"]["version"]
+    promoted, reason = gate_decision(state.done["evaluate"], cfg.tolerance_mae, cfg.tolerance_ndcg)
     if promoted:
         tracking.set_alias("champion", version)
     champion = tracking.alias_version("champion")
@@ -300,12 +335,3 @@ def _cold_start_eval(date, cfg, state) -> dict:
     hyper = result.table[result.table["method"] == "hyper"]
     return {"path": str(out), "run_id": run_id, "evaluated_users": result.n_eligible,
             "hyper_mae_mean": float(hyper["mae"].mean()), "hyper_ndcg10_mean": float(hyper["ndcg@10"].mean())}
-
-
-def _code_version() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{__version__}+{sha}" if sha else __version__

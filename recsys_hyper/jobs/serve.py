@@ -17,6 +17,12 @@ from ..data import load_dataset
 from ..data import schema as S
 from ..data.validation import Collector, coerce_id, read_parquet_checked
 from .models import load_model
+from .paths import check_file_out
+
+
+def input_files(data: str | os.PathLike) -> list[Path]:
+    """The files of a dataset directory that a command reads."""
+    return [Path(data) / name for name in (S.INTERACTIONS_FILE, S.USERS_FILE, S.ITEMS_FILE)]
 
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -26,11 +32,12 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.PathLike,
-              include_seen: bool = False) -> str:
+              include_seen: bool = False, allow_rating_mismatch: bool = False) -> str:
     """Top ``top_k`` for every user of ``data`` into ``out``; returns the summary line."""
+    check_file_out(out, input_files(data))
     ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
-    rec.check_compatible(ds)
+    rec.check_compatible(ds, allow_rating_mismatch)
     t0 = time.perf_counter()
     recs = rec.recommend(ds.interactions, k=top_k, exclude_seen=not include_seen, users=ds.users,
                          item_features=ds.items)
@@ -56,12 +63,14 @@ def read_pairs(path: str | os.PathLike) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def predict(model: str, data: str | os.PathLike, pairs: str | os.PathLike, out: str | os.PathLike) -> str:
+def predict(model: str, data: str | os.PathLike, pairs: str | os.PathLike, out: str | os.PathLike,
+            allow_rating_mismatch: bool = False) -> str:
     """Predictions for the pairs of ``pairs``, heads from the histories of ``data``; returns the summary line."""
+    check_file_out(out, [*input_files(data), pairs])
     frame = read_pairs(pairs)
     ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
-    rec.check_compatible(ds)
+    rec.check_compatible(ds, allow_rating_mismatch)
     pred = rec.predict(ds.interactions, frame, users=ds.users, item_features=ds.items)
     result = frame.assign(prediction=pred.astype(np.float32))
     write_parquet(result, out)

@@ -27,20 +27,30 @@ class NightState:
     date: str
     path: Path
     done: dict = field(default_factory=dict)
+    started: dict = field(default_factory=dict)      # step -> the tracking run it runs in
 
     @classmethod
     def load(cls, root: Path, date: str) -> "NightState":
         path = root / "state" / f"date={date}.json"
-        done = json.loads(path.read_text())["done"] if path.exists() else {}
-        return cls(date, path, done)
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        return cls(date, path, saved.get("done", {}), saved.get("started", {}))
 
     def is_done(self, step: str) -> bool:
         return step in self.done
 
     def complete(self, step: str, **outputs) -> None:
         self.done[step] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **outputs}
+        self._write()
+
+    def start(self, step: str, run_id: str) -> None:
+        """Record the tracking run a step runs in, so that a re-run after a crash resumes it."""
+        self.started[step] = run_id
+        self._write()
+
+    def _write(self) -> None:
         with atomic_file(self.path) as tmp:
-            tmp.write_text(json.dumps({"date": self.date, "done": self.done}, indent=2, default=str))
+            tmp.write_text(json.dumps({"date": self.date, "done": self.done, "started": self.started}, indent=2,
+                                      default=str))
 
 
 class RunLock:

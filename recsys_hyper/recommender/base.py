@@ -243,13 +243,42 @@ class Recommender:
 
     # ------------------------------------------------------------------------------ the vocabulary check
 
-    def check_compatible(self, dataset: Dataset) -> None:
-        """Fail before any work if ``dataset`` cannot be served by this model (id types differ, or
-        none of its items is known); warn with counts about items the model has never seen."""
+    def check_compatible(self, dataset: Dataset, allow_rating_mismatch: bool = False) -> None:
+        """Fail before any work if ``dataset`` cannot be served by this model: item ids of another
+        type, none of its items known, or (unless ``allow_rating_mismatch``) feedback of another kind
+        or ratings outside the training scale; warn with counts about items the model has never seen."""
         self._check_fitted()
         ids = dataset.item_ids()
         featured = dataset.items[S.ITEM_ID] if dataset.items is not None else None
         self.check_item_ids(ids.to_numpy(), str(dataset.source), featured=featured)
+        if not allow_rating_mismatch and len(dataset.interactions):
+            self.check_ratings(dataset.interactions[S.RATING].to_numpy(), str(dataset.source), dataset.implicit)
+
+    def check_ratings(self, ratings, source: str, implicit: bool) -> None:
+        """Refuse explicit ratings for an implicit model (and the reverse), and ratings outside the
+        scale the model was trained on (e.g. a 0-100 scale into a 1-5 model): every prediction
+        would be wrong without any error. ``ratings``: an array, or an iterable of arrays (the
+        batches of a streamed file)."""
+        fix = "use the model trained on this kind of data, or pass --allow-rating-mismatch if this is intended"
+        if implicit != self.implicit_:
+            kinds = ("implicit (no rating column)", "explicit (ratings)")
+            raise RecsysHyperError(f"{source}: the events are {kinds[0] if implicit else kinds[1]} but the model was "
+                                   f"trained on {kinds[0] if self.implicit_ else kinds[1]} feedback; {fix}")
+        if self.rating_range_ is None or implicit:
+            return
+        lo, hi = self.rating_range_
+        n_out, n, rows, examples = 0, 0, [], []
+        for batch in ([ratings] if isinstance(ratings, np.ndarray) else ratings):
+            outside = np.flatnonzero((batch < lo - 1e-6) | (batch > hi + 1e-6))
+            n_out += len(outside)
+            rows += (outside[: 5 - len(rows)] + n).tolist()
+            examples += batch[outside[: 5 - len(examples)]].tolist()
+            n += len(batch)
+        if n_out:
+            raise RecsysHyperError(
+                f"{source}: {n_out:,} ratings of {n:,} are outside the model's training scale [{lo:g}, {hi:g}] "
+                f"(rows {', '.join(map(str, rows))}; e.g. {', '.join(f'{v:g}' for v in examples)}); rescale them "
+                f"to [{lo:g}, {hi:g}], or {fix}")
 
     def check_item_ids(self, ids: np.ndarray, source: str, kind: str | None = None, featured=None) -> int:
         """The vocabulary check, on the distinct item ids of some data: refuse another id type
@@ -312,18 +341,42 @@ class Recommender:
         if not (root / META_FILE).is_file() or not (root / WEIGHTS_FILE).is_file():
             raise RecsysHyperError(f"{root}: not a recsys-hyper model directory (expected {META_FILE} and "
                                    f"{WEIGHTS_FILE}); pass the --out folder of `recsys-hyper train`")
-        meta = json.loads((root / META_FILE).read_text())
-        if meta.get("format") != FORMAT_VERSION:
-            raise RecsysHyperError(f"{root}: model format {meta.get('format')} is not supported by this version "
+        fix = "the model directory is damaged or was edited: retrain it, or restore it from the registry"
+        try:
+            meta = json.loads((root / META_FILE).read_text())
+        except (ValueError, OSError) as exc:
+            raise RecsysHyperError(f"{root / META_FILE}: is not valid JSON ({exc}); {fix}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise RecsysHyperError(f"{root}: model format {found} is not supported by this version "
                                    f"(expects {FORMAT_VERSION}); retrain or use the version that wrote it")
         saved = meta.get("class", "HyperRecommender")
         if saved != cls.__name__:
             raise RecsysHyperError(f"{root}: holds a {saved}, not a {cls.__name__}; load it with {saved}.load")
-        self = cls._from_meta(meta, root)
-        self.item_map_ = IdMap.load(root / ITEM_IDS_FILE)
-        self.implicit_ = bool(meta["implicit"])
-        self.rating_range_ = tuple(meta["rating_range"]) if meta["rating_range"] is not None else None
-        self._restore(torch.load(root / WEIGHTS_FILE, weights_only=True), meta, root)
+        try:
+            self = cls._from_meta(meta, root)
+            self.implicit_ = bool(meta["implicit"])
+            self.rating_range_ = tuple(meta["rating_range"]) if meta["rating_range"] is not None else None
+        except KeyError as exc:
+            raise RecsysHyperError(f"{root / META_FILE}: the key {exc} is missing; {fix}") from None
+        if not (root / ITEM_IDS_FILE).is_file():
+            raise RecsysHyperError(f"{root / ITEM_IDS_FILE}: file not found (the model's item vocabulary); {fix}")
+        try:
+            self.item_map_ = IdMap.load(root / ITEM_IDS_FILE)
+        except Exception as exc:  # corrupt Parquet, wrong columns, duplicate ids
+            raise RecsysHyperError(f"{root / ITEM_IDS_FILE}: cannot be read ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0][:200]}); {fix}") from None
+        try:
+            state = torch.load(root / WEIGHTS_FILE, weights_only=True)
+        except Exception as exc:  # truncated or garbage files raise several types
+            raise RecsysHyperError(f"{root / WEIGHTS_FILE}: cannot be read ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0][:200]}); {fix}") from None
+        try:
+            self._restore(state, meta, root)
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise RecsysHyperError(f"{root}: the weights in {WEIGHTS_FILE} do not match {META_FILE} / "
+                                   f"{ITEM_IDS_FILE} ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+                                   f"{fix}") from None
         if meta.get("tuning"):
             self.tuning_ = meta["tuning"]
         return self

@@ -74,8 +74,13 @@ def _histories_source(data_dir: Path) -> Path:
     return path
 
 
-def check_inputs(model: HyperRecommender, data_dir: Path) -> tuple[pads.Dataset, ScoreReport]:
-    """Schema and vocabulary checks, reading only what they need."""
+def check_inputs(model: HyperRecommender, data_dir: Path, allow_rating_mismatch: bool = False
+                 ) -> tuple[pads.Dataset, ScoreReport]:
+    """What ``recommend`` checks, streamed (no full load): the schema, the item vocabulary, the
+    values (ratings finite and, unless ``allow_rating_mismatch``, on the model's scale and of its
+    kind; timestamps plausible unix seconds), and ``users.parquet``'s id type."""
+    from ..data.validation import Collector, coerce_rating, coerce_timestamp
+
     src = _histories_source(data_dir)
     try:
         ds = pads.dataset(src, format="parquet")
@@ -88,27 +93,61 @@ def check_inputs(model: HyperRecommender, data_dir: Path) -> tuple[pads.Dataset,
         if col not in schema.names:
             problems.append(Problem(S.INTERACTIONS_FILE, col, f"is missing (columns present: {', '.join(schema.names)})",
                                     "histories need user_id and item_id (rating and timestamp when available)"))
-        elif not (pa.types.is_integer(schema.field(col).type) or pa.types.is_string(schema.field(col).type)
-                  or pa.types.is_large_string(schema.field(col).type)):
+        elif not _is_id_type(schema.field(col).type):
             problems.append(Problem(S.INTERACTIONS_FILE, col, f"has type {schema.field(col).type}",
                                     "ids must be int64 or string"))
+    users_file = data_dir / S.USERS_FILE
+    if not problems and users_file.exists():
+        users_type = pads.dataset(users_file, format="parquet").schema.field(S.USER_ID).type
+        if pa.types.is_integer(users_type) != pa.types.is_integer(schema.field(S.USER_ID).type):
+            problems.append(Problem(S.USERS_FILE, S.USER_ID, f"has type {users_type} but the histories' user ids "
+                                    f"are {schema.field(S.USER_ID).type}",
+                                    "store user ids with the same type in both files"))
     if problems:
         raise DataValidationError(problems)
     report = ScoreReport(date="")
     item_type = schema.field(S.ITEM_ID).type
     kind = "int64" if pa.types.is_integer(item_type) else "string"
     model.check_item_kind(kind, str(src))                      # before reading anything
+    implicit = S.RATING not in schema.names
+    if not allow_rating_mismatch:
+        model.check_ratings(np.zeros(0), str(src), implicit)    # the kind of feedback, from the schema
+    columns = [S.ITEM_ID] + [c for c in (S.RATING, S.TIMESTAMP) if c in schema.names]
     distinct: set = set()
-    for batch in ds.to_batches(columns=[S.ITEM_ID], **STREAM):
-        col = batch.column(0)
-        if col.null_count:
-            raise DataValidationError([Problem(S.INTERACTIONS_FILE, S.ITEM_ID, f"has {col.null_count} null ids",
-                                               "drop those rows")])
-        distinct.update(pc.unique(col).to_pylist())
-        report.interactions += batch.num_rows
+    c = Collector()
+
+    def ratings():
+        """One pass over the file: ids and values checked batch by batch; yields the ratings."""
+        for batch in ds.to_batches(columns=columns, **STREAM):
+            ids = batch.column(S.ITEM_ID)
+            if ids.null_count:
+                raise DataValidationError([Problem(S.INTERACTIONS_FILE, S.ITEM_ID, f"has {ids.null_count} null ids",
+                                                   "drop those rows")])
+            distinct.update(pc.unique(ids).to_pylist())
+            local = Collector()
+            values = (coerce_rating(pa.chunked_array([batch.column(S.RATING)]), S.INTERACTIONS_FILE, local)
+                      if not implicit else None)
+            if S.TIMESTAMP in columns:
+                coerce_timestamp(pa.chunked_array([batch.column(S.TIMESTAMP)]), S.INTERACTIONS_FILE, local)
+            c.extend_from_batch(local, report.interactions)
+            report.interactions += batch.num_rows
+            if values is not None:
+                yield values.to_numpy()
+
+    if allow_rating_mismatch or implicit:
+        for _ in ratings():
+            pass
+    else:
+        model.check_ratings(ratings(), str(src), implicit)
+    c.rows_read(report.interactions)
+    c.raise_if_any()
     ids = np.array(sorted(distinct), dtype=np.int64 if kind == "int64" else object)
     report.unknown_item_ids = model.check_item_ids(ids, str(src), kind=kind)
     return ds, report
+
+
+def _is_id_type(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
 def _bucket_of(ids: pa.Array, n_buckets: int) -> np.ndarray:
@@ -154,14 +193,15 @@ def _read_bucket(work: Path, kind: str, b: int) -> pd.DataFrame | None:
 
 def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir: str | os.PathLike, date: str,
                   top_k: int = 100, chunk_users: int = 4096, candidates=None, exclude_seen: bool = True,
-                  rows_per_bucket: int = 500_000, progress: bool = True) -> ScoreReport:
+                  rows_per_bucket: int = 500_000, progress: bool = True,
+                  allow_rating_mismatch: bool = False) -> ScoreReport:
     """Score every user of ``data_dir`` (histories + optional users file) into ``out_dir``."""
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
     _check_date(date)
     data_dir, out = Path(data_dir), Path(out_dir)
-    source, report = check_inputs(model, data_dir)
+    source, report = check_inputs(model, data_dir, allow_rating_mismatch)
     report.date = date
     users_file = data_dir / S.USERS_FILE
     users_file = users_file if users_file.exists() else None

@@ -5,7 +5,6 @@ directory from ``models:/...`` / ``runs:/...`` URIs."""
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -21,14 +20,42 @@ MODEL_ARTIFACT = "model_dir"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 
 
+def find_version(tag: str, value: str) -> str | None:
+    """The registered version tagged ``tag = value`` (e.g. the night that produced it), if any."""
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
+    except Exception as exc:
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(exc, MlflowException) and getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    found = [v for v in versions if v.tags.get(tag) == value]
+    return str(max(int(v.version) for v in found)) if found else None
+
+
 def log_pyfunc_model(model_dir: str | os.PathLike, example: pd.DataFrame, example_out: pd.DataFrame,
-                     register: bool = True, alias: str | None = "challenger", k: int = 10) -> str | None:
+                     register: bool = True, alias: str | None = "challenger", k: int = 10,
+                     version_tags: dict | None = None, description: str | None = None,
+                     reuse_tag: str | None = None) -> str | None:
     """Log a saved model directory on the active run as a models-from-code pyfunc, its signature
     inferred from ``example`` (grouped histories) and ``example_out`` (what the model returns for
-    them); register it as ``recsys-hyper`` and set ``alias``. Returns the registered version
-    (``None`` when not registering)."""
+    them); register it as ``recsys-hyper`` with ``version_tags`` and ``description``, and set
+    ``alias``. Returns the registered version (``None`` when not registering).
+
+    ``reuse_tag``: registration is idempotent on this tag: when a version already carries the same
+    value (a re-run of a night killed after registering), it is returned instead of a new one."""
     from mlflow.models import infer_signature
 
+    version_tags = {k_: str(v) for k_, v in (version_tags or {}).items()}
+    if register and reuse_tag:
+        existing = find_version(reuse_tag, version_tags[reuse_tag])
+        if existing is not None:
+            if alias:
+                MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, existing)
+            mlflow.set_tag("registered_version", existing)
+            return existing
     with warnings.catch_warnings():  # MLflow's hint about integer columns and missing values
         warnings.simplefilter("ignore", UserWarning)
         signature = infer_signature(example, example_out, params={"k": k, "exclude_seen": True})
@@ -45,6 +72,11 @@ def log_pyfunc_model(model_dir: str | os.PathLike, example: pd.DataFrame, exampl
     if not register:
         return None
     version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in version_tags.items():
+        client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
+    if description:
+        client.update_model_version(REGISTERED_MODEL, version, description=description)
     if alias:
         MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, version)
     mlflow.set_tag("registered_version", version)
@@ -63,8 +95,34 @@ def is_model_uri(text: str) -> bool:
     return text.startswith(("models:/", "runs:/"))
 
 
+def cache_root() -> Path:
+    """Where resolved models are kept: ``$RECSYS_HYPER_CACHE``, else ``~/.cache/recsys-hyper/models``."""
+    return Path(os.environ.get("RECSYS_HYPER_CACHE") or Path.home() / ".cache" / "recsys-hyper" / "models")
+
+
+def _cache_key(uri: str) -> str:
+    """A key that names the model's content: the store, the run that logged it and the artifact
+    path (a registered version never changes; an alias is resolved to its version first)."""
+    import hashlib
+    import re
+
+    client = MlflowClient()
+    m = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))(/.*)?", uri)
+    if m:
+        name, alias, number, rest = m.groups()
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+        content = f"{mv.run_id}|{mv.source}|{rest or ''}"
+    else:
+        content = uri                                             # runs:/<run id>/<path>: already content-named
+    return hashlib.sha256(f"{mlflow.get_tracking_uri()}|{content}".encode()).hexdigest()[:20]
+
+
 def resolve_model(model: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
-    """A local model directory for ``model``: a directory as is, or an MLflow model URI downloaded."""
+    """A local model directory for ``model``: a directory as is, or an MLflow model URI, downloaded
+    once into a cache keyed by what it names (so repeated calls, nights and Spark tasks reuse one
+    copy; the download is atomic, so a killed one leaves nothing that looks complete)."""
+    from ..atomic import atomic_directory
+
     text = str(model)
     if not is_model_uri(text):
         path = Path(text)
@@ -73,26 +131,48 @@ def resolve_model(model: str | os.PathLike, cache_dir: str | os.PathLike | None 
                                    f"`recsys-hyper train`) or an MLflow URI such as models:/{REGISTERED_MODEL}@champion")
         return path
     configure()
-    dst = Path(cache_dir or tempfile.mkdtemp(prefix="recsys-hyper-model-"))
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(dst)))
+        target = Path(cache_dir or cache_root()) / _cache_key(text)
+        if not (target / "MLmodel").is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_directory(target, overwrite=True) as tmp:
+                mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(tmp))
+                _flatten_download(tmp)
+    except RecsysHyperError:
+        raise
     except Exception as exc:  # MlflowException, connection errors, ...
         raise RecsysHyperError(f"{text}: cannot be loaded from the MLflow store at {mlflow.get_tracking_uri()} "
                                f"({type(exc).__name__}: {str(exc).splitlines()[0]}); check the name / alias "
                                f"and MLFLOW_TRACKING_URI") from None
-    return _model_dir_in(local, text)
+    return _model_dir_in(target, text)
+
+
+def _flatten_download(root: Path) -> None:
+    """``download_artifacts`` nests a run's artifact under its path; keep the folder holding MLmodel at ``root``."""
+    if (root / "MLmodel").is_file():
+        return
+    found = next(iter(root.rglob("MLmodel")), None)
+    if found is not None:
+        for child in found.parent.iterdir():
+            child.rename(root / child.name)
 
 
 def _model_dir_in(local: Path, uri: str) -> Path:
-    """The ``model_dir`` artifact inside a downloaded pyfunc, as its MLmodel file records it."""
+    """The ``model_dir`` artifact inside a downloaded pyfunc, as its MLmodel file records it; one
+    that points outside the model's own folder is refused."""
     import yaml
 
     mlmodel = local / "MLmodel"
     if mlmodel.is_file():
-        spec = yaml.safe_load(mlmodel.read_text())
+        spec = yaml.safe_load(mlmodel.read_text()) or {}
         rel = spec.get("flavors", {}).get("python_function", {}).get("artifacts", {}).get(MODEL_ARTIFACT, {})
-        if rel.get("path") and (local / rel["path"] / "model.json").is_file():
-            return local / rel["path"]
+        if rel.get("path"):
+            inside = (local / rel["path"]).resolve()
+            if local.resolve() not in inside.parents:
+                raise RecsysHyperError(f"{uri}: its MLmodel points the '{MODEL_ARTIFACT}' artifact outside the "
+                                       f"model's folder ({rel['path']}); refused")
+            if (inside / "model.json").is_file():
+                return inside
     raise RecsysHyperError(f"{uri}: not a recsys-hyper model (its MLmodel has no '{MODEL_ARTIFACT}' artifact); "
                            f"was it logged by `recsys-hyper train`?")
 
@@ -105,10 +185,25 @@ def load_pyfunc(uri: str):
 
 
 def alias_version(alias: str) -> str | None:
+    """The version behind ``recsys-hyper@alias``; ``None`` only when the alias (or the registered
+    model) does not exist. Any other failure (timeout, server error, no permission) is raised: it
+    must never pass for "no champion yet"."""
+    from mlflow.exceptions import MlflowException
+
     try:
         return str(MlflowClient().get_model_version_by_alias(REGISTERED_MODEL, alias).version)
-    except Exception:
-        return None
+    except MlflowException as exc:
+        code, text = getattr(exc, "error_code", ""), str(exc)
+        if code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "alias" in text
+                                                 and "not found" in text):
+            return None
+        raise RecsysHyperError(f"cannot read the alias {REGISTERED_MODEL}@{alias} from the MLflow store at "
+                               f"{mlflow.get_tracking_uri()} ({code}: {text.splitlines()[0][:200]}); nothing was "
+                               f"decided: fix the store and run again") from None
+    except Exception as exc:  # connection errors, timeouts
+        raise RecsysHyperError(f"cannot read the alias {REGISTERED_MODEL}@{alias} from the MLflow store at "
+                               f"{mlflow.get_tracking_uri()} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                               f"nothing was decided: fix the store and run again") from None
 
 
 def set_alias(alias: str, version: str) -> None:

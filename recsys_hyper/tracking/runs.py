@@ -142,21 +142,36 @@ def log_evaluation(table: pd.DataFrame, params: dict, figure, artifacts, data_di
 
 @contextlib.contextmanager
 def night_run(date: str, experiment: str, run_id: str | None = None, tags: dict | None = None):
-    """The parent run of one night, resumed when ``run_id`` names an earlier attempt's run."""
+    """The parent run of one night, resumed when ``run_id`` names an earlier attempt's run (a new
+    one only when that run no longer exists; any other error reading it is raised). Nested runs a
+    dead attempt left RUNNING are ended as KILLED."""
+    from mlflow.exceptions import MlflowException
+
     configure()
     mlflow.set_experiment(experiment)
+    client = MlflowClient()
     if run_id is not None:
         try:
-            MlflowClient().get_run(run_id)
-        except Exception:
+            client.get_run(run_id)
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+                raise
             run_id = None
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"nightly {date}",
                           tags=None if run_id else {"kind": "nightly", "date": date, **(tags or {})}) as run:
+        for stale in client.search_runs([run.info.experiment_id],
+                                        f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'RUNNING'"):
+            client.set_terminated(stale.info.run_id, status="KILLED")
         yield run.info.run_id
 
 
 @contextlib.contextmanager
-def step_run(name: str):
+def step_run(name: str, run_id: str | None = None):
+    """A nested run for one step of the night; ``run_id``: resume the run of an attempt that died."""
+    if run_id is not None:
+        with mlflow.start_run(run_id=run_id, nested=True) as run:
+            yield run.info.run_id
+        return
     with mlflow.start_run(run_name=name, nested=True, tags={"kind": "nightly-step", "step": name}) as run:
         yield run.info.run_id
 
@@ -181,6 +196,11 @@ def log_metrics(metrics: dict) -> None:
 def log_epoch(epoch: int, metrics: dict) -> None:
     """Per-epoch training metrics on the active run (a training callback)."""
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
+
+
+def tag_run(**tags) -> None:
+    """Tags on the active run."""
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
 def tag_night(**tags) -> None:
