@@ -362,3 +362,38 @@ def test_streamed_value_problems_count_the_whole_file(tmp_path):
         batch_module.STREAM = old
     text = str(info.value)
     assert "has 5 missing (null / NaN) values of 50 rows" in text and "rows 9, 19, 29, 39, 49" in text, text
+
+
+# -- 13: small things that were wrong
+
+
+def test_library_figures_leave_the_callers_backend_alone(tmp_path):
+    import matplotlib
+
+    from recsys_hyper.data import load_dataset
+    from recsys_hyper.evaluation.protocol import Protocol
+    from recsys_hyper.evaluation.report import k_curve_figure
+    from recsys_hyper.evaluation.runner import evaluate
+
+    generate(preset("tiny", n_users=120, seed=9), tmp_path / "ds")
+    result = evaluate(load_dataset(tmp_path / "ds"), Protocol(shots=(0, 1), min_query=5), methods=("popularity",),
+                      progress=False)
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        k_curve_figure(result).savefig(tmp_path / "k.png")
+        assert matplotlib.get_backend() == "svg"                # the library switched nothing
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "k.png").stat().st_size > 0
+
+
+def test_pairs_with_other_id_types_are_explained(trained, tmp_path, capsys):
+    data = write_frames(tmp_path / "d", pd.read_parquet(trained / "ds" / "interactions.parquet").head(30))
+    for pairs, column in ((pd.DataFrame({"user_id": ["1"], "item_id": [3]}), "user_id"),
+                          (pd.DataFrame({"user_id": [1], "item_id": ["3"]}), "item_id")):
+        pairs.to_parquet(tmp_path / "pairs.parquet")
+        assert main(["predict", "--model", str(trained / "model"), "--data", str(data), "--pairs",
+                     str(tmp_path / "pairs.parquet"), "--out", str(tmp_path / "p.parquet")]) == 2
+        err = capsys.readouterr().err
+        assert f"pairs.parquet: column '{column}': has string ids" in err and "Traceback" not in err, err

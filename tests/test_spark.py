@@ -75,7 +75,9 @@ def test_map_in_pandas_equals_the_single_machine_scorer(spark, trained, tmp_path
                                   check_dtype=False)
     # scores to float32 rounding: Spark's batches hold other users than the streaming scorer's
     # chunks, and BLAS kernels sum in an order that depends on the batch's shape
-    np.testing.assert_allclose(a["score"], b["score"], rtol=1e-4, atol=1e-4)
+    # float32 rounding: BLAS sums in an order that depends on the batch's shape, so the error scales
+    # with the scores' magnitude (the rank vector now includes the item-item parts)
+    np.testing.assert_allclose(a["score"], b["score"], rtol=1e-4, atol=2e-5 * float(np.abs(b["score"]).max()))
 
 
 def test_spark_udf_on_the_registered_model(spark, trained, monkeypatch):
@@ -95,3 +97,16 @@ def test_spark_udf_on_the_registered_model(spark, trained, monkeypatch):
         mine = want[want["user_id"] == row["user_id"]]
         assert list(row["item_ids"]) == mine["item_id"].tolist()
         np.testing.assert_allclose(row["scores"], mine["score"].to_numpy(), rtol=1e-5)
+
+
+def test_paths_keep_their_scheme_and_the_output_schema_follows_the_id_types(spark, tmp_path):
+    from recsys_hyper.scoring.spark import grouped_histories, join_path, recs_ddl
+
+    assert join_path("s3://bucket/data/", "interactions.parquet") == "s3://bucket/data/interactions.parquet"
+    events = pd.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "a"], "rating": [4.0, 3.0, 5.0],
+                           "timestamp": [1_600_000_000, 1_600_000_001, 1_600_000_002]})
+    (tmp_path / "ds").mkdir()
+    events.to_parquet(tmp_path / "ds" / "interactions.parquet")              # no users.parquet: optional
+    grouped, features = grouped_histories(spark, str(tmp_path / "ds"))
+    assert features == [] and grouped.count() == 2
+    assert recs_ddl(grouped) == "user_id string, item_id string, score float, rank int"

@@ -51,14 +51,13 @@ def summary(result: EvalResult) -> dict:
 
 
 def k_curve_figure(result: EvalResult):
-    """MAE, nDCG@10 and Recall@10 against k, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """MAE, nDCG@10 and Recall@10 against k, one line per method. A standalone figure: the
+    caller's pyplot state and backend are left alone."""
+    from matplotlib.figure import Figure
 
     t = result.table
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig = Figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
     for ax, (col, name) in zip(axes, (("mae", "MAE (lower is better)"), ("ndcg@10", "nDCG@10, full catalogue"),
                                      ("recall@10", "Recall@10, full catalogue"))):
         for method, g in t.groupby("method", sort=False):

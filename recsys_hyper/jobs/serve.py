@@ -63,6 +63,26 @@ def read_pairs(path: str | os.PathLike) -> pd.DataFrame:
     return table.to_pandas()
 
 
+def _kind(s: pd.Series) -> str:
+    return "int64" if pd.api.types.is_integer_dtype(s) else "string"
+
+
+def check_pair_ids(pairs: pd.DataFrame, name: str, ds, item_kind: str) -> None:
+    """The pairs' ids must have the histories' user id type and the model's item id type."""
+    from ..errors import DataValidationError, Problem
+
+    problems = []
+    users = ds.users[S.USER_ID] if ds.interactions.empty and ds.users is not None else ds.interactions[S.USER_ID]
+    if len(pairs) and len(users) and _kind(pairs[S.USER_ID]) != _kind(users):
+        problems.append(Problem(name, S.USER_ID, f"has {_kind(pairs[S.USER_ID])} ids but the histories' user ids "
+                                f"are {_kind(users)}", "store user ids with the same type in both files"))
+    if len(pairs) and _kind(pairs[S.ITEM_ID]) != item_kind:
+        problems.append(Problem(name, S.ITEM_ID, f"has {_kind(pairs[S.ITEM_ID])} ids but the model's item ids are "
+                                f"{item_kind}", "store item ids with the type the model was trained on"))
+    if problems:
+        raise DataValidationError(problems)
+
+
 def predict(model: str, data: str | os.PathLike, pairs: str | os.PathLike, out: str | os.PathLike,
             allow_rating_mismatch: bool = False) -> str:
     """Predictions for the pairs of ``pairs``, heads from the histories of ``data``; returns the summary line."""
@@ -71,6 +91,7 @@ def predict(model: str, data: str | os.PathLike, pairs: str | os.PathLike, out: 
     ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
     rec.check_compatible(ds, allow_rating_mismatch)
+    check_pair_ids(frame, Path(pairs).name, ds, rec.item_map_.kind)
     pred = rec.predict(ds.interactions, frame, users=ds.users, item_features=ds.items)
     result = frame.assign(prediction=pred.astype(np.float32))
     write_parquet(result, out)

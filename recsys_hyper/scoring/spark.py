@@ -27,7 +27,6 @@ from ..data.frames import explode_histories
 from ..recommender import HyperRecommender
 from .core import ChunkScorer
 
-RECS_DDL = "user_id long, item_id long, score float, rank int"
 EVENT_FIELDS = (S.TIMESTAMP, S.ITEM_ID, S.RATING)
 
 
@@ -59,22 +58,46 @@ def grouped_histories(spark, data_dir: str | Path):
     ``timestamp`` (empty for users known only from users.parquet) and the user's features."""
     from pyspark.sql import functions as F
 
-    data_dir = Path(data_dir)
-    events = spark.read.parquet(str(data_dir / S.INTERACTIONS_FILE))
+    events = spark.read.parquet(join_path(data_dir, S.INTERACTIONS_FILE))
     if S.RATING not in events.columns:
         events = events.withColumn(S.RATING, F.lit(S.IMPLICIT_RATING))
     ordered = F.array_sort(F.collect_list(F.struct(*[F.col(c) for c in EVENT_FIELDS])))
     grouped = events.groupBy(S.USER_ID).agg(ordered.alias("events"))
     grouped = grouped.select(S.USER_ID, *[F.col(f"events.{c}").alias(c) for c in (S.ITEM_ID, S.RATING, S.TIMESTAMP)])
     features: list[str] = []
-    users_path = data_dir / S.USERS_FILE
-    if users_path.exists():
-        users = spark.read.parquet(str(users_path))
+    users = _read_optional(spark, join_path(data_dir, S.USERS_FILE))
+    if users is not None:
         features = [c for c in users.columns if c != S.USER_ID]
         grouped = grouped.join(users, on=S.USER_ID, how="full")
-        for c, t in ((S.ITEM_ID, "long"), (S.RATING, "double"), (S.TIMESTAMP, "long")):
-            grouped = grouped.withColumn(c, F.coalesce(F.col(c), F.array().cast(f"array<{t}>")))
+        for c in (S.ITEM_ID, S.RATING, S.TIMESTAMP):
+            t = grouped.schema[c].dataType.simpleString()
+            grouped = grouped.withColumn(c, F.coalesce(F.col(c), F.array().cast(t)))
     return grouped, features
+
+
+def join_path(root: str | Path, name: str) -> str:
+    """``root/name`` as a string: a URI such as ``s3://bucket/data`` keeps its scheme (``Path``
+    would turn it into ``s3:/bucket/data``)."""
+    return f"{str(root).rstrip('/')}/{name}"
+
+
+def _read_optional(spark, path: str):
+    """A Parquet dataset on any filesystem Spark reads, or ``None`` when there is none at ``path``."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        return spark.read.parquet(path)
+    except AnalysisException as exc:
+        if "PATH_NOT_FOUND" in str(exc) or "Path does not exist" in str(exc):
+            return None
+        raise
+
+
+def recs_ddl(grouped) -> str:
+    """The output schema, with the ids' types as they are in the data (int64 or string)."""
+    user = grouped.schema[S.USER_ID].dataType.simpleString()
+    item = grouped.schema[S.ITEM_ID].dataType.elementType.simpleString()
+    return f"user_id {user}, item_id {item}, score float, rank int"
 
 
 def spark_recommendations(spark, data_dir: str | Path, load_model: Callable[[], HyperRecommender], top_k: int = 100,
@@ -82,4 +105,4 @@ def spark_recommendations(spark, data_dir: str | Path, load_model: Callable[[], 
     """A Spark DataFrame of ``user_id, item_id, score, rank`` for every user of ``data_dir``
     (``load_model``: see :func:`score_partitions`)."""
     grouped, features = grouped_histories(spark, data_dir)
-    return grouped.mapInPandas(score_partitions(load_model, top_k, exclude_seen, features), schema=RECS_DDL)
+    return grouped.mapInPandas(score_partitions(load_model, top_k, exclude_seen, features), schema=recs_ddl(grouped))
