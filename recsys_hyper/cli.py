@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "from their interaction history in one forward pass.",
         epilog=EPILOG, formatter_class=_Formatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log debug messages too, among them every training epoch's losses")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _data_commands(sub)
     _model_commands(sub)
@@ -154,6 +155,11 @@ def _model_commands(sub) -> None:
     t.add_argument("--config", metavar="FILE", help="TOML / YAML / JSON with [model] and [train] sections")
     t.add_argument("--seed", type=int, help="random seed (overrides the config; default 0)")
     t.add_argument("--epochs", type=_positive_int, help="maximum epochs (overrides the config; default 40)")
+    t.add_argument("--max-steps", type=_positive_int, metavar="N",
+                   help="optimisation steps in all, spread over the epochs (each epoch samples its users afresh), "
+                        "so the cost does not grow with the number of users; without it every epoch passes over every user")
+    t.add_argument("--max-minutes", type=float, metavar="M",
+                   help="stop training after this long; the epoch under way is validated and the best one kept")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint of an interrupted run")
     t.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     t.add_argument("--no-register", action="store_true", help="log to MLflow but do not register the model")
@@ -231,6 +237,9 @@ def _pipeline_commands(sub) -> None:
     n.add_argument("--work", default="artifacts/nightly", metavar="DIR", help="snapshot, state, models, scores")
     n.add_argument("--config", metavar="FILE", help="the hypernetwork's config (as for train)")
     n.add_argument("--full", action="store_true", help="retrain from scratch instead of warm-starting")
+    n.add_argument("--warm-max-steps", type=_positive_int, default=2000, metavar="N",
+                   help="the step budget of a warm-started training (a first or --full training passes over every "
+                        "user each epoch)")
     n.add_argument("--tolerance-mae", type=float, default=0.005, help="how much worse the challenger's MAE may be")
     n.add_argument("--tolerance-ndcg", type=float, default=0.005, help="how much worse its nDCG@10 may be")
     n.add_argument("--top-k", type=_positive_int, default=100, help="items per user in the batch scores")
@@ -318,7 +327,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .jobs.train import train_command
 
-    cfg = load_config(args.config).replace(seed=args.seed, epochs=args.epochs)
+    cfg = load_config(args.config).replace(seed=args.seed, epochs=args.epochs, max_steps=args.max_steps,
+                                           max_minutes=args.max_minutes)
     summary = train_command(args.data, args.out, cfg, resume=args.resume, track=not args.no_track,
                             register=not args.no_register, experiment=args.experiment, progress=not args.no_progress,
                             overwrite=args.overwrite)
@@ -367,7 +377,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
     dates = nights_to_run(args.landing, args.date, args.all)
     cfg = NightlyConfig(landing=Path(args.landing), work=Path(args.work), model_config=load_config(args.config),
-                        full_retrain=args.full, tolerance_mae=args.tolerance_mae, tolerance_ndcg=args.tolerance_ndcg,
+                        full_retrain=args.full, warm_max_steps=args.warm_max_steps,
+                        tolerance_mae=args.tolerance_mae, tolerance_ndcg=args.tolerance_ndcg,
                         top_k=args.top_k, progress=not args.no_progress)
     for date in dates:
         print(run_nightly(date, cfg).summary(cfg.work))

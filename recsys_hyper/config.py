@@ -51,6 +51,12 @@ class TrainConfig:
     """Episodic meta-training."""
 
     epochs: int = 40
+    max_steps: int | None = None       # optimisation steps in all, spread over the epochs (each epoch samples its
+                                       # users afresh); None: every epoch passes over every training user
+    max_minutes: float | None = None   # stop after this long (the epoch under way is validated and kept)
+    max_val_users: int = 2000          # validation users: a seeded sample of at most this many
+    full_softmax_items: int = 20_000   # larger catalogues: a sampled softmax with log-Q correction
+    negatives: int = 2048              # sampled negatives per step (popularity^0.75) for that softmax
     batch_users: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -79,7 +85,12 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_users", "max_query", "patience"):
+        _check("TrainConfig", "max_steps", self.max_steps is None or (
+            isinstance(self.max_steps, int) and self.max_steps >= 1), "a positive int or None", self.max_steps)
+        _check("TrainConfig", "max_minutes", self.max_minutes is None or self.max_minutes > 0, "a positive float or None",
+               self.max_minutes)
+        for name in ("epochs", "batch_users", "max_query", "patience", "max_val_users", "full_softmax_items",
+                     "negatives"):
             v = getattr(self, name)
             _check("TrainConfig", name, isinstance(v, int) and v >= 1, "a positive int", v)
         _check("TrainConfig", "k_max", isinstance(self.k_max, int) and self.k_max >= 0, "an int >= 0", self.k_max)

@@ -77,16 +77,19 @@ class EvalResult:
 
 
 def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHODS, model_config=None,
-             progress: bool = True, on_result: Callable[[str, int, dict], None] | None = None) -> EvalResult:
+             progress: bool = True, on_result: Callable[[str, int, dict], None] | None = None,
+             split: Split | None = None, fitted: dict | None = None) -> EvalResult:
     """Run the protocol for ``methods`` on ``ds``. ``on_result(method, k, metrics)`` is called as
-    each (method, k) finishes (e.g. to log an MLflow child run)."""
+    each (method, k) finishes (e.g. to log an MLflow child run). ``split``: a given user split
+    (default: the protocol's seeded one); ``fitted``: models already fitted on its training users
+    (fit key -> model), measured as they are instead of being fitted again."""
     from tqdm.auto import tqdm
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise RecsysHyperError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     t_start = time.perf_counter()
-    split = split_users(ds, protocol)
+    split = split if split is not None else split_users(ds, protocol)
     train_ds = training_dataset(ds, split)
     item_map = IdMap.from_values(train_ds.item_ids(), name="item")
     test_events = ds.interactions[ds.interactions[S.USER_ID].isin(split.users(TEST))]
@@ -103,7 +106,8 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
                                f"lower the shots or min_query, or use a larger dataset")
     episodes = {k: chronological_split(eligible, k, min_query=protocol.min_query) for k in protocol.shots}
 
-    fitted, fit_seconds, rows, per_user = {}, {}, [], []
+    fitted, fit_seconds, rows, per_user = dict(fitted or {}), {}, [], []
+    fit_seconds.update({key: 0.0 for key in fitted})
     bar = tqdm(total=len(methods) * len(protocol.shots), desc="evaluate", unit="run",
                disable=None if progress else True)
     for method in methods:

@@ -29,8 +29,6 @@ NOTEBOOK = "cold_start_analysis.ipynb"
 def write_outputs(result: EvalResult, out: str | os.PathLike, extra: dict | None = None) -> Path:
     """results.md, results.json, split.parquet, per_user.parquet, k_curve.png and ``extra``
     tables (name -> frame), atomically."""
-    import matplotlib.pyplot as plt
-
     with atomic_directory(out, overwrite=True) as tmp:
         for name, frame in (extra or {}).items():
             frame.to_parquet(tmp / name, index=False)
@@ -38,9 +36,7 @@ def write_outputs(result: EvalResult, out: str | os.PathLike, extra: dict | None
         (tmp / "results.json").write_text(json.dumps(summary(result), indent=2, default=float))
         result.split.table.to_parquet(tmp / "split.parquet", index=False)
         result.per_user.to_parquet(tmp / "per_user.parquet", index=False)
-        fig = k_curve_figure(result)
-        fig.savefig(tmp / "k_curve.png", dpi=110)
-        plt.close(fig)
+        k_curve_figure(result).savefig(tmp / "k_curve.png", dpi=110)
     return Path(out)
 
 
@@ -48,8 +44,6 @@ def log_result(result: EvalResult, out: str | os.PathLike, data_source: str,
                experiment: str = tracking.EVALUATION_EXPERIMENT, tags: dict | None = None,
                nested: bool = False) -> str:
     """The evaluation's MLflow parent run with a child run per (method, k); returns its id."""
-    import matplotlib.pyplot as plt
-
     p = result.protocol
     params = {
         "data": data_source, "seed": p.seed, "shots": ",".join(map(str, p.shots)),
@@ -58,22 +52,21 @@ def log_result(result: EvalResult, out: str | os.PathLike, data_source: str,
         "split_digest": result.split.digest, "test_users": result.n_test_users,
         "evaluated_users": result.n_eligible,
     }
-    fig = k_curve_figure(result)
-    try:
-        return tracking.log_evaluation(result.table, params, fig, [Path(out) / f for f in LOGGED_FILES],
-                                       data_dir=data_source, seconds=result.seconds, experiment=experiment,
-                                       tags=tags, nested=nested)
-    finally:
-        plt.close(fig)
+    return tracking.log_evaluation(result.table, params, k_curve_figure(result), [Path(out) / f for f in LOGGED_FILES],
+                                   data_dir=data_source, seconds=result.seconds, experiment=experiment, tags=tags,
+                                   nested=nested)
 
 
 def run_cold_start_evaluation(ds: Dataset, out: str | os.PathLike, protocol: Protocol = Protocol(),
                               methods=DEFAULT_METHODS, model_config=None, track: bool = True,
                               experiment: str | None = None, progress: bool = True,
-                              tags: dict | None = None, nested: bool = False) -> tuple[EvalResult, str | None]:
+                              tags: dict | None = None, nested: bool = False, split=None,
+                              fitted: dict | None = None) -> tuple[EvalResult, str | None]:
     """Evaluate, write the outputs to ``out``, and (``track``) log the MLflow run layout.
-    Returns the result and the MLflow parent run id."""
-    result = evaluate(ds, protocol, methods=methods, model_config=model_config, progress=progress)
+    Returns the result and the MLflow parent run id. ``split`` / ``fitted``: see
+    :func:`~recsys_hyper.evaluation.runner.evaluate`."""
+    result = evaluate(ds, protocol, methods=methods, model_config=model_config, progress=progress, split=split,
+                      fitted=fitted)
     write_outputs(result, out, extra=hypernetwork_views(result, ds))
     run_id = None
     if track:

@@ -15,7 +15,8 @@ run resumes at the first step not done, and training from its last epoch checkpo
 6. ``gate``: promote the challenger to ``champion`` unless it is worse beyond the tolerance on
    the validation users (the cold-test users' figures are reported, not decided on).
 7. ``score``: every user with the champion, into ``WORK/scores`` (partition ``date=D``).
-8. ``cold_start_eval``: the cold-start protocol on the snapshot.
+8. ``cold_start_eval``: the cold-start protocol on the night's split, measuring the champion as
+   it is (no second training) against baselines fitted on the same training users.
 
 One MLflow parent run per night (tags: date, data digest, code version), a nested run per step.
 A lock file stops two runs at once; one left by a dead process is taken over.
@@ -56,13 +57,14 @@ class NightlyConfig:
     work: Path
     model_config: Config = field(default_factory=Config)
     full_retrain: bool = False
+    warm_max_steps: int | None = 2000  # a warm start refines: a step budget, whatever the number of users
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     tolerance_mae: float = 0.005       # the challenger may be this much worse in MAE ...
     tolerance_ndcg: float = 0.005      # ... and in nDCG@10 (validation users, mean over k)
     gate_shots: tuple[int, ...] = (0, 1, 3, 5, 10)
     top_k: int = 100
-    eval_methods: tuple[str, ...] = ("popularity", "bias", "mf-features", "hyper")
+    eval_methods: tuple[str, ...] = ("popularity", "bias", "ease", "hyper")   # cheap, strong baselines
     eval_shots: tuple[int, ...] = (0, 1, 3, 5, 10)
     experiment: str = EXPERIMENT
     progress: bool = True
@@ -262,7 +264,10 @@ def _train(date, cfg, state) -> dict:
     train_ds = Dataset(ds.interactions[~ds.interactions[S.USER_ID].isin(test_users)].reset_index(drop=True),
                        ds.users, ds.items, implicit=ds.implicit, source=ds.source)
     champion = None if cfg.full_retrain else load_alias("champion")
-    trained = train_and_register(train_ds, Path(cfg.work) / "models" / f"date={date}", cfg.model_config,
+    config = cfg.model_config
+    if champion is not None and cfg.warm_max_steps and config.train.max_steps is None:
+        config = config.replace(max_steps=cfg.warm_max_steps)
+    trained = train_and_register(train_ds, Path(cfg.work) / "models" / f"date={date}", config,
                                  validation_users=split.index[split == "validation"], warm_start=champion,
                                  resume=True, progress=cfg.progress, new_run=False,
                                  version_tags={"night": date}, reuse_tag="night")
@@ -326,12 +331,19 @@ def _score(date, cfg, state) -> dict:
 
 
 def _cold_start_eval(date, cfg, state) -> dict:
+    """The cold-start protocol on the night's own split: the champion just decided on is measured
+    as it is (it never trained on the cold-test users), the baselines are fitted on the same
+    training users; no second hypernetwork is trained."""
+    from ..evaluation.protocol import Split
+
     ds = load_dataset(Path(cfg.work) / "snapshot")
     out = Path(cfg.work) / "evaluation" / f"date={date}"
+    split = Split(_load_split(state).rename("split").reset_index())
     result, run_id = run_cold_start_evaluation(
         ds, out, Protocol(shots=tuple(cfg.eval_shots), min_query=5), methods=cfg.eval_methods,
         model_config=cfg.model_config, track=True, experiment=cfg.experiment, progress=cfg.progress,
-        tags={"date": date}, nested=True)
+        tags={"date": date, "champion_version": str(state.done["gate"]["champion_version"])}, nested=True,
+        split=split, fitted={"hyper": load_alias("champion")})
     hyper = result.table[result.table["method"] == "hyper"]
     return {"path": str(out), "run_id": run_id, "evaluated_users": result.n_eligible,
             "hyper_mae_mean": float(hyper["mae"].mean()), "hyper_ndcg10_mean": float(hyper["ndcg@10"].mean())}

@@ -24,6 +24,8 @@ DEFAULT_STORE_FILE = "mlflow.db"
 
 def configure(tracking_uri: str | None = None) -> str:
     """Point MLflow at ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the local SQLite store."""
+    # MLflow's "Downloading artifacts" bars would flood a nightly's output; our own bars stay
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         # a relative SQLite path means "here": pin it, so that code running elsewhere (a notebook

@@ -38,7 +38,6 @@ from .distributed import data_parallel, distributed
 
 log = logging.getLogger(__name__)
 
-MAX_VAL_USERS = 2000
 
 
 @dataclass
@@ -57,12 +56,22 @@ class TrainingData:
     def n_items(self) -> int:
         return len(self.item_index) - 1
 
+    def negative_distribution(self) -> torch.Tensor:
+        """(N,) sampling probabilities of the sampled softmax's negatives: training counts^0.75,
+        smoothed so that every item can be drawn (computed once)."""
+        if "_negatives" not in self.__dict__:
+            counts = np.bincount(self.histories.select(self.train_rows).items, minlength=self.n_items)
+            q = (counts + 1.0) ** 0.75
+            self.__dict__["_negatives"] = torch.from_numpy(q / q.sum()).float()
+        return self.__dict__["_negatives"]
+
 
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     stopped_early: bool = False
+    steps: int = 0                                 # optimisation steps taken (this process, this run)
     prior_multiplier: tuple = (1.0, 1.0)          # (the head's vector, its user bias)
     calibration: dict = field(default_factory=dict)  # every multiplier tried and its validation loss
     item_item: dict = field(default_factory=dict)    # the EASE term's choice on validation users
@@ -75,15 +84,33 @@ def batch_user_feats(data: TrainingData, rows: np.ndarray) -> FeatureTensors | N
 
 
 def batch_loss(model: HyperRecModel, data: TrainingData, cfg: Config, rows: np.ndarray, support: Histories,
-               query: Histories) -> tuple[torch.Tensor, dict]:
-    """The meta-training loss of one batch of episodes (``rows``: the users' rows)."""
+               query: Histories, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+    """The meta-training loss of one batch of episodes (``rows``: the users' rows).
+
+    Catalogues of up to ``full_softmax_items`` items: the ranking loss is a softmax over all of
+    them. Larger ones: over the batch's own items plus ``negatives`` items drawn by popularity^0.75
+    (``generator``, or the global seed), each logit corrected by ``-log`` of its expected count (the
+    log-Q correction), and the item tower runs only for the items the step needs."""
     t = cfg.train
     N = data.n_items
-    e_all = model.items(data.item_index, data.item_feats)                   # (N + 1, d)
-    items = model.item_table(e_all, data.item_index)                        # (N + 1) rows, last = padding
-    sup = Padded.from_histories(support, pad_item=N)
-    qry = Padded.from_histories(query, pad_item=N)
-    heads, deltas = model.emit(e_all, data.item_index, sup, batch_user_feats(data, rows))
+    index, feats, correction = data.item_index, data.item_feats, None
+    if N > t.full_softmax_items:
+        q = data.negative_distribution()
+        drawn = torch.multinomial(q, t.negatives, replacement=True, generator=generator)
+        need = torch.unique(torch.cat([torch.from_numpy(support.items.astype(np.int64)),
+                                       torch.from_numpy(query.items.astype(np.int64)), drawn]))
+        local = torch.full((N + 1,), len(need), dtype=torch.long)            # anything else: the pad row
+        local[need] = torch.arange(len(need))
+        support, query = _relabel(support, local), _relabel(query, local)
+        rows_needed = torch.cat([need, torch.tensor([N])])
+        index, feats = data.item_index[rows_needed], data.item_feats.take(rows_needed)
+        correction = -torch.log(q[need] * t.negatives)                       # (M,) log-Q
+    M = len(index) - 1                                                       # catalogue rows of this step
+    e_all = model.items(index, feats)                                       # (M + 1, d)
+    items = model.item_table(e_all, index)                                  # (M + 1) rows, last = padding
+    sup = Padded.from_histories(support, pad_item=M)
+    qry = Padded.from_histories(query, pad_item=M)
+    heads, deltas = model.emit(e_all, index, sup, batch_user_feats(data, rows))
 
     # rating loss on query items
     pred = heads.per_event().rating(items.take(qry.items), pairs=True)     # (B, Q)
@@ -91,16 +118,24 @@ def batch_loss(model: HyperRecModel, data: TrainingData, cfg: Config, rows: np.n
     mse = (((pred - qry.ratings) / model.r_scale) ** 2 * qry.mask).sum() / n_q
     mae = ((pred - qry.ratings).abs() * qry.mask).sum() / n_q
 
-    # ranking loss: softmax over the catalogue, support items excluded
-    logits = heads.ranking(items.take(slice(0, N)))                         # (B, N)
-    logp = F.log_softmax(logits.masked_fill(membership(support, N), float("-inf")), dim=1)
+    # ranking loss: softmax over the catalogue (or the step's sample of it), support items excluded
+    logits = heads.ranking(items.take(slice(0, M)))                         # (B, M)
+    if correction is not None:
+        logits = logits + correction
+    logp = F.log_softmax(logits.masked_fill(membership(support, M), float("-inf")), dim=1)
     pos = qry.mask if data.implicit else qry.mask * (qry.ratings >= t.positive_threshold).float()
-    picked = logp.gather(1, qry.items.clamp(max=N - 1))                     # (B, Q)
+    picked = logp.gather(1, qry.items.clamp(max=M - 1))                     # (B, Q)
     rank = -(picked.masked_fill(pos == 0, 0.0) * pos).sum() / pos.sum().clamp(min=1)
 
     l2 = deltas.pow(2).sum(-1).mean()
     loss = (0.0 if data.implicit else mse) + t.rank_weight * rank + t.head_l2 * l2
     return loss, {"loss": loss.item(), "mse": mse.item(), "mae": mae.item(), "rank": rank.item()}
+
+
+def _relabel(h: Histories, local: torch.Tensor) -> Histories:
+    """The same events with item indices mapped through ``local``."""
+    return Histories(h.user_ids, h.indptr, local[torch.from_numpy(h.items.astype(np.int64))].numpy(), h.ratings,
+                     h.timestamps)
 
 
 @torch.no_grad()
@@ -110,7 +145,8 @@ def validate(model: HyperRecModel, data: TrainingData, cfg: Config, episodes: di
     model.eval()
     per_k = {}
     for k, (rows, sup, qry) in episodes.items():
-        _, m = batch_loss(model, data, cfg, rows, sup, qry)
+        # a fixed draw of negatives (large catalogues), so that validation losses compare across epochs
+        _, m = batch_loss(model, data, cfg, rows, sup, qry, generator=torch.Generator().manual_seed(k))
         if with_ndcg:
             m["ndcg10"] = _ndcg10(model, data, cfg, rows, sup, qry)
         per_k[k] = m
@@ -123,27 +159,40 @@ def validate(model: HyperRecModel, data: TrainingData, cfg: Config, episodes: di
     return out
 
 
-def _ndcg10(model, data, cfg, rows, sup, qry) -> float:
-    """Full-catalogue nDCG@10 with binary gains (relevant = positive query items), support excluded."""
+def _ndcg10(model, data, cfg, rows, sup, qry, chunk: int = 512) -> float:
+    """Full-catalogue nDCG@10 with binary gains (relevant = positive query items), support excluded;
+    in chunks of users, so that memory stays bounded with a large catalogue."""
     N = data.n_items
     e_all = model.items(data.item_index, data.item_feats)
-    heads, _ = model.emit(e_all, data.item_index, Padded.from_histories(sup, pad_item=N), batch_user_feats(data, rows))
-    scores = heads.ranking(model.item_table(e_all[:N], data.item_index[:N]))
+    items = model.item_table(e_all[:N], data.item_index[:N])
     positive = np.ones(len(qry.items), bool) if data.implicit else qry.ratings >= cfg.train.positive_threshold
-    relevant = membership(qry.mask(positive), N)
-    return float(ndcg_at_k(scores.masked_fill(membership(sup, N), float("-inf")), relevant, 10).mean())
+    relevant_items = qry.mask(positive)
+    values = []
+    for start in range(0, len(sup), chunk):
+        part = np.arange(start, min(len(sup), start + chunk))
+        s = sup.select(part)
+        heads, _ = model.emit(e_all, data.item_index, Padded.from_histories(s, pad_item=N),
+                              batch_user_feats(data, rows[part]))
+        scores = heads.ranking(items).masked_fill(membership(s, N), float("-inf"))
+        values.append(ndcg_at_k(scores, membership(relevant_items.select(part), N), 10))
+    return float(torch.cat(values).mean()) if values else float("nan")
 
 
-def validation_episodes(data: TrainingData, shots: tuple[int, ...]) -> dict[int, tuple]:
-    """Fixed chronological episodes of the validation users, one set per k."""
+def validation_episodes(data: TrainingData, shots: tuple[int, ...], max_users: int | None = None,
+                        seed: int = 0) -> dict[int, tuple]:
+    """Fixed chronological episodes of the validation users (a seeded sample of at most
+    ``max_users``, so validation costs the same however many users there are), one set per k."""
     out = {}
-    h = data.histories.select(data.val_rows)
+    val_rows = data.val_rows
+    if max_users is not None and len(val_rows) > max_users:
+        val_rows = np.sort(np.random.default_rng([seed, 104729]).choice(val_rows, max_users, replace=False))
+    h = data.histories.select(val_rows)
     for k in shots:
         eligible = np.flatnonzero(h.lengths >= k + 1)
         if eligible.size == 0:
             continue
         sup, qry = chronological_split(h.select(eligible), k, min_query=1)
-        out[k] = (data.val_rows[eligible], sup, qry)
+        out[k] = (val_rows[eligible], sup, qry)
     return out
 
 
@@ -187,11 +236,25 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
     sampler = EpisodeSampler(k_max=t.k_max, strategy=t.support_strategy, augment_prob=t.augment_prob,
                              window=t.augment_window, max_query=t.max_query)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    val_eps = validation_episodes(data, t.val_shots)
+    val_eps = validation_episodes(data, t.val_shots, t.max_val_users, t.seed)
     result = TrainResult()
     best_state, best_score, bad_epochs, start_epoch = None, math.inf, 0, 0
     ckpt_path = checkpoint_path(checkpoint_dir)
     t0 = time.perf_counter()
+
+    def out_of_time() -> bool:
+        """The time budget (``max_minutes``), the same decision on every rank."""
+        if t.max_minutes is None:
+            return False
+        over = time.perf_counter() - t0 > 60 * t.max_minutes
+        if world > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(over)])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over = bool(flag.item())
+        return over
+
     ck = load_checkpoint(ckpt_path) if resume else None
     if ck is not None:
         model.load_state_dict(ck["model"])
@@ -210,6 +273,8 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
         order = rng.permutation(data.train_rows)
         batches = [order[i:i + t.batch_users] for i in range(0, len(order), t.batch_users)]
         batches = [b for b in batches if len(b) >= world]                    # every rank gets users
+        if t.max_steps is not None:                                          # the budget, spread over epochs
+            batches = batches[: max(1, -(-t.max_steps // t.epochs))]
         sample_rng = rng if world == 1 else np.random.default_rng([t.seed, epoch, rank + 1])
         running = []
         # disable=None: the bar switches itself off when output is not a terminal
@@ -225,7 +290,10 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             opt.step()
             running.append(m["loss"])
+            result.steps += 1
             bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
+            if out_of_time():
+                break
         bar.close()
         val = validate(model, data, cfg, val_eps)
         metrics = {"epoch": epoch, "train_loss": float(np.mean(running)) if running else float("nan"),
@@ -237,9 +305,9 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
-        stop = bad_epochs >= t.patience
+        stop = bad_epochs >= t.patience or out_of_time()
         if rank == 0:
-            log.info("epoch %d: train loss %.4f, val loss %.4f, val MAE %.4f, val nDCG@10 %.4f%s", epoch + 1,
+            log.debug("epoch %d: train loss %.4f, val loss %.4f, val MAE %.4f, val nDCG@10 %.4f%s", epoch + 1,
                      metrics["train_loss"], val["loss"], val["mae"], val["ndcg10"], " (best)" if improved else "")
         if callback is not None and rank == 0:
             callback(epoch, metrics)
