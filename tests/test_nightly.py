@@ -88,7 +88,8 @@ def test_two_nights_against_a_real_mlflow_server(landing, tmp_path, mlflow_serve
     first = run_nightly(DATES[0], _cfg(landing, work))
     assert first.promoted and first.champion_version == "1" and "no champion yet" in first.reason
     second = run_nightly(DATES[1], _cfg(landing, work))
-    assert second.steps_run == ["validate", "merge", "split", "train", "evaluate", "gate", "score", "cold_start_eval"]
+    assert second.steps_run == ["validate", "merge", "split", "train", "evaluate", "gate", "score", "cohort",
+                                "cold_start_eval"]
     client = mlflow.MlflowClient()
     versions = client.search_model_versions("name='recsys-hyper'")
     assert sorted(str(v.version) for v in versions) == ["1", "2"]
@@ -103,7 +104,17 @@ def test_two_nights_against_a_real_mlflow_server(landing, tmp_path, mlflow_serve
     for night in nights:
         steps = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{night.info.run_id}'")
         assert {r.data.tags.get("step") for r in steps if r.data.tags.get("kind") == "nightly-step"} == {
-            "validate", "merge", "split", "train", "evaluate", "gate", "score", "cold_start_eval"}
+            "validate", "merge", "split", "train", "evaluate", "gate", "score", "cohort", "cold_start_eval"}
+    # the first night's new users, served from their first day, measured on the second night
+    second_night = [n for n in nights if n.data.tags["date"] == DATES[1]][0].info.run_id
+    (cohort,) = [r for r in client.search_runs([exp.experiment_id], "tags.step = 'cohort'")
+                 if r.data.tags["mlflow.parentRunId"] == second_night]
+    assert cohort.data.params["cohort_measured"] == DATES[0]
+    assert {"cohort_recall_at_10", "cohort_ndcg_at_10", "cohort_mae", "cohort_coverage"} <= set(cohort.data.metrics)
+    assert 0 < cohort.data.metrics["cohort_returning"] <= cohort.data.metrics["cohort_users_measured"]
+    assert "cohorts.json" in {a.path for a in client.list_artifacts(cohort.info.run_id)}
+    history = pd.read_parquet(work / "cohorts" / "history.parquet")
+    assert history["cohort_date"].tolist() == [DATES[0]] and first.cohort["cohort_users"] > 0
     gate = [r for r in client.search_runs([exp.experiment_id], "tags.step = 'gate'")
             if r.data.tags["mlflow.parentRunId"] == [n for n in nights if n.data.tags["date"] == DATES[1]][0].info.run_id]
     assert gate[0].data.params["reason"] == second.reason

@@ -15,6 +15,8 @@ run resumes at the first step not done, and training from its last epoch checkpo
 6. ``gate``: promote the challenger to ``champion`` unless it is worse beyond the tolerance on
    the validation users (the cold-test users' figures are reported, not decided on).
 7. ``score``: every user with the champion, into ``WORK/scores`` (partition ``date=D``).
+   ``cohort``: the night's new users served from their first day's events; the previous night's
+   cohort measured on its users' events of this night (logged night over night).
 8. ``cold_start_eval``: the cold-start protocol on the night's split, measuring the champion as
    it is (no second training) against baselines fitted on the same training users.
 
@@ -30,7 +32,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from .. import tracking
 from ..config import Config
@@ -42,7 +46,8 @@ from ..evaluation.runner import measure_models
 from ..recommender import HyperRecommender
 from .evaluate import run_cold_start_evaluation
 from .landing import landing_dates
-from .models import code_version, load_alias
+from . import cohorts
+from .models import code_version, load_alias, load_model
 from .state import STEPS, NightState, RunLock, stable_split
 from .train import train_and_register
 
@@ -81,6 +86,7 @@ class NightReport:
     reason: str = ""
     metrics: dict = field(default_factory=dict)
     recommendations: str = ""
+    cohort: dict = field(default_factory=dict)
     evaluation: str = ""
     run_id: str | None = None
     seconds: float = 0.0
@@ -102,6 +108,12 @@ class NightReport:
                      + (f"; champion MAE {m['champion_test_mae']:.4f}, nDCG@10 {m['champion_test_ndcg@10']:.4f}"
                         if "champion_test_mae" in m else ""))
         lines.append(f"  recommendations: {self.recommendations}")
+        c = self.cohort
+        lines.append(f"  new users: {int(c.get('cohort_users', 0)):,} served from their first day"
+                     + (f"; cohort of {c['cohort_measured']} the next day: {int(c['cohort_returning'])} of "
+                        f"{int(c['cohort_users_measured'])} returned, Recall@10 {c['cohort_recall@10']:.4f}, "
+                        f"nDCG@10 {c['cohort_ndcg@10']:.4f}, MAE {c['cohort_mae']:.4f}"
+                        if "cohort_measured" in c else ""))
         lines.append(f"  cold-start evaluation: {self.evaluation}/results.md")
         return "\n".join(lines)
 
@@ -138,7 +150,8 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
                 state.complete("_run", run_id=run_id)
             report.run_id = run_id
             steps = {"validate": _validate, "merge": _merge, "split": _split, "train": _train,
-                     "evaluate": _evaluate, "gate": _gate, "score": _score, "cold_start_eval": _cold_start_eval}
+                     "evaluate": _evaluate, "gate": _gate, "score": _score, "cohort": _cohort,
+                     "cold_start_eval": _cold_start_eval}
             for name in STEPS:
                 if state.is_done(name):
                     report.steps_skipped.append(name)
@@ -160,6 +173,7 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
     report.champion_version = d["gate"]["champion_version"]
     report.metrics = d["evaluate"]
     report.recommendations = d["score"]["path"]
+    report.cohort = d["cohort"]
     report.evaluation = d["cold_start_eval"]["path"]
     report.seconds = time.perf_counter() - t0
     return report
@@ -229,6 +243,14 @@ def _merge(date, cfg, state) -> dict:
     work, landing = Path(cfg.work), Path(cfg.landing)
     snapshot = work / "snapshot"
     parts = [pd.read_parquet(f) for f in state.done["validate"]["valid_files"]]
+    known = np.zeros(0)
+    if parts:                                                    # the night's new users: a cohort
+        previous = snapshot / S.INTERACTIONS_FILE
+        if previous.exists():
+            known = pq.read_table(previous, columns=[S.USER_ID]).column(0).unique().to_numpy()
+        n_new = cohorts.record(work, date, pd.concat(parts, ignore_index=True), known)
+    else:
+        n_new = 0
     if (snapshot / S.INTERACTIONS_FILE).exists():
         parts.insert(0, pd.read_parquet(snapshot / S.INTERACTIONS_FILE))
     if not parts:
@@ -240,7 +262,7 @@ def _merge(date, cfg, state) -> dict:
     write_dataset(ds, snapshot, overwrite=True)
     digest = content_digest(ds.interactions)
     return {"interactions": ds.n_interactions, "users": len(ds.user_ids()), "items": len(ds.item_ids()),
-            "duplicates_dropped": ds.report.n_duplicates_dropped, "digest": digest}
+            "duplicates_dropped": ds.report.n_duplicates_dropped, "digest": digest, "new_users": n_new}
 
 
 def _split(date, cfg, state) -> dict:
@@ -328,6 +350,30 @@ def _score(date, cfg, state) -> dict:
     report = score_dataset(champion, Path(cfg.work) / "snapshot", out, date, top_k=cfg.top_k, progress=cfg.progress)
     return {"path": report.outputs["recommendations"], "users": report.users,
             "users_per_second": round(report.users_per_second, 1)}
+
+
+def _cohort(date, cfg, state) -> dict:
+    """Serve the night's new users from their first day's events, and measure the previous
+    night's cohort on its users' events of this night (see :mod:`.cohorts`)."""
+    work, landing = Path(cfg.work), Path(cfg.landing)
+    champion = load_alias("champion")
+    users = pd.read_parquet(landing / S.USERS_FILE) if (landing / S.USERS_FILE).exists() else None
+    out = {"cohort_users": 0}
+    if (cohorts.cohort_dir(work, date) / "events.parquet").exists():
+        out["cohort_users"] = cohorts.serve(work, date, champion, state.done["gate"]["champion_version"], users)
+    earlier = [d for d in landing_dates(landing) if d < date]
+    files = state.done["validate"]["valid_files"]
+    if earlier and files:
+        row = cohorts.measure(work, earlier[-1], pd.concat([pd.read_parquet(f) for f in files], ignore_index=True),
+                              lambda version: load_model(f"models:/{tracking.REGISTERED_MODEL}/{version}"),
+                              champion.implicit_)
+        if row is not None:
+            table = cohorts.append_history(work, row)
+            tracking.log_table(table, "cohorts.json")
+            out.update({f"cohort_{k}": v for k, v in row.items() if k not in ("cohort_date", "served_by", "users")})
+            out["cohort_users_measured"] = row["users"]
+            out["cohort_measured"] = row["cohort_date"]
+    return out
 
 
 def _cold_start_eval(date, cfg, state) -> dict:

@@ -17,7 +17,7 @@ import pandas as pd
 from ..atomic import pid_alive, atomic_file
 from ..errors import RecsysHyperError
 
-STEPS = ("validate", "merge", "split", "train", "evaluate", "gate", "score", "cold_start_eval")
+STEPS = ("validate", "merge", "split", "train", "evaluate", "gate", "score", "cohort", "cold_start_eval")
 
 
 @dataclass

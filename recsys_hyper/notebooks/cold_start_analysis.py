@@ -177,6 +177,32 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## Real new users, night over night
+# The nightly pipeline serves each night's new users from their first day's events and, the next
+# night, scores what they were recommended and predicted against what they did then. One point per
+# cohort: look for drops after a new champion (the `served_by` version changes) and for cohorts
+# that return less.
+
+# %%
+steps = tracking.find_runs("nightly-step")
+cohort_runs = steps[steps.get("tags.step", pd.Series(dtype=str)) == "cohort"] if not steps.empty else steps
+if cohort_runs.empty or "params.cohort_measured" not in cohort_runs:
+    print("no nightly cohort in this store yet: run the nightly pipeline for two nights or more (make run)")
+else:
+    c = cohort_runs.dropna(subset=["params.cohort_measured"]).sort_values("params.cohort_measured")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.5))
+    for ax, (metric, name) in zip(axes, (("recall_at_10", "Recall@10"), ("ndcg_at_10", "nDCG@10"), ("mae", "MAE"))):
+        ax.plot(c["params.cohort_measured"], c[f"metrics.cohort_{metric}"], marker="o")
+        ax.set_title(f"{name} of each night's new users, the next day")
+        ax.set_xlabel("cohort (first night)")
+        ax.tick_params(axis="x", rotation=30)
+        ax.grid(alpha=0.3)
+    plt.tight_layout()
+    plt.show()
+    display(c[["params.cohort_measured", "metrics.cohort_users_measured", "metrics.cohort_returning",
+               "metrics.cohort_recall_at_10", "metrics.cohort_ndcg_at_10", "metrics.cohort_mae"]])
+
+# %% [markdown]
 # ## One new user, as their first 1, 3 and 5 interactions arrive
 # The top 10 for the same user after each new interaction: the list should move from popular
 # items towards the user's taste.

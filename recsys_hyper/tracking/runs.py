@@ -188,6 +188,13 @@ def log_step(outputs: dict) -> None:
         mlflow.log_params(params)
 
 
+def log_table(frame: pd.DataFrame, artifact_file: str) -> None:
+    """A table on the active run (replaced if logged again)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlflow.log_table(data=frame.rename(columns=metric_name), artifact_file=artifact_file)
+
+
 def log_metrics(metrics: dict) -> None:
     """Metrics on the active run."""
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
