@@ -106,12 +106,20 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=[*BASELINES, MODEL])
     p.add_argument("--out", default="artifacts/bench_quality", help="where the tables and raw results go")
     p.add_argument("--config", help="the hypernetwork's config (TOML / YAML / JSON, as for train); default: defaults")
+    p.add_argument("--append", action="store_true",
+                   help="keep the runs already in --out for datasets not named here (resume a suite piecewise)")
     args = p.parse_args()
     model_config = load_config(args.config)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     comparisons, tables, tuning = [], [], {}
+    if args.append and (out / "comparisons.csv").is_file():
+        keep = lambda f: f[~f["dataset"].isin(args.datasets)]  # noqa: E731
+        comparisons = keep(pd.read_csv(out / "comparisons.csv")).to_dict("records")
+        tables = [keep(pd.read_csv(out / "results.csv"))]
+        tuning = {run: v for run, v in json.loads((out / "tuning.json").read_text()).items()
+                  if run.rsplit(" seed ", 1)[0] not in args.datasets}
     with tempfile.TemporaryDirectory() as tmp:
         for name, seed, ds in datasets(args.datasets, Path(tmp)):
             t0 = time.perf_counter()

@@ -404,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING,
                         format="%(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("recsys_hyper").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # MLflow's own progress notes ("Creating initial MLflow database tables", "Created version")
+    # would drown the command's output; --verbose shows them
+    logging.getLogger("mlflow").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except (RecsysHyperError, FileExistsError) as exc:

@@ -88,7 +88,7 @@ class MeLU(Recommender):
             if not val_eps:
                 continue
             val = self._validation_mae(val_eps, user_f, h, val_rows)
-            log.info("MeLU epoch %d: validation MAE %.4f", epoch + 1, val)
+            log.debug("MeLU epoch %d: validation MAE %.4f", epoch + 1, val)
             if val < best - 1e-4:
                 best, best_state, bad = val, copy.deepcopy(self.net_.state_dict()), 0
             else:

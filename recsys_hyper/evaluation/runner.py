@@ -99,7 +99,7 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
                     n_unknown)
     need = max(protocol.shots) + protocol.min_query
     eligible = h_test.select(np.flatnonzero(h_test.lengths >= need))
-    log.info("cold-start protocol: %d test users, %d with >= %d interactions are evaluated (split %s)",
+    log.debug("cold-start protocol: %d test users, %d with >= %d interactions are evaluated (split %s)",
              len(h_test), len(eligible), need, split.digest[:12])
     if len(eligible) == 0:
         raise RecsysHyperError(f"no test user has >= {need} interactions (max(shots) + min_query); "
@@ -118,7 +118,7 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
             model = build(fit_key, model_config)
             fitted[fit_key] = model.fit(train_ds, validation_users=split.users(VALIDATION), progress=False)
             fit_seconds[fit_key] = time.perf_counter() - t0
-            log.info("fitted %s in %.1fs", fit_key, fit_seconds[fit_key])
+            log.debug("fitted %s in %.1fs", fit_key, fit_seconds[fit_key])
         model = fitted[fit_key]
         for k, (sup, qry) in episodes.items():
             bar.set_postfix_str(f"{method} k={k}")

@@ -338,7 +338,7 @@ def _gate(date, cfg, state) -> dict:
     if promoted:
         tracking.set_alias("champion", version)
     champion = tracking.alias_version("champion")
-    log.info("night %s: challenger v%s %s (%s)", date, version, "promoted" if promoted else "not promoted", reason)
+    log.debug("night %s: challenger v%s %s (%s)", date, version, "promoted" if promoted else "not promoted", reason)
     return {"promoted": promoted, "reason": reason, "challenger_version": version, "champion_version": champion}
 
 

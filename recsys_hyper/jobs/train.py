@@ -58,7 +58,7 @@ def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, v
     out = Path(out)
     ckpt = checkpoint_dir(out)
     if resume and not (ckpt / "checkpoint.pt").is_file():
-        log.info("no checkpoint in %s: starting from scratch", ckpt)
+        log.debug("no checkpoint in %s: starting from scratch", ckpt)
     track = track and rank == 0
     provenance = {"data_digest": content_digest(ds.interactions), "code_version": code_version()} if track else {}
     run = (tracking.TrainingRun(config.to_dict(), ds, experiment=experiment, run_name=run_name,

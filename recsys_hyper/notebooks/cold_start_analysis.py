@@ -184,6 +184,8 @@ plt.show()
 # that return less.
 
 # %%
+from IPython.display import display
+
 steps = tracking.find_runs("nightly-step")
 cohort_runs = steps[steps.get("tags.step", pd.Series(dtype=str)) == "cohort"] if not steps.empty else steps
 if cohort_runs.empty or "params.cohort_measured" not in cohort_runs:

@@ -63,7 +63,7 @@ class FeatureSpec:
             else:
                 values = s.dropna().astype(str)
                 if values.nunique() > max(50, max_cardinality_ratio * len(s)):
-                    log.info("feature %r skipped: %d distinct values in %d rows is near-unique", name,
+                    log.debug("feature %r skipped: %d distinct values in %d rows is near-unique", name,
                              values.nunique(), len(s))
                     continue
                 counts = values.value_counts()

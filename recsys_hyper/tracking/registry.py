@@ -4,7 +4,10 @@ directory from ``models:/...`` / ``runs:/...`` URIs."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -56,7 +59,11 @@ def log_pyfunc_model(model_dir: str | os.PathLike, example: pd.DataFrame, exampl
                 MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, existing)
             mlflow.set_tag("registered_version", existing)
             return existing
-    with warnings.catch_warnings():  # MLflow's hint about integer columns and missing values
+    # MLflow's hint about integer columns and missing values, and the "Successfully registered" /
+    # "Created version" lines it prints to stderr (the caller reports the version); anything else
+    # it prints is passed on
+    printed = io.StringIO()
+    with _pass_on(printed), warnings.catch_warnings(), contextlib.redirect_stderr(printed):
         warnings.simplefilter("ignore", UserWarning)
         signature = infer_signature(example, example_out, params={"k": k, "exclude_seen": True})
         info = mlflow.pyfunc.log_model(
@@ -81,6 +88,17 @@ def log_pyfunc_model(model_dir: str | os.PathLike, example: pd.DataFrame, exampl
         MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, version)
     mlflow.set_tag("registered_version", version)
     return version
+
+
+@contextlib.contextmanager
+def _pass_on(printed: io.StringIO):
+    """On leaving (normally or not), write to stderr what was printed except MLflow's notes."""
+    try:
+        yield
+    finally:
+        kept = [line for line in printed.getvalue().splitlines(keepends=True)
+                if not line.startswith(("Successfully registered model", "Created version"))]
+        sys.stderr.write("".join(kept))
 
 
 def _requirements() -> list[str]:

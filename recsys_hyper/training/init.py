@@ -65,6 +65,6 @@ def warm_start(model: HyperRecModel, item_map: IdMap, source: HyperRecModel, sou
             elif param.shape == src[name].shape:
                 param.copy_(src[name])
                 copied += 1
-    log.info("warm start: %d tensors from the previous model (%d of %d items known)", copied, len(known),
+    log.debug("warm start: %d tensors from the previous model (%d of %d items known)", copied, len(known),
              len(item_map))
     return copied

@@ -53,7 +53,7 @@ def fit_item_item(model: HyperRecModel, data: TrainingData, cfg: Config, val_eps
     if scores[best] < scores[(0.0, 0.0)] * (1 + t.item_item_min_gain):
         best = (0.0, 0.0)       # a gain this small on a few hundred users is noise more often than not
     set_term(*best)
-    log.info("EASE term: lambda %g, weight %.3g chosen on validation users (nDCG@10 %.4f; model alone %.4f)",
+    log.debug("EASE term: lambda %g, weight %.3g chosen on validation users (nDCG@10 %.4f; model alone %.4f)",
              best[0], best[1], scores[best], scores[(0.0, 0.0)])
     return {"lambda": best[0], "weight": best[1], "ndcg10": scores[best], "alone": scores[(0.0, 0.0)],
             "scores": {f"{lam:g},{w:.4g}": s for (lam, w), s in scores.items()}}

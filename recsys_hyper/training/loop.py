@@ -262,7 +262,7 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
         best_state, best_score, bad_epochs = ck["best_state"], ck["best_score"], ck["bad_epochs"]
         result.history, result.best_epoch = list(ck["history"]), ck["best_epoch"]
         start_epoch = ck["epoch"] + 1
-        log.info("resuming from %s after epoch %d", ckpt_path, ck["epoch"])
+        log.debug("resuming from %s after epoch %d", ckpt_path, ck["epoch"])
         if ck["stopped"]:
             start_epoch = t.epochs  # the run had already finished
 
@@ -347,7 +347,7 @@ def calibrate_prior(model: HyperRecModel, data: TrainingData, cfg: Config, val_e
         scores[(a, b)] = validate(model, data, cfg, eps, with_ndcg=False)["loss"]
     best = min(scores, key=scores.get)
     set_prior_multiplier(model, *best)
-    log.info("prior strength multipliers %.3g (head) and %.3g (user bias) chosen on validation users "
+    log.debug("prior strength multipliers %.3g (head) and %.3g (user bias) chosen on validation users "
              "(loss %.4f; %d tried)", *best, scores[best], len(scores))
     return best, {f"{a:g},{b:g}": s for (a, b), s in scores.items()}
 
