@@ -120,3 +120,19 @@ def test_save_load_round_trip(fitted, data, tmp_path):
                                fitted.predict(data["support"], data["query"], users=data["users"]), rtol=1e-6)
     pd.testing.assert_frame_equal(loaded.recommend(data["support"], k=5, users=data["users"]),
                                   fitted.recommend(data["support"], k=5, users=data["users"]))
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_every_method_runs_on_item_ids_alone(name, data):
+    """No item or user features at all (the data contract allows it): fit, validate, predict and
+    recommend still work, and predictions stay on the scale."""
+    train = Dataset(data["train"].interactions, None, None)
+    model = BUILDERS[name]().fit(train, validation_users=data["val"], progress=False)
+    support = data["support"][data["support"]["item_id"].isin(train.interactions["item_id"])]
+    query = data["query"][data["query"]["item_id"].isin(train.interactions["item_id"])]
+    pred = model.predict(support, query)
+    assert pred.shape == (len(query),) and np.isfinite(pred).all()
+    r = train.interactions["rating"]
+    assert pred.min() >= r.min() and pred.max() <= r.max()
+    recs = model.recommend(support, k=5)
+    assert set(recs["user_id"]) == set(support["user_id"]) and (recs.groupby("user_id").size() == 5).all()

@@ -162,6 +162,8 @@ class MeLU(Recommender):
     def _decide_user(self, state: dict, r: int, item_x: torch.Tensor) -> torch.Tensor:
         u = state["user_emb"][r].expand(item_x.shape[0], -1)
         x = torch.cat([item_x, u], 1) if u.shape[1] else item_x
+        if not x.shape[1]:      # no features at all: the constant input the network was trained on
+            x = torch.zeros(x.shape[0], 1)
         return MeLUNet.decide(x, {k: state[k][r] for k in FC})
 
     @torch.no_grad()
