@@ -10,8 +10,10 @@ test users, and the interval is a paired bootstrap over those users of (hypernet
 
 Prints Markdown tables (and writes them, with every number, to --out):
 
-    python benchmarks/bench_quality.py                      # the whole suite (~30 min on 2 cores)
+    python benchmarks/bench_quality.py                      # the whole suite (~45 min on 2 cores)
     python benchmarks/bench_quality.py --datasets ml-100k   # one dataset
+    python benchmarks/bench_quality.py --append --datasets synthetic-implicit   # re-run one, keep the rest
+    python benchmarks/bench_quality.py --report             # the tables again from --out
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ MODEL = "hyper"
 SHOTS = (0, 1, 3, 5, 10, 20)
 #: metric -> True when lower is better
 METRICS = {"mae": True, "rmse": True, "ndcg@10": False, "recall@10": False, "t-recall@10": False}
+#: not compared on implicit feedback, where every event's "rating" is 1 and a model's score is not one
+RATING_METRICS = ("mae", "rmse")
 BOOTSTRAP = 2000
 
 
@@ -75,12 +79,14 @@ def paired_interval(per_user: pd.DataFrame, k: int, metric: str, other: str, rng
     return float(d.mean()), *np.percentile(boots, [2.5, 97.5]).tolist()
 
 
-def compare(name: str, seed: int, result, rng) -> list[dict]:
+def compare(name: str, seed: int, result, rng, implicit: bool = False) -> list[dict]:
     rows = []
     t = result.table
     for k in result.protocol.shots:
         at_k = t[t["k"] == k].set_index("method")
         for metric, lower in METRICS.items():
+            if implicit and metric in RATING_METRICS:
+                continue
             if metric not in at_k or at_k[metric].isna().all() or MODEL not in at_k.index:
                 continue
             base = at_k.loc[[m for m in BASELINES if m in at_k.index], metric].dropna()
@@ -106,6 +112,8 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=[*BASELINES, MODEL])
     p.add_argument("--out", default="artifacts/bench_quality", help="where the tables and raw results go")
     p.add_argument("--config", help="the hypernetwork's config (TOML / YAML / JSON, as for train); default: defaults")
+    p.add_argument("--report", action="store_true",
+                   help="only print (and rewrite) the tables from the results already in --out")
     p.add_argument("--append", action="store_true",
                    help="keep the runs already in --out for datasets not named here (resume a suite piecewise)")
     args = p.parse_args()
@@ -114,6 +122,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     comparisons, tables, tuning = [], [], {}
+    if args.report:
+        args.datasets, args.append = [], True
     if args.append and (out / "comparisons.csv").is_file():
         keep = lambda f: f[~f["dataset"].isin(args.datasets)]  # noqa: E731
         comparisons = keep(pd.read_csv(out / "comparisons.csv")).to_dict("records")
@@ -130,12 +140,13 @@ def main() -> None:
             tables.append(result.table.assign(dataset=name, seed=seed))
             tuning[f"{name} seed {seed}"] = {m: ({kk: vv for kk, vv in t.items() if kk != "scores"} if t else None)
                                              for m, t in result.tuning.items()}
-            comparisons += compare(name, seed, result, rng)
+            comparisons += compare(name, seed, result, rng, implicit=ds.implicit)
             pd.DataFrame(comparisons).to_csv(out / "comparisons.csv", index=False)
             pd.concat(tables).to_csv(out / "results.csv", index=False)
             (out / "tuning.json").write_text(json.dumps(tuning, indent=2, default=float))
     cmp = pd.DataFrame(comparisons)
-    text = [summary_table(cmp), "", detail_table(cmp), "", tuning_table(tuning)]
+    text = [summary_table(cmp), "", by_k_table(cmp, "mae"), "", by_k_table(cmp, "ndcg@10"), "",
+            detail_table(cmp), "", tuning_table(tuning)]
     (out / "suite.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
 
@@ -148,6 +159,27 @@ def summary_table(cmp: pd.DataFrame) -> str:
         v = g["verdict"].value_counts()
         lines.append(f"| {name} | {metric} | {v.get('win', 0)} | {v.get('tie', 0)} | {v.get('loss', 0)} | "
                      f"{g['diff'].mean():+.4f} |")
+    return "\n".join(lines)
+
+
+def by_k_table(cmp: pd.DataFrame, metric: str) -> str:
+    """(model - best baseline) for one metric, a row per run and a column per k; the verdict
+    (the paired 95% interval excludes 0) in bold for a win, in italics for a loss."""
+    c = cmp[cmp["metric"] == metric]
+    shots = sorted(c["k"].unique())
+    lines = [f"| {metric}: model - best baseline | " + " | ".join(f"k = {k}" for k in shots) + " |",
+             "|---|" + "---:|" * len(shots)]
+    for (name, seed), g in c.groupby(["dataset", "seed"], sort=False):
+        g = g.set_index("k")
+        cells = []
+        for k in shots:
+            if k not in g.index:
+                cells.append("")
+                continue
+            r = g.loc[k]
+            text = f"{r['diff']:+.4f}"
+            cells.append(f"**{text}**" if r["verdict"] == "win" else f"*{text} loss*" if r["verdict"] == "loss" else text)
+        lines.append(f"| {name} (seed {seed}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
