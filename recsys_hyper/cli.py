@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -405,8 +406,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("recsys_hyper").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     # MLflow's own progress notes ("Creating initial MLflow database tables", "Created version")
-    # would drown the command's output; --verbose shows them
-    logging.getLogger("mlflow").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # would drown the command's output; --verbose shows them. MLflow sets its logger's level from
+    # MLFLOW_LOGGING_LEVEL when it is first imported (later, lazily), so both are set; a level the
+    # user chose in the environment is kept
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if args.verbose else "WARNING")
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
     try:
         return int(args.func(args) or 0)
     except (RecsysHyperError, FileExistsError) as exc:

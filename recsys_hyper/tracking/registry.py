@@ -59,9 +59,9 @@ def log_pyfunc_model(model_dir: str | os.PathLike, example: pd.DataFrame, exampl
                 MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, existing)
             mlflow.set_tag("registered_version", existing)
             return existing
-    # MLflow's hint about integer columns and missing values, and the "Successfully registered" /
-    # "Created version" lines it prints to stderr (the caller reports the version); anything else
-    # it prints is passed on
+    # MLflow's hint about integer columns and missing values, and the "Registered model ... already
+    # exists" / "Successfully registered" / "Created version" lines it prints to stderr (the caller
+    # reports the version); anything else it prints is passed on
     printed = io.StringIO()
     with _pass_on(printed), warnings.catch_warnings(), contextlib.redirect_stderr(printed):
         warnings.simplefilter("ignore", UserWarning)
@@ -97,7 +97,7 @@ def _pass_on(printed: io.StringIO):
         yield
     finally:
         kept = [line for line in printed.getvalue().splitlines(keepends=True)
-                if not line.startswith(("Successfully registered model", "Created version"))]
+                if not line.startswith(("Successfully registered model", "Registered model", "Created version"))]
         sys.stderr.write("".join(kept))
 
 
