@@ -265,3 +265,35 @@ def test_sampled_softmax_finds_the_clusters_too(world):
     recs = rec.recommend(support, k=10, users=world["users"])
     in_cluster = (recs["item_id"].map(world["truth_i"]) == recs["user_id"].map(world["truth_u"])).mean()
     assert in_cluster > 0.5, in_cluster                      # popularity's top 10 gets ~0.24 here
+
+
+def test_a_warm_start_carries_the_learned_weights_but_not_the_fit_time_choices(fitted):
+    """The champion's EASE term and prior-strength multipliers were chosen on its own validation
+    users after its meta-training, and its frozen item biases were fitted on its own data: a
+    challenger warm-started from it must meta-train without them (with the champion's EASE term
+    switched on during meta-training, a challenger lost 0.13 nDCG@10 at k = 10 once it was
+    switched off)."""
+    from recsys_hyper.training import warm_start
+
+    source = copy.deepcopy(fitted.model_)
+    with torch.no_grad():
+        source.ii_weights.fill_(0.5)
+        source.ii_factors.fill_(1.0)
+        source.prior_multiplier.fill_(7.0)
+        source.item_bias.add_(1.0)
+    target = copy.deepcopy(fitted.model_)
+    with torch.no_grad():
+        for name, param in target.named_parameters():
+            if param.requires_grad:
+                param.zero_()
+        target.ii_weights.zero_()
+        target.ii_factors.zero_()
+        target.prior_multiplier.fill_(1.0)
+    fresh_bias = target.item_bias.clone()
+    assert not target.item_bias.requires_grad        # the default: fitted biases, kept fixed
+    copied = warm_start(target, fitted.item_map_, source, fitted.item_map_, True, True)
+    assert copied > 10
+    assert torch.equal(target.items.id_emb.weight, source.items.id_emb.weight)   # learned weights carried
+    assert torch.count_nonzero(target.ii_weights) == 0 and torch.count_nonzero(target.ii_factors) == 0
+    assert torch.equal(target.prior_multiplier, torch.ones_like(target.prior_multiplier))
+    assert torch.equal(target.item_bias, fresh_bias)
