@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from recsys_hyper.errors import RecsysHyperError
-from recsys_hyper import Config, ModelConfig, TrainConfig
+from recsys_hyper import Config, HyperRecommender, ModelConfig, TrainConfig
 from recsys_hyper.jobs.landing import make_synthetic_landing
 from recsys_hyper.jobs.nightly import NightlyConfig, run_nightly
 from recsys_hyper.jobs.state import RunLock, stable_split
@@ -115,6 +116,15 @@ def test_two_nights_against_a_real_mlflow_server(landing, tmp_path, mlflow_serve
     assert "cohorts.json" in {a.path for a in client.list_artifacts(cohort.info.run_id)}
     history = pd.read_parquet(work / "cohorts" / "history.parquet")
     assert history["cohort_date"].tolist() == [DATES[0]] and first.cohort["cohort_users"] > 0
+    # the MAE is the serving model's, from the first day's events and the users' features
+    served = HyperRecommender.load(work / "models" / f"date={DATES[0]}")
+    day0 = pd.read_parquet(work / "cohorts" / f"date={DATES[0]}" / "events.parquet")
+    day1 = pd.concat([pd.read_parquet(f) for f in sorted((landing / "events" / f"date={DATES[1]}").glob("*.parquet"))])
+    day1 = day1[day1["user_id"].isin(day0["user_id"])]
+    pred = served.predict(day0, day1, users=pd.read_parquet(landing / "users.parquet"))
+    known = ~np.isnan(pred)
+    assert history["mae"].iloc[0] == pytest.approx(np.abs(pred[known] - day1["rating"].to_numpy()[known]).mean(),
+                                                   rel=1e-6)
     gate = [r for r in client.search_runs([exp.experiment_id], "tags.step = 'gate'")
             if r.data.tags["mlflow.parentRunId"] == [n for n in nights if n.data.tags["date"] == DATES[1]][0].info.run_id]
     assert gate[0].data.params["reason"] == second.reason

@@ -56,9 +56,10 @@ def serve(work: Path, date: str, champion: HyperRecommender, version: str, users
 
 
 def measure(work: Path, cohort_date: str, next_events: pd.DataFrame, load_version, implicit: bool,
-            threshold: float = 4.0) -> dict | None:
+            user_features: pd.DataFrame | None = None, threshold: float = 4.0) -> dict | None:
     """The cohort of ``cohort_date`` against its users' events of the next night; ``None`` when
-    that cohort was never served. ``load_version(v)`` loads the model that served it."""
+    that cohort was never served. ``load_version(v)`` loads the model that served it;
+    ``user_features``: the users table it was served with."""
     folder = cohort_dir(work, cohort_date)
     if not (folder / "served.json").is_file():
         return None
@@ -85,7 +86,7 @@ def measure(work: Path, cohort_date: str, next_events: pd.DataFrame, load_versio
         row["ndcg@10"] = float(ndcg_at_k(scores, hit, TOP_K).mean())
     if len(nxt) and not implicit:
         model = load_version(served["version"])
-        pred = model.predict(first, nxt[[S.USER_ID, S.ITEM_ID]])
+        pred = model.predict(first, nxt[[S.USER_ID, S.ITEM_ID]], users=user_features)
         known = ~np.isnan(pred)
         if known.any():
             row["mae"] = float(np.abs(pred[known] - nxt[S.RATING].to_numpy()[known]).mean())

@@ -366,7 +366,7 @@ def _cohort(date, cfg, state) -> dict:
     if earlier and files:
         row = cohorts.measure(work, earlier[-1], pd.concat([pd.read_parquet(f) for f in files], ignore_index=True),
                               lambda version: load_model(f"models:/{tracking.REGISTERED_MODEL}/{version}"),
-                              champion.implicit_)
+                              champion.implicit_, user_features=users)
         if row is not None:
             table = cohorts.append_history(work, row)
             tracking.log_table(table, "cohorts.json")
