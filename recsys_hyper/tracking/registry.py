@@ -85,7 +85,7 @@ def log_pyfunc_model(model_dir: str | os.PathLike, example: pd.DataFrame, exampl
     if description:
         client.update_model_version(REGISTERED_MODEL, version, description=description)
     if alias:
-        MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, version)
+        client.set_registered_model_alias(REGISTERED_MODEL, alias, version)
     mlflow.set_tag("registered_version", version)
     return version
 
