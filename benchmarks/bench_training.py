@@ -1,0 +1,68 @@
+"""Meta-training at scale: the same step budget on 100k and on 1M synthetic users, each in its own
+process (``recsys-hyper train --max-steps N``): wall time, the training loop's own time and peak RSS.
+
+    python benchmarks/bench_training.py [--users 1000000] [--items 10000] [--max-steps 300]
+
+With a step budget the optimisation's cost should not depend on the number of users; what does
+(reading the data, building the histories, fitting the item biases) is the rest of the wall time.
+Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scoring import CLI, run_measured, subset  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", type=int, default=1_000_000)
+    p.add_argument("--items", type=int, default=10_000)
+    p.add_argument("--small", type=int, default=100_000, help="users of the smaller run")
+    p.add_argument("--max-steps", type=int, default=300)
+    p.add_argument("--workdir", type=Path, default=None)
+    args = p.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-train-", dir=args.workdir))
+    results = []
+    try:
+        full = work / "full"
+        t_synth, _ = run_measured(CLI + ["data", "synth", "--preset", "scale", "--users", str(args.users), "--items",
+                                         str(args.items), "--out", str(full), "--no-progress"])
+        small = work / "small"
+        subset(full, small, args.small)
+        for data in (small, full):
+            out = work / f"model-{data.name}"
+            wall, rss = run_measured(CLI + ["train", "--data", str(data), "--out", str(out), "--max-steps",
+                                            str(args.max_steps), "--no-track", "--no-progress"])
+            training = json.loads((out / "model.json").read_text())["training"]
+            results.append((pq.read_metadata(data / "users.parquet").num_rows,
+                            pq.read_metadata(data / "interactions.parquet").num_rows, wall, training["seconds"], rss))
+            shutil.rmtree(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\n{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); synthetic users x "
+          f"{args.items:,} items (generated in {t_synth:.0f} s); {args.max_steps} steps of 64 users\n")
+    print("| users | interactions | wall time (s) | training loop (s) | rest (s) | peak RSS (MiB) |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for users, rows, wall, loop, rss in results:
+        print(f"| {users:,} | {rows:,} | {wall:.0f} | {loop:.0f} | {wall - loop:.0f} | {rss:,.0f} |")
+    (_, _, w0, l0, r0), (_, _, w1, l1, r1) = results
+    print(f"\nlarge / small: wall {w1 / w0:.2f}x, training loop {l1 / l0:.2f}x, peak RSS {r1 / r0:.2f}x "
+          f"(target: RSS within 1.3x)")
+
+
+if __name__ == "__main__":
+    main()
