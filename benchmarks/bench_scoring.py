@@ -43,6 +43,13 @@ def run_measured(args: list[str], env=None) -> tuple[float, float]:
     return time.perf_counter() - t0, usage.ru_maxrss / 1024
 
 
+def synth_scale(out: Path, users: int, items: int) -> float:
+    """Generate the synthetic ``scale`` preset into ``out`` (its own process); returns the seconds."""
+    seconds, _ = run_measured(CLI + ["data", "synth", "--preset", "scale", "--users", str(users), "--items", str(items),
+                                     "--out", str(out), "--no-progress"])
+    return seconds
+
+
 def subset(src: Path, dst: Path, n_users: int) -> None:
     """The first ``n_users`` users of a synthetic dataset (their ids are 1..N)."""
     dst.mkdir(parents=True)
@@ -126,8 +133,7 @@ def main() -> None:
     rows = []
     try:
         full = work / "full"
-        t_synth, _ = run_measured(CLI + ["data", "synth", "--preset", "scale", "--users", str(args.users), "--items",
-                                         str(args.items), "--out", str(full), "--no-progress"])
+        t_synth = synth_scale(full, args.users, args.items)
         n_rows = pq.read_metadata(full / "interactions.parquet").num_rows
         subset(full, work / "train", 20_000)
         (work / "c.toml").write_text("[train]\nepochs = 4\n")

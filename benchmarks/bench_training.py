@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scoring import CLI, run_measured, subset  # noqa: E402
+from bench_scoring import CLI, run_measured, subset, synth_scale  # noqa: E402
 
 
 def main() -> None:
@@ -38,8 +38,7 @@ def main() -> None:
     results = []
     try:
         full = work / "full"
-        t_synth, _ = run_measured(CLI + ["data", "synth", "--preset", "scale", "--users", str(args.users), "--items",
-                                         str(args.items), "--out", str(full), "--no-progress"])
+        t_synth = synth_scale(full, args.users, args.items)
         small = work / "small"
         subset(full, small, args.small)
         for data in (small, full):
