@@ -15,6 +15,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import os
@@ -56,14 +57,13 @@ class TrainingData:
     def n_items(self) -> int:
         return len(self.item_index) - 1
 
+    @functools.cached_property
     def negative_distribution(self) -> torch.Tensor:
         """(N,) sampling probabilities of the sampled softmax's negatives: training counts^0.75,
         smoothed so that every item can be drawn (computed once)."""
-        if "_negatives" not in self.__dict__:
-            counts = np.bincount(self.histories.select(self.train_rows).items, minlength=self.n_items)
-            q = (counts + 1.0) ** 0.75
-            self.__dict__["_negatives"] = torch.from_numpy(q / q.sum()).float()
-        return self.__dict__["_negatives"]
+        counts = np.bincount(self.histories.select(self.train_rows).items, minlength=self.n_items)
+        q = (counts + 1.0) ** 0.75
+        return torch.from_numpy(q / q.sum()).float()
 
 
 @dataclass
@@ -95,7 +95,7 @@ def batch_loss(model: HyperRecModel, data: TrainingData, cfg: Config, rows: np.n
     N = data.n_items
     index, feats, correction = data.item_index, data.item_feats, None
     if N > t.full_softmax_items:
-        q = data.negative_distribution()
+        q = data.negative_distribution
         drawn = torch.multinomial(q, t.negatives, replacement=True, generator=generator)
         need = torch.unique(torch.cat([torch.from_numpy(support.items.astype(np.int64)),
                                        torch.from_numpy(query.items.astype(np.int64)), drawn]))
