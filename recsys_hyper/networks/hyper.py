@@ -99,20 +99,32 @@ class HistoryEncoder(nn.Module):
     def forward(self, e_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor,
                 user_feats: FeatureTensors | None) -> torch.Tensor:
         """e_support (B, K, d), r_support (B, K) standardised ratings, mask (B, K) -> (B, Z)."""
+        h = self.events(e_support, r_support, mask)                         # (B, K, H)
+        return self.pool(h.sum(1), mask.sum(1, keepdim=True), self.user_part(user_feats, h.shape[0]))
+
+    def events(self, e_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each event's encoding on its own, padding zeroed: (B, K, H). The set enters only
+        through their sum, so a history without event j is ``sum - h_j`` (exact leave-one-out)."""
         ev = torch.cat([e_support, r_support.unsqueeze(-1), torch.ones_like(r_support).unsqueeze(-1)], -1)
-        h = self.event(ev) * mask.unsqueeze(-1)                             # (B, K, H)
-        k = mask.sum(1, keepdim=True)                                       # (B, 1)
+        return self.event(ev) * mask.unsqueeze(-1)                          # (B, K, H)
+
+    def user_part(self, user_feats: FeatureTensors | None, n: int) -> torch.Tensor | None:
+        """The user-feature pathway (n, H): zeros for users without features, ``None`` when the
+        model has no user features."""
+        if self.user_mlp is None:
+            return None
+        if user_feats is None:
+            return torch.zeros(n, self.prior.shape[0])
+        u = self.user_mlp(self.user_features(user_feats))                   # (B, H)
+        if self.training and self.feature_dropout > 0:
+            u = u * (torch.rand(u.shape[0], 1) >= self.feature_dropout).to(u.dtype)
+        return u
+
+    def pool(self, h_sum: torch.Tensor, k: torch.Tensor, user: torch.Tensor | None) -> torch.Tensor:
+        """The summed event encodings (B, H), the history sizes (B, 1) and the user part -> z (B, Z)."""
         c = self.log_pseudo.exp()
-        pooled = (h.sum(1) + c * self.prior) / (k + c)                      # (B, H)
-        parts = [pooled]
-        if self.user_mlp is not None and user_feats is not None:
-            u = self.user_mlp(self.user_features(user_feats))               # (B, H)
-            if self.training and self.feature_dropout > 0:
-                u = u * (torch.rand(u.shape[0], 1) >= self.feature_dropout).to(u.dtype)
-            parts.append(u)
-        elif self.user_mlp is not None:
-            parts.append(pooled.new_zeros(pooled.shape))
-        parts.append(torch.log1p(k))
+        pooled = (h_sum + c * self.prior) / (k + c)                         # (B, H)
+        parts = [pooled] + ([user] if user is not None else []) + [torch.log1p(k)]
         return self.out(torch.cat(parts, -1))
 
 
@@ -175,8 +187,16 @@ class ItemContext(nn.Module):
     def user(self, e_support: torch.Tensor, items_support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """e_support (B, K, d), items_support (B, K), mask (B, K) -> the users' context (B, c)."""
         q = (self.q_map(e_support) + self.q_id(items_support)) * mask.unsqueeze(-1)    # (B, K, c)
-        k = mask.sum(1, keepdim=True)                                                  # (B, 1)
-        return q.sum(1) * (self.log_gate - self.gate_decay * torch.log1p(k)).exp()
+        return q.sum(1) * self.gate(mask)
+
+    def per_event(self, e_support: torch.Tensor, items_support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each event's share of :meth:`user`: ``g(k) q_j`` (B, K, c); they sum to the context."""
+        q = (self.q_map(e_support) + self.q_id(items_support)) * mask.unsqueeze(-1)    # (B, K, c)
+        return q * self.gate(mask).unsqueeze(1)
+
+    def gate(self, mask: torch.Tensor) -> torch.Tensor:
+        """``g(k)`` (B, 1) for supports ``mask`` (B, K)."""
+        return (self.log_gate - self.gate_decay * torch.log1p(mask.sum(1, keepdim=True))).exp()
 
     def targets(self, e: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """e (..., d), items (...) -> p (..., c)."""
@@ -283,11 +303,8 @@ class HyperRecModel(nn.Module):
         """Emit heads from support sets: e_support (B, K, d), items_support (B, K) indices,
         r_support (B, K) raw ratings, mask (B, K). Returns heads and the emitted deltas (B, 2D)
         (for the L2 penalty)."""
-        r_std = (r_support - self.mu) / self.r_scale * mask
-        z = self.encoder(e_support, r_std, mask, user_feats)               # (B, Z)
-        m, lam, v = self.hyper(z)                                          # 3 x (B, D)
-        y = r_support - self.mu - self.item_bias[items_support]            # (B, K) residual targets
-        w = fold_in(self.phi(e_support), y, mask, m, lam * self.prior_multiplier)
+        m, lam, v = self.prior(e_support, r_support, mask, user_feats)    # 3 x (B, D)
+        w = fold_in(self.phi(e_support), self.residual_targets(items_support, r_support), mask, m, lam)
         deltas = torch.cat([m - self.hyper.global_mean, v - self.hyper.global_rank], -1)
         ctx = (self.context.user(e_support, items_support, mask) if self.context is not None
                else w.new_zeros(w.shape[0], 0))
@@ -295,6 +312,28 @@ class HyperRecModel(nn.Module):
             ii = (self.ii_factors[items_support] * mask.unsqueeze(-1)).sum(1) * self.ii_weights   # (B, r)
             ctx = torch.cat([ctx, ii], -1)
         return Heads(w, v, ctx), deltas
+
+    def prior(self, e_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor,
+              user_feats: FeatureTensors | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the hypernetwork emits before the fold-in: the rating head's prior mean ``m`` and
+        precision (the calibrated multiplier applied) and the ranking residual ``v``, 3 x (B, D)."""
+        h = self.encoder.events(e_support, self.standardise(r_support, mask), mask)           # (B, K, H)
+        return self.prior_from_events(h.sum(1), mask.sum(1, keepdim=True),
+                                      self.encoder.user_part(user_feats, h.shape[0]))
+
+    def prior_from_events(self, h_sum: torch.Tensor, k: torch.Tensor, user: torch.Tensor | None
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`prior` from the summed event encodings (B, H), history sizes (B, 1) and user part."""
+        m, lam, v = self.hyper(self.encoder.pool(h_sum, k, user))                             # 3 x (B, D)
+        return m, lam * self.prior_multiplier, v
+
+    def standardise(self, r_support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Raw ratings (B, K) -> what the history encoder reads."""
+        return (r_support - self.mu) / self.r_scale * mask
+
+    def residual_targets(self, items_support: torch.Tensor, r_support: torch.Tensor) -> torch.Tensor:
+        """What the fold-in regresses on: ``r - mu - b_j`` (B, K)."""
+        return r_support - self.mu - self.item_bias[items_support]
 
     def emit(self, e_all: torch.Tensor, item_index: torch.Tensor, support: Padded,
              user_feats: FeatureTensors | None) -> tuple[Heads, torch.Tensor]:

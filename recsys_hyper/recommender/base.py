@@ -226,20 +226,39 @@ class Recommender:
             heads = self._adapt_no_grad(h, users, cat)
         return top_k_frame(lambda rows: self._rank(heads, rows, cat), h, cat.ids, k, exclude_seen, allowed)
 
-    def recommend_grouped(self, grouped: pd.DataFrame, k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
+    def recommend_grouped(self, grouped: pd.DataFrame, k: int = 10, exclude_seen: bool = True,
+                          explain: int | None = None) -> pd.DataFrame:
         """Grouped histories in (one row per user: ``user_id`` and the lists ``item_id``,
         ``rating``, ``timestamp``), one row per input row out: ``user_id``, ``item_ids``,
-        ``scores`` (top ``k``, best first). The shape of the MLflow pyfunc and of row-wise Spark UDFs."""
+        ``scores`` (top ``k``, best first). The shape of the MLflow pyfunc and of row-wise Spark UDFs.
+        ``explain`` (events per item): also ``explanations``, one JSON object per recommended item
+        (``score_prior``, ``score_features``, ``score_history``, ``because``; see :meth:`explain`)."""
+        import json
+
         users = pd.DataFrame({S.USER_ID: grouped[S.USER_ID].to_numpy()})
-        recs = self.recommend(explode_histories(grouped), k=k, exclude_seen=exclude_seen, users=users,
+        history = explode_histories(grouped)
+        recs = self.recommend(history, k=k, exclude_seen=exclude_seen, users=users,
                               user_ids=users[S.USER_ID].to_numpy())
-        lists = recs.groupby(S.USER_ID, sort=False).agg(item_ids=(S.ITEM_ID, list), scores=("score", list))
-        aligned = lists.reindex(users[S.USER_ID])
-        return pd.DataFrame({
-            S.USER_ID: users[S.USER_ID].to_numpy(),
-            "item_ids": [v if isinstance(v, list) else [] for v in aligned["item_ids"]],
-            "scores": [v if isinstance(v, list) else [] for v in aligned["scores"]],
-        })
+        agg = {"item_ids": (S.ITEM_ID, list), "scores": ("score", list)}
+        if explain:
+            recs = self.explain(history, recs, users=users, top_events=explain)
+            recs["explanation"] = [json.dumps({"score_prior": float(p), "score_features": float(f),
+                                               "score_history": float(h),
+                                               "because": [{k_: (v.item() if hasattr(v, "item") else v)
+                                                            for k_, v in e.items()} for e in because]})
+                                   for p, f, h, because in zip(recs["score_prior"], recs["score_features"],
+                                                               recs["score_history"], recs["because"])]
+            agg["explanations"] = ("explanation", list)
+        aligned = recs.groupby(S.USER_ID, sort=False).agg(**agg).reindex(users[S.USER_ID])
+        return pd.DataFrame({S.USER_ID: users[S.USER_ID].to_numpy(),
+                             **{col: [v if isinstance(v, list) else [] for v in aligned[col]] for col in agg}})
+
+    def explain(self, histories: pd.DataFrame | None, items: pd.DataFrame, users: pd.DataFrame | None = None,
+                item_features: pd.DataFrame | None = None, top_events: int | None = 5) -> pd.DataFrame:
+        """Why each ``(user_id, item_id)`` row of ``items`` scores what it does, by the user's
+        history events; recommenders that can explain their scores implement it."""
+        raise RecsysHyperError(f"{type(self).__name__} does not explain its recommendations; "
+                               f"HyperRecommender does")
 
     # ------------------------------------------------------------------------------ the vocabulary check
 

@@ -29,17 +29,23 @@ from ..data.episodes import Histories
 from ..data.idmap import UNKNOWN, IdMap
 from ..numerics.biases import tune_biases
 from ..errors import RecsysHyperError
+from ..data.frames import histories_from_frame, require_columns
 from ..networks.hyper import Heads, HyperRecModel, ItemTable
 from ..numerics.features import FeatureSpec, FeatureTensors, with_pad_row
 from ..numerics.padding import Padded, chunks_by_events
+from ..numerics.scores import membership
 from ..training import TrainingData, TrainResult, finetune_heads, init_biases, train, warm_start
 from .base import ITEM_IDS_FILE, AdaptedUsers, Catalogue, Recommender, validation_episodes
+from .explain import attribute
+from .onboarding import choose_questions
 
 log = logging.getLogger(__name__)
 
 ITEM_FEATURES_FILE = "item_features.parquet"
 EMIT_CHUNK_USERS = 4096
 EMIT_MAX_CELLS = 131_072  # users x longest history per emission sub-batch
+#: ask's default weight of the uncertainty term, chosen on validation users (see ``ask``)
+ASK_UNCERTAINTY = 0.0
 
 
 @dataclass
@@ -280,6 +286,164 @@ class HyperRecommender(Recommender):
     def _rank(self, adapted: UserHeads, rows: np.ndarray, cat: HyperCatalogue) -> torch.Tensor:
         return adapted.heads(rows).ranking(self._item_vectors(cat)[1].take(slice(0, cat.size)))
 
+    # ------------------------------------------------------------------------------ onboarding and explanations
+
+    def ask(self, histories: pd.DataFrame | None, n: int = 5, users: pd.DataFrame | None = None, user_ids=None,
+            asked: pd.DataFrame | None = None, item_features: pd.DataFrame | None = None,
+            targets: int = 100, uncertainty: float = ASK_UNCERTAINTY) -> pd.DataFrame:
+        """The ``n`` items to ask each user about next (onboarding), best first.
+
+        An item's value is the chance the user can answer (the model's own ranking score, as a
+        softmax over the items not yet asked) times, raised to ``uncertainty``, how much the
+        answer would shrink the uncertainty of the user's head where it matters for ranking (the
+        variance of the scores of their current top ``targets`` items); see
+        :mod:`recsys_hyper.recommender.onboarding`. The default weight was chosen on validation
+        users with the elicitation protocol (``benchmarks/bench_onboarding.py``): on MovieLens
+        100K and the synthetic data the chance of an answer mattered more than the uncertainty
+        term (weights 0, 0.25, 0.5 and 1 measured), so by default items are ranked by the chance
+        of an answer alone (``value`` is that chance); pass ``uncertainty=1`` for the full
+        expected-information rule (``value``: the expected fall of the variance, in units of the
+        rating noise, times the chance of an answer).
+
+        Items in the history and the ``asked`` pairs (``user_id, item_id``: questions already put,
+        answered or not) are never asked. Users: those of ``histories`` and ``users`` (a user
+        with no events is asked the features-informed population's questions), or ``user_ids``.
+
+        Returns ``user_id, item_id, rank, value``; fewer than ``n`` rows for a user only when
+        fewer items are left to ask.
+        """
+        self._check_fitted()
+        cat = self._catalogue(item_features)
+        n = _check_count(n, "n", "ask", cat.size)
+        targets = _check_count(targets, "targets", "ask")
+        ids = _known_users(histories, users, user_ids, "ask")
+        h = histories_from_frame(histories, cat.ids, users, ids)
+        asked_h = None
+        if asked is not None:
+            require_columns(asked, (S.USER_ID, S.ITEM_ID), "asked")
+            asked_h = histories_from_frame(asked[[S.USER_ID, S.ITEM_ID]], cat.ids, user_ids=h.user_ids, warn=False)
+        items, values = self.ask_histories(h, n, users=users, asked=asked_h, catalogue=cat, targets=targets,
+                                           uncertainty=uncertainty)
+        b, q = np.nonzero(np.isfinite(values))
+        return pd.DataFrame({S.USER_ID: h.user_ids[b], S.ITEM_ID: cat.ids.ids(items[b, q]),
+                             "rank": (q + 1).astype(np.int32), "value": values[b, q].astype(np.float32)})
+
+    def ask_histories(self, h: Histories, n: int, users: pd.DataFrame | None = None, asked: Histories | None = None,
+                      catalogue: HyperCatalogue | None = None, targets: int = 100,
+                      uncertainty: float = ASK_UNCERTAINTY) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`ask` for histories in catalogue indices: (items (len(h), n) catalogue rows,
+        values (len(h), n), ``-inf`` where nothing is left to ask). ``asked``: the questions
+        already put, one history per row of ``h``."""
+        self._check_fitted()
+        cat = catalogue or self._catalogue()
+        e_all, table = self._item_vectors(cat)
+        table = table.take(slice(0, cat.size))
+        uf_all = None if self.user_spec_.empty else self.user_spec_.transform(users, h.user_ids)
+        items = np.zeros((len(h), n), np.int64)
+        values = np.full((len(h), n), -np.inf, np.float32)
+        by_length = np.argsort(h.lengths, kind="stable")
+        for part in chunks_by_events(h.lengths[by_length], EMIT_CHUNK_USERS, max_cells=EMIT_MAX_CELLS):
+            rows = by_length[part]
+            sub = h.select(rows)
+            excluded = membership(sub, cat.size)
+            if asked is not None:
+                excluded |= membership(asked.select(rows), cat.size)
+            uf = None if uf_all is None else uf_all.take(torch.from_numpy(rows))
+            i, v = choose_questions(self.model_, e_all, cat.index, table, Padded.from_histories(sub, pad_item=cat.size),
+                                    uf, excluded, n, targets, uncertainty)
+            items[rows], values[rows] = i.numpy(), v.numpy()
+        return items, values
+
+    def explain(self, histories: pd.DataFrame | None, items: pd.DataFrame, users: pd.DataFrame | None = None,
+                item_features: pd.DataFrame | None = None, top_events: int | None = 5) -> pd.DataFrame:
+        """Why each ``(user_id, item_id)`` row of ``items`` scores what it does (for instance the
+        output of :meth:`recommend`): the user's history events that moved its ranking score most.
+
+        Returns ``items`` with the columns ``score`` (when absent), ``score_prior`` (the
+        population prior: what a user with no history and no features gets), ``score_features``
+        (what the user's features add), ``score_history`` (what their events add; the three sum
+        to ``score``) and ``because``: the ``top_events`` events (all with ``None``) with the
+        largest contributions, largest first, as ``{item_id, rating, contribution}`` (signed).
+        The fold-in and item-item parts of a contribution are exact; the part that goes through
+        the hypernetwork is a leave-one-out estimate (see :mod:`recsys_hyper.recommender.explain`).
+        """
+        self._check_fitted()
+        require_columns(items, (S.USER_ID, S.ITEM_ID), "items")
+        if top_events is not None:
+            top_events = _check_count(top_events, "top_events", "explain")
+        cat = self._catalogue(item_features)
+        ids = _known_users(histories, users, pd.unique(items[S.USER_ID]), "explain")
+        h = histories_from_frame(histories, cat.ids, users, ids)
+        idx = cat.ids.index(items[S.ITEM_ID].to_numpy(), unknown="mark")
+        if (idx == UNKNOWN).any():
+            bad = items[S.ITEM_ID].to_numpy()[idx == UNKNOWN]
+            raise RecsysHyperError(f"explain: {len(bad):,} rows of items are on items the model cannot score "
+                                   f"(e.g. {list(pd.unique(bad)[:5])}); pass their features in item_features, or drop them")
+        rows = IdMap(h.user_ids, name="user").index(items[S.USER_ID].to_numpy())
+        parts = self.explain_histories(h, rows, idx, users=users, catalogue=cat, top_events=top_events)
+        out = items.reset_index(drop=True).copy()
+        if "score" not in out:
+            out["score"] = parts["score"]
+        for name in ("score_prior", "score_features", "score_history"):
+            out[name] = parts[name]
+        out["because"] = parts["because"]
+        return out
+
+    def explain_histories(self, h: Histories, rows: np.ndarray, items: np.ndarray, users: pd.DataFrame | None = None,
+                          catalogue: HyperCatalogue | None = None, top_events: int | None = 5) -> dict:
+        """:meth:`explain` for pairs in indices (``rows`` into ``h``, ``items`` catalogue rows):
+        arrays ``score``, ``score_prior``, ``score_features``, ``score_history`` (P,) and
+        ``because`` (a list per pair); ``attributions``: the per-event contributions as a list of
+        (pair indices, :class:`~recsys_hyper.recommender.explain.Attribution`, support item rows)."""
+        import pyarrow as pa
+
+        self._check_fitted()
+        cat = catalogue or self._catalogue()
+        e_all, table = self._item_vectors(cat)
+        uf_all = None if self.user_spec_.empty else self.user_spec_.transform(users, h.user_ids)
+        rows, items = np.asarray(rows, np.int64), np.asarray(items, np.int64)
+        P = len(rows)
+        cols = {name: np.zeros(P, np.float32) for name in ("score", "score_prior", "score_features", "score_history")}
+        pair_of, ev_item, ev_rating, ev_contrib, counts = [], [], [], [], np.zeros(P, np.int64)
+        attributions = []
+        order = np.argsort(rows, kind="stable")                              # pairs grouped by user
+        starts = np.searchsorted(rows[order], np.arange(len(h) + 1))
+        by_length = np.argsort(h.lengths, kind="stable")
+        in_chunk = np.zeros(len(h), np.int64)
+        for part in chunks_by_events(h.lengths[by_length], EMIT_CHUNK_USERS, max_cells=EMIT_MAX_CELLS // 16):
+            users_rows = by_length[part]
+            pairs = np.concatenate([order[starts[u]:starts[u + 1]] for u in users_rows])
+            if not len(pairs):
+                continue
+            in_chunk[users_rows] = np.arange(len(users_rows))
+            local = in_chunk[rows[pairs]]                                     # row of each pair in the chunk
+            sub = h.select(users_rows)
+            support = Padded.from_histories(sub, pad_item=cat.size)
+            uf = None if uf_all is None else uf_all.take(torch.from_numpy(users_rows))
+            a = attribute(self.model_, e_all, cat.index, table, support, uf, torch.from_numpy(local),
+                          torch.from_numpy(items[pairs]))
+            attributions.append((pairs, a, support.items[local]))
+            for name, value in (("score", a.score), ("score_prior", a.prior), ("score_features", a.features),
+                                ("score_history", a.history)):
+                cols[name][pairs] = value.numpy()
+            top = a.events.shape[1] if top_events is None else min(top_events, a.events.shape[1])
+            size = a.events.abs().masked_fill(support.mask[local] == 0, -1.0)
+            best = size.topk(top, dim=1)
+            keep = (best.values >= 0).numpy()                                  # (p, top)
+            pos = best.indices
+            p_idx, t_idx = np.nonzero(keep)
+            pair_of.append(pairs[p_idx])
+            ev_item.append(support.items[local].gather(1, pos).numpy()[p_idx, t_idx])
+            ev_rating.append(support.ratings[local].gather(1, pos).numpy()[p_idx, t_idx])
+            ev_contrib.append(a.events.gather(1, pos).numpy()[p_idx, t_idx])
+            counts[pairs] = keep.sum(1)
+        cols["because"] = _event_lists(pa, np.concatenate(pair_of) if pair_of else np.zeros(0, np.int64),
+                                       cat.ids.ids(np.concatenate(ev_item)) if ev_item else cat.ids.ids(np.zeros(0, np.int64)),
+                                       np.concatenate(ev_rating) if ev_rating else np.zeros(0, np.float32),
+                                       np.concatenate(ev_contrib) if ev_contrib else np.zeros(0, np.float32), counts)
+        cols["attributions"] = attributions
+        return cols
+
     # ------------------------------------------------------------------------------ persistence
 
     def _state(self) -> dict:
@@ -346,6 +510,45 @@ def _tuning(fitted: dict | None, result: TrainResult) -> dict:
         grid.update(fitted["grid"])
     return {"grid": grid, "chosen": chosen, "metric": "validation loss",
             "score": min(result.calibration.values()) if result.calibration else float("nan")}
+
+
+def _check_count(value, name: str, method: str, at_most: int | None = None) -> int:
+    """A whole number >= 1 (and <= ``at_most``), or a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise RecsysHyperError(f"The '{name}' parameter of {method} must be a whole number >= 1. Got {value!r} instead.")
+    if at_most is not None and value > at_most:
+        raise RecsysHyperError(f"The '{name}' parameter of {method} must be at most the catalogue's {at_most:,} items. "
+                               f"Got {value!r} instead.")
+    return int(value)
+
+
+def _known_users(histories: pd.DataFrame | None, users: pd.DataFrame | None, user_ids, method: str):
+    """``user_ids`` (or ``None``), refusing ids in neither ``histories`` nor ``users``."""
+    if user_ids is None:
+        return None
+    ids = np.asarray(user_ids)
+    known = pd.Index([])
+    for frame in (histories, users):
+        if frame is not None and S.USER_ID in frame:
+            known = known.append(pd.Index(frame[S.USER_ID].unique()))
+    missing = ids[~pd.Index(ids).isin(known)]
+    if len(missing):
+        raise RecsysHyperError(
+            f"{method}: {len(missing):,} unknown user(s), in neither the histories nor users (e.g. "
+            f"{list(pd.unique(missing)[:5])}); pass their events, or list them in users (a new user with no events)")
+    return ids
+
+
+def _event_lists(pa, pair_of: np.ndarray, item_ids: np.ndarray, ratings: np.ndarray, contributions: np.ndarray,
+                 counts: np.ndarray) -> np.ndarray:
+    """Per pair, its events as a list of ``{item_id, rating, contribution}`` (largest first)."""
+    order = np.argsort(pair_of, kind="stable")                                  # keeps each pair's order
+    offsets = np.zeros(len(counts) + 1, np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    structs = pa.StructArray.from_arrays(
+        [pa.array(item_ids[order]), pa.array(ratings[order].astype(np.float32)),
+         pa.array(contributions[order].astype(np.float32))], names=[S.ITEM_ID, S.RATING, "contribution"])
+    return pa.ListArray.from_arrays(pa.array(offsets), structs).to_pandas().to_numpy()
 
 
 def _known_item_features(items: pd.DataFrame | None, spec: FeatureSpec) -> pd.DataFrame | None:
