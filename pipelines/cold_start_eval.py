@@ -2,8 +2,9 @@
 
     python pipelines/cold_start_eval.py --data DIR [--methods ...] [--shots ...] [--seed N] [--out DIR]
 
-The same as ``recsys-hyper evaluate --notebook`` (see its --help): the executed cold-start
-analysis notebook is rendered to HTML and logged to the evaluation run. Reproduce the README
+The same as ``recsys-hyper evaluate --notebook --onboarding`` (see its --help): onboarding and
+the explanations are measured on the fitted hypernetwork, and the executed cold-start analysis
+notebook is rendered to HTML and logged to the evaluation run. Reproduce the README
 table with:
 
     recsys-hyper data import-movielens ../shared/data/ml-100k --out /tmp/ml-100k
@@ -16,4 +17,7 @@ from recsys_hyper.cli import main
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    sys.exit(main(["evaluate", *args, *([] if "--notebook" in args or "--no-track" in args else ["--notebook"])]))
+    extra = [] if "--notebook" in args or "--no-track" in args else ["--notebook"]
+    if "--onboarding" not in args and ("--methods" not in args or "hyper" in args):
+        extra.append("--onboarding")
+    sys.exit(main(["evaluate", *args, *extra]))

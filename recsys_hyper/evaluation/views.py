@@ -1,5 +1,5 @@
 """What the analysis notebook looks at besides the metrics: the heads the hypernetwork emitted for
-the evaluated users, and one user's top 10 as their first events arrive."""
+the evaluated users, and one user's top 10 (explained) as their first events arrive."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from .runner import EvalResult
 
 def hypernetwork_views(result: EvalResult, ds: Dataset, k: int = 5) -> dict:
     """For analysis: the heads the hypernetwork emits for the evaluated users from their ``k``
-    earliest events (with their features), and one user's top 10 as 1, 3, 5 events arrive."""
+    earliest events (with their features), and one user's top 10 as 1, 3, 5 events arrive, each
+    item with its explanation (:meth:`~recsys_hyper.recommender.HyperRecommender.explain`)."""
     rec, h = result.fitted.get("hyper"), result.test_histories
     if rec is None or h is None or len(h) == 0:
         return {}
@@ -30,6 +31,7 @@ def hypernetwork_views(result: EvalResult, ds: Dataset, k: int = 5) -> dict:
         events = pd.DataFrame({S.USER_ID: np.repeat(user, n), S.ITEM_ID: rec.item_map_.ids(s1.items),
                                S.RATING: s1.ratings, S.TIMESTAMP: s1.timestamps})
         recs = rec.recommend(events, k=10, users=ds.users, user_ids=user)
+        recs = rec.explain(events, recs, users=ds.users, top_events=2)        # why each item, by these events
         rows.append(recs.assign(known=n, support=[list(events[S.ITEM_ID])] * len(recs)))
     example = pd.concat(rows, ignore_index=True)
     if ds.items is not None:

@@ -13,7 +13,7 @@ from .. import tracking
 from ..atomic import atomic_directory
 from ..data.dataset import Dataset
 from ..errors import RecsysHyperError
-from ..evaluation.protocol import Protocol
+from ..evaluation.protocol import TEST, Protocol
 from ..evaluation.report import k_curve_figure, markdown_table, summary
 from ..evaluation.runner import DEFAULT_METHODS, EvalResult, evaluate
 from ..evaluation.views import hypernetwork_views
@@ -74,6 +74,39 @@ def run_cold_start_evaluation(ds: Dataset, out: str | os.PathLike, protocol: Pro
     return result, run_id
 
 
+def run_onboarding_evaluation(ds: Dataset, split, model, track: bool = True, experiment: str | None = None,
+                              parent_run_id: str | None = None, users: str = TEST, progress: bool = True,
+                              ask_kw: dict | None = None, strategies=None, faithfulness_events: int = 20):
+    """The elicitation protocol (:mod:`recsys_hyper.evaluation.onboarding`) for a hypernetwork
+    fitted on ``split``'s training users, on its ``users`` (test users; validation users to choose
+    settings), and the explanations' faithfulness on the same users' first
+    ``faithfulness_events`` events; logged to MLflow (nested under ``parent_run_id``) when
+    ``track``. Returns the :class:`OnboardingResult`, the faithfulness figures and the run id."""
+    from ..data import schema as S
+    from ..data.episodes import Histories
+    from ..evaluation.explanations import faithfulness
+    from ..evaluation.onboarding import STRATEGIES, run_onboarding
+    from ..evaluation.protocol import TRAIN
+
+    events = ds.interactions
+    train_h, _ = Histories.from_interactions(events[events[S.USER_ID].isin(split.users(TRAIN))], model.item_map_)
+    cold_h, _ = Histories.from_interactions(events[events[S.USER_ID].isin(split.users(users))], model.item_map_)
+    result = run_onboarding(model, train_h, cold_h, ds.users, strategies=strategies or STRATEGIES,
+                            progress=progress, ask_kw=ask_kw)
+    faith = faithfulness(model, cold_h.mask(cold_h.positions_in_user() < faithfulness_events), ds.users)
+    run_id = None
+    if track:
+        metrics = {f"reference_{k}": v for k, v in result.reference.items() if k != "questions"}
+        metrics.update({f"faithfulness_{k}": v for k, v in faith.items()})
+        for row in result.to_reach.to_dict(orient="records"):
+            metrics.update({f"{row['strategy']}/{k}": v for k, v in row.items() if k != "strategy"})
+        run_id = tracking.log_onboarding(result.curve, result.to_reach, {**result.params, "data": str(ds.source),
+                                         "cold_users": users, "split_digest": split.digest}, metrics,
+                                         result.figure(), experiment or tracking.EVALUATION_EXPERIMENT,
+                                         parent_run_id=parent_run_id)
+    return result, faith, run_id
+
+
 def render_notebook(run_id: str, out: str | os.PathLike, tracking_uri: str | None = None) -> Path:
     """Execute the cold-start analysis notebook (package data) against ``run_id`` with papermill,
     render it to HTML (nbconvert) in ``out`` and log the HTML to the run."""
@@ -100,8 +133,10 @@ def render_notebook(run_id: str, out: str | os.PathLike, tracking_uri: str | Non
 
 def evaluate_command(data: str | os.PathLike, out: str | os.PathLike, methods, shots, seed: int = 0,
                      model_config=None, track: bool = True, experiment: str | None = None, notebook: bool = False,
-                     progress: bool = True) -> str:
-    """``recsys-hyper evaluate``: the results table, where the notebook went, and a summary line."""
+                     progress: bool = True, onboarding: bool = False) -> str:
+    """``recsys-hyper evaluate``: the results table, where the notebook went, and a summary line.
+    ``onboarding``: also the elicitation protocol and the explanations' faithfulness on the
+    fitted hypernetwork (a run nested in the evaluation's)."""
     from ..data import load_dataset
 
     ds = load_dataset(data)
@@ -111,12 +146,22 @@ def evaluate_command(data: str | os.PathLike, out: str | os.PathLike, methods, s
         raise RecsysHyperError(str(exc)) from None
     if notebook and not track:
         raise RecsysHyperError("--notebook reads the MLflow run: drop --no-track")
+    if onboarding and "hyper" not in methods:
+        raise RecsysHyperError("--onboarding measures the hypernetwork: add 'hyper' to --methods")
     if track:
         tracking.ensure_reachable()                  # fail in seconds, before any work
     result, run_id = run_cold_start_evaluation(ds, out, protocol, methods=tuple(dict.fromkeys(methods)),
                                                model_config=model_config, track=track, experiment=experiment,
                                                progress=progress)
     lines = [markdown_table(result)]
+    if onboarding:
+        onb, faith, _ = run_onboarding_evaluation(ds, result.split, result.fitted["hyper"], track=track,
+                                                  experiment=experiment, parent_run_id=run_id, progress=progress)
+        lines += ["", f"Onboarding ({onb.users} cold users; reference: chronological after "
+                      f"{onb.reference['questions']} events):", "", onb.markdown("ndcg@10"), "",
+                  onb.markdown("answered", digits=2), "",
+                  f"explanations: removing the most-blamed event lowers the score by {faith['drop_top']:.3f} on "
+                  f"average, a random event by {faith['drop_random']:.3f} ({faith['pairs']:,} recommendations)"]
     if notebook:
         lines.append(f"analysis notebook -> {render_notebook(run_id, out)}")
     lines.append(f"\n{result.n_eligible} of {result.n_test_users} test users evaluated (>= "

@@ -6,7 +6,9 @@ lists ``item_id``, ``rating``, ``timestamp`` (what Spark's ``collect_list`` give
 is a user with no history), and returns one row per input row: ``user_id``, ``item_ids`` and
 ``scores`` (the top ``k``, best first). One row in, one row out, so it also runs as
 ``mlflow.pyfunc.spark_udf(..., result_type="item_ids array<long>, scores array<float>")``.
-Params: ``k`` (default 10), ``exclude_seen`` (default true).
+Params: ``k`` (default 10), ``exclude_seen`` (default true), ``explain`` (default 0: off; N > 0
+adds ``explanations``, one JSON object per recommended item with its N most influential history
+events; see ``HyperRecommender.explain``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ class HyperRecommenderPyfunc(PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         params = params or {}
         return self.rec.recommend_grouped(model_input, k=int(params.get("k", 10)),
-                                          exclude_seen=bool(params.get("exclude_seen", True)))
+                                          exclude_seen=bool(params.get("exclude_seen", True)),
+                                          explain=int(params.get("explain", 0)) or None)
 
 
 mlflow.models.set_model(HyperRecommenderPyfunc())

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -136,6 +137,33 @@ def log_evaluation(table: pd.DataFrame, params: dict, figure, artifacts, data_di
                 mlflow.log_artifact(str(path))
         mlflow.log_metric("seconds", seconds)
         return parent.info.run_id
+
+
+def log_onboarding(curve: pd.DataFrame, to_reach: pd.DataFrame, params: dict, metrics: dict, figure,
+                   experiment: str = EVALUATION_EXPERIMENT, parent_run_id: str | None = None,
+                   tags: dict | None = None) -> str:
+    """Log an onboarding evaluation (the elicitation protocol, and the explanations' faithfulness):
+    ``params``, ``metrics``, one metric per (strategy, measure) with the number of questions as
+    its step, the ``curve`` and ``to_reach`` tables and the ``figure``; nested under
+    ``parent_run_id`` when given (a cold-start evaluation's run). Returns the run id."""
+    configure()
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name="onboarding", parent_run_id=parent_run_id,
+                          tags={"kind": "onboarding-evaluation", **(tags or {})}) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics({metric_name(k): float(v) for k, v in metrics.items() if v == v})
+        for row in curve.to_dict(orient="records"):
+            for key, value in row.items():
+                if key not in ("strategy", "questions") and value == value:
+                    mlflow.log_metric(metric_name(f"{row['strategy']}/{key}"), float(value),
+                                      step=int(row["questions"]))
+        log_table(curve, "onboarding_curve.json")
+        log_table(to_reach, "onboarding_to_reach.json")
+        mlflow.log_figure(figure, "onboarding_curve.png")
+        with tempfile.TemporaryDirectory() as tmp:               # the curve as data, for the notebook
+            curve.to_parquet(Path(tmp) / "onboarding_curve.parquet", index=False)
+            mlflow.log_artifact(str(Path(tmp) / "onboarding_curve.parquet"))
+        return run.info.run_id
 
 
 # ---------------------------------------------------------------------------- the nightly pipeline

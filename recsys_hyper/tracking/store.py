@@ -80,9 +80,10 @@ def find_runs(kind: str, experiment: str | None = None) -> pd.DataFrame:
     return mlflow.search_runs(ids, filter_string=f"tags.kind = '{kind}'", order_by=["start_time DESC"])
 
 
-def child_runs(run_id: str, experiment_id: str) -> pd.DataFrame:
-    """The runs nested under ``run_id``."""
-    return mlflow.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+def child_runs(run_id: str, experiment_id: str, kind: str | None = None) -> pd.DataFrame:
+    """The runs nested under ``run_id`` (only those tagged ``kind``, when given)."""
+    where = f"tags.mlflow.parentRunId = '{run_id}'" + (f" and tags.kind = '{kind}'" if kind else "")
+    return mlflow.search_runs([experiment_id], filter_string=where)
 
 
 def download_artifact(run_id: str, name: str, dst: str | os.PathLike | None = None) -> Path | None:
