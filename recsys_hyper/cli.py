@@ -135,6 +135,13 @@ MISMATCH_HELP = ("accept histories whose feedback differs from the model's (impl
                  "every prediction would silently be wrong")
 
 
+EXPLAIN_HELP = ("add why each item is recommended: score_prior (what a user with no history and no features gets), "
+                "score_features (what the user's features add), score_history (what their events add; the three "
+                "sum to score) and because: the EVENTS history events (default 5) that moved the score most, as "
+                "{item_id, rating, contribution}. The fold-in and item-item parts of a contribution are exact; "
+                "the part through the hypernetwork is a leave-one-out estimate")
+
+
 def _model_commands(sub) -> None:
     model_help = ("a model directory (the --out of `train`) or an MLflow model URI such as "
                   "models:/recsys-hyper@champion (store: $MLFLOW_TRACKING_URI, default sqlite:///mlflow.db)")
@@ -181,7 +188,28 @@ def _model_commands(sub) -> None:
     r.add_argument("--out", required=True, metavar="RECS.parquet", help="output Parquet file")
     r.add_argument("--include-seen", action="store_true", help="do not exclude items already in the history")
     r.add_argument("--allow-rating-mismatch", action="store_true", help=MISMATCH_HELP)
+    r.add_argument("--explain", nargs="?", type=_positive_int, const=5, default=None, metavar="EVENTS",
+                   help=EXPLAIN_HELP)
     r.set_defaults(func=cmd_recommend)
+
+    o = sub.add_parser("onboard", formatter_class=_Formatter, help="the items to ask each user about next",
+                       description="For every user of DIR (their events so far, possibly none: users listed only in "
+                                   "users.parquet are brand-new), the N items to ask them about next: the questions "
+                                   "whose answers would most reduce the uncertainty of the user's head about their "
+                                   "top-ranked items, weighted by the chance the user can answer (the model's own "
+                                   "ranking score). Items in the history and those of --asked are never asked. "
+                                   "Output: user_id, item_id, rank (1 = ask first), value (the expected reduction "
+                                   "times the chance of an answer), written atomically. Ask, add the answers to the "
+                                   "history, and run it again.")
+    o.add_argument("--model", required=True, metavar="MODEL", help=model_help)
+    o.add_argument("--data", required=True, metavar="DIR", help="dataset directory holding the users' events so far")
+    o.add_argument("--n", type=_positive_int, default=5, metavar="N",
+                   help="questions per user (at most the catalogue's size)")
+    o.add_argument("--out", required=True, metavar="QUESTIONS.parquet", help="output Parquet file")
+    o.add_argument("--asked", metavar="ASKED.parquet",
+                   help="questions already put (user_id, item_id), answered or not: never asked again")
+    o.add_argument("--allow-rating-mismatch", action="store_true", help=MISMATCH_HELP)
+    o.set_defaults(func=cmd_onboard)
 
     pr = sub.add_parser("predict", formatter_class=_Formatter, help="predicted ratings for (user, item) pairs",
                         description="Predict ratings (explicit data, on the training rating scale) or relevance "
@@ -215,6 +243,8 @@ def _model_commands(sub) -> None:
     sc.add_argument("--candidates", metavar="FILE.parquet", help="score only these items (an item_id column)")
     sc.add_argument("--include-seen", action="store_true", help="do not exclude items already in the history")
     sc.add_argument("--allow-rating-mismatch", action="store_true", help=MISMATCH_HELP)
+    sc.add_argument("--explain", nargs="?", type=_positive_int, const=5, default=None, metavar="EVENTS",
+                    help=EXPLAIN_HELP)
     sc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sc.set_defaults(func=cmd_score)
 
@@ -287,6 +317,11 @@ def _evaluate_command(sub) -> None:
     e.add_argument("--notebook", action="store_true",
                    help="also execute the cold-start analysis notebook on this run, render it to HTML in --out "
                         "and log it to the run")
+    e.add_argument("--onboarding", action="store_true",
+                   help="also measure onboarding (which items to ask new users about: the model's questions "
+                        "against random, popularity, log-popularity x entropy and chronological events) and the "
+                        "explanations' faithfulness, on the fitted hypernetwork and the same test users; logged "
+                        "as a run nested in the evaluation's")
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     e.set_defaults(func=cmd_evaluate)
 
@@ -342,7 +377,15 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from .jobs import serve
 
     print(serve.recommend(args.model, args.data, args.top_k, args.out, include_seen=args.include_seen,
-                          allow_rating_mismatch=args.allow_rating_mismatch))
+                          allow_rating_mismatch=args.allow_rating_mismatch, explain=args.explain))
+    return 0
+
+
+def cmd_onboard(args: argparse.Namespace) -> int:
+    from .jobs import serve
+
+    print(serve.onboard(args.model, args.data, args.n, args.out, asked=args.asked,
+                        allow_rating_mismatch=args.allow_rating_mismatch))
     return 0
 
 
@@ -358,7 +401,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     report = score.score(args.model, args.data, args.out, args.date, top_k=args.top_k, chunk_users=args.chunk_users,
                          candidates=args.candidates, include_seen=args.include_seen, progress=not args.no_progress,
-                         allow_rating_mismatch=args.allow_rating_mismatch)
+                         allow_rating_mismatch=args.allow_rating_mismatch, explain=args.explain)
     print(score.summary(report, args.out))
     return 0
 
@@ -393,7 +436,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     print(evaluate_command(args.data, args.out, args.methods, args.shots, args.seed,
                            model_config=load_config(args.config), track=not args.no_track,
-                           experiment=args.experiment, notebook=args.notebook, progress=not args.no_progress))
+                           experiment=args.experiment, notebook=args.notebook, progress=not args.no_progress,
+                           onboarding=args.onboarding))
     return 0
 
 

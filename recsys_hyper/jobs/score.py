@@ -30,13 +30,14 @@ def read_candidates(path: str | os.PathLike | None):
 
 def score(model: str, data: str | os.PathLike, out: str | os.PathLike, date: str | None = None, top_k: int = 100,
           chunk_users: int = 4096, candidates: str | os.PathLike | None = None, include_seen: bool = False,
-          progress: bool = True, allow_rating_mismatch: bool = False) -> ScoreReport:
-    """Score every user of ``data`` with ``model`` into ``out`` (partition ``date``, default today UTC)."""
+          progress: bool = True, allow_rating_mismatch: bool = False, explain: int | None = None) -> ScoreReport:
+    """Score every user of ``data`` with ``model`` into ``out`` (partition ``date``, default today UTC);
+    ``explain``: explanation columns with that many events per recommendation."""
     date = date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     items = read_candidates(candidates)
     return score_dataset(load_model(model), data, out, date, top_k=top_k, chunk_users=chunk_users,
                          candidates=items, exclude_seen=not include_seen, progress=progress,
-                         allow_rating_mismatch=allow_rating_mismatch)
+                         allow_rating_mismatch=allow_rating_mismatch, explain=explain)
 
 
 def summary(report: ScoreReport, out: str | os.PathLike) -> str:

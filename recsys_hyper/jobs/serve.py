@@ -32,8 +32,9 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.PathLike,
-              include_seen: bool = False, allow_rating_mismatch: bool = False) -> str:
-    """Top ``top_k`` for every user of ``data`` into ``out``; returns the summary line."""
+              include_seen: bool = False, allow_rating_mismatch: bool = False, explain: int | None = None) -> str:
+    """Top ``top_k`` for every user of ``data`` into ``out``; returns the summary line. ``explain``:
+    add each recommendation's explanation with that many history events."""
     check_file_out(out, input_files(data))
     ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
@@ -41,8 +42,28 @@ def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.Pat
     t0 = time.perf_counter()
     recs = rec.recommend(ds.interactions, k=top_k, exclude_seen=not include_seen, users=ds.users,
                          item_features=ds.items)
+    if explain:
+        recs = rec.explain(ds.interactions, recs, users=ds.users, item_features=ds.items, top_events=explain)
     write_parquet(recs, out)
-    return (f"recommended {top_k} items to {recs[S.USER_ID].nunique():,} users in {time.perf_counter() - t0:.1f}s "
+    return (f"recommended {top_k} items to {recs[S.USER_ID].nunique():,} users"
+            + (" with explanations" if explain else "") + f" in {time.perf_counter() - t0:.1f}s -> {out}")
+
+
+def onboard(model: str, data: str | os.PathLike, n: int, out: str | os.PathLike, asked: str | os.PathLike | None = None,
+            allow_rating_mismatch: bool = False) -> str:
+    """The ``n`` items to ask every user of ``data`` about next into ``out``; ``asked``: a Parquet
+    file of the (user_id, item_id) questions already put. Returns the summary line."""
+    check_file_out(out, [*input_files(data), *([asked] if asked else [])])
+    asked_frame = read_pairs(asked) if asked else None
+    ds = load_dataset(data, allow_no_events=True)
+    rec = load_model(model)
+    rec.check_compatible(ds, allow_rating_mismatch)
+    if asked_frame is not None:
+        check_pair_ids(asked_frame, Path(asked).name, ds, rec.item_map_.kind)
+    t0 = time.perf_counter()
+    questions = rec.ask(ds.interactions, n=n, users=ds.users, asked=asked_frame, item_features=ds.items)
+    write_parquet(questions, out)
+    return (f"chose {n} questions for {questions[S.USER_ID].nunique():,} users in {time.perf_counter() - t0:.1f}s "
             f"-> {out}")
 
 

@@ -194,8 +194,10 @@ def _read_bucket(work: Path, kind: str, b: int) -> pd.DataFrame | None:
 def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir: str | os.PathLike, date: str,
                   top_k: int = 100, chunk_users: int = 4096, candidates=None, exclude_seen: bool = True,
                   rows_per_bucket: int = 500_000, progress: bool = True,
-                  allow_rating_mismatch: bool = False) -> ScoreReport:
-    """Score every user of ``data_dir`` (histories + optional users file) into ``out_dir``."""
+                  allow_rating_mismatch: bool = False, explain: int | None = None) -> ScoreReport:
+    """Score every user of ``data_dir`` (histories + optional users file) into ``out_dir``.
+    ``explain``: add each recommendation's explanation with that many events (see
+    :meth:`~recsys_hyper.recommender.HyperRecommender.explain`)."""
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
@@ -205,7 +207,7 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
     report.date = date
     users_file = data_dir / S.USERS_FILE
     users_file = users_file if users_file.exists() else None
-    scorer = ChunkScorer(model, top_k, exclude_seen, candidates)
+    scorer = ChunkScorer(model, top_k, exclude_seen, candidates, explain=explain)
 
     out.mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
@@ -232,7 +234,7 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
             if events is None and users is None:
                 continue
             rec_writer = pq.ParquetWriter(staging / "recommendations" / f"part-{b:05d}.parquet",
-                                          recs_schema(user_type, item_type))
+                                          recs_schema(user_type, item_type, bool(explain)))
             head_writer = pq.ParquetWriter(staging / "user_heads" / f"part-{b:05d}.parquet", heads_schema(user_type))
             try:
                 h = histories_from_frame(events, scorer.item_ids, users, warn=False)
@@ -242,7 +244,7 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
                     rows = np.arange(start, min(len(h), start + chunk_users))
                     res = scorer.score_histories(h.select(rows), users)
                     rec_writer.write_table(pa.Table.from_pandas(res.recommendations, preserve_index=False)
-                                           .cast(recs_schema(user_type, item_type)))
+                                           .cast(recs_schema(user_type, item_type, bool(explain))))
                     head_writer.write_table(pa.Table.from_pandas(res.heads, preserve_index=False)
                                             .cast(heads_schema(user_type)))
                     report.users += len(rows)

@@ -27,13 +27,25 @@ import pyarrow as pa
 from ..data import schema as S
 from ..data.episodes import Histories
 from ..data.frames import histories_from_frame
+from ..data.idmap import IdMap
 from ..numerics.scores import allowed_mask
 from ..recommender import HyperRecommender
 
 
-def recs_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
-    return pa.schema([pa.field(S.USER_ID, user_type), pa.field(S.ITEM_ID, item_type),
-                      pa.field("score", pa.float32()), pa.field("rank", pa.int32())])
+EXPLANATION_COLUMNS = ("score_prior", "score_features", "score_history", "because")
+
+
+def recs_schema(user_type: pa.DataType, item_type: pa.DataType, explain: bool = False) -> pa.Schema:
+    """The recommendations' schema; ``explain`` adds the explanation columns of
+    :meth:`~recsys_hyper.recommender.HyperRecommender.explain`."""
+    fields = [pa.field(S.USER_ID, user_type), pa.field(S.ITEM_ID, item_type),
+              pa.field("score", pa.float32()), pa.field("rank", pa.int32())]
+    if explain:
+        fields += [pa.field(name, pa.float32()) for name in EXPLANATION_COLUMNS[:3]]
+        fields.append(pa.field("because", pa.list_(pa.struct([pa.field(S.ITEM_ID, item_type),
+                                                             pa.field(S.RATING, pa.float32()),
+                                                             pa.field("contribution", pa.float32())]))))
+    return pa.schema(fields)
 
 
 def heads_schema(user_type: pa.DataType) -> pa.Schema:
@@ -50,8 +62,9 @@ class ChunkResult:
 class ChunkScorer:
     """Holds what is fixed for a run (model, catalogue, candidate mask) and scores chunks."""
 
-    def __init__(self, model: HyperRecommender, top_k: int, exclude_seen: bool = True, candidates=None):
-        self.model, self.top_k, self.exclude_seen = model, top_k, exclude_seen
+    def __init__(self, model: HyperRecommender, top_k: int, exclude_seen: bool = True, candidates=None,
+                 explain: int | None = None):
+        self.model, self.top_k, self.exclude_seen, self.explain = model, top_k, exclude_seen, explain
         self.item_ids, self.items = model.item_table()
         self.allowed = allowed_mask(candidates, self.item_ids) if candidates is not None else None
 
@@ -72,6 +85,12 @@ class ChunkScorer:
         heads = self.model.adapt_histories(h, users)
         recs = self.model.recommend_histories(h, self.top_k, heads=heads, exclude_seen=self.exclude_seen,
                                               allowed=self.allowed)
+        if self.explain:
+            # the same heads' scores, split over each user's events (see HyperRecommender.explain)
+            rows = IdMap(h.user_ids, name="user").index(recs[S.USER_ID].to_numpy())
+            parts = self.model.explain_histories(h, rows, self.item_ids.index(recs[S.ITEM_ID].to_numpy()), users,
+                                                 top_events=self.explain)
+            recs = recs.assign(**{name: parts[name] for name in EXPLANATION_COLUMNS})
         heads_df = pd.DataFrame({
             S.USER_ID: heads.user_ids,
             "support_size": heads.support_sizes.astype(np.int32),
