@@ -101,6 +101,15 @@ def test_pyfunc_and_model_directory_agree(trained, store):
         assert list(row["item_ids"]) == mine["item_id"].tolist()
         np.testing.assert_allclose(row["scores"], mine["score"].to_numpy(), rtol=1e-6)
     assert len(out.iloc[-1]["item_ids"]) == 5                                 # population head's items
+    # the optional explain parameter: one JSON explanation per recommended item
+    explained = mlflow.pyfunc.load_model("models:/recsys-hyper@challenger").predict(grouped, params={"k": 5,
+                                                                                                     "explain": 2})
+    assert list(explained.columns) == ["user_id", "item_ids", "scores", "explanations"]
+    first = [json.loads(e) for e in explained.iloc[0]["explanations"]]
+    assert len(first) == 5 and len(first[0]["because"]) == min(2, len(grouped.iloc[0]["item_id"]))
+    assert first[0]["score_prior"] + first[0]["score_features"] + first[0]["score_history"] == pytest.approx(
+        explained.iloc[0]["scores"][0], abs=1e-3)
+    assert list(explained.iloc[-1]["explanations"]) and not json.loads(explained.iloc[-1]["explanations"][0])["because"]
 
 
 @pytest.mark.parametrize("model_spec", ["dir", "uri"])
@@ -118,6 +127,63 @@ def test_recommend_contract(trained, store, tmp_path, model_spec, capsys):
     seen = set(map(tuple, hist[["user_id", "item_id"]].to_numpy()))
     assert not any((u, i) in seen for u, i in recs[["user_id", "item_id"]].to_numpy())
     assert "recommended 7 items to 6 users" in capsys.readouterr().out
+
+
+def test_onboard_and_explain_through_the_cli(trained, store, tmp_path, capsys):
+    data, hist = _new_users_dir(tmp_path, trained)
+    out = tmp_path / "questions.parquet"
+    assert main(["onboard", "--model", str(trained["model"]), "--data", str(data), "--n", "4", "--out", str(out)]) == 0
+    q = pd.read_parquet(out)
+    assert list(q.columns) == ["user_id", "item_id", "rank", "value"]
+    assert set(q["user_id"]) == set(hist["user_id"]) | {99_999} and (q.groupby("user_id").size() == 4).all()
+    seen = set(map(tuple, hist[["user_id", "item_id"]].to_numpy()))
+    assert not any((u, i) in seen for u, i in q[["user_id", "item_id"]].to_numpy())
+    assert "chose 4 questions for 6 users" in capsys.readouterr().out
+    # questions already put are never asked again
+    q[q["rank"] <= 2][["user_id", "item_id"]].to_parquet(tmp_path / "asked.parquet")
+    again = tmp_path / "again.parquet"
+    assert main(["onboard", "--model", str(trained["model"]), "--data", str(data), "--n", "2", "--out", str(again),
+                 "--asked", str(tmp_path / "asked.parquet")]) == 0
+    q2 = pd.read_parquet(again)
+    assert not set(map(tuple, q2[["user_id", "item_id"]].to_numpy())) & set(map(tuple, q[q["rank"] <= 2][["user_id", "item_id"]].to_numpy()))
+    # more questions than the catalogue has items, or none: a clear error, nothing written
+    capsys.readouterr()
+    assert main(["onboard", "--model", str(trained["model"]), "--data", str(data), "--n", "100000",
+                 "--out", str(tmp_path / "no.parquet")]) == 2
+    assert "must be at most the catalogue's" in capsys.readouterr().err and not (tmp_path / "no.parquet").exists()
+    with pytest.raises(SystemExit):
+        main(["onboard", "--model", str(trained["model"]), "--data", str(data), "--n", "0", "--out", str(out)])
+    assert "expected a positive whole number, got 0" in capsys.readouterr().err
+
+    # recommend --explain: the same recommendations, with why
+    plain, explained = tmp_path / "recs.parquet", tmp_path / "explained.parquet"
+    assert main(["recommend", "--model", str(trained["model"]), "--data", str(data), "--top-k", "5",
+                 "--out", str(plain)]) == 0
+    assert main(["recommend", "--model", str(trained["model"]), "--data", str(data), "--top-k", "5",
+                 "--out", str(explained), "--explain", "2"]) == 0
+    a, b = pd.read_parquet(plain), pd.read_parquet(explained)
+    assert list(b.columns) == ["user_id", "item_id", "score", "rank", "score_prior", "score_features",
+                               "score_history", "because"]
+    pd.testing.assert_frame_equal(a, b[a.columns])
+    np.testing.assert_allclose(b["score_prior"] + b["score_features"] + b["score_history"], b["score"], atol=1e-3)
+    k = hist.groupby("user_id").size()
+    for _, row in b.iterrows():
+        expect = 0 if row["user_id"] == 99_999 else min(2, k[row["user_id"]])
+        assert len(row["because"]) == expect
+        if expect:
+            assert {e["item_id"] for e in row["because"]} <= set(hist.loc[hist["user_id"] == row["user_id"], "item_id"])
+    assert (b.loc[b["user_id"] == 99_999, "score_history"].abs() < 1e-6).all()   # no events, nothing from them
+
+
+def test_score_explains_as_an_optional_column(trained, tmp_path):
+    data, _ = _new_users_dir(tmp_path, trained)
+    assert main(["score", "--model", str(trained["model"]), "--data", str(data), "--out", str(tmp_path / "s"),
+                 "--date", "2026-01-02", "--top-k", "3", "--explain", "--no-progress"]) == 0
+    recs = pd.read_parquet(tmp_path / "s" / "recommendations" / "date=2026-01-02")
+    assert {"score_prior", "score_features", "score_history", "because"} <= set(recs.columns)
+    np.testing.assert_allclose(recs["score_prior"] + recs["score_features"] + recs["score_history"], recs["score"],
+                               atol=1e-3)
+    assert recs["because"].map(len).max() == 3                                   # histories of 3 events, 5 asked
 
 
 def test_predict_contract(trained, store, tmp_path, caplog):

@@ -30,15 +30,19 @@ def test_the_notebook_runs_on_a_real_evaluation_and_draws_its_figures(tmp_path, 
     out = tmp_path / "eval"
     assert main(["evaluate", "--data", str(tmp_path / "ds"), "--methods", "popularity", "bias", "hyper",
                  "hyper-finetune", "--shots", "0", "1", "3", "5", "--config", str(tmp_path / "fast.toml"), "--out",
-                 str(out), "--notebook", "--no-progress"]) == 0
+                 str(out), "--notebook", "--onboarding", "--no-progress"]) == 0
     executed = nbformat.read(out / "cold_start_analysis.ipynb", as_version=4)
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
-    # quality vs k, 3 segment figures (history, age group, gender), zero-shot vs finetune + latency, head map
-    assert len(figures) >= 6
-    example = nbformat.read(out / "cold_start_analysis.ipynb", as_version=4).cells[-1].outputs
-    assert any("after 5 interactions" in o.get("data", {}).get("text/plain", "") for o in example)
+    # quality vs k, 3 segment figures (history, age group, gender), zero-shot vs finetune + latency, head map,
+    # onboarding curves
+    assert len(figures) >= 7
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "removing the most-blamed event lowers" in text                    # the onboarding run was found
+    example = executed.cells[-1].outputs
+    assert any("after 5 interactions" in o.get("text", "") for o in example)
+    assert any("because of" in o.get("data", {}).get("text/plain", "") for o in example)
     import pandas as pd
 
     assert pd.read_parquet(out / "example_user.parquet").groupby("known").size().tolist() == [10, 10, 10]

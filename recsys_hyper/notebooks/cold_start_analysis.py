@@ -131,7 +131,7 @@ for segment in segments:
 # compare the hypernetwork with MeLU's local updates when the run includes it.
 
 # %%
-children = tracking.child_runs(run_id, run["experiment_id"])
+children = tracking.child_runs(run_id, run["experiment_id"], kind="cold-start-result")
 table = pd.DataFrame({"method": children["tags.method"], "k": children["tags.k"].astype(int),
                       "mae": children["metrics.mae"], "ndcg@10": children["metrics.ndcg_at_10"],
                       "ms_per_user": children["metrics.adapt_ms_per_user"]}).sort_values(["method", "k"])
@@ -205,14 +205,67 @@ else:
                "metrics.cohort_recall_at_10", "metrics.cohort_ndcg_at_10", "metrics.cohort_mae"]])
 
 # %% [markdown]
+# ## Onboarding: which questions make a new user's recommendations good fastest?
+# The offline elicitation protocol (logged by `recsys-hyper evaluate --onboarding`): each test
+# user can answer about the first half of their history; a strategy asks one item at a time; the
+# answers rebuild the head, which is measured on the second half. The dotted line is what the
+# user's first 10 events (chronological) give: the fewer questions a strategy needs to cross it,
+# the better.
+
+# %%
+onboarding = tracking.child_runs(run_id, run["experiment_id"], kind="onboarding-evaluation")
+curve_file = tracking.download_artifact(onboarding.iloc[0]["run_id"], "onboarding_curve.parquet", artifacts) \
+    if not onboarding.empty else None
+if curve_file is None:
+    print("no onboarding measurement for this run: run `recsys-hyper evaluate --onboarding` (make evaluate does)")
+else:
+    curve = pd.read_parquet(curve_file)
+    reference = onboarding.iloc[0]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for ax, (col, name) in zip(axes, (("ndcg@10", "nDCG@10 on the test half"), ("mae", "MAE (lower is better)"),
+                                      ("answered", "questions answered"))):
+        for strategy, g in curve.groupby("strategy", sort=False):
+            ax.plot(g["questions"], g[col], "-" if strategy.startswith("model") else "--", label=strategy,
+                    linewidth=2.2 if strategy == "model" else 1.2)
+        ref = reference.get(f"metrics.reference_{col.replace('@', '_at_')}")
+        if ref is not None and ref == ref:
+            ax.axhline(ref, color="grey", linestyle=":", label="first 10 events")
+        ax.set_xlabel("questions asked")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    plt.tight_layout()
+    plt.show()
+    print(f"explanations: removing the most-blamed event lowers a recommended item's score by "
+          f"{reference['metrics.faithfulness_drop_top']:.3f} on average, a random event by "
+          f"{reference['metrics.faithfulness_drop_random']:.3f}")
+
+# %% [markdown]
 # ## One new user, as their first 1, 3 and 5 interactions arrive
-# The top 10 for the same user after each new interaction: the list should move from popular
-# items towards the user's taste.
+# The top 10 for the same user after each new interaction, each with its explanation: the history
+# event that moved its score most (with its contribution) and how much of the score comes from
+# the population prior, the user's features and their events. The list should move from popular
+# items towards the user's taste, and the reasons from the prior towards the user's own events.
 
 # %%
 example_file = artifact("example_user.parquet")
 example = pd.read_parquet(example_file) if example_file else pd.DataFrame({"item_id": [], "known": [], "rank": []})
 label = "title" if "title" in example else ("genres" if "genres" in example else "item_id")
-example[label] = example[label].map(lambda v: ", ".join(v) if isinstance(v, (list, np.ndarray)) else v)
-pd.DataFrame({f"after {n} interactions": g.sort_values("rank")[label].to_numpy()
-              for n, g in example.groupby("known")})
+names = dict(zip(example["item_id"], example[label].map(lambda v: ", ".join(v) if isinstance(v, (list, np.ndarray))
+                                                        else v)))
+def because(events):
+    """The most influential event, by name, with its contribution."""
+    if events is None or len(events) == 0:
+        return ""
+    top = events[0]
+    return f"{names.get(top['item_id'], top['item_id'])} ({top['contribution']:+.2f})"
+
+for n, g in example.groupby("known"):
+    g = g.sort_values("rank")
+    table = pd.DataFrame({"recommended": g["item_id"].map(names).to_numpy(),
+                          "because of": [because(e) for e in g.get("because", [None] * len(g))]})
+    for part in ("score_prior", "score_features", "score_history"):
+        if part in g:
+            table[part.replace("score_", "from ")] = g[part].round(2).to_numpy()
+    print(f"after {n} interactions:")
+    display(table)
