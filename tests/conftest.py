@@ -9,6 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from recsys_hyper.data import load_dataset
+from recsys_hyper.data.dataset import Dataset
+from recsys_hyper.data.synthetic import TRUTH_ITEMS_FILE, TRUTH_USERS_FILE, generate, preset
+
 ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 
 
@@ -73,3 +77,23 @@ def good_interactions(n_users: int = 4, per_user: int = 5) -> pd.DataFrame:
             rows.append({"user_id": u, "item_id": 100 + (u + j) % 9, "rating": float(1 + (u + j) % 5),
                          "timestamp": 1_600_000_000 + 3600 * (10 * u + j)})
     return pd.DataFrame(rows).drop_duplicates(["user_id", "item_id"])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A synthetic world with strong taste: 500 users (400 for training, 100 new), 4 clusters,
+    ~90% of each user's events in their own cluster, a flat-ish popularity curve (so that knowing
+    the cluster is worth far more than knowing what is popular). ``users``: the new users'
+    features; ``new``: their events, chronological per user."""
+    root = tmp_path_factory.mktemp("world") / "ds"
+    generate(preset("tiny", n_users=500, n_items=200, seed=11, in_cluster_weight=60.0, popularity_exponent=0.5),
+             root)
+    ds = load_dataset(root)
+    new_users = ds.users["user_id"].to_numpy()[-100:]
+    train = Dataset(ds.interactions[~ds.interactions["user_id"].isin(new_users)].reset_index(drop=True),
+                    ds.users[~ds.users["user_id"].isin(new_users)], ds.items)
+    new = ds.interactions[ds.interactions["user_id"].isin(new_users)].sort_values(["user_id", "timestamp", "item_id"])
+    truth_u = pd.read_parquet(root / TRUTH_USERS_FILE).set_index("user_id")["cluster"]
+    truth_i = pd.read_parquet(root / TRUTH_ITEMS_FILE).set_index("item_id")["cluster"]
+    return {"root": root, "full": ds, "train": train, "new": new, "new_users": new_users,
+            "users": ds.users[ds.users["user_id"].isin(new_users)], "items": ds.items, "truth_u": truth_u, "truth_i": truth_i}

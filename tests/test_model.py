@@ -13,32 +13,13 @@ import torch
 
 from recsys_hyper.data import Histories, load_dataset
 from recsys_hyper.data.dataset import Dataset
-from recsys_hyper.data.synthetic import TRUTH_ITEMS_FILE, TRUTH_USERS_FILE, generate, preset
+from recsys_hyper.data.synthetic import generate, preset
 from recsys_hyper.errors import NotFittedError, RecsysHyperError
 from recsys_hyper import Config, HyperRecommender, ModelConfig, TrainConfig
 from recsys_hyper.training import batch_loss
 
 SMALL = Config(model=ModelConfig(dim=16, hidden=32, z_dim=32),
                train=TrainConfig(epochs=15, patience=4, batch_users=32, k_max=10, seed=1))
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A synthetic world with strong taste: 500 users (400 for training, 100 new), 4 clusters,
-    ~90% of each user's events in their own cluster, a flat-ish popularity curve (so that knowing
-    the cluster is worth far more than knowing what is popular)."""
-    root = tmp_path_factory.mktemp("world") / "ds"
-    generate(preset("tiny", n_users=500, n_items=200, seed=11, in_cluster_weight=60.0, popularity_exponent=0.5),
-             root)
-    ds = load_dataset(root)
-    new_users = ds.users["user_id"].to_numpy()[-100:]
-    train = Dataset(ds.interactions[~ds.interactions["user_id"].isin(new_users)].reset_index(drop=True),
-                    ds.users[~ds.users["user_id"].isin(new_users)], ds.items)
-    new = ds.interactions[ds.interactions["user_id"].isin(new_users)]
-    truth_u = pd.read_parquet(root / TRUTH_USERS_FILE).set_index("user_id")["cluster"]
-    truth_i = pd.read_parquet(root / TRUTH_ITEMS_FILE).set_index("item_id")["cluster"]
-    return {"root": root, "full": ds, "train": train, "new": new, "new_users": new_users,
-            "users": ds.users[ds.users["user_id"].isin(new_users)], "items": ds.items, "truth_u": truth_u, "truth_i": truth_i}
 
 
 @pytest.fixture(scope="module")

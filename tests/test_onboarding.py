@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from recsys_hyper import Config, HyperRecommender, ModelConfig, TrainConfig
-from recsys_hyper.data import Histories, load_dataset
-from recsys_hyper.data.dataset import Dataset
-from recsys_hyper.data.synthetic import TRUTH_ITEMS_FILE, TRUTH_USERS_FILE, generate, preset
+from recsys_hyper.data import Histories
 from recsys_hyper.errors import RecsysHyperError
 from recsys_hyper.evaluation.explanations import faithfulness
 from recsys_hyper.evaluation.onboarding import STRATEGIES, run_onboarding, split_pools
@@ -19,23 +17,6 @@ from recsys_hyper.numerics.padding import Padded
 
 SMALL = Config(model=ModelConfig(dim=16, hidden=32, z_dim=32),
                train=TrainConfig(epochs=15, patience=4, batch_users=32, k_max=10, seed=1))
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """Synthetic users with strong taste (4 clusters, ~90% of each user's events in their own
-    cluster); the last 100 users are new to the model."""
-    root = tmp_path_factory.mktemp("world") / "ds"
-    generate(preset("tiny", n_users=500, n_items=200, seed=11, in_cluster_weight=60.0, popularity_exponent=0.5),
-             root)
-    ds = load_dataset(root)
-    new_users = ds.users["user_id"].to_numpy()[-100:]
-    train = Dataset(ds.interactions[~ds.interactions["user_id"].isin(new_users)].reset_index(drop=True),
-                    ds.users[~ds.users["user_id"].isin(new_users)], ds.items)
-    new = ds.interactions[ds.interactions["user_id"].isin(new_users)].sort_values(["user_id", "timestamp"])
-    return {"train": train, "new": new, "users": ds.users, "items": ds.items,
-            "truth_u": pd.read_parquet(root / TRUTH_USERS_FILE).set_index("user_id")["cluster"],
-            "truth_i": pd.read_parquet(root / TRUTH_ITEMS_FILE).set_index("item_id")["cluster"]}
 
 
 @pytest.fixture(scope="module")
