@@ -110,6 +110,10 @@ def test_pyfunc_and_model_directory_agree(trained, store):
     assert first[0]["score_prior"] + first[0]["score_features"] + first[0]["score_history"] == pytest.approx(
         explained.iloc[0]["scores"][0], abs=1e-3)
     assert list(explained.iloc[-1]["explanations"]) and not json.loads(explained.iloc[-1]["explanations"][0])["because"]
+    # and the optional ask parameter: the items to ask each user about next
+    asked = mlflow.pyfunc.load_model("models:/recsys-hyper@challenger").predict(grouped, params={"ask": 3})
+    assert list(asked.columns) == ["user_id", "item_ids", "scores", "questions"]
+    assert all(len(q) == 3 and not set(q) & set(h) for q, h in zip(asked["questions"], grouped["item_id"]))
 
 
 @pytest.mark.parametrize("model_spec", ["dir", "uri"])

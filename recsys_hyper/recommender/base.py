@@ -227,12 +227,13 @@ class Recommender:
         return top_k_frame(lambda rows: self._rank(heads, rows, cat), h, cat.ids, k, exclude_seen, allowed)
 
     def recommend_grouped(self, grouped: pd.DataFrame, k: int = 10, exclude_seen: bool = True,
-                          explain: int | None = None) -> pd.DataFrame:
+                          explain: int | None = None, ask: int | None = None) -> pd.DataFrame:
         """Grouped histories in (one row per user: ``user_id`` and the lists ``item_id``,
         ``rating``, ``timestamp``), one row per input row out: ``user_id``, ``item_ids``,
         ``scores`` (top ``k``, best first). The shape of the MLflow pyfunc and of row-wise Spark UDFs.
         ``explain`` (events per item): also ``explanations``, one JSON object per recommended item
-        (``score_prior``, ``score_features``, ``score_history``, ``because``; see :meth:`explain`)."""
+        (``score_prior``, ``score_features``, ``score_history``, ``because``; see :meth:`explain`);
+        ``ask`` (questions per user): also ``questions``, the items to ask about next (see :meth:`ask`)."""
         import json
 
         users = pd.DataFrame({S.USER_ID: grouped[S.USER_ID].to_numpy()})
@@ -250,8 +251,19 @@ class Recommender:
                                                                recs["score_history"], recs["because"])]
             agg["explanations"] = ("explanation", list)
         aligned = recs.groupby(S.USER_ID, sort=False).agg(**agg).reindex(users[S.USER_ID])
-        return pd.DataFrame({S.USER_ID: users[S.USER_ID].to_numpy(),
-                             **{col: [v if isinstance(v, list) else [] for v in aligned[col]] for col in agg}})
+        out = pd.DataFrame({S.USER_ID: users[S.USER_ID].to_numpy(),
+                            **{col: [v if isinstance(v, list) else [] for v in aligned[col]] for col in agg}})
+        if ask:
+            questions = self.ask(history, n=ask, users=users, user_ids=users[S.USER_ID].to_numpy())
+            lists = questions.groupby(S.USER_ID, sort=False)[S.ITEM_ID].agg(list).reindex(users[S.USER_ID])
+            out["questions"] = [v if isinstance(v, list) else [] for v in lists]
+        return out
+
+    def ask(self, histories: pd.DataFrame | None, n: int = 5, users: pd.DataFrame | None = None, user_ids=None,
+            **kwargs) -> pd.DataFrame:
+        """The ``n`` items to ask each user about next; recommenders that can choose onboarding
+        questions implement it."""
+        raise RecsysHyperError(f"{type(self).__name__} does not choose onboarding questions; HyperRecommender does")
 
     def explain(self, histories: pd.DataFrame | None, items: pd.DataFrame, users: pd.DataFrame | None = None,
                 item_features: pd.DataFrame | None = None, top_events: int | None = 5) -> pd.DataFrame:

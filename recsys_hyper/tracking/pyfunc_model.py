@@ -8,7 +8,8 @@ is a user with no history), and returns one row per input row: ``user_id``, ``it
 ``mlflow.pyfunc.spark_udf(..., result_type="item_ids array<long>, scores array<float>")``.
 Params: ``k`` (default 10), ``exclude_seen`` (default true), ``explain`` (default 0: off; N > 0
 adds ``explanations``, one JSON object per recommended item with its N most influential history
-events; see ``HyperRecommender.explain``).
+events; see ``HyperRecommender.explain``), ``ask`` (default 0: off; N > 0 adds ``questions``, the
+N items to ask the user about next; see ``HyperRecommender.ask``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class HyperRecommenderPyfunc(PythonModel):
         params = params or {}
         return self.rec.recommend_grouped(model_input, k=int(params.get("k", 10)),
                                           exclude_seen=bool(params.get("exclude_seen", True)),
-                                          explain=int(params.get("explain", 0)) or None)
+                                          explain=int(params.get("explain", 0)) or None,
+                                          ask=int(params.get("ask", 0)) or None)
 
 
 mlflow.models.set_model(HyperRecommenderPyfunc())
