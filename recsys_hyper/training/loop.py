@@ -109,22 +109,26 @@ def batch_loss(model: HyperRecModel, data: TrainingData, cfg: Config, rows: np.n
     e_all = model.items(index, feats)                                       # (M + 1, d)
     items = model.item_table(e_all, index)                                  # (M + 1) rows, last = padding
     sup = Padded.from_histories(support, pad_item=M)
-    qry = Padded.from_histories(query, pad_item=M)
     heads, deltas = model.emit(e_all, index, sup, batch_user_feats(data, rows))
+    # the query events as flat (user, item) pairs: long-tailed query lengths cost their events,
+    # not users x the longest query
+    owner = torch.from_numpy(query.owners())                                # (E,)
+    q_items = torch.from_numpy(query.items.astype(np.int64))                 # (E,)
+    q_ratings = torch.from_numpy(query.ratings)                              # (E,)
 
     # rating loss on query items
-    pred = heads.per_event().rating(items.take(qry.items), pairs=True)     # (B, Q)
-    n_q = qry.mask.sum().clamp(min=1)
-    mse = (((pred - qry.ratings) / model.r_scale) ** 2 * qry.mask).sum() / n_q
-    mae = ((pred - qry.ratings).abs() * qry.mask).sum() / n_q
+    pred = heads.take(owner).rating(items.take(q_items), pairs=True)        # (E,)
+    n_q = max(1, len(q_items))
+    mse = ((pred - q_ratings) / model.r_scale).pow(2).sum() / n_q
+    mae = (pred - q_ratings).abs().sum() / n_q
 
     # ranking loss: softmax over the catalogue (or the step's sample of it), support items excluded
     logits = heads.ranking(items.take(slice(0, M)))                         # (B, M)
     if correction is not None:
         logits = logits + correction
     logp = F.log_softmax(logits.masked_fill(membership(support, M), float("-inf")), dim=1)
-    pos = qry.mask if data.implicit else qry.mask * (qry.ratings >= t.positive_threshold).float()
-    picked = logp.gather(1, qry.items.clamp(max=M - 1))                     # (B, Q)
+    pos = torch.ones_like(q_ratings) if data.implicit else (q_ratings >= t.positive_threshold).float()
+    picked = logp[owner, q_items]                                            # (E,)
     rank = -(picked.masked_fill(pos == 0, 0.0) * pos).sum() / pos.sum().clamp(min=1)
 
     l2 = deltas.pow(2).sum(-1).mean()
