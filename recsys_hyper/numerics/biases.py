@@ -48,19 +48,35 @@ def bias_mae(episodes: list[tuple[Histories, Histories]], mu: float, b_i: np.nda
     return float(np.mean(errors)) if errors else float("nan")
 
 
+#: above this many training users the grid is searched on a seeded sample of them (then one fit on all)
+GRID_MAX_USERS = 200_000
+
+
 def tune_biases(train: Histories, episodes: list[tuple[Histories, Histories]], n_items: int,
-                rating_range: tuple | None, item_grid=REG_GRID, user_grid=REG_GRID) -> dict:
+                rating_range: tuple | None, item_grid=REG_GRID, user_grid=REG_GRID,
+                max_users: int | None = GRID_MAX_USERS, seed: int = 0) -> dict:
     """Both regularisers on the grid, chosen by the validation MAE of ``episodes`` (the cold-start
-    protocol on validation users). Returns the chosen values, the fit, and every score."""
+    protocol on validation users). Returns the chosen values, the fit, and every score.
+
+    With more than ``max_users`` training users the grid's fits use a seeded sample of
+    ``max_users`` of them and the chosen pair is fitted once on all: the search then costs the
+    same however many users there are (at that size item counts are large, and the choice
+    stable)."""
+    sample = train
+    if max_users is not None and len(train) > max_users:
+        sample = train.select(np.sort(np.random.default_rng([seed, 2357]).choice(len(train), max_users,
+                                                                                   replace=False)))
     scores, fits = [], {}
     for item_reg, user_reg in itertools.product(item_grid, user_grid):
-        mu, b_i, _ = fit_biases(train, n_items, item_reg, user_reg)
+        mu, b_i, _ = fit_biases(sample, n_items, item_reg, user_reg)
         fits[(item_reg, user_reg)] = (mu, b_i)
         scores.append({"item_reg": item_reg, "user_reg": user_reg,
                        "score": bias_mae(episodes, mu, b_i, user_reg, rating_range)})
     finite = [s for s in scores if np.isfinite(s["score"])] or scores
     best = min(finite, key=lambda s: s["score"])
     mu, b_i = fits[(best["item_reg"], best["user_reg"])]
+    if sample is not train:
+        mu, b_i, _ = fit_biases(train, n_items, best["item_reg"], best["user_reg"])
     return {"item_reg": best["item_reg"], "user_reg": best["user_reg"], "mu": mu, "item_bias": b_i,
             "score": best["score"], "scores": scores,
             "grid": {"item_reg": list(item_grid), "user_reg": list(user_grid)}}

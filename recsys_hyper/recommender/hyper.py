@@ -147,8 +147,13 @@ class HyperRecommender(Recommender):
         fitted = None
         if cfg.train.bias_init == "fitted" and not dataset.implicit:
             # the bias baseline's fit, regularisers chosen on the validation users' earliest events
-            fitted = tune_biases(h.select(train_rows), validation_episodes(h.select(val_rows)), len(item_map),
-                                 self.rating_range_)
+            # validation users capped as in training's validation, so the search costs the same at any size
+            tune_rows = val_rows
+            if len(val_rows) > cfg.train.max_val_users:
+                tune_rows = np.sort(np.random.default_rng([cfg.train.seed, 104729]).choice(
+                    val_rows, cfg.train.max_val_users, replace=False))
+            fitted = tune_biases(h.select(train_rows), validation_episodes(h.select(tune_rows)), len(item_map),
+                                 self.rating_range_, seed=cfg.train.seed)
         init_biases(model, h.select(train_rows), len(item_map), fitted=fitted)
         if not cfg.train.train_item_bias:
             model.item_bias.requires_grad_(False)
