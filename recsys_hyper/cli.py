@@ -269,8 +269,13 @@ def _pipeline_commands(sub) -> None:
     n.add_argument("--config", metavar="FILE", help="the hypernetwork's config (as for train)")
     n.add_argument("--full", action="store_true", help="retrain from scratch instead of warm-starting")
     n.add_argument("--warm-max-steps", type=_positive_int, default=2000, metavar="N",
-                   help="the step budget of a warm-started training (a first or --full training passes over every "
-                        "user each epoch)")
+                   help="the step budget of a warm-started training")
+    n.add_argument("--first-max-steps", type=_positive_int, default=None, metavar="N",
+                   help="the step budget of a first (or --full) training; without it every epoch passes over every "
+                        "user, which at millions of users takes longer than a night")
+    n.add_argument("--max-eval-users", type=_positive_int, default=5000, metavar="N",
+                   help="the gate compares champion and challenger on at most N validation and N test users, and "
+                        "the cold-start step evaluates at most N test users (seeded samples)")
     n.add_argument("--tolerance-mae", type=float, default=0.005, help="how much worse the challenger's MAE may be")
     n.add_argument("--tolerance-ndcg", type=float, default=0.005, help="how much worse its nDCG@10 may be")
     n.add_argument("--top-k", type=_positive_int, default=100, help="items per user in the batch scores")
@@ -284,6 +289,8 @@ def _pipeline_commands(sub) -> None:
     sl.add_argument("--days", type=_positive_int, default=3, help="number of daily partitions")
     sl.add_argument("--end-date", default="2026-11-22", metavar="YYYY-MM-DD", help="the last day")
     sl.add_argument("--preset", default="default", help="synthetic preset (see data synth)")
+    sl.add_argument("--users", type=_positive_int, metavar="N", help="number of users (overrides the preset)")
+    sl.add_argument("--items", type=_positive_int, metavar="M", help="number of items (overrides the preset)")
     sl.add_argument("--seed", type=int, default=0)
     sl.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     sl.set_defaults(func=cmd_synth_landing)
@@ -410,6 +417,7 @@ def cmd_synth_landing(args: argparse.Namespace) -> int:
     from .jobs.landing import make_synthetic_landing
 
     dates = make_synthetic_landing(args.out, days=args.days, end_date=args.end_date, preset_name=args.preset,
+                                   n_users=args.users, n_items=args.items,
                                    seed=args.seed, overwrite=args.overwrite)
     print(f"wrote landing partitions {', '.join(dates)} -> {args.out}")
     return 0
@@ -422,6 +430,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     dates = nights_to_run(args.landing, args.date, args.all)
     cfg = NightlyConfig(landing=Path(args.landing), work=Path(args.work), model_config=load_config(args.config),
                         full_retrain=args.full, warm_max_steps=args.warm_max_steps,
+                        first_max_steps=args.first_max_steps, max_eval_users=args.max_eval_users,
                         tolerance_mae=args.tolerance_mae, tolerance_ndcg=args.tolerance_ndcg,
                         top_k=args.top_k, progress=not args.no_progress)
     for date in dates:

@@ -286,6 +286,20 @@ def test_a_worse_challenger_is_not_promoted(landing, tmp_path, monkeypatch):
     assert str(mlflow.MlflowClient().get_model_version_by_alias("recsys-hyper", "champion").version) == "1"
 
 
+def test_the_nights_costs_are_capped_and_each_steps_memory_recorded(landing, tmp_path, monkeypatch):
+    """A first training under --first-max-steps, the gate and the cold-start step on capped user
+    samples, and every step's peak RSS in the night's state (and its MLflow step run)."""
+    monkeypatch.chdir(tmp_path)
+    report = run_nightly(DATES[0], _cfg(landing, tmp_path / "work", first_max_steps=4, max_eval_users=12))
+    state = json.loads((tmp_path / "work" / "state" / f"date={DATES[0]}.json").read_text())["done"]
+    assert all(state[step]["peak_rss_mib"] > 50 for step in ("validate", "merge", "train", "score"))
+    assert 0 < report.metrics["challenger_validation_users"] <= 12 and report.metrics["challenger_test_users"] <= 12
+    assert 0 < state["cold_start_eval"]["evaluated_users"] <= 12
+    model = json.loads((Path(state["train"]["model_dir"]) / "model.json").read_text())
+    epochs = model["training"]["epochs_run"]
+    assert epochs * 2 >= 4 and model["config"]["train"]["max_steps"] == 4       # the budget, spread over epochs
+
+
 def test_stable_split_keeps_users_where_they_were():
     a = stable_split(list(range(1000)))
     b = stable_split(list(range(500, 3000)))

@@ -30,14 +30,15 @@ def landing_dates(landing: str | os.PathLike) -> list[str]:
 
 
 def make_synthetic_landing(out: str | os.PathLike, days: int = 3, end_date: str = "2026-11-22",
-                           preset_name: str = "default", seed: int = 0, overwrite: bool = False) -> list[str]:
+                           preset_name: str = "default", seed: int = 0, overwrite: bool = False,
+                           n_users: int | None = None, n_items: int | None = None) -> list[str]:
     """A landing folder from a synthetic dataset: its events cut by time into ``days`` daily
     partitions (the first day carries the history before it, as a backfill), ending at
-    ``end_date``. Returns the dates."""
+    ``end_date``; ``n_users`` / ``n_items`` override the preset's. Returns the dates."""
     end = datetime.date.fromisoformat(end_date)
     dates = [(end - datetime.timedelta(days=days - 1 - i)).isoformat() for i in range(days)]
     with tempfile.TemporaryDirectory() as tmp:
-        generate(preset(preset_name, seed=seed), Path(tmp) / "ds")
+        generate(preset(preset_name, seed=seed, n_users=n_users, n_items=n_items), Path(tmp) / "ds")
         events = pd.read_parquet(Path(tmp) / "ds" / S.INTERACTIONS_FILE).sort_values(S.TIMESTAMP, kind="stable")
         # the first day holds 70% of the events (the backlog); the others share the rest
         cuts = [0, int(0.7 * len(events))] + [int(0.7 * len(events) + 0.3 * len(events) * (i + 1) / (days - 1))

@@ -63,6 +63,8 @@ class NightlyConfig:
     model_config: Config = field(default_factory=Config)
     full_retrain: bool = False
     warm_max_steps: int | None = 2000  # a warm start refines: a step budget, whatever the number of users
+    first_max_steps: int | None = None  # a first (or --full) training: full passes over every user unless set
+    max_eval_users: int = 5000         # the gate's and the cold-start step's users: a seeded sample of at most this many
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     tolerance_mae: float = 0.005       # the challenger may be this much worse in MAE ...
@@ -163,6 +165,7 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
                         state.start(name, step_run_id)
                     outputs = steps[name](date, cfg, state) or {}
                     outputs["seconds"] = round(time.perf_counter() - t_step, 2)
+                    outputs["peak_rss_mib"] = peak_rss_mib()               # the process's high-water mark so far
                     tracking.log_step(outputs)
                 state.complete(name, **outputs)
                 report.steps_run.append(name)
@@ -177,6 +180,23 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
     report.evaluation = d["cold_start_eval"]["path"]
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far, in MiB."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)   # bytes on macOS, KiB on Linux
+
+
+def _sample(users, cap: int, seed: int = 0) -> np.ndarray:
+    """At most ``cap`` of ``users``, a seeded sample (all of them when fewer)."""
+    users = np.sort(np.asarray(users))
+    if len(users) <= cap:
+        return users
+    return np.sort(np.random.default_rng([seed, 7121]).choice(users, cap, replace=False))
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -289,6 +309,8 @@ def _train(date, cfg, state) -> dict:
     config = cfg.model_config
     if champion is not None and cfg.warm_max_steps and config.train.max_steps is None:
         config = config.replace(max_steps=cfg.warm_max_steps)
+    elif champion is None and cfg.first_max_steps and config.train.max_steps is None:
+        config = config.replace(max_steps=cfg.first_max_steps)
     trained = train_and_register(train_ds, Path(cfg.work) / "models" / f"date={date}", config,
                                  validation_users=split.index[split == "validation"], warm_start=champion,
                                  resume=True, progress=cfg.progress, new_run=False,
@@ -307,7 +329,8 @@ def _evaluate(date, cfg, state) -> dict:
         models["champion"] = champion
     out = {}
     for part in ("validation", "test"):
-        for who, m in measure_models(models, ds, split.index[split == part], cfg.gate_shots, min_query=5).items():
+        users = _sample(split.index[split == part], cfg.max_eval_users)
+        for who, m in measure_models(models, ds, users, cfg.gate_shots, min_query=5).items():
             out.update({f"{who}_{part}_{k}": v for k, v in m.items()})
     return out
 
@@ -384,7 +407,14 @@ def _cold_start_eval(date, cfg, state) -> dict:
 
     ds = load_dataset(Path(cfg.work) / "snapshot")
     out = Path(cfg.work) / "evaluation" / f"date={date}"
-    split = Split(_load_split(state).rename("split").reset_index())
+    labels = _load_split(state)
+    test = labels.index[labels == "test"]
+    unsampled = np.setdiff1d(test, _sample(test, cfg.max_eval_users))
+    if len(unsampled):              # test users beyond the cap: neither evaluated nor learned from
+        labels = labels.drop(unsampled)
+        ds = Dataset(ds.interactions[~ds.interactions[S.USER_ID].isin(unsampled)].reset_index(drop=True), ds.users,
+                     ds.items, implicit=ds.implicit, source=ds.source)
+    split = Split(labels.rename("split").reset_index())
     result, run_id = run_cold_start_evaluation(
         ds, out, Protocol(shots=tuple(cfg.eval_shots), min_query=5), methods=cfg.eval_methods,
         model_config=cfg.model_config, track=True, experiment=cfg.experiment, progress=cfg.progress,
