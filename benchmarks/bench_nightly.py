@@ -70,7 +70,9 @@ def main() -> None:
                                         work / "log.txt")
             state = json.loads((work / "nightly" / "state" / f"date={date}.json").read_text())["done"]
             nights.append((date, wall, rss, state))
-            print(f"night {date}: {wall:.0f} s, peak RSS {rss:,.0f} MiB", file=sys.stderr, flush=True)
+            steps = ", ".join(f"{k} {v['seconds']:.0f} s / {v['peak_rss_mib']:,.0f} MiB" for k, v in state.items()
+                              if "seconds" in v)
+            print(f"night {date}: {wall:.0f} s, peak RSS {rss:,.0f} MiB ({steps})", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

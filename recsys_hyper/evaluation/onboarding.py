@@ -105,12 +105,14 @@ def split_pools(h: Histories) -> tuple[Histories, Histories]:
 def run_onboarding(model, train: Histories, test_users: Histories, users: pd.DataFrame | None = None,
                    strategies=STRATEGIES, max_questions: int = 20, reference_questions: int = 10,
                    threshold: float = 4.0, cutoff: int = 10, seed: int = 0, progress: bool = True,
-                   ask_kw: dict | None = None) -> OnboardingResult:
+                   ask_kw: dict | None = None, max_users: int = 2000) -> OnboardingResult:
     """Run the protocol for a fitted :class:`~recsys_hyper.recommender.hyper.HyperRecommender`.
 
     ``train``: the training users' histories (the popularity and entropy strategies' statistics),
     ``test_users``: the cold-test users' whole histories, both in the model's item indices;
-    ``users``: user features; ``ask_kw``: options of the ``model`` strategy's ``ask``."""
+    ``users``: user features; ``ask_kw``: options of the ``model`` strategy's ``ask``;
+    ``max_users``: at most this many cold users take part (a seeded sample), so the protocol's
+    cost and memory (users x catalogue) stay bounded on large data."""
     from tqdm.auto import tqdm
 
     unknown = [s for s in strategies if s not in STRATEGIES]
@@ -120,6 +122,9 @@ def run_onboarding(model, train: Histories, test_users: Histories, users: pd.Dat
         raise RecsysHyperError(f"max_questions must be >= 1, got {max_questions}")
     t0 = time.perf_counter()
     ask_kw = dict(ask_kw or {})
+    if len(test_users) > max_users:
+        test_users = test_users.select(np.sort(np.random.default_rng([seed, 4099]).choice(len(test_users), max_users,
+                                                                                           replace=False)))
     pool, test = split_pools(test_users)
     if len(pool) == 0:
         raise RecsysHyperError("no test user has 2 or more events: the protocol needs a pool and a test set")
@@ -157,7 +162,7 @@ def run_onboarding(model, train: Histories, test_users: Histories, users: pd.Dat
         ok_ndcg = part.loc[part["ndcg@10"] >= ndcg, "questions"]
         reach.append({"strategy": strategy, "questions_to_mae": float(ok_mae.min()) if len(ok_mae) else np.nan,
                       "questions_to_ndcg@10": float(ok_ndcg.min()) if len(ok_ndcg) else np.nan})
-    params = {**ask_kw, "users": B, "max_questions": max_questions, "reference_questions": reference_questions,
+    params = {**ask_kw, "users": B, "max_users": max_users, "max_questions": max_questions, "reference_questions": reference_questions,
               "threshold": threshold, "cutoff": cutoff, "seed": seed}
     return OnboardingResult(curve, reference, pd.DataFrame(reach), B, params, time.perf_counter() - t0)
 

@@ -27,9 +27,9 @@ from ..data import schema as S
 from ..data.dataset import Dataset
 from ..data.episodes import Histories
 from ..data.idmap import UNKNOWN, IdMap
+from ..data.frames import histories_from_frame, require_columns
 from ..numerics.biases import tune_biases
 from ..errors import RecsysHyperError
-from ..data.frames import histories_from_frame, require_columns
 from ..networks.hyper import Heads, HyperRecModel, ItemTable
 from ..numerics.features import FeatureSpec, FeatureTensors, with_pad_row
 from ..numerics.padding import Padded, chunks_by_events
