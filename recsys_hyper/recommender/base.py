@@ -436,8 +436,16 @@ def train_validation_rows(h: Histories, validation_users) -> tuple[np.ndarray, n
 TUNING_SHOTS = (0, 1, 3, 5, 10, 20)
 
 
-def validation_episodes(h: Histories, shots=TUNING_SHOTS) -> list[tuple[Histories, Histories]]:
-    """Chronological (support, query) episodes of validation histories ``h``, one per k."""
+#: validation users a tuning grid is scored on at most (a seeded sample), so tuning costs the same at any size
+MAX_TUNING_USERS = 2000
+
+
+def validation_episodes(h: Histories, shots=TUNING_SHOTS, max_users: int | None = MAX_TUNING_USERS,
+                        seed: int = 0) -> list[tuple[Histories, Histories]]:
+    """Chronological (support, query) episodes of validation histories ``h``, one per k; of a
+    seeded sample of ``max_users`` of them when there are more."""
+    if max_users is not None and len(h) > max_users:
+        h = h.select(np.sort(np.random.default_rng([seed, 104729]).choice(len(h), max_users, replace=False)))
     episodes = [chronological_split(h, k, min_query=1) for k in shots]
     return [(s, q) for s, q in episodes if len(s)]
 
@@ -470,9 +478,12 @@ def validation_ndcg(model: Recommender, h: Histories | list, users: pd.DataFrame
         if users_with.size == 0:
             continue
         adapted = model.adapt_histories(sup, users)
-        scores = exclude_seen(model.score_catalogue(adapted, users_with).clone(), sup.select(users_with))
-        rel = membership(relevant.select(users_with), scores.shape[1])
-        values.append(float(ndcg_at_k(scores, rel, cutoff).mean()))
+        per_user = []
+        for start in range(0, len(users_with), 1024):           # users x catalogue stays bounded
+            rows = users_with[start:start + 1024]
+            scores = exclude_seen(model.score_catalogue(adapted, rows).clone(), sup.select(rows))
+            per_user.append(ndcg_at_k(scores, membership(relevant.select(rows), scores.shape[1]), cutoff))
+        values.append(float(torch.cat(per_user).mean()))
     return float(np.mean(values)) if values else float("nan")
 
 
