@@ -102,6 +102,15 @@ class Histories:
         return cls(users.values, _indptr(counts), i[order], r[order], t[order]), n_unknown
 
 
+def capped_sample(n: int, cap: int | None, seed) -> np.ndarray:
+    """Sorted positions of a seeded sample of at most ``cap`` of ``n`` things (all of them, in
+    order, when ``n <= cap``): how every capped cost here (validation users, tuning grids, the
+    nightly's evaluations) picks its users, so that it stays the same however many there are."""
+    if cap is None or n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+
+
 def _indptr(lengths: np.ndarray) -> np.ndarray:
     out = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=out[1:])

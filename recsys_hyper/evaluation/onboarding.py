@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.episodes import Histories
+from ..data.episodes import Histories, capped_sample
 from ..errors import RecsysHyperError
 
 STRATEGIES = ("random", "popularity", "log-pop-entropy", "model", "model-uncertainty", "chronological")
@@ -122,9 +122,7 @@ def run_onboarding(model, train: Histories, test_users: Histories, users: pd.Dat
         raise RecsysHyperError(f"max_questions must be >= 1, got {max_questions}")
     t0 = time.perf_counter()
     ask_kw = dict(ask_kw or {})
-    if len(test_users) > max_users:
-        test_users = test_users.select(np.sort(np.random.default_rng([seed, 4099]).choice(len(test_users), max_users,
-                                                                                           replace=False)))
+    test_users = test_users.select(capped_sample(len(test_users), max_users, [seed, 4099]))
     pool, test = split_pools(test_users)
     if len(pool) == 0:
         raise RecsysHyperError("no test user has 2 or more events: the protocol needs a pool and a test set")

@@ -9,8 +9,6 @@ import os
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
 from .. import tracking
 from ..atomic import atomic_directory
 from ..data.dataset import Dataset
@@ -85,7 +83,7 @@ def run_onboarding_evaluation(ds: Dataset, split, model, track: bool = True, exp
     ``faithfulness_events`` events; logged to MLflow (nested under ``parent_run_id``) when
     ``track``. Returns the :class:`OnboardingResult`, the faithfulness figures and the run id."""
     from ..data import schema as S
-    from ..data.episodes import Histories
+    from ..data.episodes import Histories, capped_sample
     from ..evaluation.explanations import faithfulness
     from ..evaluation.onboarding import STRATEGIES, run_onboarding
     from ..evaluation.protocol import TRAIN
@@ -95,9 +93,7 @@ def run_onboarding_evaluation(ds: Dataset, split, model, track: bool = True, exp
     cold_h, _ = Histories.from_interactions(events[events[S.USER_ID].isin(split.users(users))], model.item_map_)
     result = run_onboarding(model, train_h, cold_h, ds.users, strategies=strategies or STRATEGIES,
                             progress=progress, ask_kw=ask_kw)
-    if len(cold_h) > result.params["max_users"]:       # the same bound as the protocol's (seeded sample)
-        cold_h = cold_h.select(np.sort(np.random.default_rng([0, 4099]).choice(len(cold_h), result.params["max_users"],
-                                                                               replace=False)))
+    cold_h = cold_h.select(capped_sample(len(cold_h), result.params["max_users"], [0, 4099]))   # the protocol's users
     faith = faithfulness(model, cold_h.mask(cold_h.positions_in_user() < faithfulness_events), ds.users)
     run_id = None
     if track:

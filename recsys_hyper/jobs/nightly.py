@@ -40,6 +40,7 @@ from .. import tracking
 from ..config import Config
 from ..data import schema as S
 from ..data.dataset import Dataset, content_digest, load_dataset, validate_frames, write_dataset
+from ..data.episodes import capped_sample
 from ..errors import DataValidationError, RecsysHyperError
 from ..evaluation.protocol import Protocol
 from ..evaluation.runner import measure_models
@@ -194,9 +195,7 @@ def peak_rss_mib() -> float:
 def _sample(users, cap: int, seed: int = 0) -> np.ndarray:
     """At most ``cap`` of ``users``, a seeded sample (all of them when fewer)."""
     users = np.sort(np.asarray(users))
-    if len(users) <= cap:
-        return users
-    return np.sort(np.random.default_rng([seed, 7121]).choice(users, cap, replace=False))
+    return users[capped_sample(len(users), cap, [seed, 7121])]
 
 
 # ------------------------------------------------------------------------------------------ steps

@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 
-from ..data.episodes import Histories
+from ..data.episodes import Histories, capped_sample
 
 #: regulariser grid (pseudo-ratings) for item and user biases
 REG_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -62,10 +62,8 @@ def tune_biases(train: Histories, episodes: list[tuple[Histories, Histories]], n
     ``max_users`` of them and the chosen pair is fitted once on all: the search then costs the
     same however many users there are (at that size item counts are large, and the choice
     stable)."""
-    sample = train
-    if max_users is not None and len(train) > max_users:
-        sample = train.select(np.sort(np.random.default_rng([seed, 2357]).choice(len(train), max_users,
-                                                                                   replace=False)))
+    sample = train if max_users is None or len(train) <= max_users else \
+        train.select(capped_sample(len(train), max_users, [seed, 2357]))
     scores, fits = [], {}
     for item_reg, user_reg in itertools.product(item_grid, user_grid):
         mu, b_i, _ = fit_biases(sample, n_items, item_reg, user_reg)

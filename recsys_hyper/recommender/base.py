@@ -36,7 +36,7 @@ from .. import __version__
 from ..atomic import atomic_directory
 from ..data import schema as S
 from ..data.dataset import Dataset
-from ..data.episodes import Histories, chronological_split
+from ..data.episodes import Histories, capped_sample, chronological_split
 from ..data.frames import explode_histories, histories_from_frame, require_columns
 from ..data.idmap import UNKNOWN, IdMap
 from ..errors import NotFittedError, RecsysHyperError
@@ -444,8 +444,7 @@ def validation_episodes(h: Histories, shots=TUNING_SHOTS, max_users: int | None 
                         seed: int = 0) -> list[tuple[Histories, Histories]]:
     """Chronological (support, query) episodes of validation histories ``h``, one per k; of a
     seeded sample of ``max_users`` of them when there are more."""
-    if max_users is not None and len(h) > max_users:
-        h = h.select(np.sort(np.random.default_rng([seed, 104729]).choice(len(h), max_users, replace=False)))
+    h = h.select(capped_sample(len(h), max_users, [seed, 104729]))
     episodes = [chronological_split(h, k, min_query=1) for k in shots]
     return [(s, q) for s, q in episodes if len(s)]
 

@@ -25,7 +25,7 @@ import torch
 from ..config import Config
 from ..data import schema as S
 from ..data.dataset import Dataset
-from ..data.episodes import Histories
+from ..data.episodes import Histories, capped_sample
 from ..data.idmap import UNKNOWN, IdMap
 from ..data.frames import histories_from_frame, require_columns
 from ..numerics.biases import tune_biases
@@ -148,10 +148,7 @@ class HyperRecommender(Recommender):
         if cfg.train.bias_init == "fitted" and not dataset.implicit:
             # the bias baseline's fit, regularisers chosen on the validation users' earliest events
             # validation users capped as in training's validation, so the search costs the same at any size
-            tune_rows = val_rows
-            if len(val_rows) > cfg.train.max_val_users:
-                tune_rows = np.sort(np.random.default_rng([cfg.train.seed, 104729]).choice(
-                    val_rows, cfg.train.max_val_users, replace=False))
+            tune_rows = val_rows[capped_sample(len(val_rows), cfg.train.max_val_users, [cfg.train.seed, 104729])]
             fitted = tune_biases(h.select(train_rows), validation_episodes(h.select(tune_rows)), len(item_map),
                                  self.rating_range_, seed=cfg.train.seed)
         init_biases(model, h.select(train_rows), len(item_map), fitted=fitted)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config
-from ..data.episodes import EpisodeSampler, Histories, chronological_split
+from ..data.episodes import EpisodeSampler, Histories, capped_sample, chronological_split
 from ..networks.hyper import HyperRecModel
 from ..numerics.features import FeatureTensors
 from ..numerics.metrics import ndcg_at_k
@@ -188,8 +188,7 @@ def validation_episodes(data: TrainingData, shots: tuple[int, ...], max_users: i
     ``max_users``, so validation costs the same however many users there are), one set per k."""
     out = {}
     val_rows = data.val_rows
-    if max_users is not None and len(val_rows) > max_users:
-        val_rows = np.sort(np.random.default_rng([seed, 104729]).choice(val_rows, max_users, replace=False))
+    val_rows = val_rows[capped_sample(len(val_rows), max_users, [seed, 104729])]
     h = data.histories.select(val_rows)
     for k in shots:
         eligible = np.flatnonzero(h.lengths >= k + 1)
