@@ -20,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 
 from ..config import Config
@@ -397,8 +398,6 @@ class HyperRecommender(Recommender):
         arrays ``score``, ``score_prior``, ``score_features``, ``score_history`` (P,) and
         ``because`` (a list per pair); ``attributions``: the per-event contributions as a list of
         (pair indices, :class:`~recsys_hyper.recommender.explain.Attribution`, support item rows)."""
-        import pyarrow as pa
-
         self._check_fitted()
         cat = catalogue or self._catalogue()
         e_all, table = self._item_vectors(cat)
@@ -439,7 +438,7 @@ class HyperRecommender(Recommender):
             ev_rating.append(support.ratings[local].gather(1, pos).numpy()[p_idx, t_idx])
             ev_contrib.append(a.events.gather(1, pos).numpy()[p_idx, t_idx])
             counts[pairs] = keep.sum(1)
-        cols["because"] = _event_lists(pa, np.concatenate(pair_of) if pair_of else np.zeros(0, np.int64),
+        cols["because"] = _event_lists(np.concatenate(pair_of) if pair_of else np.zeros(0, np.int64),
                                        cat.ids.ids(np.concatenate(ev_item)) if ev_item else cat.ids.ids(np.zeros(0, np.int64)),
                                        np.concatenate(ev_rating) if ev_rating else np.zeros(0, np.float32),
                                        np.concatenate(ev_contrib) if ev_contrib else np.zeros(0, np.float32), counts)
@@ -541,7 +540,7 @@ def _known_users(histories: pd.DataFrame | None, users: pd.DataFrame | None, use
     return ids
 
 
-def _event_lists(pa, pair_of: np.ndarray, item_ids: np.ndarray, ratings: np.ndarray, contributions: np.ndarray,
+def _event_lists(pair_of: np.ndarray, item_ids: np.ndarray, ratings: np.ndarray, contributions: np.ndarray,
                  counts: np.ndarray) -> np.ndarray:
     """Per pair, its events as a list of ``{item_id, rating, contribution}`` (largest first)."""
     order = np.argsort(pair_of, kind="stable")                                  # keeps each pair's order
