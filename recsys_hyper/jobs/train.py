@@ -77,6 +77,7 @@ def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, v
         if track:
             tracking.log_metrics({f"best_val_{k}": v for k, v in best.items()}
                                  | {"train_seconds": rec.training_.seconds,
+                                    "episodes_per_second": episodes_per_second(rec.training_),
                                     "prior_multiplier_head": rec.training_.prior_multiplier[0],
                                     "prior_multiplier_bias": rec.training_.prior_multiplier[1]})
             if not new_run:
@@ -89,6 +90,12 @@ def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, v
                                                 description=description, reuse_tag=reuse_tag)
     shutil.rmtree(ckpt, ignore_errors=True)
     return Trained(rec, out, version, best, world)
+
+
+def episodes_per_second(result) -> float:
+    """Training throughput: users sampled into episodes per second of optimisation steps (all
+    processes; validation and calibration not counted)."""
+    return result.episodes / result.step_seconds if result.step_seconds else 0.0
 
 
 def train_command(data: str | os.PathLike, out: str | os.PathLike, config: Config, resume: bool = False,
@@ -107,7 +114,8 @@ def train_command(data: str | os.PathLike, out: str | os.PathLike, config: Confi
     if t.model is None:
         return ""
     rec = t.model
-    return (f"trained in {rec.training_.seconds:.1f}s on {t.processes} process{'es' if t.processes > 1 else ''}: "
+    return (f"trained in {rec.training_.seconds:.1f}s on {t.processes} process{'es' if t.processes > 1 else ''} "
+            f"({rec.training_.steps:,} steps, {episodes_per_second(rec.training_):,.0f} episodes/s): "
             f"best epoch {rec.training_.best_epoch + 1} of {len(rec.training_.history)}, validation MAE "
             f"{t.best['mae']:.4f}, nDCG@10 {t.best['ndcg10']:.4f} ({rec.n_val_users_:,} validation users); "
             f"model -> {out}"

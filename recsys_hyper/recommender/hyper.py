@@ -460,6 +460,8 @@ class HyperRecommender(Recommender):
             "tuning": getattr(self, "tuning_", None),
             "training": {"best_epoch": self.training_.best_epoch, "epochs_run": len(self.training_.history),
                          "stopped_early": self.training_.stopped_early, "seconds": self.training_.seconds,
+                         "steps": self.training_.steps, "step_seconds": self.training_.step_seconds,
+                         "episodes": self.training_.episodes,
                          "n_train_users": self.n_train_users_, "n_val_users": self.n_val_users_,
                          "history": self.training_.history},
         }
@@ -490,7 +492,8 @@ class HyperRecommender(Recommender):
         self.training_ = TrainResult(history=tr["history"], best_epoch=tr["best_epoch"],
                                      stopped_early=tr["stopped_early"],
                                      prior_multiplier=tuple(np.broadcast_to(meta["prior_multiplier"], 2).tolist()),
-                                     seconds=tr["seconds"])
+                                     seconds=tr["seconds"], steps=tr.get("steps", 0),
+                                     step_seconds=tr.get("step_seconds", 0.0), episodes=tr.get("episodes", 0))
         self.n_train_users_, self.n_val_users_ = tr["n_train_users"], tr["n_val_users"]
         self._cache = {}
         self._item_vectors(self._catalogue())

@@ -76,6 +76,8 @@ class TrainResult:
     calibration: dict = field(default_factory=dict)  # every multiplier tried and its validation loss
     item_item: dict = field(default_factory=dict)    # the EASE term's choice on validation users
     seconds: float = 0.0
+    step_seconds: float = 0.0                      # of which in optimisation steps (no validation)
+    episodes: int = 0                              # users sampled into the steps' episodes, all processes
 
 
 def batch_user_feats(data: TrainingData, rows: np.ndarray) -> FeatureTensors | None:
@@ -284,6 +286,7 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False,
                    disable=None if progress and rank == 0 else True)
         for batch in bar:
+            t_step = time.perf_counter()
             rows = batch[rank::world]                                        # this rank's share
             sup, qry = sampler.sample(data.histories.select(rows), sample_rng)
             keep = np.isin(data.histories.user_ids[rows], sup.user_ids)          # users long enough to split
@@ -294,6 +297,8 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
             opt.step()
             running.append(m["loss"])
             result.steps += 1
+            result.episodes += len(batch)
+            result.step_seconds += time.perf_counter() - t_step
             bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
             if out_of_time():
                 break
