@@ -305,3 +305,63 @@ def test_stable_split_keeps_users_where_they_were():
     assert (a.loc[500:999] == b.loc[500:999]).all()
     shares = a.value_counts(normalize=True)
     assert 0.1 < shares["test"] < 0.2 and 0.1 < shares["validation"] < 0.2
+
+
+def test_the_snapshot_is_append_only_and_reads_as_every_nights_events_merged(landing, tmp_path):
+    """Each night's merge writes its own partition and leaves earlier ones as they were; read back,
+    the snapshot is every night's events with the latest event of each (user, item) kept, as one
+    merge of everything would give; batch scoring resolves the same duplicates."""
+    from recsys_hyper.data import load_dataset, validate_frames
+    from recsys_hyper.jobs import nightly
+    from recsys_hyper.jobs.state import NightState
+    from recsys_hyper.scoring.batch import latest_per_pair
+
+    landing = _copy_landing(landing, tmp_path / "landing")
+    day1 = sorted((landing / "events" / f"date={DATES[1]}").glob("*.parquet"))[0]
+    first = pd.concat([pd.read_parquet(f) for f in sorted((landing / "events" / f"date={DATES[0]}").glob("*"))])
+    again = first.head(40).assign(rating=1.0, timestamp=first["timestamp"].max() + 10)   # re-rated on night 2
+    pd.concat([pd.read_parquet(day1), again]).to_parquet(day1, index=False)
+    cfg, work = _cfg(landing, tmp_path / "work"), tmp_path / "work"
+    parts = work / "snapshot" / "interactions.parquet"
+    for date in DATES:
+        state = NightState.load(work, date)
+        state.complete("validate", **nightly._validate(date, cfg, state))
+        if date == DATES[1]:
+            before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in parts.rglob("*") if p.is_file()}
+        state.complete("merge", **nightly._merge(date, cfg, state))
+    assert sorted(p.name for p in parts.iterdir()) == [f"date={d}" for d in DATES]
+    assert all((p.stat().st_mtime_ns, p.read_bytes()) == kept for p, kept in before.items())   # untouched
+    merge = state.done["merge"]
+    assert merge["night_events"] == len(pd.read_parquet(parts / f"date={DATES[1]}"))
+    everything = pd.concat([pd.read_parquet(f) for d in DATES
+                            for f in sorted((landing / "events" / f"date={d}").glob("*.parquet"))], ignore_index=True)
+    expected = validate_frames(everything).interactions
+    got = load_dataset(work / "snapshot").interactions
+    key = ["user_id", "item_id"]
+    pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True),
+                                  expected.sort_values(key).reset_index(drop=True), check_like=True)
+    assert (got.merge(again[key], on=key)["rating"] == 1.0).all() and len(got) == merge["interactions"] - 40
+    assert merge["users"] == expected["user_id"].nunique() and merge["items"] == expected["item_id"].nunique()
+    scored, dropped = latest_per_pair(pd.read_parquet(parts))
+    assert dropped == 40 and len(scored) == len(expected)
+    # a re-run of the night's merge (after a crash) rewrites the same partition: same digest, same rows
+    assert nightly._merge(DATES[1], cfg, state)["digest"] == merge["digest"]
+    assert len(load_dataset(work / "snapshot").interactions) == len(expected)
+
+
+def test_a_single_file_snapshot_of_an_earlier_version_becomes_the_first_partition(tmp_path):
+    from recsys_hyper.data import load_dataset
+    from recsys_hyper.jobs import snapshot
+
+    events = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [5, 6, 5], "rating": [4.0, 3.0, 5.0],
+                           "timestamp": [1_700_000_000, 1_700_000_100, 1_700_000_200]})
+    (tmp_path / "snapshot").mkdir()
+    events.to_parquet(tmp_path / "snapshot" / "interactions.parquet", index=False)
+    parts = snapshot.partitions(tmp_path / "snapshot")
+    assert [p.parent.name for p in parts] == [f"date={snapshot.LEGACY_DATE}"]
+    snapshot.write_night(tmp_path / "snapshot", "2026-11-21", events.assign(rating=2.0, timestamp=1_750_000_000),
+                         implicit=False)
+    assert load_dataset(tmp_path / "snapshot").interactions["rating"].tolist() == [2.0, 2.0, 2.0]
+    assert snapshot.distinct(tmp_path / "snapshot")[1] == 6
+    assert len(snapshot.digest(tmp_path / "snapshot")) == 64                  # the old file's digest computed once
+    assert (parts[0].parent / snapshot.DIGEST_FILE).is_file()

@@ -86,7 +86,9 @@ def load_dataset(path: str | os.PathLike, now: float | None = None, allow_no_eve
             f"pass a dataset directory holding {S.INTERACTIONS_FILE} (and optionally {S.USERS_FILE}, {S.ITEMS_FILE})")])
     tables = {name: read_parquet_checked(root / name, c, required=False) for name in (S.USERS_FILE, S.ITEMS_FILE)}
     events = Collector()
-    tables[S.INTERACTIONS_FILE] = read_parquet_checked(root / S.INTERACTIONS_FILE, events, required=True)
+    tables[S.INTERACTIONS_FILE] = read_parquet_checked(root / S.INTERACTIONS_FILE, events, required=True,
+                                                       columns=(S.USER_ID, S.ITEM_ID, S.RATING, S.TIMESTAMP),
+                                                       optional=(S.RATING,))
     no_events = tables[S.INTERACTIONS_FILE] is None and _missing_or_empty(root / S.INTERACTIONS_FILE)
     if no_events and allow_no_events and tables[S.USERS_FILE] is not None and not c.problems:
         users = check_side_table(tables[S.USERS_FILE], S.USER_ID, S.USERS_FILE, c)

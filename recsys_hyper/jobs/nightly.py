@@ -6,9 +6,11 @@ run resumes at the first step not done, and training from its last epoch checkpo
 
 1. ``validate``: every file of ``LANDING/events/date=D``; a bad one is moved to
    ``WORK/quarantine/date=D/`` with a ``.reason.txt`` beside it; the rest goes on.
-2. ``merge``: the valid events into the training snapshot ``WORK/snapshot`` (duplicates resolved:
-   the latest event per user and item), with the users / items snapshots.
-3. ``split``: users into train / validation / cold-test by a stable hash of the id.
+2. ``merge``: the valid events become the night's partition of the append-only training snapshot
+   ``WORK/snapshot`` (see :mod:`.snapshot`; earlier nights are never rewritten; read back, the
+   latest event per user and item wins), with the users / items snapshots.
+3. ``split``: users into train / validation / cold-test by a stable hash of the id (the snapshot's
+   user id column alone is read).
 4. ``train``: the challenger, on training users (validation users stop it), warm-started from the
    champion unless ``full_retrain``; registered with alias ``challenger``.
 5. ``evaluate``: challenger and champion on the same validation and cold-test users and events.
@@ -34,12 +36,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from .. import tracking
 from ..config import Config
 from ..data import schema as S
-from ..data.dataset import Dataset, content_digest, load_dataset, validate_frames, write_dataset
+from ..atomic import atomic_file
+from ..data.dataset import Dataset, load_dataset, side_table, validate_frames
 from ..data.episodes import capped_sample
 from ..errors import DataValidationError, RecsysHyperError
 from ..evaluation.protocol import Protocol
@@ -48,6 +52,7 @@ from ..recommender import HyperRecommender
 from .evaluate import run_cold_start_evaluation
 from .landing import landing_dates
 from . import cohorts
+from . import snapshot as snapshot_store
 from .models import code_version, load_alias, load_model
 from .state import STEPS, NightState, RunLock, stable_split
 from .train import train_and_register
@@ -205,7 +210,7 @@ def _validate(date, cfg, state) -> dict:
 
     part = Path(cfg.landing) / "events" / f"date={date}"
     quarantine = Path(cfg.work) / "quarantine" / f"date={date}"
-    reference = _snapshot_kinds(Path(cfg.work) / "snapshot" / S.INTERACTIONS_FILE)
+    reference = _snapshot_kinds(Path(cfg.work) / "snapshot")
     good, bad = [], []
     for f in sorted(part.glob("*.parquet")):
         c, rep = Collector(), ValidationReport()
@@ -245,51 +250,68 @@ def _kinds(frame: pd.DataFrame, implicit: bool) -> dict:
             "feedback": "implicit" if implicit else "explicit (rated)"}
 
 
-def _snapshot_kinds(path: Path) -> dict | None:
+def _snapshot_kinds(snapshot: Path) -> dict | None:
     """:func:`_kinds` of the snapshot, from its schema alone (nothing is read)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    if not path.exists():
+    schema = snapshot_store.schema(snapshot)
+    if schema is None:
         return None
-    schema = pq.read_schema(path)
     kind = lambda t: "int64" if pa.types.is_integer(t) else "string"  # noqa: E731
     return {S.USER_ID: kind(schema.field(S.USER_ID).type), S.ITEM_ID: kind(schema.field(S.ITEM_ID).type),
             "feedback": "explicit (rated)" if S.RATING in schema.names else "implicit"}
 
 
 def _merge(date, cfg, state) -> dict:
+    """The night's valid events become the snapshot's partition ``date=D`` (earlier nights are read
+    by column projection only: their user ids, for the night's cohort, and the counts)."""
     work, landing = Path(cfg.work), Path(cfg.landing)
     snapshot = work / "snapshot"
-    parts = [pd.read_parquet(f) for f in state.done["validate"]["valid_files"]]
-    known = np.zeros(0)
-    if parts:                                                    # the night's new users: a cohort
-        previous = snapshot / S.INTERACTIONS_FILE
-        if previous.exists():
-            known = pq.read_table(previous, columns=[S.USER_ID]).column(0).unique().to_numpy()
-        n_new = cohorts.record(work, date, pd.concat(parts, ignore_index=True), known)
-    else:
-        n_new = 0
-    if (snapshot / S.INTERACTIONS_FILE).exists():
-        parts.insert(0, pd.read_parquet(snapshot / S.INTERACTIONS_FILE))
-    if not parts:
+    files = state.done["validate"]["valid_files"]
+    earlier, earlier_rows = snapshot_store.distinct(snapshot, exclude=date)
+    if not files and not earlier_rows:
         raise RecsysHyperError(f"night {date}: no valid events and no earlier snapshot; nothing to train on")
-    events = pd.concat(parts, ignore_index=True)
     users = pd.read_parquet(landing / S.USERS_FILE) if (landing / S.USERS_FILE).exists() else None
     items = pd.read_parquet(landing / S.ITEMS_FILE) if (landing / S.ITEMS_FILE).exists() else None
-    ds = validate_frames(events, users, items, source=str(snapshot))
-    write_dataset(ds, snapshot, overwrite=True)
-    digest = content_digest(ds.interactions)
-    return {"interactions": ds.n_interactions, "users": len(ds.user_ids()), "items": len(ds.item_ids()),
-            "duplicates_dropped": ds.report.n_duplicates_dropped, "digest": digest, "new_users": n_new}
+    n_new, night = 0, None
+    if files:
+        raw = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        n_new = cohorts.record(work, date, raw, earlier[S.USER_ID])     # the night's new users: a cohort
+        night = validate_frames(raw, users, items, source=f"{landing / 'events'}/date={date}")
+        del raw
+        side = night
+    else:                                     # the side tables' id types, checked against earlier nights
+        sample = pads.dataset([str(p) for p in snapshot_store.partitions(snapshot)], format="parquet").head(1000)
+        side = validate_frames(sample, users, items, source=str(snapshot))
+    for df, name, id_col in ((side.users, S.USERS_FILE, S.USER_ID), (side.items, S.ITEMS_FILE, S.ITEM_ID)):
+        if df is None:
+            (snapshot / name).unlink(missing_ok=True)
+            continue
+        with atomic_file(snapshot / name) as tmp:
+            pq.write_table(side_table(df, id_col), tmp)
+    out = {"interactions": earlier_rows, "night_events": 0, "duplicates_dropped": 0, "new_users": n_new}
+    user_ids, item_ids = earlier[S.USER_ID], earlier[S.ITEM_ID]
+    if night is not None:
+        snapshot_store.write_night(snapshot, date, night.interactions, night.implicit)
+        tonight = night.interactions
+        out.update(interactions=earlier_rows + len(tonight), night_events=len(tonight),
+                   duplicates_dropped=night.report.n_duplicates_dropped)
+        user_ids, item_ids = np.union1d(user_ids, tonight[S.USER_ID]), np.union1d(item_ids, tonight[S.ITEM_ID])
+    return {**out, "users": len(user_ids), "items": len(item_ids), "digest": snapshot_store.digest(snapshot)}
 
 
 def _split(date, cfg, state) -> dict:
-    ds = load_dataset(Path(cfg.work) / "snapshot")
-    split = stable_split(ds.user_ids(), cfg.val_fraction, cfg.test_fraction)
+    """Every user of the snapshot (its user_id column alone) and of the users table, by a stable hash."""
+    snapshot = Path(cfg.work) / "snapshot"
+    ids = snapshot_store.distinct(snapshot, columns=(S.USER_ID,))[0][S.USER_ID]
+    if (snapshot / S.USERS_FILE).exists():
+        ids = np.union1d(ids, pq.read_table(snapshot / S.USERS_FILE, columns=[S.USER_ID]).column(0).to_numpy(
+            zero_copy_only=False))
+    split = stable_split(ids, cfg.val_fraction, cfg.test_fraction)
     path = Path(cfg.work) / "splits" / f"date={date}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    split.reset_index().to_parquet(path, index=False)
+    with atomic_file(path) as tmp:
+        split.reset_index().to_parquet(tmp, index=False)
     counts = split.value_counts().to_dict()
     return {"path": str(path), **{f"n_{k}": int(v) for k, v in counts.items()}}
 
@@ -304,6 +326,7 @@ def _train(date, cfg, state) -> dict:
     test_users = split.index[split == "test"]
     train_ds = Dataset(ds.interactions[~ds.interactions[S.USER_ID].isin(test_users)].reset_index(drop=True),
                        ds.users, ds.items, implicit=ds.implicit, source=ds.source)
+    del ds                                  # the test users' events are not held through the training
     champion = None if cfg.full_retrain else load_alias("champion")
     config = cfg.model_config
     if champion is not None and cfg.warm_max_steps and config.train.max_steps is None:

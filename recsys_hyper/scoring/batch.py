@@ -54,6 +54,7 @@ class ScoreReport:
     interactions: int = 0
     unknown_item_events: int = 0
     unknown_item_ids: int = 0
+    duplicates_dropped: int = 0            # (user, item) events superseded by a later one of the same pair
     users_without_history: int = 0
     buckets: int = 0
     seconds: float = 0.0
@@ -181,6 +182,19 @@ def partition(source: pads.Dataset, users_file: Path | None, work: Path, n_bucke
                                    work / f"{kind}-{b:05d}-{i:06d}.parquet")
 
 
+def latest_per_pair(events: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One event per (user, item), the latest (ties on time, and histories without timestamps:
+    the later row, i.e. the later file), as the training data's reader resolves them; and how many
+    were dropped. A user's rows all land in one bucket, so a bucket at a time is exact."""
+    from ..data.validation import ValidationReport, drop_duplicate_events
+
+    if S.TIMESTAMP not in events.columns:
+        keep = ~events.duplicated([S.USER_ID, S.ITEM_ID], keep="last").to_numpy()
+        return (events, 0) if keep.all() else (events[keep].reset_index(drop=True), int((~keep).sum()))
+    rep = ValidationReport()
+    return drop_duplicate_events(events, S.INTERACTIONS_FILE, rep), rep.n_duplicates_dropped
+
+
 def _read_bucket(work: Path, kind: str, b: int) -> pd.DataFrame | None:
     files = sorted(work.glob(f"{kind}-{b:05d}-*.parquet"))
     if not files:
@@ -233,6 +247,9 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
             events, users = _read_bucket(work, "events", b), _read_bucket(work, "users", b)
             if events is None and users is None:
                 continue
+            if events is not None:
+                events, dropped = latest_per_pair(events)
+                report.duplicates_dropped += dropped
             rec_writer = pq.ParquetWriter(staging / "recommendations" / f"part-{b:05d}.parquet",
                                           recs_schema(user_type, item_type, bool(explain)))
             head_writer = pq.ParquetWriter(staging / "user_heads" / f"part-{b:05d}.parquet", heads_schema(user_type))

@@ -1,0 +1,118 @@
+"""The nightly's training snapshot: append-only, one Parquet partition per night.
+
+::
+
+    WORK/snapshot/interactions.parquet/date=D/part-0.parquet   night D's valid events (never rewritten)
+    WORK/snapshot/interactions.parquet/date=D/_digest.txt      their content digest
+    WORK/snapshot/users.parquet, items.parquet                 the current side tables
+
+A night writes only its own partition (atomically; a re-run of the night replaces it), so the
+merge costs what the night brings, not what the snapshot holds. The snapshot is still a dataset
+directory of the data contract (``interactions.parquet`` may be a folder of Parquet files):
+:func:`~recsys_hyper.data.load_dataset` reads it and resolves duplicates across nights as it
+resolves them within one file (the latest event per user and item; ties on time keep the later
+night), and batch scoring does the same bucket by bucket. What the data steps need from all the
+nights (user ids, item ids, counts) is read by column projection, batch by batch.
+
+The snapshot's digest combines the partitions' digests, each computed once, when its night was
+merged, on hashed columns (the table is never rendered as text).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from ..atomic import atomic_file
+from ..data import schema as S
+from ..data.dataset import content_digest, interactions_table
+
+DIGEST_FILE = "_digest.txt"            # names starting with "_" or "." are not read as data
+LEGACY_DATE = "0000-00-00"             # a single-file snapshot of an earlier version becomes this partition
+#: column-projected scans: one record batch at a time, no read-ahead (memory flat in the snapshot's size)
+SCAN = {"batch_size": 1_000_000, "batch_readahead": 1, "fragment_readahead": 1, "use_threads": False}
+
+
+def events_dir(snapshot: Path) -> Path:
+    """The snapshot's interactions folder (a single file left by an earlier version is moved in
+    as the partition ``date=0000-00-00``, so that it still comes first)."""
+    root = Path(snapshot) / S.INTERACTIONS_FILE
+    legacy = Path(snapshot) / f".{S.INTERACTIONS_FILE}.single-file"
+    if root.is_file():
+        os.replace(root, legacy)                     # two renames; a crash between them is resumed below
+    if legacy.is_file():
+        target = root / f"date={LEGACY_DATE}"
+        target.mkdir(parents=True, exist_ok=True)
+        os.replace(legacy, target / "part-0.parquet")
+    return root
+
+
+def partitions(snapshot: Path, exclude: str | None = None) -> list[Path]:
+    """The nights' partition files, oldest first (``exclude``: leave that night's out)."""
+    root = events_dir(snapshot)
+    if not root.is_dir():
+        return []
+    return [p / "part-0.parquet" for p in sorted(root.glob("date=*"))
+            if (p / "part-0.parquet").is_file() and p.name != f"date={exclude}"]
+
+
+def write_night(snapshot: Path, date: str, events: pd.DataFrame, implicit: bool) -> str:
+    """Write night ``date``'s (validated) events as its partition, atomically; returns its digest."""
+    folder = events_dir(snapshot) / f"date={date}"
+    digest = content_digest(events)
+    with atomic_file(folder / "part-0.parquet") as tmp:
+        pq.write_table(interactions_table(events, implicit=implicit), tmp)
+    with atomic_file(folder / DIGEST_FILE) as tmp:
+        tmp.write_text(digest + "\n")
+    return digest
+
+
+def digest(snapshot: Path) -> str:
+    """SHA-256 over the partitions' digests, in date order: the snapshot's content."""
+    h = hashlib.sha256()
+    for part in partitions(snapshot):
+        h.update(f"{part.parent.name}:{partition_digest(part)}\n".encode())
+    return h.hexdigest()
+
+
+def partition_digest(part: Path) -> str:
+    """A partition's digest, written beside it when it was merged; computed (once) for a partition
+    that has none (a snapshot of an earlier version)."""
+    saved = part.parent / DIGEST_FILE
+    if not saved.is_file():
+        with atomic_file(saved) as tmp:
+            tmp.write_text(content_digest(pd.read_parquet(part)) + "\n")
+    return saved.read_text().strip()
+
+
+def schema(snapshot: Path) -> pa.Schema | None:
+    """The interactions' schema (from the first partition's footer; nothing else is read)."""
+    parts = partitions(snapshot)
+    return pq.read_schema(parts[0]) if parts else None
+
+
+def distinct(snapshot: Path, columns: tuple[str, ...] = (S.USER_ID, S.ITEM_ID), exclude: str | None = None,
+             ) -> tuple[dict[str, np.ndarray], int]:
+    """The distinct values of ``columns`` over the nights (but ``exclude``) and the number of rows,
+    read by column projection, one record batch at a time."""
+    parts = partitions(snapshot, exclude=exclude)
+    seen: dict[str, list] = {c: [] for c in columns}
+    rows = 0
+    if parts:
+        for batch in pads.dataset([str(p) for p in parts], format="parquet").to_batches(columns=list(columns), **SCAN):
+            rows += batch.num_rows
+            for c in columns:
+                seen[c].append(pc.unique(batch.column(c)))
+    out = {}
+    for c, chunks in seen.items():
+        values = pa.chunked_array(chunks).unique() if chunks else pa.array([], pa.int64())
+        out[c] = np.sort(values.to_numpy(zero_copy_only=False))
+    return out, rows
