@@ -5,8 +5,8 @@ scale) or a sampled softmax (what large catalogues train with) cost quality?
 
 Every run is ``recsys-hyper train`` in its own process with the default configuration but for
 ``--max-steps`` (and, for the sampled rows, a config file lowering ``full_softmax_items`` so that
-the ranking loss is the sampled softmax with log-Q correction: 2,048 negatives drawn by
-popularity^0.75). The figures are the training run's own validation figures at its best epoch
+the ranking loss is the sampled softmax with log-Q correction: ``--negatives`` items drawn by
+popularity^0.75 each step, 2,048 by default as in the default configuration). The figures are the training run's own validation figures at its best epoch
 (validation users only: MAE and full-catalogue nDCG@10, means over k = 0, 1, 3, 5, 10, 20),
 so nothing here looks at test users. "full" is no budget: every epoch passes over every
 training user, early stopping decides when to end.
@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scoring import CLI, run_measured, synth_scale  # noqa: E402
 
 ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
-SAMPLED = {"train": {"full_softmax_items": 1}}       # every catalogue above 1 item: the sampled softmax
 
 
 def train(data: Path, out: Path, budget: int | None, config: Path | None) -> dict:
@@ -52,6 +51,7 @@ def main() -> None:
     p.add_argument("--budgets", default="100,300,1000,3000", help="comma-separated step budgets (plus no budget)")
     p.add_argument("--synth-users", type=int, default=20_000)
     p.add_argument("--synth-items", type=int, default=10_000)
+    p.add_argument("--negatives", type=int, default=2048, help="negatives of the sampled softmax")
     p.add_argument("--ml100k", type=Path, default=ML100K)
     p.add_argument("--workdir", type=Path, default=None)
     args = p.parse_args()
@@ -61,14 +61,16 @@ def main() -> None:
     tables = {}
     try:
         sampled = work / "sampled.json"
-        sampled.write_text(json.dumps(SAMPLED))
+        # every catalogue above 1 item: the sampled softmax
+        sampled.write_text(json.dumps({"train": {"full_softmax_items": 1, "negatives": args.negatives}}))
         ml = work / "ml-100k"
         run_measured(CLI + ["data", "import-movielens", str(args.ml100k), "--out", str(ml)])
         synth = work / "synthetic"
         synth_scale(synth, args.synth_users, args.synth_items)
         for name, data, variants in (("ML-100K", ml, (("full softmax", None),)),
                                      (f"synthetic {args.synth_users:,} x {args.synth_items:,}", synth,
-                                      (("full softmax", None), ("sampled softmax", sampled)))):
+                                      (("full softmax", None), (f"sampled softmax, {args.negatives:,} negatives",
+                                                                 sampled)))):
             rows = tables.setdefault(name, [])
             for budget in budgets:
                 for label, config in variants:

@@ -365,3 +365,28 @@ def test_a_single_file_snapshot_of_an_earlier_version_becomes_the_first_partitio
     assert snapshot.distinct(tmp_path / "snapshot")[1] == 6
     assert len(snapshot.digest(tmp_path / "snapshot")) == 64                  # the old file's digest computed once
     assert (parts[0].parent / snapshot.DIGEST_FILE).is_file()
+
+
+def test_cohort_ranking_metrics_match_the_metrics_definitions_on_a_users_x_items_matrix():
+    """The cohort's Recall@10 / nDCG@10 come from the served and relevant pairs alone (the first
+    night's cohort is every user); they equal the metrics computed on the dense matrix."""
+    from recsys_hyper.jobs.cohorts import _ranking_metrics
+    from recsys_hyper.numerics.metrics import ndcg_at_k, recall_at_k
+
+    rng = np.random.default_rng(0)
+    users = np.arange(1, 41)
+    recs = pd.DataFrame({"user_id": np.repeat(users, 10), "item_id": np.concatenate(
+        [rng.choice(60, 10, replace=False) for _ in users]), "rank": np.tile(np.arange(1, 11), 40)})
+    relevant = pd.DataFrame({"user_id": rng.choice(users, 150), "item_id": rng.integers(0, 80, 150)})
+    returning = pd.unique(relevant["user_id"])
+    scores = torch.full((len(returning), 80), float("-inf"))
+    hit = torch.zeros((len(returning), 80), dtype=torch.bool)
+    row = {u: r for r, u in enumerate(returning)}
+    for u, i, rank in recs[recs["user_id"].isin(returning)].itertuples(index=False):
+        scores[row[u], i] = 11.0 - rank
+    for u, i in relevant.itertuples(index=False):
+        hit[row[u], i] = True
+    recall, ndcg = _ranking_metrics(recs.sample(frac=1, random_state=0), relevant, returning)
+    assert recall == pytest.approx(float(recall_at_k(scores, hit, 10).mean()), abs=1e-6)
+    assert ndcg == pytest.approx(float(ndcg_at_k(scores, hit, 10).mean()), abs=1e-6)
+    assert 0 < recall < 1 and 0 < ndcg < 1
