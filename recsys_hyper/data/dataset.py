@@ -99,8 +99,12 @@ def load_dataset(path: str | os.PathLike, now: float | None = None, allow_no_eve
         events.problems = [dataclasses.replace(p, fix=p.fix + f"; to serve new users with no events yet (k = 0), "
                                                f"list them in {S.USERS_FILE}") for p in events.problems]
     c.problems[:0] = events.problems                         # the interactions file's problems first
-    return _validate_tables(tables[S.INTERACTIONS_FILE], tables[S.USERS_FILE], tables[S.ITEMS_FILE], c,
-                            source=str(root), now=now)
+    ds = _validate_tables(tables.pop(S.INTERACTIONS_FILE), tables[S.USERS_FILE], tables[S.ITEMS_FILE], c,
+                          source=str(root), now=now)
+    # the tables read are garbage now, but Arrow's allocator keeps freed pages for reuse: handed
+    # back, the process holds the frame alone (measured at 27M events: RSS 1,736 -> 962 MiB)
+    pa.default_memory_pool().release_unused()
+    return ds
 
 
 def _missing_or_empty(path: Path) -> bool:
