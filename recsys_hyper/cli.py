@@ -7,13 +7,15 @@ input prints one clear error (file, column, rows, examples, fix) and exits with 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import RecsysHyperError
+from .errors import Interrupted, RecsysHyperError
 
 log = logging.getLogger("recsys_hyper")
 
@@ -34,6 +36,46 @@ optionally users.parquet and items.parquet; see the README's data contract.
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     pass
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 4294967295], got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 4294967295], got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number >= 0 (a support size k)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def _finite(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -108,7 +150,7 @@ def _data_commands(sub) -> None:
     s.add_argument("--preset", choices=sorted(PRESETS), default="default", help="base configuration")
     s.add_argument("--users", type=_positive_int, metavar="N", help="number of users (overrides the preset)")
     s.add_argument("--items", type=_positive_int, metavar="M", help="number of items (overrides the preset)")
-    s.add_argument("--seed", type=int, default=0, help="random seed; the output is a function of it")
+    s.add_argument("--seed", type=_seed, default=0, help="random seed; the output is a function of it")
     s.add_argument("--implicit", action="store_true", help="implicit feedback: no rating column")
     s.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -161,17 +203,19 @@ def _model_commands(sub) -> None:
     t.add_argument("--overwrite", action="store_true",
                    help="replace --out even when it is a non-empty folder that holds no model")
     t.add_argument("--config", metavar="FILE", help="TOML / YAML / JSON with [model] and [train] sections")
-    t.add_argument("--seed", type=int, help="random seed (overrides the config; default 0)")
+    t.add_argument("--seed", type=_seed, help="random seed (overrides the config; default 0)")
     t.add_argument("--epochs", type=_positive_int, help="maximum epochs (overrides the config; default 40)")
     t.add_argument("--max-steps", type=_positive_int, metavar="N",
                    help="optimisation steps in all, spread over the epochs (each epoch samples its users afresh), "
                         "so the cost does not grow with the number of users; without it every epoch passes over every user")
-    t.add_argument("--max-minutes", type=float, metavar="M",
+    t.add_argument("--max-minutes", type=_positive, metavar="M",
                    help="stop training after this long; the epoch under way is validated and the best one kept")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint of an interrupted run")
     t.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     t.add_argument("--no-register", action="store_true", help="log to MLflow but do not register the model")
     t.add_argument("--experiment", default="recsys-hyper-training", help="MLflow experiment name")
+    t.add_argument("--registered-model", default="recsys-hyper", metavar="NAME",
+                   help="the MLflow registered model the version is registered under (alias challenger)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t.set_defaults(func=cmd_train)
 
@@ -276,9 +320,15 @@ def _pipeline_commands(sub) -> None:
     n.add_argument("--max-eval-users", type=_positive_int, default=5000, metavar="N",
                    help="the gate compares champion and challenger on at most N validation and N test users, and "
                         "the cold-start step evaluates at most N test users (seeded samples)")
-    n.add_argument("--tolerance-mae", type=float, default=0.005, help="how much worse the challenger's MAE may be")
-    n.add_argument("--tolerance-ndcg", type=float, default=0.005, help="how much worse its nDCG@10 may be")
+    n.add_argument("--tolerance-mae", type=_finite, default=0.005, help="how much worse the challenger's MAE may be")
+    n.add_argument("--tolerance-ndcg", type=_finite, default=0.005, help="how much worse its nDCG@10 may be")
     n.add_argument("--top-k", type=_positive_int, default=100, help="items per user in the batch scores")
+    n.add_argument("--registered-model", default="recsys-hyper", metavar="NAME",
+                   help="the MLflow registered model this pipeline's versions and aliases live under; two pipelines "
+                        "that share a tracking store need different names")
+    n.add_argument("--allow-out-of-order", action="store_true",
+                   help="run a night older than one already merged (refused by default: it would train on the "
+                        "later nights' events and could replace their champion)")
     n.add_argument("--no-progress", action="store_true", help="hide progress bars")
     n.set_defaults(func=cmd_nightly)
     sl = psub.add_parser("synth-landing", formatter_class=_Formatter, help="a synthetic landing folder of daily partitions",
@@ -291,7 +341,7 @@ def _pipeline_commands(sub) -> None:
     sl.add_argument("--preset", default="default", help="synthetic preset (see data synth)")
     sl.add_argument("--users", type=_positive_int, metavar="N", help="number of users (overrides the preset)")
     sl.add_argument("--items", type=_positive_int, metavar="M", help="number of items (overrides the preset)")
-    sl.add_argument("--seed", type=int, default=0)
+    sl.add_argument("--seed", type=_seed, default=0)
     sl.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     sl.set_defaults(func=cmd_synth_landing)
 
@@ -314,10 +364,13 @@ def _evaluate_command(sub) -> None:
     e.add_argument("--data", required=True, metavar="DIR", help="dataset directory")
     e.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), metavar="METHOD",
                    help="methods to compare")
-    e.add_argument("--shots", nargs="+", type=int, default=[0, 1, 3, 5, 10, 20], metavar="K",
+    e.add_argument("--shots", nargs="+", type=_count, default=[0, 1, 3, 5, 10, 20], metavar="K",
                    help="support sizes k")
-    e.add_argument("--seed", type=int, default=0, help="seed of the user split")
-    e.add_argument("--out", default="artifacts/evaluation", metavar="DIR", help="where to write the results")
+    e.add_argument("--seed", type=_seed, default=0, help="seed of the user split")
+    e.add_argument("--out", default="artifacts/evaluation", metavar="DIR",
+                   help="where to write the results (replaced at the end: an earlier evaluation's folder, or any "
+                        "folder with --overwrite; never one that holds the data)")
+    e.add_argument("--overwrite", action="store_true", help="replace --out even when it is not an evaluation's folder")
     e.add_argument("--config", metavar="FILE", help="the hypernetwork's config (as for train)")
     e.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     e.add_argument("--experiment", default="recsys-hyper-cold-start", help="MLflow experiment name")
@@ -374,7 +427,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                            max_minutes=args.max_minutes)
     summary = train_command(args.data, args.out, cfg, resume=args.resume, track=not args.no_track,
                             register=not args.no_register, experiment=args.experiment, progress=not args.no_progress,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, registered_model=args.registered_model)
     if summary:
         print(summary)
     return 0
@@ -425,18 +478,27 @@ def cmd_synth_landing(args: argparse.Namespace) -> int:
 
 def cmd_nightly(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .jobs.nightly import NightlyConfig, mlflow_ui_command, nights_to_run, run_nightly
+    from .jobs.nightly import NightlyConfig, OutOfOrderError, mlflow_ui_command, nights_to_run, run_nightly
 
     dates = nights_to_run(args.landing, args.date, args.all)
     cfg = NightlyConfig(landing=Path(args.landing), work=Path(args.work), model_config=load_config(args.config),
                         full_retrain=args.full, warm_max_steps=args.warm_max_steps,
                         first_max_steps=args.first_max_steps, max_eval_users=args.max_eval_users,
                         tolerance_mae=args.tolerance_mae, tolerance_ndcg=args.tolerance_ndcg,
-                        top_k=args.top_k, progress=not args.no_progress)
+                        top_k=args.top_k, progress=not args.no_progress, registered_model=args.registered_model,
+                        allow_out_of_order=args.allow_out_of_order)
+    refused = []
     for date in dates:
-        print(run_nightly(date, cfg).summary(cfg.work))
+        try:
+            print(run_nightly(date, cfg).summary(cfg.work))
+        except OutOfOrderError as exc:
+            if not args.all:
+                raise
+            refused.append(str(exc))          # --all goes on with the other nights, and says so at the end
     print(f"MLflow UI: {mlflow_ui_command()}")
-    return 0
+    for text in refused:
+        print(f"error: {text}", file=sys.stderr)
+    return 2 if refused else 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -446,7 +508,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(evaluate_command(args.data, args.out, args.methods, args.shots, args.seed,
                            model_config=load_config(args.config), track=not args.no_track,
                            experiment=args.experiment, notebook=args.notebook, progress=not args.no_progress,
-                           onboarding=args.onboarding))
+                           onboarding=args.onboarding, overwrite=args.overwrite))
     return 0
 
 
@@ -464,14 +526,45 @@ def main(argv: list[str] | None = None) -> int:
     # user chose in the environment is kept
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if args.verbose else "WARNING")
     logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
+    with _stop_on_signals():
+        try:
+            return int(args.func(args) or 0)
+        except (RecsysHyperError, FileExistsError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            print(f"interrupted ({signal.Signals(signum).name}): stopped; nothing half-written was left behind, "
+                  f"tracked runs were ended as KILLED; run the command again to redo or resume the work",
+                  file=sys.stderr)
+            return 128 + int(signum)
+        except Exception as exc:  # the one boundary for what the system says no to (disk, memory, store)
+            from .jobs.failures import describe_failure
+
+            text = describe_failure(exc)
+            if text is None:
+                raise                                             # a bug: its traceback is what helps
+            print(f"error: {text}", file=sys.stderr)
+            return 2
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGTERM (what schedulers, ``kill`` and container runtimes send) stops the command the way
+    Ctrl-C does: an :class:`~recsys_hyper.errors.Interrupted` raised in the main thread unwinds
+    every ``with`` block (temporaries removed, runs ended as KILLED, locks released)."""
+    def stop(signum, frame):
+        raise Interrupted(signum)
+
     try:
-        return int(args.func(args) or 0)
-    except (RecsysHyperError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:                    # not the main thread (an embedding application): leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -8,21 +8,100 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from .errors import RecsysHyperError
 
 
-def _check(cls_name: str, name: str, ok: bool, expected: str, got: object) -> None:
-    if not ok:
-        raise ValueError(f"The '{name}' parameter of {cls_name} must be {expected}. Got {got!r} instead.")
+@dataclass(frozen=True)
+class Rule:
+    """What a config value may be: its kind (``int``, ``float``, ``bool``, ``str``, or a list of
+    ints / floats: ``ints``, ``floats``), the range of its numbers (finite always; ``lo`` / ``hi``
+    inclusive unless ``open_lo`` / ``open_hi``), the choices of a string, ``None`` allowed
+    (``optional``), an empty list allowed (``empty``). Booleans are never numbers."""
+
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False
+    open_hi: bool = False
+    choices: tuple = ()
+    optional: bool = False
+    empty: bool = True
+
+    def describe(self) -> str:
+        noun = {"int": "an int", "float": "a float", "bool": "true or false", "str": "one of",
+                "ints": "a list of ints", "floats": "a list of floats"}[self.kind]
+        if self.kind == "str":
+            return f"{noun} {', '.join(repr(c) for c in self.choices)}"
+        if self.lo is not None or self.hi is not None:
+            lo = "-inf" if self.lo is None else _number(self.lo)
+            hi = "inf" if self.hi is None else _number(self.hi)
+            where = f"{'(' if self.open_lo or self.lo is None else '['}{lo}, {hi}{')' if self.open_hi or self.hi is None else ']'}"
+            noun += f" {'each ' if self.kind in ('ints', 'floats') else ''}in {where}"
+        elif self.kind in ("int", "float", "ints", "floats"):
+            noun += " (finite)"
+        if self.kind in ("ints", "floats") and not self.empty:
+            noun = "a non-empty " + noun[2:]
+        return noun + (" or None" if self.optional else "")
+
+    def number_ok(self, v, integral: bool) -> bool:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            return False
+        if integral and not isinstance(v, numbers.Integral):
+            return False
+        if not math.isfinite(v):
+            return False
+        if self.lo is not None and (v < self.lo or (self.open_lo and v == self.lo)):
+            return False
+        if self.hi is not None and (v > self.hi or (self.open_hi and v == self.hi)):
+            return False
+        return True
+
+    def check(self, owner: str, name: str, value):
+        """``value`` as stored (lists become tuples), or ``ValueError`` in scikit-learn's words."""
+        if value is None and self.optional:
+            return None
+        ok, out = False, value
+        if self.kind in ("int", "float"):
+            ok = self.number_ok(value, self.kind == "int")
+            out = (int if self.kind == "int" else float)(value) if ok else value
+        elif self.kind == "bool":
+            ok = isinstance(value, bool)
+        elif self.kind == "str":
+            ok = isinstance(value, str) and value in self.choices
+        elif isinstance(value, (list, tuple)):
+            ok = (self.empty or len(value) > 0) and all(self.number_ok(v, self.kind == "ints") for v in value)
+            out = tuple((int if self.kind == "ints" else float)(v) for v in value) if ok else value
+        if not ok:
+            raise ValueError(f"The '{name}' parameter of {owner} must be {self.describe()}. Got {value!r} instead.")
+        return out
+
+
+def _number(v: float) -> str:
+    return f"{int(v):,}" if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
+
+
+def check_fields(obj, rules: dict[str, Rule]) -> None:
+    """Check (and normalise: lists to tuples) every field of a frozen config dataclass."""
+    for name, rule in rules.items():
+        value = rule.check(type(obj).__name__, name, getattr(obj, name))
+        if value is not getattr(obj, name) or type(value) is not type(getattr(obj, name)):
+            object.__setattr__(obj, name, value)
+
+
+#: sizes are capped so that a typo cannot allocate gigabytes before anything is checked
+MAX_WIDTH = 4096
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Sizes and regularisers of the networks (see :mod:`recsys_hyper.model.modules`)."""
+    """Sizes and regularisers of the networks (see :mod:`recsys_hyper.networks.hyper`)."""
 
     dim: int = 32                      # item vector size d (the head has d + 1 weights)
     hidden: int = 64
@@ -33,17 +112,15 @@ class ModelConfig:
     context_dim: int = 32              # learned item-item path of the ranking score (0: off)
     item_item_rank: int = 64           # rank of the EASE term of the ranking score (0: off)
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "dim": Rule("int", 1, MAX_WIDTH), "hidden": Rule("int", 1, MAX_WIDTH), "z_dim": Rule("int", 1, MAX_WIDTH),
+        "id_dropout": Rule("float", 0, 1, open_hi=True), "user_feature_dropout": Rule("float", 0, 1, open_hi=True),
+        "init_precision": Rule("float", 0, 1e6, open_lo=True),
+        "context_dim": Rule("int", 0, MAX_WIDTH), "item_item_rank": Rule("int", 0, MAX_WIDTH),
+    }
+
     def __post_init__(self) -> None:
-        for name in ("dim", "hidden", "z_dim"):
-            v = getattr(self, name)
-            _check("ModelConfig", name, isinstance(v, int) and v >= 1, "a positive int", v)
-        for name in ("id_dropout", "user_feature_dropout"):
-            v = getattr(self, name)
-            _check("ModelConfig", name, isinstance(v, (int, float)) and 0 <= v < 1, "a float in [0, 1)", v)
-        _check("ModelConfig", "init_precision", self.init_precision > 0, "a positive float", self.init_precision)
-        for name in ("context_dim", "item_item_rank"):
-            v = getattr(self, name)
-            _check("ModelConfig", name, isinstance(v, int) and v >= 0, "an int >= 0", v)
+        check_fields(self, self.RULES)
 
 
 @dataclass(frozen=True)
@@ -84,35 +161,28 @@ class TrainConfig:
     train_item_bias: bool = False      # False: item biases stay at their initial values
     seed: int = 0
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "epochs": Rule("int", 1, 1_000_000), "max_steps": Rule("int", 1, 10**12, optional=True),
+        "max_minutes": Rule("float", 0, 10**7, open_lo=True, optional=True),
+        "max_val_users": Rule("int", 1, 10**9), "full_softmax_items": Rule("int", 1, 10**12),
+        "negatives": Rule("int", 1, 10**7), "batch_users": Rule("int", 1, 10**7),
+        "lr": Rule("float", 0, 1e3, open_lo=True), "weight_decay": Rule("float", 0, 1e3),
+        "grad_clip": Rule("float", 0, 1e12, open_lo=True), "k_max": Rule("int", 0, 100_000),
+        "support_strategy": Rule("str", choices=("prefix", "random")), "augment_prob": Rule("float", 0, 1),
+        "augment_window": Rule("float", 1, 1e6), "max_query": Rule("int", 1, 10**7),
+        "rank_weight": Rule("float", 0, 1e6), "positive_threshold": Rule("float"), "head_l2": Rule("float", 0, 1e6),
+        "val_fraction": Rule("float", 0, 1, open_lo=True, open_hi=True),
+        "val_shots": Rule("ints", 0, 100_000, empty=False), "patience": Rule("int", 1, 1_000_000),
+        "calibrate": Rule("bool"), "calibration_grid": Rule("floats", 0, 1e12, open_lo=True, empty=False),
+        "calibration_bias_grid": Rule("floats", 0, 1e12, open_lo=True),
+        "item_item_lambdas": Rule("floats", 0, 1e30, open_lo=True, empty=False),
+        "item_item_weights": Rule("floats", 0, 1e6, empty=False), "item_item_min_gain": Rule("float", 0, 1e6),
+        "bias_init": Rule("str", choices=("shrunk-mean", "fitted")), "train_item_bias": Rule("bool"),
+        "seed": Rule("int", 0, 2**32 - 1),
+    }
+
     def __post_init__(self) -> None:
-        _check("TrainConfig", "max_steps", self.max_steps is None or (
-            isinstance(self.max_steps, int) and self.max_steps >= 1), "a positive int or None", self.max_steps)
-        _check("TrainConfig", "max_minutes", self.max_minutes is None or self.max_minutes > 0, "a positive float or None",
-               self.max_minutes)
-        for name in ("epochs", "batch_users", "max_query", "patience", "max_val_users", "full_softmax_items",
-                     "negatives"):
-            v = getattr(self, name)
-            _check("TrainConfig", name, isinstance(v, int) and v >= 1, "a positive int", v)
-        _check("TrainConfig", "k_max", isinstance(self.k_max, int) and self.k_max >= 0, "an int >= 0", self.k_max)
-        _check("TrainConfig", "support_strategy", self.support_strategy in ("prefix", "random"),
-               "'prefix' or 'random'", self.support_strategy)
-        _check("TrainConfig", "val_fraction", 0 < self.val_fraction < 1, "a float in (0, 1)", self.val_fraction)
-        for name in ("lr", "grad_clip"):
-            _check("TrainConfig", name, getattr(self, name) > 0, "a positive float", getattr(self, name))
-        for name in ("weight_decay", "rank_weight", "head_l2"):
-            _check("TrainConfig", name, getattr(self, name) >= 0, "a float >= 0", getattr(self, name))
-        _check("TrainConfig", "calibration_grid", len(self.calibration_grid) > 0 and min(self.calibration_grid) > 0,
-               "a non-empty list of positive floats", self.calibration_grid)
-        _check("TrainConfig", "calibration_bias_grid", all(a > 0 for a in self.calibration_bias_grid),
-               "a list of positive floats", self.calibration_bias_grid)
-        _check("TrainConfig", "item_item_lambdas", len(self.item_item_lambdas) > 0 and min(self.item_item_lambdas) > 0,
-               "a non-empty list of positive floats", self.item_item_lambdas)
-        _check("TrainConfig", "item_item_weights", all(w >= 0 for w in self.item_item_weights),
-               "a list of floats >= 0", self.item_item_weights)
-        _check("TrainConfig", "item_item_min_gain", self.item_item_min_gain >= 0, "a float >= 0",
-               self.item_item_min_gain)
-        _check("TrainConfig", "bias_init", self.bias_init in ("shrunk-mean", "fitted"), "'shrunk-mean' or 'fitted'",
-               self.bias_init)
+        check_fields(self, self.RULES)
 
 
 @dataclass(frozen=True)
@@ -125,34 +195,42 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "Config":
+        if not isinstance(d, dict):
+            raise RecsysHyperError(f"{source}: expected a mapping with [model] and [train] sections; got "
+                                   f"{type(d).__name__} {d!r:.80}")
         unknown = set(d) - {"model", "train"}
         if unknown:
-            raise RecsysHyperError(f"{source}: unknown section(s) {sorted(unknown)}; the sections are [model] and [train]")
+            raise RecsysHyperError(f"{source}: unknown section(s) {sorted(map(str, unknown))}; the sections are "
+                                   f"[model] and [train]")
         return cls(model=_build(ModelConfig, d.get("model", {}), f"{source} [model]"),
                    train=_build(TrainConfig, d.get("train", {}), f"{source} [train]"))
 
     def replace(self, **train_overrides) -> "Config":
-        """A copy with some training fields replaced (``None`` values ignored)."""
+        """A copy with some training fields replaced (``None`` values ignored); a value out of its
+        range raises :class:`~recsys_hyper.errors.RecsysHyperError`."""
         kept = {k: v for k, v in train_overrides.items() if v is not None}
-        return dataclasses.replace(self, train=dataclasses.replace(self.train, **kept)) if kept else self
+        if not kept:
+            return self
+        try:
+            return dataclasses.replace(self, train=dataclasses.replace(self.train, **kept))
+        except ValueError as exc:
+            raise RecsysHyperError(str(exc)) from None
 
 
-def _build(cls, values: dict, source: str):
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(names))
+def _build(cls, values, source: str):
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise RecsysHyperError(f"{source}: the section must be a table of keys (e.g. dim = 32); got "
+                               f"{type(values).__name__} {values!r:.80}; fix the config file")
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(str(k) for k in set(values) - set(names))
     if unknown:
         raise RecsysHyperError(f"{source}: unknown key(s) {unknown}; known keys: {', '.join(names)}")
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
-        return cls(**converted)
+        return cls(**values)
     except ValueError as exc:
-        raise RecsysHyperError(f"{source}: {exc}") from None
-    except TypeError:  # a value of the wrong type failed a comparison in the checks
-        wrong = [f"{k} = {v!r} (expected {type(names[k].default).__name__})" for k, v in converted.items()
-                 if not isinstance(v, (type(names[k].default), int) if isinstance(names[k].default, float)
-                                   else type(names[k].default))]
-        raise RecsysHyperError(f"{source}: wrong type for {', '.join(wrong) or 'a value'}; fix the value in the "
-                               f"config file") from None
+        raise RecsysHyperError(f"{source}: {exc} Fix the value in the config file.") from None
 
 
 def load_config(path: str | os.PathLike | None) -> Config:

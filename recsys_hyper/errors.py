@@ -77,3 +77,68 @@ class DataValidationError(RecsysHyperError, ValueError):
 
 class NotFittedError(RecsysHyperError, AttributeError):
     """A model was used before ``fit`` or ``load``."""
+
+
+class NonFiniteError(RecsysHyperError, ArithmeticError):
+    """A score, prediction or figure came out NaN or infinite: it is refused where it would leave
+    (an output file, a registered model, the nightly's gate), never written or acted on."""
+
+
+def non_finite_users(user_ids, bad_rows, what: str) -> NonFiniteError:
+    """The error for ``what`` (e.g. "scores") that came out non-finite for the users of ``bad_rows``."""
+    import numpy as np
+
+    bad_rows = np.asarray(bad_rows)
+    shown = ", ".join(repr(_plain(u)) for u in np.asarray(user_ids)[bad_rows[:MAX_EXAMPLES]])
+    return NonFiniteError(f"the model's {what} came out NaN or infinite for {len(bad_rows):,} users (e.g. {shown}); "
+                          f"nothing was written. The model or these users' inputs are broken: check their features "
+                          f"and events, or serve another model version")
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process was asked to stop by a signal (SIGINT, SIGTERM). Raised in the main thread by
+    the command line's signal handler, so that every ``with`` block unwinds: temporaries are
+    removed, tracked runs end as KILLED, locks are released. ``signum``: the signal's number."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = int(signum)
+        super().__init__(signal.Signals(self.signum).name)
+
+
+def annotate(exc: OSError, path) -> OSError:
+    """Name ``path`` on an OS error that names no file (pyarrow's and torch's writers do not)."""
+    if getattr(exc, "filename", None) is None:
+        try:
+            exc.filename = str(path)
+        except (AttributeError, TypeError):
+            pass
+    return exc
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OS error: what happened, to which file, and the fix. Nothing half-written is
+    left behind by this package's writers (temporaries are removed as the error passes)."""
+    import errno as E
+
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    code = getattr(exc, "errno", None)
+    kept = "; nothing half-written was left behind"
+    if code == E.ENOSPC or code == getattr(E, "EDQUOT", -1):
+        what = "no space left on the device" if code == E.ENOSPC else "disk quota exceeded"
+        return f"{what}{where}: free some space or write to another location, then run the command again{kept}"
+    if code == E.EROFS:
+        return f"read-only file system{where}: write to a writable location (another --out or --work){kept}"
+    if code in (E.EACCES, E.EPERM):
+        return f"permission denied{where}: write to a location you may write to, or fix its permissions{kept}"
+    if code == E.ENOENT:
+        return f"no such file or directory{where}: check the path"
+    if code in (E.ENOTDIR, E.EISDIR):
+        return f"{exc.strerror or 'not a file / directory'}{where}: check the path"
+    if code == E.EMFILE or code == E.ENFILE:
+        return f"too many open files{where}: raise the limit (ulimit -n) and run the command again"
+    if code == E.EIO:
+        return f"input/output error{where}: the device failed; check it, then run the command again{kept}"
+    text = exc.strerror or str(exc)
+    return f"{text}{where}"

@@ -272,7 +272,7 @@ def test_bad_config_is_explained(trained, tmp_path, capsys):
     (tmp_path / "c.toml").write_text("[train]\nlr = -1.0\n")
     assert main(["train", "--data", str(trained["ds"]), "--out", str(tmp_path / "m"), "--config",
                  str(tmp_path / "c.toml"), "--no-track"]) == 2
-    assert "The 'lr' parameter of TrainConfig must be a positive float. Got -1.0 instead." in capsys.readouterr().err
+    assert "The 'lr' parameter of TrainConfig must be a float in (0, 1,000]. Got -1.0 instead." in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
 

@@ -313,7 +313,7 @@ def test_the_snapshot_is_append_only_and_reads_as_every_nights_events_merged(lan
     merge of everything would give; batch scoring resolves the same duplicates."""
     from recsys_hyper.data import load_dataset, validate_frames
     from recsys_hyper.jobs import nightly
-    from recsys_hyper.jobs.state import NightState
+    from recsys_hyper.jobs.state import NightState, work_identity
     from recsys_hyper.scoring.batch import latest_per_pair
 
     landing = _copy_landing(landing, tmp_path / "landing")
@@ -323,12 +323,13 @@ def test_the_snapshot_is_append_only_and_reads_as_every_nights_events_merged(lan
     pd.concat([pd.read_parquet(day1), again]).to_parquet(day1, index=False)
     cfg, work = _cfg(landing, tmp_path / "work"), tmp_path / "work"
     parts = work / "snapshot" / "interactions.parquet"
+    work_id = work_identity(work)
     for date in DATES:
         state = NightState.load(work, date)
-        state.complete("validate", **nightly._validate(date, cfg, state))
+        state.complete("validate", **nightly._validate(date, cfg, state, work_id))
         if date == DATES[1]:
             before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in parts.rglob("*") if p.is_file()}
-        state.complete("merge", **nightly._merge(date, cfg, state))
+        state.complete("merge", **nightly._merge(date, cfg, state, work_id))
     assert sorted(p.name for p in parts.iterdir()) == [f"date={d}" for d in DATES]
     assert all((p.stat().st_mtime_ns, p.read_bytes()) == kept for p, kept in before.items())   # untouched
     merge = state.done["merge"]
@@ -345,7 +346,7 @@ def test_the_snapshot_is_append_only_and_reads_as_every_nights_events_merged(lan
     scored, dropped = latest_per_pair(pd.read_parquet(parts))
     assert dropped == 40 and len(scored) == len(expected)
     # a re-run of the night's merge (after a crash) rewrites the same partition: same digest, same rows
-    assert nightly._merge(DATES[1], cfg, state)["digest"] == merge["digest"]
+    assert nightly._merge(DATES[1], cfg, state, work_id)["digest"] == merge["digest"]
     assert len(load_dataset(work / "snapshot").interactions) == len(expected)
 
 

@@ -172,7 +172,11 @@ def test_champion_and_challenger_are_measured_on_the_same_users_and_events(train
 # -- 8: a re-run after a crash duplicates nothing in MLflow
 
 
-def test_registration_is_idempotent_on_the_night_tag(trained, tmp_path, monkeypatch):
+def test_registration_is_idempotent_within_its_run_and_never_takes_another_runs_version(trained, tmp_path,
+                                                                                          monkeypatch):
+    """A night resumed after a kill between registering and recording it runs in the same step run:
+    its version is found, not registered again. Another run with the same night tag (another work
+    folder on the same store, or the same night run again on new data) gets a version of its own."""
     from recsys_hyper import tracking
 
     monkeypatch.chdir(tmp_path)                                      # MLflow's artifact folder lands here
@@ -182,13 +186,18 @@ def test_registration_is_idempotent_on_the_night_tag(trained, tmp_path, monkeypa
     example = group_histories(pd.read_parquet(trained / "ds" / "interactions.parquet").head(20))
     out = rec.recommend_grouped(example)
     mlflow.set_experiment("idempotent")
-    versions = []
-    for _ in range(2):                                      # the second call is the re-run after a kill
-        with mlflow.start_run():
-            versions.append(tracking.log_pyfunc_model(trained / "model", example, out, version_tags={"night": "d1"},
-                                                      reuse_tag="night"))
-    assert versions == ["1", "1"]
-    assert len(mlflow.MlflowClient().search_model_versions("name='recsys-hyper'")) == 1
+    tags = {"night": "d1", "work_id": "a"}
+    with mlflow.start_run() as run:
+        first = tracking.log_pyfunc_model(trained / "model", example, out, version_tags=tags,
+                                          reuse_tags=("night", "work_id"))
+    with mlflow.start_run(run_id=run.info.run_id):                          # the resumed step run
+        again = tracking.log_pyfunc_model(trained / "model", example, out, version_tags=tags,
+                                          reuse_tags=("night", "work_id"))
+    with mlflow.start_run():                                                # another run, the same tags
+        other = tracking.log_pyfunc_model(trained / "model", example, out, version_tags=tags,
+                                          reuse_tags=("night", "work_id"))
+    assert (first, again, other) == ("1", "1", "2")
+    assert len(mlflow.MlflowClient().search_model_versions("name='recsys-hyper'")) == 2
 
 
 def test_a_resumed_night_ends_runs_its_dead_attempt_left_running():
@@ -237,7 +246,8 @@ def test_train_and_uri_resolution_fail_fast_on_an_unreachable_server(trained, tm
     (lambda m: (m / "item_ids.parquet").unlink(), "item_ids.parquet: file not found"),
     (lambda m: _edit_meta(m, lambda d: d["config"]["model"].update(dim=12)), "do not match"),
     (lambda m: _edit_meta(m, lambda d: d.pop("implicit")), "the key 'implicit' is missing"),
-    (lambda m: _edit_meta(m, lambda d: d["config"]["model"].update(init_precision="x")), "wrong type for init_precision"),
+    (lambda m: _edit_meta(m, lambda d: d["config"]["model"].update(init_precision="x")),
+     "The 'init_precision' parameter of ModelConfig must be a float"),
     (lambda m: pd.DataFrame({"item_id": [1, 2, 3]}).to_parquet(m / "item_ids.parquet"), "item ids but the weights"),
 ])
 def test_damaged_models_are_explained(trained, tmp_path, capsys, damage, message):
@@ -262,7 +272,8 @@ def test_wrong_types_in_a_config_file_are_explained(trained, tmp_path, capsys):
     (tmp_path / "c.toml").write_text('[model]\ninit_precision = "x"\n')
     assert main(["train", "--data", str(trained / "ds"), "--out", str(tmp_path / "m"), "--config",
                  str(tmp_path / "c.toml"), "--no-track"]) == 2
-    assert "wrong type for init_precision = 'x' (expected float)" in capsys.readouterr().err
+    assert "The 'init_precision' parameter of ModelConfig must be a float in (0, 1,000,000]. Got 'x' instead." \
+        in capsys.readouterr().err
 
 
 # -- 11: models resolved from the registry are cached, not copied per call

@@ -111,11 +111,98 @@ class Collector:
 # --------------------------------------------------------------------------------------------
 # Reading
 
+def parquet_parts(folder: Path) -> list[Path]:
+    """The files of a folder read as one Parquet dataset: every file below it (sub-folders such as
+    Hive partitions included), in path order; names starting with ``_`` or ``.`` (``_SUCCESS``,
+    ``.crc`` files, writers' temporaries) are skipped, as Spark and pyarrow skip them."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(("_", ".")) for part in p.relative_to(folder).parts))
+
+
+def _unreadable(c: Collector, name: str, exc: Exception, part: str | None = None) -> None:
+    where = f"{part} (a part of {name})" if part else name
+    c.add(where, None, f"is not a readable Parquet file ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+          "it is corrupt, truncated or in another format; re-export it with pandas.DataFrame.to_parquet "
+          "or pyarrow.parquet.write_table, or restore it from its source")
+
+
+def _system_error(exc: Exception) -> bool:
+    """An OS error that is the system's (permissions, I/O), not the file's content."""
+    import errno
+
+    return getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM, errno.EIO, errno.ENOMEM, errno.EMFILE)
+
+
+def check_parts(folder: Path, parts: list[Path], c: Collector, columns: tuple[str, ...] | None = None
+                ) -> list[pa.Schema] | None:
+    """The parts of a folder dataset must agree on their columns (``columns``: those of the
+    contract that matter; default: all) and on each column's kind of type, or each would be read
+    with the first part's schema and the others' values dropped or nulled. Returns their schemas."""
+    name = folder.name
+    if not parts:
+        c.add(name, None, "is a folder with no Parquet files", "put the data's Parquet files in it, or pass the file")
+        return None
+    schemas = []
+    for part in parts:
+        try:
+            schemas.append(pq.read_schema(part))
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+            if _system_error(exc):
+                from ..errors import annotate
+
+                raise annotate(exc, part)
+            _unreadable(c, name, exc, str(part.relative_to(folder)))
+    if len(schemas) < len(parts):
+        return None
+    rel = [str(p.relative_to(folder)) for p in parts]
+    names = set().union(*(sch.names for sch in schemas))
+    wanted = sorted(names if columns is None else names & set(columns), key=str)
+    ok = True
+    for col in wanted:
+        without = [r for r, sch in zip(rel, schemas) if col not in sch.names]
+        if without:
+            ok = False
+            with_ = [r for r, sch in zip(rel, schemas) if col in sch.names]
+            c.add(name, col, f"is in {len(with_)} of its {len(parts)} parts but missing from {len(without)} "
+                             f"({', '.join(without[:MAX_EXAMPLES])}{', ...' if len(without) > MAX_EXAMPLES else ''}; "
+                             f"present in e.g. {with_[0]})",
+                  "every part of a folder must have the same columns: re-export the odd parts with them, or move "
+                  "them out of the folder")
+            continue
+        kinds = {}
+        for r, sch in zip(rel, schemas):
+            kinds.setdefault(_type_kind(sch.field(col).type), []).append(r)
+        if len(kinds) > 1:
+            ok = False
+            shown = "; ".join(f"{kind} in {', '.join(files[:3])}{', ...' if len(files) > 3 else ''}"
+                              for kind, files in kinds.items())
+            c.add(name, col, f"has different types in different parts ({shown})",
+                  "every part of a folder must store a column with one type: re-export the odd parts")
+    return schemas if ok else None
+
+
+def _type_kind(t: pa.DataType) -> str:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    for kind, test in (("integer", pa.types.is_integer), ("floating point", pa.types.is_floating),
+                       ("string", lambda x: pa.types.is_string(x) or pa.types.is_large_string(x)
+                        or pa.types.is_string_view(x)),
+                       ("timestamp", pa.types.is_timestamp), ("date", pa.types.is_date),
+                       ("boolean", pa.types.is_boolean)):
+        if test(t):
+            return kind
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list of {_type_kind(t.value_type)}"
+    return str(t)
+
+
 def read_parquet_checked(path: Path, c: Collector, required: bool, columns: tuple[str, ...] | None = None,
                          optional: tuple[str, ...] = ()) -> pa.Table | None:
-    """Read one Parquet file (or a folder of Parquet files); problems go to ``c``. ``columns``: read
-    only those (column projection: other columns are never decoded), of which ``optional`` may be
-    absent; every column when another is missing, so that the error can list what the file has."""
+    """Read one Parquet file (or a folder of Parquet files, whose parts must agree on their
+    columns); problems go to ``c``. ``columns``: read only those (column projection: other columns
+    are never decoded), of which ``optional`` may be absent; every column when another is missing,
+    so that the error can list what the file has."""
     name = path.name
     if not path.exists():
         if required:
@@ -123,16 +210,30 @@ def read_parquet_checked(path: Path, c: Collector, required: bool, columns: tupl
                   f"every dataset directory needs {name}; create it with `recsys-hyper data import-movielens` "
                   f"or `recsys-hyper data synth`, or check the path")
         return None
+    if not path.is_file() and not path.is_dir():
+        c.add(name, None, "is not a regular file or a folder (a device, a pipe or a socket)",
+              "pass the Parquet file, or a folder of Parquet files")
+        return None
+    parts = parquet_parts(path) if path.is_dir() else [path]
     try:
+        if path.is_dir():
+            schemas = check_parts(path, parts, c, columns)
+            if schemas is None:
+                return None
+            present = schemas[0].names
+        else:
+            present = pq.read_schema(path).names if columns is not None else None
         if columns is not None:
-            present = (pq.read_schema(path) if path.is_file() else pads.dataset(path, format="parquet").schema).names
             wanted = [col for col in columns if col in present]
             columns = wanted if set(columns) - set(wanted) <= set(optional) else None
-        table = pq.read_table(path, columns=columns)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-        c.add(name, None, f"is not a readable Parquet file ({type(exc).__name__}: {str(exc).splitlines()[0]})",
-              "it is corrupt, truncated or in another format; re-export it with pandas.DataFrame.to_parquet "
-              "or pyarrow.parquet.write_table, or restore it from its source")
+        tables = [pq.read_table(p, columns=columns) for p in parts]
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowIOError, pa.ArrowTypeError, OSError) as exc:
+        if _system_error(exc):
+            from ..errors import annotate
+
+            raise annotate(exc, path)
+        _unreadable(c, name, exc)
         return None
     if table.num_rows == 0:
         c.add(name, None, "is empty (0 rows)",
@@ -161,8 +262,15 @@ def coerce_id(arr: pa.ChunkedArray, file: str, column: str, c: Collector) -> pa.
               "every row needs an id; drop those rows (e.g. df.dropna(subset=['%s']))" % column, mask=null)
         return None
     if pa.types.is_integer(t):
+        if t == pa.uint64() and len(arr):
+            too_big = pc.greater(arr, pa.scalar(2**63 - 1, pa.uint64())).to_numpy(zero_copy_only=False)
+            if too_big.any():
+                c.add(file, column, f"holds {int(too_big.sum())} ids >= 2^63 that int64 cannot hold (unsigned 64-bit ids)",
+                      "store the ids as strings (e.g. df['%s'] = df['%s'].astype(str)), in every file that holds them"
+                      % (column, column), mask=too_big, values=arr)
+                return None
         return arr.cast(pa.int64())
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return arr.cast(pa.string())
     if pa.types.is_floating(t):
         values = arr.to_numpy()
@@ -227,31 +335,43 @@ def coerce_timestamp(arr: pa.ChunkedArray, file: str, c: Collector, now: float |
         c.add(file, col, f"has {int(null.sum())} missing values of {len(arr)} rows",
               "every event needs a time (unix seconds); drop those rows or fill them from the source", mask=null)
         return None
-    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+    typed = pa.types.is_timestamp(t) or pa.types.is_date(t)     # dates and times, not numbers
+    if typed:
         ts = arr.cast(pa.timestamp("s", tz=getattr(t, "tz", None)), safe=False)
         values = ts.cast(pa.int64()).to_numpy()
     elif pa.types.is_integer(t):
+        if t == pa.uint64() and len(arr) and pc.max(arr).as_py() > 2**63 - 1:
+            c.add(file, col, "holds values >= 2^63, which are no unix times",
+                  "store unix seconds (int64) or an Arrow timestamp column",
+                  mask=pc.greater(arr, pa.scalar(2**63 - 1, pa.uint64())).to_numpy(zero_copy_only=False), values=arr)
+            return None
         values = arr.cast(pa.int64()).to_numpy()
     elif pa.types.is_floating(t):
         f = arr.to_numpy()
-        bad = ~np.isfinite(f)
+        bad = ~np.isfinite(f) | (np.abs(f) >= 2.0**63)
         if bad.any():
-            c.add(file, col, f"has {int(bad.sum())} infinite values", "drop or correct those rows", mask=bad, values=f)
+            c.add(file, col, f"has {int(bad.sum())} infinite or out-of-range values", "drop or correct those rows",
+                  mask=bad, values=f)
             return None
         values = np.floor(f).astype(np.int64)
-    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         raw = pd.Series(arr.to_numpy(zero_copy_only=False))
-        numeric = pd.to_numeric(raw, errors="coerce")
-        if numeric.notna().all():
-            values = np.floor(numeric.to_numpy(dtype=np.float64)).astype(np.int64)
-        else:
-            parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
-            bad = parsed.isna().to_numpy()
-            if bad.any():
-                c.add(file, col, f"holds {int(bad.sum())} strings that are neither unix seconds nor ISO-8601 times",
-                      "store unix seconds (int64) or an Arrow timestamp column", mask=bad, values=raw.to_numpy())
-                return None
-            values = (parsed.astype("int64") // 10**9).to_numpy()
+        # each value by its own form: numeric strings are unix seconds, the others ISO-8601 times
+        numeric = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+        is_number = np.isfinite(numeric) & (np.abs(numeric) < 2.0**63)
+        values = np.zeros(len(raw), dtype=np.int64)
+        values[is_number] = np.floor(numeric[is_number]).astype(np.int64)
+        bad = ~is_number
+        if bad.any():
+            parsed = pd.to_datetime(raw[bad], errors="coerce", utc=True, format="ISO8601")
+            ok = parsed.notna().to_numpy()
+            values[np.flatnonzero(bad)[ok]] = (parsed[ok] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+            bad[np.flatnonzero(bad)[ok]] = False
+        if bad.any():
+            c.add(file, col, f"holds {int(bad.sum())} strings that are neither unix seconds nor ISO-8601 times",
+                  "store unix seconds (int64) or an Arrow timestamp column, or fix those rows",
+                  mask=bad, values=raw.to_numpy())
+            return None
     else:
         c.add(file, col, f"has type {t}, which cannot be cast to a time",
               "store unix seconds (int64) or an Arrow timestamp column")
@@ -262,6 +382,13 @@ def coerce_timestamp(arr: pa.ChunkedArray, file: str, c: Collector, now: float |
     bad = (values <= MIN_TIMESTAMP) | (values > upper)
     if bad.any():
         hint = ""
+        if typed:                      # a date column holds dates: no unit can be wrong, only the dates
+            examples = pd.to_datetime(values[bad][:MAX_EXAMPLES], unit="s", errors="coerce").strftime("%Y-%m-%d").tolist()
+            c.add(file, col, f"has {int(bad.sum())} implausible dates outside 1970-01-01 .. "
+                             f"{pd.Timestamp(upper, unit='s').date()} (e.g. {', '.join(map(str, examples))})",
+                  "correct or drop those rows (placeholder dates such as 9999-12-31 or 1900-01-01 are not event "
+                  "times)", mask=bad)
+            return None
         if np.median(values) > 10**14:                      # the larger unit first: it also exceeds 10**11
             hint = "they look like microseconds: divide by 1,000,000; "
         elif np.median(values) > 10**11:
@@ -297,6 +424,12 @@ def normalise_features(table: pa.Table, file: str, id_column: str, c: Collector)
                 c.add(file, name, f"has unsupported feature type {arr.type}",
                       "side features must be strings, numbers, booleans or lists of strings; "
                       "convert the column or drop it")
+            elif pa.types.is_floating(arr.type) and len(arr):
+                infinite = pc.fill_null(pc.is_inf(arr), False).to_numpy(zero_copy_only=False)
+                if infinite.any():
+                    c.add(file, name, f"has {int(infinite.sum())} infinite values of {len(arr)} rows",
+                          "a feature must be a finite number or missing: replace them with a finite value, or with "
+                          "null / NaN (read as missing)", mask=infinite, values=arr)
         columns.append(arr)
         names.append(name)
     return pa.table(columns, names=names)

@@ -35,7 +35,11 @@ def ndcg_graded(pred: np.ndarray, true: np.ndarray, owner: np.ndarray, n_users: 
 
 
 def per_user_errors(pred: np.ndarray, true: np.ndarray, owner: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-user MAE and RMSE: (P,) arrays grouped by ``owner`` -> two (n_users,) arrays."""
+    """Per-user MAE and RMSE: (P,) arrays grouped by ``owner`` -> two (n_users,) arrays. Pairs a
+    model cannot score (NaN predictions: items it does not know) are left out."""
+    scored = np.isfinite(pred)
+    if not scored.all():
+        pred, true, owner = pred[scored], true[scored], owner[scored]
     n = np.bincount(owner, minlength=n_users).astype(np.float64)
     err = pred - true
     with np.errstate(invalid="ignore", divide="ignore"):

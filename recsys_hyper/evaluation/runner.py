@@ -26,6 +26,7 @@ from ..errors import RecsysHyperError
 from ..numerics.scores import exclude_seen, finish_predictions, membership
 from .metrics import ndcg_at_k, ndcg_graded, per_user_errors, recall_at_k
 from .protocol import TEST, VALIDATION, Protocol, Split, split_users, training_dataset
+from .vocabulary import InVocabulary
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class EvalResult:
     seconds: float = 0.0
     fitted: dict = field(default_factory=dict, repr=False)   # fit key -> fitted model
     test_histories: Histories | None = field(default=None, repr=False)  # the evaluated users
+    item_ids: IdMap | None = field(default=None, repr=False)            # the items test_histories index
 
     @property
     def tuning(self) -> dict:
@@ -119,7 +121,8 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
             fitted[fit_key] = model.fit(train_ds, validation_users=split.users(VALIDATION), progress=False)
             fit_seconds[fit_key] = time.perf_counter() - t0
             log.debug("fitted %s in %.1fs", fit_key, fit_seconds[fit_key])
-        model = fitted[fit_key]
+        # a model fitted elsewhere (another vocabulary) is measured through the protocol's items
+        model = InVocabulary.of(fitted[fit_key], item_map, train_ds.items)
         for k, (sup, qry) in episodes.items():
             bar.set_postfix_str(f"{method} k={k}")
             metrics, users = measure(model, adapt_kw, sup, qry, ds, protocol, train_ds.implicit)
@@ -134,7 +137,7 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
     per_user_df = pd.concat(per_user, ignore_index=True)[
         ["method", "k", S.USER_ID, "n_query", "n_relevant", *METRICS]]
     return EvalResult(table, per_user_df, split, protocol, len(h_test), len(eligible), fit_seconds,
-                      time.perf_counter() - t_start, fitted, eligible)
+                      time.perf_counter() - t_start, fitted, eligible, item_map)
 
 
 def measure(model, adapt_kw: dict, sup: Histories, qry: Histories, ds: Dataset, protocol: Protocol,

@@ -12,6 +12,10 @@ from ..data import load_dataset, write_dataset
 def validate(path: str | os.PathLike, out: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
     """Validate a dataset directory (raises with every problem); ``out``: also write the
     normalised dataset there. Returns a summary."""
+    from .paths import check_dir_out
+
+    if out:
+        check_dir_out(out, [path], overwrite=overwrite)
     ds = load_dataset(path)
     if out:
         write_dataset(ds, out, overwrite=overwrite)
@@ -51,7 +55,9 @@ def synth(out: str | os.PathLike, preset_name: str = "default", users: int | Non
 def import_movielens(src: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False,
                      variant: str | None = None) -> str:
     from ..data.movielens import import_movielens as convert
+    from .paths import check_dir_out
 
+    check_dir_out(out, [src], overwrite=overwrite)
     ds = convert(src, out, overwrite=overwrite, variant=variant)
     return (f"imported {ds.source}: {ds.n_interactions:,} interactions, {len(ds.user_ids()):,} users, "
             f"{len(ds.item_ids()):,} items -> {out}")

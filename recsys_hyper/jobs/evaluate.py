@@ -134,12 +134,16 @@ def render_notebook(run_id: str, out: str | os.PathLike, tracking_uri: str | Non
 
 def evaluate_command(data: str | os.PathLike, out: str | os.PathLike, methods, shots, seed: int = 0,
                      model_config=None, track: bool = True, experiment: str | None = None, notebook: bool = False,
-                     progress: bool = True, onboarding: bool = False) -> str:
+                     progress: bool = True, onboarding: bool = False, overwrite: bool = False) -> str:
     """``recsys-hyper evaluate``: the results table, where the notebook went, and a summary line.
     ``onboarding``: also the elicitation protocol and the explanations' faithfulness on the
-    fitted hypernetwork (a run nested in the evaluation's)."""
+    fitted hypernetwork (a run nested in the evaluation's). ``out`` is replaced at the end: an
+    earlier evaluation's folder, or (``overwrite``) any folder, never one that holds the data."""
     from ..data import load_dataset
+    from .paths import check_dir_out
 
+    check_dir_out(out, [data], overwrite=overwrite, marker="results.json", what="an evaluation's output folder",
+                  replaces="the evaluation would replace it")
     ds = load_dataset(data)
     try:
         protocol = Protocol(shots=tuple(sorted(set(shots))), seed=seed)

@@ -17,15 +17,20 @@ def load_model(spec: str | os.PathLike) -> HyperRecommender:
     """A model directory (the ``--out`` of ``train``) or an MLflow model URI (``models:/...``, ``runs:/...``;
     the tracking store is checked first, so an unreachable server fails in seconds, not minutes of retries)."""
     if tracking.is_model_uri(str(spec)):
-        tracking.ensure_reachable()
+        tracking.ensure_reachable(write=False)
     return HyperRecommender.load(tracking.resolve_model(spec))
 
 
-def load_alias(alias: str) -> HyperRecommender | None:
-    """The model behind ``recsys-hyper@alias``, or ``None`` when the alias is not set yet."""
-    if tracking.alias_version(alias) is None:
-        return None
-    return load_model(tracking.alias_uri(alias))
+def load_alias(alias: str, name: str = tracking.REGISTERED_MODEL) -> HyperRecommender | None:
+    """The model behind ``name@alias``, or ``None`` when the alias is not set yet. The alias is
+    read once and its version loaded, so a move of the alias in between cannot mix two versions."""
+    version = tracking.alias_version(alias, name)
+    return None if version is None else load_version(version, name)
+
+
+def load_version(version: str, name: str = tracking.REGISTERED_MODEL) -> HyperRecommender:
+    """One registered version of ``name``."""
+    return load_model(tracking.version_uri(version, name))
 
 
 def code_version() -> str:

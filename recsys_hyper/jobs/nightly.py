@@ -4,8 +4,11 @@ not worse than the champion, score every user, evaluate cold start.
 Steps, each recorded as done in ``WORK/state/date=D.json`` (a re-run skips what is done; a killed
 run resumes at the first step not done, and training from its last epoch checkpoint):
 
-1. ``validate``: every file of ``LANDING/events/date=D``; a bad one is moved to
-   ``WORK/quarantine/date=D/`` with a ``.reason.txt`` beside it; the rest goes on.
+1. ``validate``: every file of ``LANDING/events/date=D``, recursively (in-flight names are left for
+   later: see :mod:`.landing`); a bad one is moved to ``WORK/quarantine/date=D/`` with a
+   ``.reason.txt`` beside it; the rest goes on. A night is done *for the files it saw*: a re-run
+   that finds files it has not seen (a quarantined file fixed and put back, a late upload) runs the
+   whole night again and merges them.
 2. ``merge``: the valid events become the night's partition of the append-only training snapshot
    ``WORK/snapshot`` (see :mod:`.snapshot`; earlier nights are never rewritten; read back, the
    latest event per user and item wins), with the users / items snapshots.
@@ -24,15 +27,26 @@ run resumes at the first step not done, and training from its last epoch checkpo
 
 One MLflow parent run per night (tags: date, data digest, code version), a nested run per step.
 A lock file stops two runs at once; one left by a dead process is taken over.
+
+The invariants each night keeps (each one a test): it reads exactly its date's files; an event
+already in the snapshot is not counted again; nothing non-finite is trained on, registered,
+promoted or served (the gate takes a missing or non-finite figure as "not better"); every step
+works whatever the champion's and the challenger's vocabularies are; a registered version belongs
+to its work folder (tagged with the folder's id) and night, and the champion of another work
+folder is never used; a night older than one already merged is refused unless forced; every path
+in the state is absolute.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -40,22 +54,22 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from .. import tracking
-from ..config import Config
-from ..data import schema as S
 from ..atomic import atomic_file
+from ..config import Config, Rule, check_fields
+from ..data import schema as S
 from ..data.dataset import Dataset, load_dataset, side_table, validate_frames
 from ..data.episodes import capped_sample
 from ..errors import DataValidationError, RecsysHyperError
 from ..evaluation.protocol import Protocol
 from ..evaluation.runner import measure_models
 from ..recommender import HyperRecommender
-from .evaluate import run_cold_start_evaluation
-from .landing import landing_dates
 from . import cohorts
 from . import snapshot as snapshot_store
-from .models import code_version, load_alias, load_model
-from .state import STEPS, NightState, RunLock, stable_split
-from .train import train_and_register
+from .evaluate import run_cold_start_evaluation
+from .landing import check_date, invalid_date_folders, landing_dates, landing_files
+from .models import code_version, load_version
+from .state import STEPS, NightState, RunLock, fingerprint, stable_split, work_identity
+from .train import checkpoint_dir, train_and_register
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +95,31 @@ class NightlyConfig:
     eval_shots: tuple[int, ...] = (0, 1, 3, 5, 10)
     experiment: str = EXPERIMENT
     progress: bool = True
+    allow_out_of_order: bool = False   # run a night older than one already merged (it trains on the later data)
+    registered_model: str = tracking.REGISTERED_MODEL
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "warm_max_steps": Rule("int", 1, 10**12, optional=True), "first_max_steps": Rule("int", 1, 10**12, optional=True),
+        "max_eval_users": Rule("int", 1, 10**9), "val_fraction": Rule("float", 0, 1, open_lo=True, open_hi=True),
+        "test_fraction": Rule("float", 0, 1, open_lo=True, open_hi=True), "tolerance_mae": Rule("float"),
+        "tolerance_ndcg": Rule("float"), "gate_shots": Rule("ints", 0, 100_000, empty=False),
+        "top_k": Rule("int", 1, 10**7), "eval_shots": Rule("ints", 0, 100_000, empty=False),
+    }
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.RULES)
+        if self.val_fraction + self.test_fraction >= 1:
+            raise RecsysHyperError(f"val_fraction + test_fraction must be below 1; got {self.val_fraction} + "
+                                   f"{self.test_fraction}")
+        if not isinstance(self.registered_model, str) or not self.registered_model.strip():
+            raise RecsysHyperError(f"--registered-model must be a name; got {self.registered_model!r}")
+        # every path the night records is absolute: a killed night resumes from any working directory
+        object.__setattr__(self, "landing", Path(self.landing).resolve())
+        object.__setattr__(self, "work", Path(self.work).resolve())
+
+
+class OutOfOrderError(RecsysHyperError):
+    """A night older than one already merged into the snapshot."""
 
 
 @dataclass
@@ -98,6 +137,9 @@ class NightReport:
     evaluation: str = ""
     run_id: str | None = None
     seconds: float = 0.0
+    registered_model: str = tracking.REGISTERED_MODEL
+    repeated_events: int = 0
+    rerun_for: list = field(default_factory=list)          # the unseen files that made a done night run again
 
     def summary(self, work: str | Path) -> str:
         """A few lines: what ran, the champion and why, the key metrics, where the outputs are."""
@@ -105,10 +147,15 @@ class NightReport:
         done = f"ran {', '.join(self.steps_run)}" if self.steps_run else "already done"
         lines = [f"night {self.date}: {done}"
                  + (f"; skipped {', '.join(self.steps_skipped)}" if self.steps_run and self.steps_skipped else "")]
+        if self.rerun_for:
+            lines.append(f"  ran again for {len(self.rerun_for)} landing file(s) it had not seen: "
+                         f"{', '.join(self.rerun_for[:5])}{', ...' if len(self.rerun_for) > 5 else ''}")
         if self.quarantined:
             lines.append(f"  quarantined: {', '.join(q['file'] for q in self.quarantined)} "
                          f"(see {work}/quarantine/date={self.date})")
-        lines.append(f"  champion: recsys-hyper version {self.champion_version} - challenger "
+        if self.repeated_events:
+            lines.append(f"  {self.repeated_events:,} events already in the snapshot were not counted again")
+        lines.append(f"  champion: {self.registered_model} version {self.champion_version} - challenger "
                      f"{'promoted' if self.promoted else 'not promoted'}: {self.reason}")
         lines.append(f"  cold-test users ({int(m.get('challenger_test_users', 0))}): challenger MAE "
                      f"{m.get('challenger_test_mae', float('nan')):.4f}, nDCG@10 "
@@ -127,33 +174,66 @@ class NightReport:
 
 
 def nights_to_run(landing: str | Path, date: str | None = None, all_dates: bool = False) -> list[str]:
-    """``[date]``, or with ``all_dates`` every landing date (oldest first)."""
+    """``[date]``, or with ``all_dates`` every landing date (oldest first). Folders that are not
+    calendar dates are reported and never read."""
     if not date and not all_dates:
         raise RecsysHyperError("pass --date YYYY-MM-DD, or --all for every landing date")
-    dates = [date] if date else landing_dates(landing)
+    if date:
+        return [check_date(date)]
+    for name in invalid_date_folders(landing):
+        log.warning("%s: not a date partition (expected date=YYYY-MM-DD); its files are never read: rename it "
+                    "to the date of its events", Path(landing) / "events" / name)
+    dates = landing_dates(landing)
     if not dates:
         raise RecsysHyperError(f"{landing}: no landing partitions (events/date=YYYY-MM-DD/*.parquet)")
     return dates
 
 
 def mlflow_ui_command() -> str:
-    return f"mlflow ui --backend-store-uri {tracking.configure()}"
+    uri = tracking.configure()
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} (the tracking server's UI)"
+    return f"mlflow ui --backend-store-uri {uri}"
 
 
 def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
     """Run (or resume) the night of ``date``."""
     t0 = time.perf_counter()
-    work, landing = Path(cfg.work), Path(cfg.landing)
+    date = check_date(date)
+    work, landing = cfg.work, cfg.landing
     if date not in landing_dates(landing):
         raise RecsysHyperError(f"{landing / 'events'}: no partition date={date} (found: "
                                f"{', '.join(landing_dates(landing)) or 'none'}); the landing folder needs "
                                f"events/date=YYYY-MM-DD/*.parquet")
+    _check_folders(cfg)
     tracking.ensure_reachable()                                   # fail fast, before any heavy work
-    report = NightReport(date)
+    report = NightReport(date, registered_model=cfg.registered_model)
     with RunLock(work / "nightly.lock"):
+        work_id = work_identity(work)
         state = NightState.load(work, date)
+        part = landing / "events" / f"date={date}"
+        files, later = landing_files(landing, date)
+        if later:
+            log.info("night %s: %d file(s) still being written are left for a later run (e.g. %s)", date, len(later),
+                     later[0].relative_to(part))
+        unseen = state.unseen(files, part) if state.started_any else []
+        if unseen:                 # a night is done for the files it saw: new ones make it run again
+            log.warning("night %s: %d landing file(s) it has not seen (%s): the night runs again and merges them",
+                        date, len(unseen), ", ".join(unseen[:5]))
+            state.reset()
+            shutil.rmtree(checkpoint_dir(work / "models" / f"date={date}"), ignore_errors=True)
+            report.rerun_for = unseen
+        if not state.complete_night:
+            newer = [d for d in snapshot_store.partition_dates(work / "snapshot") if d > date]
+            if newer and not cfg.allow_out_of_order:
+                raise OutOfOrderError(
+                    f"night {date} is older than night(s) already merged ({', '.join(newer)}): run now, it would "
+                    f"train on their events and could replace their champion. If that is intended (e.g. a fixed "
+                    f"file of {date} put back), pass --allow-out-of-order; or move its files into the newest "
+                    f"night's landing folder instead. Nothing was done.")
         with tracking.night_run(date, cfg.experiment, run_id=state.done.get("_run", {}).get("run_id"),
-                                tags={"code_version": code_version()}) as run_id:
+                                tags={"code_version": code_version(), "work_id": work_id,
+                                      "work_dir": str(work)}) as run_id:
             if "_run" not in state.done:
                 state.complete("_run", run_id=run_id)
             report.run_id = run_id
@@ -169,7 +249,7 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
                 with tracking.step_run(name, run_id=state.started.get(name)) as step_run_id:
                     if state.started.get(name) != step_run_id:
                         state.start(name, step_run_id)
-                    outputs = steps[name](date, cfg, state) or {}
+                    outputs = steps[name](date, cfg, state, work_id) or {}
                     outputs["seconds"] = round(time.perf_counter() - t_step, 2)
                     outputs["peak_rss_mib"] = peak_rss_mib()               # the process's high-water mark so far
                     tracking.log_step(outputs)
@@ -178,6 +258,7 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
             tracking.tag_night(data_digest=state.done["merge"]["digest"], date=date)
     d = state.done
     report.quarantined = d["validate"].get("quarantined", [])
+    report.repeated_events = int(d["merge"].get("repeated_events", 0))
     report.promoted, report.reason = d["gate"]["promoted"], d["gate"]["reason"]
     report.champion_version = d["gate"]["champion_version"]
     report.metrics = d["evaluate"]
@@ -186,6 +267,20 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
     report.evaluation = d["cold_start_eval"]["path"]
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _check_folders(cfg: NightlyConfig) -> None:
+    """The work folder must not sit inside the landing folder's events (its outputs would be read
+    as a night's events), nor the landing folder inside what the night writes."""
+    events = cfg.landing / "events"
+    if cfg.work == events or events in cfg.work.parents:
+        raise RecsysHyperError(f"--work {cfg.work} is inside the landing folder's events ({events}): the night's "
+                               f"outputs would be read as events; choose a work folder outside it")
+    written = [cfg.work / name for name in ("snapshot", "models", "scores", "state", "quarantine", "evaluation",
+                                            "splits", "cohorts")]
+    if any(cfg.landing == w or w in cfg.landing.parents for w in written):
+        raise RecsysHyperError(f"--landing {cfg.landing} is inside a folder the night writes under --work "
+                               f"{cfg.work}; choose a landing folder outside it")
 
 
 def peak_rss_mib() -> float:
@@ -205,42 +300,61 @@ def _sample(users, cap: int, seed: int = 0) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ steps
 
-def _validate(date, cfg, state) -> dict:
+def _validate(date, cfg, state, work_id) -> dict:
+    """Every landing file of the night checked on its own; the ids' types and the kind of feedback
+    must be the snapshot's (on the first night: those of the most events)."""
     from ..data.validation import Collector, ValidationReport, check_interactions, read_parquet_checked
 
-    part = Path(cfg.landing) / "events" / f"date={date}"
-    quarantine = Path(cfg.work) / "quarantine" / f"date={date}"
-    reference = _snapshot_kinds(Path(cfg.work) / "snapshot")
-    good, bad = [], []
-    for f in sorted(part.glob("*.parquet")):
+    part = cfg.landing / "events" / f"date={date}"
+    quarantine = cfg.work / "quarantine" / f"date={date}"
+    checked = []                                                 # (file, problems, kinds, rows)
+    files, _ = landing_files(cfg.landing, date)
+    for f in files:
         c, rep = Collector(), ValidationReport()
         table = read_parquet_checked(f, c, required=True)
-        frame = check_interactions(table, c, rep, file=f.name) if table is not None else None
-        if frame is not None:
-            kinds = _kinds(frame, rep.implicit)
-            reference = reference or kinds                       # the first night: its first good file
-            for what, (want, got) in ((k, (reference[k], kinds[k])) for k in reference):
-                if want != got:
-                    c.add(f.name, None if what == "feedback" else what,
-                          f"{'holds' if what == 'feedback' else 'has'} {got} "
-                          f"{'feedback' if what == 'feedback' else 'ids'} but the snapshot has {want}",
-                          "the landing file's schema changed: re-export it in the snapshot's schema (columns "
-                          "user_id, item_id, rating, timestamp with the same types), then move it back to the "
-                          "landing folder and re-run the night")
+        frame = check_interactions(table, c, rep, file=str(f.relative_to(part))) if table is not None else None
+        checked.append((f, c, _kinds(frame, rep.implicit) if frame is not None else None,
+                        len(frame) if frame is not None else 0))
+    reference = _snapshot_kinds(cfg.work / "snapshot")
+    if reference is None and any(kinds for _, _, kinds, _ in checked):       # the first night: the most events'
+        votes: dict = {}
+        for _, _, kinds, rows in checked:
+            if kinds is not None:
+                votes[tuple(sorted(kinds.items()))] = votes.get(tuple(sorted(kinds.items())), 0) + rows
+        reference = dict(max(votes, key=votes.get))
+    good, bad, seen = [], [], {}
+    for f, c, kinds, _ in checked:
+        rel = f.relative_to(part)
+        for what, (want, got) in ((k, (reference[k], kinds[k])) for k in (reference if kinds else {})):
+            if want != got:
+                c.add(str(rel), None if what == "feedback" else what,
+                      f"{'holds' if what == 'feedback' else 'has'} {got} "
+                      f"{'feedback' if what == 'feedback' else 'ids'} but the snapshot has {want}",
+                      "the landing file's schema changed: re-export it in the snapshot's schema (columns "
+                      "user_id, item_id, rating, timestamp with the same types)")
         if c.problems:
-            quarantine.mkdir(parents=True, exist_ok=True)
+            target = quarantine / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
             reason = str(DataValidationError(c.problems))
-            (quarantine / f"{f.name}.reason.txt").write_text(reason + "\n")
-            shutil.move(str(f), quarantine / f.name)
+            with atomic_file(target.with_name(target.name + ".reason.txt")) as tmp:
+                tmp.write_text(f"{reason}\n\nTo fix: correct the file, move it back to {f} and run the night "
+                               f"again (recsys-hyper pipeline nightly --date {date}): a night re-runs when it finds "
+                               f"files it has not seen, and merges them.\n")
+            shutil.move(str(f), target)
             log.warning("quarantined %s: %s", f, reason)
-            bad.append({"file": f.name, "reason": reason})
+            bad.append({"file": str(rel), "reason": reason})
         else:
             good.append(str(f))
-    bad += [{"file": p.name, "reason": (p.with_name(p.name + ".reason.txt")).read_text().strip()}
-            for p in sorted(quarantine.glob("*.parquet")) if p.name not in {b["file"] for b in bad}]
+            seen[str(rel)] = fingerprint(f)
+    listed = {b["file"] for b in bad}
+    for q in sorted(quarantine.rglob("*.parquet")) if quarantine.is_dir() else []:
+        rel = str(q.relative_to(quarantine))
+        if rel not in listed:                            # quarantined by an earlier attempt, still there
+            why = q.with_name(q.name + ".reason.txt")
+            bad.append({"file": rel, "reason": why.read_text().strip() if why.is_file() else ""})
     if not good:
         log.warning("night %s: no valid event file; the snapshot stays as it was", date)
-    return {"valid_files": good, "quarantined": bad, "n_valid": len(good), "n_quarantined": len(bad)}
+    return {"valid_files": good, "seen": seen, "quarantined": bad, "n_valid": len(good), "n_quarantined": len(bad)}
 
 
 def _kinds(frame: pd.DataFrame, implicit: bool) -> dict:
@@ -262,21 +376,32 @@ def _snapshot_kinds(snapshot: Path) -> dict | None:
             "feedback": "explicit (rated)" if S.RATING in schema.names else "implicit"}
 
 
-def _merge(date, cfg, state) -> dict:
+def _landing_side_tables(landing: Path):
+    """The landing folder's users / items snapshots as Arrow tables (read like the data contract's
+    files: a corrupt or empty one is a clear error naming it), ``None`` where absent."""
+    from ..data.validation import Collector, read_parquet_checked
+
+    c = Collector()
+    tables = [read_parquet_checked(landing / name, c, required=False) for name in (S.USERS_FILE, S.ITEMS_FILE)]
+    if c.problems:
+        raise DataValidationError([dataclasses.replace(p, file=str(landing / p.file)) for p in c.problems])
+    return tables
+
+
+def _merge(date, cfg, state, work_id) -> dict:
     """The night's valid events become the snapshot's partition ``date=D`` (earlier nights are read
-    by column projection only: their user ids, for the night's cohort, and the counts)."""
-    work, landing = Path(cfg.work), Path(cfg.landing)
+    by column projection only: their user ids, for the night's cohort, and the counts), less the
+    events the snapshot already holds (re-delivered ones)."""
+    work, landing = cfg.work, cfg.landing
     snapshot = work / "snapshot"
     files = state.done["validate"]["valid_files"]
     earlier, earlier_rows = snapshot_store.distinct(snapshot, exclude=date)
     if not files and not earlier_rows:
         raise RecsysHyperError(f"night {date}: no valid events and no earlier snapshot; nothing to train on")
-    users = pd.read_parquet(landing / S.USERS_FILE) if (landing / S.USERS_FILE).exists() else None
-    items = pd.read_parquet(landing / S.ITEMS_FILE) if (landing / S.ITEMS_FILE).exists() else None
-    n_new, night = 0, None
+    users, items = _landing_side_tables(landing)
+    n_new, night, repeated = 0, None, 0
     if files:
         raw = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        n_new = cohorts.record(work, date, raw, earlier[S.USER_ID])     # the night's new users: a cohort
         night = validate_frames(raw, users, items, source=f"{landing / 'events'}/date={date}")
         del raw
         side = night
@@ -289,26 +414,31 @@ def _merge(date, cfg, state) -> dict:
             continue
         with atomic_file(snapshot / name) as tmp:
             pq.write_table(side_table(df, id_col), tmp)
-    out = {"interactions": earlier_rows, "night_events": 0, "duplicates_dropped": 0, "new_users": n_new}
+    out = {"interactions": earlier_rows, "night_events": 0, "duplicates_dropped": 0, "repeated_events": 0,
+           "new_users": 0}
     user_ids, item_ids = earlier[S.USER_ID], earlier[S.ITEM_ID]
     if night is not None:
-        snapshot_store.write_night(snapshot, date, night.interactions, night.implicit)
-        tonight = night.interactions
-        out.update(interactions=earlier_rows + len(tonight), night_events=len(tonight),
-                   duplicates_dropped=night.report.n_duplicates_dropped)
+        tonight, repeated = snapshot_store.new_events(snapshot, night.interactions, exclude=date)
+        if repeated:
+            log.info("night %s: %d events are already in the snapshot (re-delivered); not counted again", date,
+                     repeated)
+        n_new = cohorts.record(work, date, tonight, earlier[S.USER_ID])     # the night's new users: a cohort
+        snapshot_store.write_night(snapshot, date, tonight, night.implicit)
+        out.update(interactions=earlier_rows + len(tonight), night_events=len(tonight), repeated_events=repeated,
+                   duplicates_dropped=night.report.n_duplicates_dropped, new_users=n_new)
         user_ids, item_ids = np.union1d(user_ids, tonight[S.USER_ID]), np.union1d(item_ids, tonight[S.ITEM_ID])
     return {**out, "users": len(user_ids), "items": len(item_ids), "digest": snapshot_store.digest(snapshot)}
 
 
-def _split(date, cfg, state) -> dict:
+def _split(date, cfg, state, work_id) -> dict:
     """Every user of the snapshot (its user_id column alone) and of the users table, by a stable hash."""
-    snapshot = Path(cfg.work) / "snapshot"
+    snapshot = cfg.work / "snapshot"
     ids = snapshot_store.distinct(snapshot, columns=(S.USER_ID,))[0][S.USER_ID]
     if (snapshot / S.USERS_FILE).exists():
         ids = np.union1d(ids, pq.read_table(snapshot / S.USERS_FILE, columns=[S.USER_ID]).column(0).to_numpy(
             zero_copy_only=False))
     split = stable_split(ids, cfg.val_fraction, cfg.test_fraction)
-    path = Path(cfg.work) / "splits" / f"date={date}.parquet"
+    path = cfg.work / "splits" / f"date={date}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
         split.reset_index().to_parquet(tmp, index=False)
@@ -320,36 +450,61 @@ def _load_split(state) -> pd.Series:
     return pd.read_parquet(state.done["split"]["path"]).set_index(S.USER_ID)["split"]
 
 
-def _train(date, cfg, state) -> dict:
-    ds = load_dataset(Path(cfg.work) / "snapshot")
+def _champion(cfg: NightlyConfig, work_id: str, version: str | None = None) -> tuple[str | None, HyperRecommender | None]:
+    """The champion (``version``, or the one ``@champion`` names now) and its model; ``(None, None)``
+    when there is none yet. A champion registered by another work folder's nightly is refused: two
+    pipelines on one store must register under different names."""
+    name = cfg.registered_model
+    if version is None:
+        version = tracking.alias_version("champion", name)
+        if version is None:
+            return None, None
+    tags = tracking.version_tags(version, name)
+    owner = tags.get("work_id")
+    if owner is not None and owner != work_id:
+        raise RecsysHyperError(
+            f"{name}@champion is version {version}, registered by the nightly of another work folder "
+            f"({tags.get('work_dir', 'unknown')}, night {tags.get('night', '?')}), not by {cfg.work}: two nightly "
+            f"pipelines on one tracking store must register under different names: pass --registered-model NAME "
+            f"to one of them (or give each its own store). Nothing was decided.")
+    return version, load_version(version, name)
+
+
+def _train(date, cfg, state, work_id) -> dict:
+    ds = load_dataset(cfg.work / "snapshot")
     split = _load_split(state)
     test_users = split.index[split == "test"]
     train_ds = Dataset(ds.interactions[~ds.interactions[S.USER_ID].isin(test_users)].reset_index(drop=True),
                        ds.users, ds.items, implicit=ds.implicit, source=ds.source)
     del ds                                  # the test users' events are not held through the training
-    champion = None if cfg.full_retrain else load_alias("champion")
+    version, champion = _champion(cfg, work_id)
+    if cfg.full_retrain:
+        champion = None
     config = cfg.model_config
     if champion is not None and cfg.warm_max_steps and config.train.max_steps is None:
         config = config.replace(max_steps=cfg.warm_max_steps)
     elif champion is None and cfg.first_max_steps and config.train.max_steps is None:
         config = config.replace(max_steps=cfg.first_max_steps)
-    trained = train_and_register(train_ds, Path(cfg.work) / "models" / f"date={date}", config,
+    trained = train_and_register(train_ds, cfg.work / "models" / f"date={date}", config,
                                  validation_users=split.index[split == "validation"], warm_start=champion,
                                  resume=True, progress=cfg.progress, new_run=False,
-                                 version_tags={"night": date}, reuse_tag="night")
+                                 version_tags={"night": date, "work_id": work_id, "work_dir": str(cfg.work)},
+                                 reuse_tags=("night", "work_id"), registered_model=cfg.registered_model,
+                                 restart_stale=True)
     return {"model_dir": str(trained.out), "version": trained.version, "warm_started": champion is not None,
+            "warm_started_from": version if champion is not None else None,
             "best_epoch": trained.model.training_.best_epoch, "val_mae": trained.best["mae"],
             "val_ndcg10": trained.best["ndcg10"]}
 
 
-def _evaluate(date, cfg, state) -> dict:
-    ds = load_dataset(Path(cfg.work) / "snapshot")
+def _evaluate(date, cfg, state, work_id) -> dict:
+    ds = load_dataset(cfg.work / "snapshot")
     split = _load_split(state)
     models = {"challenger": HyperRecommender.load(state.done["train"]["model_dir"])}
-    champion = load_alias("champion")
+    version, champion = _champion(cfg, work_id)
     if champion is not None:
         models["champion"] = champion
-    out = {}
+    out = {"champion_version": version}
     for part in ("validation", "test"):
         users = _sample(split.index[split == part], cfg.max_eval_users)
         for who, m in measure_models(models, ds, users, cfg.gate_shots, min_query=5).items():
@@ -357,60 +512,87 @@ def _evaluate(date, cfg, state) -> dict:
     return out
 
 
+def _figure(e: dict, who: str, metric: str) -> float | None:
+    """One validation figure of the gate, or ``None`` when it is missing or not finite."""
+    v = e.get(f"{who}_validation_{metric}")
+    try:
+        return float(v) if v is not None and math.isfinite(float(v)) else None
+    except (TypeError, ValueError):
+        return None
+
+
 def gate_decision(e: dict, tolerance_mae: float, tolerance_ndcg: float) -> tuple[bool, str]:
     """Promote unless the challenger is worse than the champion beyond a tolerance, in MAE or in
-    nDCG@10, on the validation users (the test users' figures are reported, never decided on)."""
+    nDCG@10, on the validation users (the test users' figures are reported, never decided on). A
+    missing or non-finite figure of the challenger's is "not better": never promoted on it."""
     if "champion_validation_mae" not in e:
         return True, "no champion yet: the first model becomes champion"
-    d_mae = e["challenger_validation_mae"] - e["champion_validation_mae"]
-    d_ndcg = e["challenger_validation_ndcg@10"] - e["champion_validation_ndcg@10"]
+    c_mae, c_ndcg = _figure(e, "challenger", "mae"), _figure(e, "challenger", "ndcg@10")
+    if c_mae is None or c_ndcg is None:
+        return False, (f"the challenger's validation figures are missing or not finite (MAE "
+                       f"{e.get('challenger_validation_mae')}, nDCG@10 {e.get('challenger_validation_ndcg@10')} on "
+                       f"{e.get('challenger_validation_users', 0)} users): not promoted on them")
+    h_mae, h_ndcg = _figure(e, "champion", "mae"), _figure(e, "champion", "ndcg@10")
+    if h_mae is None or h_ndcg is None:
+        return True, (f"the champion's validation figures are missing or not finite (MAE "
+                      f"{e.get('champion_validation_mae')}, nDCG@10 {e.get('champion_validation_ndcg@10')}); the "
+                      f"challenger's are (MAE {c_mae:.4f}, nDCG@10 {c_ndcg:.4f})")
+    d_mae = c_mae - h_mae
+    d_ndcg = c_ndcg - h_ndcg
     worse = []
     if d_mae > tolerance_mae:
-        worse.append(f"MAE {e['challenger_validation_mae']:.4f} vs {e['champion_validation_mae']:.4f} "
-                     f"(+{d_mae:.4f} > {tolerance_mae})")
+        worse.append(f"MAE {c_mae:.4f} vs {h_mae:.4f} (+{d_mae:.4f} > {tolerance_mae})")
     if -d_ndcg > tolerance_ndcg:
-        worse.append(f"nDCG@10 {e['challenger_validation_ndcg@10']:.4f} vs {e['champion_validation_ndcg@10']:.4f} "
-                     f"({d_ndcg:+.4f} < -{tolerance_ndcg})")
+        worse.append(f"nDCG@10 {c_ndcg:.4f} vs {h_ndcg:.4f} ({d_ndcg:+.4f} < -{tolerance_ndcg})")
     if worse:
         return False, "worse than the champion on the same validation users: " + "; ".join(worse)
     return True, ("not worse than the champion within tolerance on the same validation users "
                   f"(MAE {d_mae:+.4f}, nDCG@10 {d_ndcg:+.4f})")
 
 
-def _gate(date, cfg, state) -> dict:
+def _gate(date, cfg, state, work_id) -> dict:
     version = state.done["train"]["version"]
-    promoted, reason = gate_decision(state.done["evaluate"], cfg.tolerance_mae, cfg.tolerance_ndcg)
+    e = state.done["evaluate"]
+    promoted, reason = gate_decision(e, cfg.tolerance_mae, cfg.tolerance_ndcg)
     if promoted:
-        tracking.set_alias("champion", version)
-    champion = tracking.alias_version("champion")
+        tracking.set_alias("champion", version, cfg.registered_model)
+    champion = version if promoted else e.get("champion_version")
+    if champion is None:
+        raise RecsysHyperError(f"night {date}: no champion: the first challenger was not promoted ({reason})")
     log.debug("night %s: challenger v%s %s (%s)", date, version, "promoted" if promoted else "not promoted", reason)
     return {"promoted": promoted, "reason": reason, "challenger_version": version, "champion_version": champion}
 
 
-def _score(date, cfg, state) -> dict:
+def _night_champion(cfg, state, work_id) -> HyperRecommender:
+    """The champion the night's gate decided on (its version, whatever the alias says later)."""
+    return _champion(cfg, work_id, version=str(state.done["gate"]["champion_version"]))[1]
+
+
+def _score(date, cfg, state, work_id) -> dict:
     from ..scoring import score_dataset
 
-    champion = load_alias("champion")
-    out = Path(cfg.work) / "scores"
-    report = score_dataset(champion, Path(cfg.work) / "snapshot", out, date, top_k=cfg.top_k, progress=cfg.progress)
+    champion = _night_champion(cfg, state, work_id)
+    out = cfg.work / "scores"
+    report = score_dataset(champion, cfg.work / "snapshot", out, date, top_k=cfg.top_k, progress=cfg.progress)
     return {"path": report.outputs["recommendations"], "users": report.users,
             "users_per_second": round(report.users_per_second, 1)}
 
 
-def _cohort(date, cfg, state) -> dict:
+def _cohort(date, cfg, state, work_id) -> dict:
     """Serve the night's new users from their first day's events, and measure the previous
-    night's cohort on its users' events of this night (see :mod:`.cohorts`)."""
-    work, landing = Path(cfg.work), Path(cfg.landing)
-    champion = load_alias("champion")
-    users = pd.read_parquet(landing / S.USERS_FILE) if (landing / S.USERS_FILE).exists() else None
+    night's cohort on its users' events of this night (see :mod:`.cohorts`): the events the night
+    added to the snapshot, so that a re-delivered event never counts as a return."""
+    work, snapshot = cfg.work, cfg.work / "snapshot"
+    champion = _night_champion(cfg, state, work_id)
+    users = pd.read_parquet(snapshot / S.USERS_FILE) if (snapshot / S.USERS_FILE).exists() else None
     out = {"cohort_users": 0}
     if (cohorts.cohort_dir(work, date) / "events.parquet").exists():
         out["cohort_users"] = cohorts.serve(work, date, champion, state.done["gate"]["champion_version"], users)
-    earlier = [d for d in landing_dates(landing) if d < date]
-    files = state.done["validate"]["valid_files"]
-    if earlier and files:
-        row = cohorts.measure(work, earlier[-1], pd.concat([pd.read_parquet(f) for f in files], ignore_index=True),
-                              lambda version: load_model(f"models:/{tracking.REGISTERED_MODEL}/{version}"),
+    earlier = [d for d in snapshot_store.partition_dates(snapshot) if d < date]
+    tonight = snapshot_store.night_events(snapshot, date)
+    if earlier and tonight is not None and len(tonight):
+        row = cohorts.measure(work, earlier[-1], tonight,
+                              lambda version: load_version(version, cfg.registered_model),
                               champion.implicit_, user_features=users)
         if row is not None:
             table = cohorts.append_history(work, row)
@@ -421,14 +603,14 @@ def _cohort(date, cfg, state) -> dict:
     return out
 
 
-def _cold_start_eval(date, cfg, state) -> dict:
+def _cold_start_eval(date, cfg, state, work_id) -> dict:
     """The cold-start protocol on the night's own split: the champion just decided on is measured
     as it is (it never trained on the cold-test users), the baselines are fitted on the same
     training users; no second hypernetwork is trained."""
     from ..evaluation.protocol import Split
 
-    ds = load_dataset(Path(cfg.work) / "snapshot")
-    out = Path(cfg.work) / "evaluation" / f"date={date}"
+    ds = load_dataset(cfg.work / "snapshot")
+    out = cfg.work / "evaluation" / f"date={date}"
     labels = _load_split(state)
     test = labels.index[labels == "test"]
     unsampled = np.setdiff1d(test, _sample(test, cfg.max_eval_users))
@@ -441,7 +623,7 @@ def _cold_start_eval(date, cfg, state) -> dict:
         ds, out, Protocol(shots=tuple(cfg.eval_shots), min_query=5), methods=cfg.eval_methods,
         model_config=cfg.model_config, track=True, experiment=cfg.experiment, progress=cfg.progress,
         tags={"date": date, "champion_version": str(state.done["gate"]["champion_version"])}, nested=True,
-        split=split, fitted={"hyper": load_alias("champion")})
+        split=split, fitted={"hyper": _night_champion(cfg, state, work_id)})
     hyper = result.table[result.table["method"] == "hyper"]
     return {"path": str(out), "run_id": run_id, "evaluated_users": result.n_eligible,
             "hyper_mae_mean": float(hyper["mae"].mean()), "hyper_ndcg10_mean": float(hyper["ndcg@10"].mean())}

@@ -12,20 +12,29 @@ import pandas as pd
 from ..data import schema as S
 from ..errors import RecsysHyperError
 from ..scoring import ScoreReport, score_dataset
+from ..scoring.batch import TABLES
 from .models import load_model
 
 
 def read_candidates(path: str | os.PathLike | None):
-    """The item ids of a candidates file (an ``item_id`` column), or ``None`` for the whole catalogue."""
+    """The item ids of a candidates file (an ``item_id`` column), or ``None`` for the whole
+    catalogue; checked as the data contract's ids are (no nulls, int64 or string)."""
+    from ..data.validation import Collector, coerce_id, read_parquet_checked
+
     if path is None:
         return None
     path = Path(path)
-    if not path.is_file():
-        raise RecsysHyperError(f"{path}: candidates file not found")
-    frame = pd.read_parquet(path)
-    if S.ITEM_ID not in frame.columns:
-        raise RecsysHyperError(f"{path}: needs an item_id column (columns present: {list(frame.columns)})")
-    return frame[S.ITEM_ID].to_numpy()
+    c = Collector()
+    table = read_parquet_checked(path, c, required=True)
+    ids = None
+    if table is not None:
+        if S.ITEM_ID not in table.column_names:
+            c.add(path.name, S.ITEM_ID, f"is missing (columns present: {', '.join(table.column_names)})",
+                  "--candidates needs an item_id column with the items to score")
+        else:
+            ids = coerce_id(table.column(S.ITEM_ID), path.name, S.ITEM_ID, c)
+    c.raise_if_any()
+    return pd.unique(ids.to_numpy())
 
 
 def score(model: str, data: str | os.PathLike, out: str | os.PathLike, date: str | None = None, top_k: int = 100,
@@ -33,9 +42,18 @@ def score(model: str, data: str | os.PathLike, out: str | os.PathLike, date: str
           progress: bool = True, allow_rating_mismatch: bool = False, explain: int | None = None) -> ScoreReport:
     """Score every user of ``data`` with ``model`` into ``out`` (partition ``date``, default today UTC);
     ``explain``: explanation columns with that many events per recommendation."""
+    from .paths import check_dir_out
+    from .serve import input_files
+
     date = date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    check_dir_out(out, [*input_files(data, model), *([candidates] if candidates else [])],
+                  writes=[Path(out) / table for table in TABLES])
     items = read_candidates(candidates)
-    return score_dataset(load_model(model), data, out, date, top_k=top_k, chunk_users=chunk_users,
+    rec = load_model(model)
+    if items is not None:                     # the model's id type, and at least one item it knows
+        kind = "int64" if pd.api.types.is_integer_dtype(items) else "string"
+        rec.check_item_ids(items, f"--candidates {candidates}", kind=kind)
+    return score_dataset(rec, data, out, date, top_k=top_k, chunk_users=chunk_users,
                          candidates=items, exclude_seen=not include_seen, progress=progress,
                          allow_rating_mismatch=allow_rating_mismatch, explain=explain)
 

@@ -20,9 +20,15 @@ from .models import load_model
 from .paths import check_file_out
 
 
-def input_files(data: str | os.PathLike) -> list[Path]:
-    """The files of a dataset directory that a command reads."""
-    return [Path(data) / name for name in (S.INTERACTIONS_FILE, S.USERS_FILE, S.ITEMS_FILE)]
+def input_files(data: str | os.PathLike, model: str | os.PathLike | None = None) -> list[Path]:
+    """The files of a dataset directory that a command reads (and the model directory, when
+    ``model`` is one rather than an MLflow URI)."""
+    from .. import tracking
+
+    files = [Path(data) / name for name in (S.INTERACTIONS_FILE, S.USERS_FILE, S.ITEMS_FILE)]
+    if model is not None and not tracking.is_model_uri(str(model)):
+        files.append(Path(model))
+    return files
 
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -35,7 +41,7 @@ def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.Pat
               include_seen: bool = False, allow_rating_mismatch: bool = False, explain: int | None = None) -> str:
     """Top ``top_k`` for every user of ``data`` into ``out``; returns the summary line. ``explain``:
     add each recommendation's explanation with that many history events."""
-    check_file_out(out, input_files(data))
+    check_file_out(out, input_files(data, model))
     ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
     rec.check_compatible(ds, allow_rating_mismatch)
@@ -53,7 +59,7 @@ def onboard(model: str, data: str | os.PathLike, n: int, out: str | os.PathLike,
             allow_rating_mismatch: bool = False) -> str:
     """The ``n`` items to ask every user of ``data`` about next into ``out``; ``asked``: a Parquet
     file of the (user_id, item_id) questions already put. Returns the summary line."""
-    check_file_out(out, [*input_files(data), *([asked] if asked else [])])
+    check_file_out(out, [*input_files(data, model), *([asked] if asked else [])])
     asked_frame = read_pairs(asked) if asked else None
     ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
@@ -107,7 +113,7 @@ def check_pair_ids(pairs: pd.DataFrame, name: str, ds, item_kind: str) -> None:
 def predict(model: str, data: str | os.PathLike, pairs: str | os.PathLike, out: str | os.PathLike,
             allow_rating_mismatch: bool = False) -> str:
     """Predictions for the pairs of ``pairs``, heads from the histories of ``data``; returns the summary line."""
-    check_file_out(out, [*input_files(data), pairs])
+    check_file_out(out, [*input_files(data, model), pairs])
     frame = read_pairs(pairs)
     ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)

@@ -116,3 +116,48 @@ def distinct(snapshot: Path, columns: tuple[str, ...] = (S.USER_ID, S.ITEM_ID), 
         values = pa.chunked_array(chunks).unique() if chunks else pa.array([], pa.int64())
         out[c] = np.sort(values.to_numpy(zero_copy_only=False))
     return out, rows
+
+
+def partition_dates(snapshot: Path) -> list[str]:
+    """The nights merged into the snapshot, oldest first."""
+    return [p.parent.name.split("=", 1)[1] for p in partitions(snapshot)]
+
+
+def night_events(snapshot: Path, date: str) -> pd.DataFrame | None:
+    """The events night ``date`` added to the snapshot (its partition), or ``None`` when it has none."""
+    part = events_dir(snapshot) / f"date={date}" / "part-0.parquet"
+    return pd.read_parquet(part) if part.is_file() else None
+
+
+def new_events(snapshot: Path, events: pd.DataFrame, exclude: str | None = None) -> tuple[pd.DataFrame, int]:
+    """The events of ``events`` (one night's, validated: one per user and item) that the snapshot's
+    other nights (all but ``exclude``) do not hold already, and how many were left out.
+
+    An event is already held when the snapshot's latest event of its (user, item) is as recent and
+    has the same rating (a re-delivered event), or is more recent (an older event would never be
+    read back). A re-rating at the same time is new: a tie on time keeps the later night. Only the
+    night's users' events of earlier nights are read (filtered by column projection)."""
+    parts = partitions(snapshot, exclude=exclude)
+    if not parts or not len(events):
+        return events, 0
+    dataset = pads.dataset([str(p) for p in parts], format="parquet")
+    cols = [c for c in (S.USER_ID, S.ITEM_ID, S.TIMESTAMP, S.RATING) if c in dataset.schema.names]
+    users = pa.array(pd.unique(events[S.USER_ID]))
+    before = dataset.to_table(columns=cols, filter=pc.field(S.USER_ID).isin(users)).to_pandas()
+    if not len(before):
+        return events, 0
+    # the latest earlier event of each pair, as the snapshot reads back (ties on time: the later night)
+    before = before.sort_values(S.TIMESTAMP, kind="stable").drop_duplicates([S.USER_ID, S.ITEM_ID], keep="last")
+    merged = events[[S.USER_ID, S.ITEM_ID, S.TIMESTAMP] + ([S.RATING] if S.RATING in cols else [])].merge(
+        before, on=[S.USER_ID, S.ITEM_ID], how="left", suffixes=("", "_before"), validate="one_to_one")
+    t_before = merged[f"{S.TIMESTAMP}_before"].to_numpy(dtype=np.float64, na_value=np.nan)
+    t_now = merged[S.TIMESTAMP].to_numpy(dtype=np.float64)
+    held = t_before > t_now
+    same_time = t_before == t_now
+    if S.RATING in cols:
+        same_time &= merged[S.RATING].to_numpy() == merged[f"{S.RATING}_before"].to_numpy(dtype=np.float64,
+                                                                                           na_value=np.nan)
+    held |= same_time
+    if not held.any():
+        return events, 0
+    return events[~held].reset_index(drop=True), int(held.sum())

@@ -32,11 +32,45 @@ class NightState:
     @classmethod
     def load(cls, root: Path, date: str) -> "NightState":
         path = root / "state" / f"date={date}.json"
-        saved = json.loads(path.read_text()) if path.exists() else {}
+        try:
+            saved = json.loads(path.read_text()) if path.exists() else {}
+            if not isinstance(saved, dict) or not isinstance(saved.get("done", {}), dict) \
+                    or not isinstance(saved.get("started", {}), dict):
+                raise ValueError("not a night's state")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RecsysHyperError(f"{path}: the night's state is damaged ({exc}); remove it to run the night "
+                                   f"{date} from its first step (its outputs are replaced, nothing is duplicated)") from None
         return cls(date, path, saved.get("done", {}), saved.get("started", {}))
 
     def is_done(self, step: str) -> bool:
         return step in self.done
+
+    @property
+    def complete_night(self) -> bool:
+        return all(step in self.done for step in STEPS)
+
+    @property
+    def started_any(self) -> bool:
+        return any(step in self.done for step in STEPS)
+
+    def unseen(self, files: list[Path], root: Path) -> list[str]:
+        """The files of ``files`` (below ``root``) that the night's validation did not see as they
+        are now: new names, or files changed since (size or modification time). Files it
+        quarantined were moved away: put back, they are unseen."""
+        validated = self.done.get("validate")
+        if validated is None:
+            return []
+        seen = validated.get("seen")
+        if seen is None:                                    # a state of an earlier version: names only
+            names = {str(Path(f)) for f in validated.get("valid_files", [])}
+            return [str(f.relative_to(root)) for f in files if str(f) not in names]
+        return [rel for rel, fp in ((str(f.relative_to(root)), fingerprint(f)) for f in files) if seen.get(rel) != fp]
+
+    def reset(self) -> None:
+        """Forget every step (the night runs again from validation); the parent run is kept."""
+        self.done = {k: v for k, v in self.done.items() if k == "_run"}
+        self.started = {}
+        self._write()
 
     def complete(self, step: str, **outputs) -> None:
         self.done[step] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **outputs}
@@ -51,6 +85,46 @@ class NightState:
         with atomic_file(self.path) as tmp:
             tmp.write_text(json.dumps({"date": self.date, "done": self.done, "started": self.started}, indent=2,
                                       default=str))
+
+
+def fingerprint(path: Path) -> list[int]:
+    """What tells a landing file apart from a changed one: its size and modification time (ns)."""
+    st = path.stat()
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def work_identity(work: Path) -> str:
+    """The work folder's id (``WORK/work.json``, created once): every model version a nightly
+    registers is tagged with it, so that a version is never taken for another folder's."""
+    import uuid
+
+    path = Path(work) / "work.json"
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text()).get("work_id")
+        except (OSError, ValueError, AttributeError):
+            found = None
+        if isinstance(found, str) and found:
+            return found
+        raise RecsysHyperError(f"{path}: cannot be read as the work folder's identity (damaged or edited); restore "
+                               f"it, or remove it if no model of this folder was registered yet")
+    ident = uuid.uuid4().hex
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps({"work_id": ident, "work_dir": str(Path(work).resolve()),
+                                   "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
+    return ident
+
+
+#: a lock file that holds no owner (its writer died between creating and writing it) is taken over
+#: once it is this old
+UNREADABLE_LOCK_S = 30.0
+
+
+def _alive(pid) -> bool:
+    try:
+        return pid_alive(int(pid))
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 class RunLock:
@@ -68,8 +142,11 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
-                if owner and owner.get("host") == me["host"] and not pid_alive(int(owner.get("pid", -1))):
+                if owner and owner.get("host") == me["host"] and not _alive(owner.get("pid")):
                     self.path.unlink(missing_ok=True)          # stale: its process is gone
+                    continue
+                if not owner and self._age() > UNREADABLE_LOCK_S:
+                    self.path.unlink(missing_ok=True)          # unreadable and old: its writer died writing it
                     continue
                 raise RecsysHyperError(
                     f"another nightly run holds {self.path} (pid {owner.get('pid')} on {owner.get('host')} since "
@@ -81,9 +158,16 @@ class RunLock:
 
     def _owner(self) -> dict:
         try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
+            owner = json.loads(self.path.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
             return {}
+        return owner if isinstance(owner, dict) else {}
+
+    def _age(self) -> float:
+        try:
+            return time.time() - self.path.stat().st_mtime
+        except OSError:
+            return 0.0
 
     def __exit__(self, *exc) -> None:
         if self._owner().get("pid") == os.getpid():

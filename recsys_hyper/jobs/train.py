@@ -44,13 +44,17 @@ def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, v
                        track: bool = True, register: bool = True, new_run: bool = True,
                        experiment: str = tracking.TRAINING_EXPERIMENT, run_name: str | None = None,
                        tags: dict | None = None, version_tags: dict | None = None,
-                       reuse_tag: str | None = None) -> Trained:
+                       reuse_tags: tuple[str, ...] = (), registered_model: str = tracking.REGISTERED_MODEL,
+                       restart_stale: bool = False) -> Trained:
     """Meta-train on ``ds``, save to ``out``, and (``track``) log the run and register the model.
 
     ``new_run``: start a training run of its own (the command line); otherwise log into the
     active run (the nightly's train step). The run and the registered version are tagged with the
-    data's content digest and the code version (plus ``version_tags``); ``reuse_tag`` makes the
-    registration idempotent on one of them (see :func:`~recsys_hyper.tracking.registry.log_pyfunc_model`).
+    data's content digest and the code version (plus ``version_tags``); ``reuse_tags`` makes the
+    registration idempotent within the run (see :func:`~recsys_hyper.tracking.registry.log_pyfunc_model`);
+    ``registered_model``: the registered model's name. ``resume`` from a checkpoint of another run
+    (other data, config, validation users or warm start) is refused, unless ``restart_stale``:
+    then training starts afresh (the nightly, whose inputs may change between attempts).
     Under torchrun every rank trains its share of each batch; rank 0 tracks, saves and registers."""
     rank, world = init_distributed()
     if rank:
@@ -65,9 +69,14 @@ def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, v
                                 tags={**(tags or {}), **provenance, "processes": str(world)})
            if track and new_run else contextlib.nullcontext())
     with run:
-        rec = HyperRecommender(config).fit(ds, validation_users, progress=progress, checkpoint_dir=ckpt,
-                                           resume=resume, callback=tracking.log_epoch if track else None,
-                                           warm_start=warm_start)
+        try:
+            rec = HyperRecommender(config).fit(ds, validation_users, progress=progress, checkpoint_dir=ckpt,
+                                               resume=resume, callback=tracking.log_epoch if track else None,
+                                               warm_start=warm_start, restart_stale=restart_stale)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                ckpt.rmdir()                  # a checkpoint folder that holds nothing (the first epoch failed)
+            raise
         if rank:
             return Trained(None, out, None, {}, world)
         rec.save(out)
@@ -87,7 +96,8 @@ def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, v
                            f"({ds.source}); validation MAE {best['mae']:.4f}, nDCG@10 {best['ndcg10']:.4f}")
             version = tracking.log_pyfunc_model(out, example, example_out, register=register, alias="challenger",
                                                 version_tags={**provenance, **(version_tags or {})},
-                                                description=description, reuse_tag=reuse_tag)
+                                                description=description, reuse_tags=reuse_tags,
+                                                name=registered_model)
     shutil.rmtree(ckpt, ignore_errors=True)
     return Trained(rec, out, version, best, world)
 
@@ -100,7 +110,8 @@ def episodes_per_second(result) -> float:
 
 def train_command(data: str | os.PathLike, out: str | os.PathLike, config: Config, resume: bool = False,
                   track: bool = True, register: bool = True, experiment: str = tracking.TRAINING_EXPERIMENT,
-                  progress: bool = True, overwrite: bool = False) -> str:
+                  progress: bool = True, overwrite: bool = False,
+                  registered_model: str = tracking.REGISTERED_MODEL) -> str:
     """``recsys-hyper train``: returns the summary line (empty on ranks other than 0)."""
     from ..data import load_dataset
     from .paths import check_model_out
@@ -110,7 +121,8 @@ def train_command(data: str | os.PathLike, out: str | os.PathLike, config: Confi
         tracking.ensure_reachable()                  # fail in seconds, before any work
     ds = load_dataset(data)
     t = train_and_register(ds, out, config, resume=resume, progress=progress, track=track, register=register,
-                           experiment=experiment, run_name=f"train {Path(data).name}", tags={"data": str(data)})
+                           experiment=experiment, run_name=f"train {Path(data).name}", tags={"data": str(data)},
+                           registered_model=registered_model)
     if t.model is None:
         return ""
     rec = t.model
@@ -119,4 +131,4 @@ def train_command(data: str | os.PathLike, out: str | os.PathLike, config: Confi
             f"best epoch {rec.training_.best_epoch + 1} of {len(rec.training_.history)}, validation MAE "
             f"{t.best['mae']:.4f}, nDCG@10 {t.best['ndcg10']:.4f} ({rec.n_val_users_:,} validation users); "
             f"model -> {out}"
-            + (f"; registered recsys-hyper version {t.version} (alias challenger)" if t.version else ""))
+            + (f"; registered {registered_model} version {t.version} (alias challenger)" if t.version else ""))

@@ -12,6 +12,7 @@ Column kinds, inferred from the data:
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -19,6 +20,29 @@ import pandas as pd
 import torch
 
 log = logging.getLogger(__name__)
+
+
+#: standardised numeric features are clipped to this magnitude: a value far outside the training
+#: range (say 1e300 where training saw ages) must not overflow float32 into inf / NaN heads
+MAX_STANDARDISED = 1e4
+
+
+def _moments(x: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the finite values of ``x`` (0 and 1 when there are none, or no
+    spread); when huge values overflow the sums, computed on values scaled by their largest
+    magnitude."""
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return 0.0, 1.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = float(np.mean(x)), float(np.std(x))
+        if not (math.isfinite(mean) and math.isfinite(std)):
+            scale = float(np.max(np.abs(x)))
+            y = x / scale
+            mean, std = float(np.mean(y)) * scale, float(np.std(y)) * scale
+    if not (math.isfinite(mean) and math.isfinite(std)) or std == 0.0:
+        return (mean if math.isfinite(mean) else 0.0), 1.0
+    return mean, std
 
 
 @dataclass
@@ -57,9 +81,8 @@ class FeatureSpec:
                 if vocab:
                     spec.columns.append(ColumnSpec(name, "multi", vocab=vocab))
             elif pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-                x = s.astype("float64")
-                spec.columns.append(ColumnSpec(name, "numeric", mean=float(np.nanmean(x)) if x.notna().any() else 0.0,
-                                               std=float(np.nanstd(x)) or 1.0 if x.notna().any() else 1.0))
+                mean, std = _moments(s.to_numpy(dtype=np.float64, na_value=np.nan))
+                spec.columns.append(ColumnSpec(name, "numeric", mean=mean, std=std))
             else:
                 values = s.dropna().astype(str)
                 if values.nunique() > max(50, max_cardinality_ratio * len(s)):
@@ -87,8 +110,10 @@ class FeatureSpec:
                 if present:
                     source = pd.to_numeric(df[col.name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
                     x[found] = source[pos[found]]
-                missing = np.isnan(x)
-                num.append(np.where(missing, 0.0, (x - col.mean) / col.std))
+                missing = ~np.isfinite(x)                      # non-finite values read as missing
+                with np.errstate(over="ignore", invalid="ignore"):
+                    z = np.clip((x - col.mean) / col.std, -MAX_STANDARDISED, MAX_STANDARDISED)
+                num.append(np.where(missing, 0.0, z))
                 num.append(missing.astype(np.float64))
                 continue
             values = np.full(n, None, dtype=object)

@@ -19,6 +19,7 @@ import torch
 from ..data import schema as S
 from ..data.episodes import Histories
 from ..data.idmap import UNKNOWN, IdMap
+from ..errors import non_finite_users
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,9 @@ def top_k_frame(score_rows: Callable[[np.ndarray], torch.Tensor], h: Histories, 
         for start in range(0, len(h), SCORE_CHUNK_USERS):
             rows = np.arange(start, min(len(h), start + SCORE_CHUNK_USERS))
             scores = score_rows(rows)                                        # (B, N), ours to modify
+            broken = torch.isnan(scores).any(1) | torch.isposinf(scores).any(1)
+            if bool(broken.any()):                   # never written: a NaN would silently drop the user
+                raise non_finite_users(h.user_ids, rows[broken.numpy()], "ranking scores")
             if allowed is not None:
                 scores.masked_fill_(~allowed, float("-inf"))
             if exclude:

@@ -33,13 +33,13 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..atomic import atomic_directory
+from ..atomic import atomic_directory, write_torch
 from ..data import schema as S
 from ..data.dataset import Dataset
 from ..data.episodes import Histories, capped_sample, chronological_split
 from ..data.frames import explode_histories, histories_from_frame, require_columns
 from ..data.idmap import UNKNOWN, IdMap
-from ..errors import NotFittedError, RecsysHyperError
+from ..errors import NotFittedError, RecsysHyperError, non_finite_users
 from ..numerics.scores import allowed_mask, finish_predictions, top_k_frame
 
 log = logging.getLogger(__name__)
@@ -142,10 +142,23 @@ class Recommender:
         h, _ = Histories.from_interactions(dataset.interactions, self.item_map_)
         try:
             self._fit(dataset, h, validation_users, progress=progress, **kwargs)
+            problems = self._fit_problems()
+            if problems:                     # nothing non-finite leaves a fit: not saved, registered or served
+                raise RecsysHyperError(f"{dataset.source}: fitting {type(self).__name__} diverged: "
+                                       f"{'; '.join(problems)}; nothing was saved. {self._divergence_fix()}")
         except BaseException:
             del self.item_map_                                               # not fitted after all
             raise
         return self
+
+    def _fit_problems(self) -> list[str]:
+        """What makes a finished fit unusable: non-finite fitted tensors (recommenders add their own
+        checks, e.g. non-finite validation figures)."""
+        bad = [k for k, v in self.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        return [f"the fitted weights hold NaN or inf ({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''})"] if bad else []
+
+    def _divergence_fix(self) -> str:
+        return "Check the data for extreme values (`recsys-hyper data describe DIR`)."
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "item_map_"):
@@ -162,25 +175,35 @@ class Recommender:
         cat = self._catalogue(item_features)
         return self._adapt_no_grad(histories_from_frame(histories, cat.ids, users, user_ids), users, cat, **kwargs)
 
-    def adapt_histories(self, h: Histories, users: pd.DataFrame | None = None, **kwargs) -> AdaptedUsers:
-        """:meth:`adapt` for histories already in this model's item indices (the evaluator's path)."""
+    def catalogue(self, item_features: pd.DataFrame | None = None) -> Catalogue:
+        """The items this model can score: its training vocabulary, plus the items of
+        ``item_features`` it has never seen when it scores items from their features."""
         self._check_fitted()
-        return self._adapt_no_grad(h, users, self._catalogue(), **kwargs)
+        return self._catalogue(item_features)
+
+    def adapt_histories(self, h: Histories, users: pd.DataFrame | None = None, catalogue: Catalogue | None = None,
+                        **kwargs) -> AdaptedUsers:
+        """:meth:`adapt` for histories already in the item indices of ``catalogue`` (default: the
+        training vocabulary; the evaluator's path)."""
+        self._check_fitted()
+        return self._adapt_no_grad(h, users, catalogue or self._catalogue(), **kwargs)
 
     def _adapt_no_grad(self, h, users, cat, **kwargs) -> AdaptedUsers:
         with torch.no_grad():
             return self._adapt(h, users, cat, **kwargs)
 
     @torch.no_grad()
-    def rate_pairs(self, adapted: AdaptedUsers, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def rate_pairs(self, adapted: AdaptedUsers, rows: torch.Tensor, items: torch.Tensor,
+                   catalogue: Catalogue | None = None) -> torch.Tensor:
         """Pairwise predictions: rows (P,) into ``adapted``, items (P,) catalogue indices -> (P,)
         (ratings not yet clipped to the scale)."""
-        return self._rate(adapted, rows, items, self._catalogue())
+        return self._rate(adapted, rows, items, catalogue or self._catalogue())
 
     @torch.no_grad()
-    def score_catalogue(self, adapted: AdaptedUsers, rows: np.ndarray) -> torch.Tensor:
-        """Ranking scores of users ``rows`` over the training catalogue: (B, N)."""
-        return self._rank(adapted, rows, self._catalogue())
+    def score_catalogue(self, adapted: AdaptedUsers, rows: np.ndarray, catalogue: Catalogue | None = None
+                        ) -> torch.Tensor:
+        """Ranking scores of users ``rows`` over the catalogue (default: the training one): (B, N)."""
+        return self._rank(adapted, rows, catalogue or self._catalogue())
 
     def predict(self, histories: pd.DataFrame | None, pairs: pd.DataFrame, users: pd.DataFrame | None = None,
                 item_features: pd.DataFrame | None = None, heads: AdaptedUsers | None = None) -> np.ndarray:
@@ -199,7 +222,11 @@ class Recommender:
                         "their prediction is NaN", int(unknown.sum()))
         with torch.no_grad():
             out = self._rate(heads, torch.from_numpy(u), torch.from_numpy(np.where(unknown, 0, i)), cat)
-        return finish_predictions(out.numpy(), self.rating_range_, unknown)
+        pred = finish_predictions(out.numpy(), self.rating_range_, unknown)
+        broken = ~unknown & ~np.isfinite(pred)
+        if broken.any():                              # NaN means "unknown item" here, and nothing else
+            raise non_finite_users(heads.user_ids, np.unique(u[broken]), "predictions")
+        return pred
 
     def recommend(self, histories: pd.DataFrame | None, k: int = 10, exclude_seen: bool = True, items=None,
                   users: pd.DataFrame | None = None, user_ids=None, item_features: pd.DataFrame | None = None,
@@ -356,7 +383,7 @@ class Recommender:
         meta = {"format": FORMAT_VERSION, "class": type(self).__name__, "recsys_hyper_version": __version__,
                 "implicit": self.implicit_, "rating_range": self.rating_range_, **self._meta()}
         with atomic_directory(path, overwrite=True) as tmp:
-            torch.save(self._state(), tmp / WEIGHTS_FILE)
+            write_torch(self._state(), tmp / WEIGHTS_FILE)
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
             self.item_map_.save(tmp / ITEM_IDS_FILE)
             self._save_files(tmp)
@@ -402,6 +429,12 @@ class Recommender:
         except Exception as exc:  # truncated or garbage files raise several types
             raise RecsysHyperError(f"{root / WEIGHTS_FILE}: cannot be read ({type(exc).__name__}: "
                                    f"{str(exc).splitlines()[0][:200]}); {fix}") from None
+        broken = [k for k, v in _flatten_tensors(state if isinstance(state, dict) else {}).items()
+                  if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if broken:
+            raise RecsysHyperError(f"{root / WEIGHTS_FILE}: holds non-finite weights (NaN or inf in {', '.join(broken[:5])}"
+                                   f"{', ...' if len(broken) > 5 else ''}); it would score nothing but NaN: retrain it, "
+                                   f"or serve another version")
         try:
             self._restore(state, meta, root)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:

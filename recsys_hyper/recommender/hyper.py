@@ -25,7 +25,7 @@ import torch
 
 from ..config import Config
 from ..data import schema as S
-from ..data.dataset import Dataset
+from ..data.dataset import Dataset, content_digest
 from ..data.episodes import Histories, capped_sample
 from ..data.idmap import UNKNOWN, IdMap
 from ..data.frames import histories_from_frame, require_columns
@@ -36,6 +36,7 @@ from ..numerics.features import FeatureSpec, FeatureTensors, with_pad_row
 from ..numerics.padding import Padded, chunks_by_events
 from ..numerics.scores import membership
 from ..training import TrainingData, TrainResult, finetune_heads, init_biases, train, warm_start
+from ..training.checkpoint import training_identity
 from .base import ITEM_IDS_FILE, AdaptedUsers, Catalogue, Recommender, validation_episodes
 from .explain import attribute
 from .onboarding import choose_questions
@@ -117,17 +118,20 @@ class HyperRecommender(Recommender):
 
     def fit(self, dataset: Dataset, validation_users=None, progress: bool = True,
             checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, callback=None,
-            warm_start: "HyperRecommender | None" = None) -> "HyperRecommender":
+            warm_start: "HyperRecommender | None" = None, restart_stale: bool = False) -> "HyperRecommender":
         """Meta-train on ``dataset``'s users. ``validation_users`` (ids) are held out for early
         stopping and calibration; by default a seeded ``val_fraction`` of the users.
-        ``checkpoint_dir`` / ``resume``: a checkpoint per epoch, and continuing from it;
+        ``checkpoint_dir`` / ``resume``: a checkpoint per epoch, and continuing from it (refused when
+        it belongs to another run: other data, config, validation users or warm start; with
+        ``restart_stale`` such a checkpoint is replaced by a fresh start instead);
         ``callback(epoch, metrics)`` after every epoch; ``warm_start``: a fitted model whose
         weights initialise this one (see :func:`recsys_hyper.training.warm_start`)."""
         return super().fit(dataset, validation_users, progress=progress, checkpoint_dir=checkpoint_dir,
-                           resume=resume, callback=callback, warm_start=warm_start)
+                           resume=resume, callback=callback, warm_start=warm_start, restart_stale=restart_stale)
 
     def _fit(self, dataset: Dataset, h: Histories, validation_users, progress: bool, checkpoint_dir=None,
-             resume: bool = False, callback=None, warm_start: "HyperRecommender | None" = None) -> None:
+             resume: bool = False, callback=None, warm_start: "HyperRecommender | None" = None,
+             restart_stale: bool = False) -> None:
         cfg = self.config
         torch.manual_seed(cfg.train.seed)
         item_map = self.item_map_
@@ -157,8 +161,12 @@ class HyperRecommender(Recommender):
             model.item_bias.requires_grad_(False)
         if warm_start is not None:
             _warm_start_from(model, item_map, item_spec, user_spec, warm_start)
+        identity = None
+        if checkpoint_dir is not None:                 # what a checkpoint of this run belongs to
+            identity = training_identity(cfg.to_dict(), content_digest(dataset.interactions), h.user_ids[val_rows],
+                                         warm_start.model_.state_dict() if warm_start is not None else None)
         result = train(model, data, cfg, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
-                       callback=callback)
+                       callback=callback, identity=identity, restart_stale=restart_stale)
         model.eval()
         self.model_ = model
         self.item_spec_, self.user_spec_ = item_spec, user_spec
@@ -168,6 +176,26 @@ class HyperRecommender(Recommender):
         self.tuning_ = _tuning(fitted, result)
         self._cache = {}
         self._item_vectors(self._catalogue())  # item vectors are computed once, not per request
+
+    def _fit_problems(self) -> list[str]:
+        problems = []
+        result = self.training_
+        if result.best_epoch < 0 or not result.history:
+            problems.append("the validation loss was never finite")
+        else:
+            best = result.history[result.best_epoch]
+            bad = [f"{name} {best.get(key)}" for key, name in (("val_loss", "loss"), ("val_mae", "MAE"),
+                                                               ("val_ndcg10", "nDCG@10"))
+                   if not np.isfinite(best.get(key, np.nan))]
+            if bad:
+                problems.append(f"the best epoch's validation {', '.join(bad)} (epoch {result.best_epoch + 1})")
+        if not all(np.isfinite(result.prior_multiplier)):
+            problems.append(f"the prior-strength multipliers {result.prior_multiplier}")
+        return problems + super()._fit_problems()
+
+    def _divergence_fix(self) -> str:
+        return (f"Lower the learning rate (--config [train] lr, now {self.config.train.lr:g}) or check the data for "
+                f"extreme values (`recsys-hyper data describe DIR`).")
 
     def _validation_rows(self, h: Histories, validation_users) -> np.ndarray:
         t = self.config.train
@@ -480,9 +508,19 @@ class HyperRecommender(Recommender):
                              f"{meta['n_items']:,} items")
         self.item_spec_ = FeatureSpec.from_dict(meta["item_spec"])
         self.user_spec_ = FeatureSpec.from_dict(meta["user_spec"])
-        model = HyperRecModel(meta["n_items"], self.item_spec_, self.user_spec_, **vars(self.config.model))
         if state["prior_multiplier"].dim() == 0:                    # models saved with one shared multiplier
             state["prior_multiplier"] = state["prior_multiplier"].expand(self.config.model.dim + 1).clone()
+        # the shapes model.json implies, checked on the meta device (nothing allocated) before the
+        # network is built: an edited size must not allocate gigabytes before failing
+        with torch.device("meta"):
+            probe = HyperRecModel(meta["n_items"], self.item_spec_, self.user_spec_, **vars(self.config.model))
+        expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+        for key in sorted(set(expected) | set(state)):
+            got = tuple(state[key].shape) if key in state else None
+            if got != expected.get(key):
+                raise ValueError(f"'{key}' is {got or 'missing'} in the weights but {expected.get(key) or 'unknown'} "
+                                 f"for the config in model.json")
+        model = HyperRecModel(meta["n_items"], self.item_spec_, self.user_spec_, **vars(self.config.model))
         model.load_state_dict(state)
         model.eval()
         self.model_ = model

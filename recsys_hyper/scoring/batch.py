@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ import pyarrow.parquet as pq
 
 from ..data import schema as S
 from ..data.frames import histories_from_frame
-from ..errors import DataValidationError, Problem, RecsysHyperError
+from ..errors import DataValidationError, Problem, RecsysHyperError, annotate
 from ..recommender import HyperRecommender
 from .core import ChunkScorer, heads_schema, recs_schema
 
@@ -80,13 +81,20 @@ def check_inputs(model: HyperRecommender, data_dir: Path, allow_rating_mismatch:
     """What ``recommend`` checks, streamed (no full load): the schema, the item vocabulary, the
     values (ratings finite and, unless ``allow_rating_mismatch``, on the model's scale and of its
     kind; timestamps plausible unix seconds), and ``users.parquet``'s id type."""
-    from ..data.validation import Collector, coerce_rating, coerce_timestamp
+    from ..data.validation import Collector, check_parts, coerce_rating, coerce_timestamp, parquet_parts
 
     src = _histories_source(data_dir)
     try:
-        ds = pads.dataset(src, format="parquet")
+        if src.is_dir():                      # the parts must agree, or the first part's schema would rule
+            parts, parts_check = parquet_parts(src), Collector()
+            schemas = check_parts(src, parts, parts_check, (S.USER_ID, S.ITEM_ID, S.RATING, S.TIMESTAMP))
+            parts_check.raise_if_any()
+            ds = pads.dataset([str(p) for p in parts], format="parquet",
+                              schema=pa.unify_schemas(schemas, promote_options="permissive"))
+        else:
+            ds = pads.dataset(src, format="parquet")
         schema = ds.schema
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise DataValidationError([Problem(S.INTERACTIONS_FILE, None, f"is not readable Parquet ({exc})",
                                            "re-export it as Parquet")]) from None
     problems = []
@@ -114,18 +122,24 @@ def check_inputs(model: HyperRecommender, data_dir: Path, allow_rating_mismatch:
     if not allow_rating_mismatch:
         model.check_ratings(np.zeros(0), str(src), implicit)    # the kind of feedback, from the schema
     columns = [S.ITEM_ID] + [c for c in (S.RATING, S.TIMESTAMP) if c in schema.names]
+    unsigned = [col for col in (S.USER_ID, S.ITEM_ID) if schema.field(col).type == pa.uint64()]
+    columns += [col for col in unsigned if col not in columns]
     distinct: set = set()
     c = Collector()
 
     def ratings():
         """One pass over the file: ids and values checked batch by batch; yields the ratings."""
+        from ..data.validation import coerce_id
+
         for batch in ds.to_batches(columns=columns, **STREAM):
             ids = batch.column(S.ITEM_ID)
             if ids.null_count:
                 raise DataValidationError([Problem(S.INTERACTIONS_FILE, S.ITEM_ID, f"has {ids.null_count} null ids",
                                                    "drop those rows")])
-            distinct.update(pc.unique(ids).to_pylist())
             local = Collector()
+            for col in unsigned:              # unsigned 64-bit ids must fit int64, as load_dataset checks
+                coerce_id(pa.chunked_array([batch.column(col)]), S.INTERACTIONS_FILE, col, local)
+            distinct.update(pc.unique(ids).to_pylist())
             values = (coerce_rating(pa.chunked_array([batch.column(S.RATING)]), S.INTERACTIONS_FILE, local)
                       if not implicit else None)
             if S.TIMESTAMP in columns:
@@ -223,11 +237,13 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
     users_file = users_file if users_file.exists() else None
     scorer = ChunkScorer(model, top_k, exclude_seen, candidates, explain=explain)
 
-    out.mkdir(parents=True, exist_ok=True)
-    _clean_stale(out)
+    created = [p for p in (out, *out.parents) if not p.exists()]          # removed again if the run fails
     staging = out / f".staging-{date}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     work = staging / "_buckets"
+    committed = False
     try:
+        out.mkdir(parents=True, exist_ok=True)
+        _clean_stale(out)
         work.mkdir(parents=True)
         n_buckets = max(1, -(-report.interactions // rows_per_bucket))
         report.buckets = n_buckets
@@ -284,8 +300,15 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
                         "mu": float(scorer.items.mu)}}
         (staging / "recommendations" / "_manifest.json").write_text(json.dumps(manifest, indent=2))
         _commit(staging, out, date)
+        committed = True
+    except OSError as exc:
+        raise annotate(exc, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not committed:                     # the folders this run created, if nothing else is in them
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     return report
 
 

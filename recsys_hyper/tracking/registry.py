@@ -23,41 +23,51 @@ MODEL_ARTIFACT = "model_dir"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 
 
-def find_version(tag: str, value: str) -> str | None:
-    """The registered version tagged ``tag = value`` (e.g. the night that produced it), if any."""
+def find_version(tags: dict, name: str = REGISTERED_MODEL, run_id: str | None = None) -> str | None:
+    """The newest registered version of ``name`` carrying every one of ``tags`` (and, with
+    ``run_id``, logged by that run, where a tag not set yet also matches: a registration killed
+    before its tags were written), if any."""
     client = MlflowClient()
     try:
-        versions = client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
+        versions = client.search_model_versions(f"name = '{name}'")
     except Exception as exc:
         from mlflow.exceptions import MlflowException
 
         if isinstance(exc, MlflowException) and getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
-    found = [v for v in versions if v.tags.get(tag) == value]
+    unset = (None,) if run_id is not None else ()
+    found = [v for v in versions if all(v.tags.get(k) in (str(t), *unset) for k, t in tags.items())
+             and (run_id is None or v.run_id == run_id)]
     return str(max(int(v.version) for v in found)) if found else None
+
+
+def version_tags(version: str, name: str = REGISTERED_MODEL) -> dict:
+    """The tags of a registered version (its lineage: night, work folder, data digest ...)."""
+    return dict(MlflowClient().get_model_version(name, str(version)).tags)
 
 
 def log_pyfunc_model(model_dir: str | os.PathLike, example: pd.DataFrame, example_out: pd.DataFrame,
                      register: bool = True, alias: str | None = "challenger", k: int = 10,
                      version_tags: dict | None = None, description: str | None = None,
-                     reuse_tag: str | None = None) -> str | None:
+                     reuse_tags: tuple[str, ...] = (), name: str = REGISTERED_MODEL) -> str | None:
     """Log a saved model directory on the active run as a models-from-code pyfunc, its signature
     inferred from ``example`` (grouped histories) and ``example_out`` (what the model returns for
-    them); register it as ``recsys-hyper`` with ``version_tags`` and ``description``, and set
-    ``alias``. Returns the registered version (``None`` when not registering).
+    them); register it as ``name`` with ``version_tags`` and ``description``, and set ``alias``.
+    Returns the registered version (``None`` when not registering).
 
-    ``reuse_tag``: registration is idempotent on this tag: when a version already carries the same
-    value (a re-run of a night killed after registering), it is returned instead of a new one."""
+    ``reuse_tags``: registration is idempotent within a run: a version that this same run already
+    registered with the same values of these tags (a night resumed after a kill between the
+    registration and the record of it) is returned instead of a new one. A version of another
+    run (another night, another work folder, another pipeline on the same store) is never reused."""
     from mlflow.models import infer_signature
 
     version_tags = {k_: str(v) for k_, v in (version_tags or {}).items()}
-    if register and reuse_tag:
-        existing = find_version(reuse_tag, version_tags[reuse_tag])
+    active = mlflow.active_run()
+    if register and reuse_tags and active is not None:
+        existing = find_version({t: version_tags[t] for t in reuse_tags}, name, run_id=active.info.run_id)
         if existing is not None:
-            if alias:
-                MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, existing)
-            mlflow.set_tag("registered_version", existing)
+            _describe_version(name, existing, version_tags, description, alias)
             return existing
     # MLflow's hint about integer columns and missing values, and the "Registered model ... already
     # exists" / "Successfully registered" / "Created version" lines it prints to stderr (the caller
@@ -74,20 +84,25 @@ def log_pyfunc_model(model_dir: str | os.PathLike, example: pd.DataFrame, exampl
             signature=signature,
             input_example=example,
             pip_requirements=_requirements(),
-            registered_model_name=REGISTERED_MODEL if register else None,
+            registered_model_name=name if register else None,
         )
     if not register:
         return None
     version = str(info.registered_model_version)
-    client = MlflowClient()
-    for key, value in version_tags.items():
-        client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
-    if description:
-        client.update_model_version(REGISTERED_MODEL, version, description=description)
-    if alias:
-        client.set_registered_model_alias(REGISTERED_MODEL, alias, version)
-    mlflow.set_tag("registered_version", version)
+    _describe_version(name, version, version_tags, description, alias)
     return version
+
+
+def _describe_version(name: str, version: str, tags: dict, description: str | None, alias: str | None) -> None:
+    """A registered version's tags, description and alias, and its number on the active run (idempotent)."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if description:
+        client.update_model_version(name, version, description=description)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    mlflow.set_tag("registered_version", version)
 
 
 @contextlib.contextmanager
@@ -202,32 +217,37 @@ def load_pyfunc(uri: str):
 
 
 
-def alias_version(alias: str) -> str | None:
-    """The version behind ``recsys-hyper@alias``; ``None`` only when the alias (or the registered
-    model) does not exist. Any other failure (timeout, server error, no permission) is raised: it
-    must never pass for "no champion yet"."""
+def alias_version(alias: str, name: str = REGISTERED_MODEL) -> str | None:
+    """The version behind ``name@alias``; ``None`` only when the alias (or the registered model)
+    does not exist. Any other failure (timeout, server error, no permission) is raised: it must
+    never pass for "no champion yet"."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(MlflowClient().get_model_version_by_alias(REGISTERED_MODEL, alias).version)
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
         code, text = getattr(exc, "error_code", ""), str(exc)
         if code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "alias" in text
                                                  and "not found" in text):
             return None
-        raise RecsysHyperError(f"cannot read the alias {REGISTERED_MODEL}@{alias} from the MLflow store at "
+        raise RecsysHyperError(f"cannot read the alias {name}@{alias} from the MLflow store at "
                                f"{mlflow.get_tracking_uri()} ({code}: {text.splitlines()[0][:200]}); nothing was "
                                f"decided: fix the store and run again") from None
     except Exception as exc:  # connection errors, timeouts
-        raise RecsysHyperError(f"cannot read the alias {REGISTERED_MODEL}@{alias} from the MLflow store at "
+        raise RecsysHyperError(f"cannot read the alias {name}@{alias} from the MLflow store at "
                                f"{mlflow.get_tracking_uri()} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                                f"nothing was decided: fix the store and run again") from None
 
 
-def set_alias(alias: str, version: str) -> None:
-    MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, str(version))
+def set_alias(alias: str, version: str, name: str = REGISTERED_MODEL) -> None:
+    MlflowClient().set_registered_model_alias(name, alias, str(version))
 
 
-def alias_uri(alias: str) -> str:
+def alias_uri(alias: str, name: str = REGISTERED_MODEL) -> str:
     """``models:/recsys-hyper@alias``."""
-    return f"models:/{REGISTERED_MODEL}@{alias}"
+    return f"models:/{name}@{alias}"
+
+
+def version_uri(version: str, name: str = REGISTERED_MODEL) -> str:
+    """``models:/recsys-hyper/<version>``: one registered version, whatever the aliases say later."""
+    return f"models:/{name}/{version}"

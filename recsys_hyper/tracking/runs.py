@@ -28,6 +28,27 @@ TRAINING_EXPERIMENT = "recsys-hyper-training"
 EVALUATION_EXPERIMENT = "recsys-hyper-cold-start"
 
 
+def end_status(exc_type) -> str:
+    """How a run ends: FINISHED, KILLED after an interrupt (Ctrl-C, SIGTERM), FAILED after an error."""
+    if exc_type is None:
+        return "FINISHED"
+    return "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+
+
+@contextlib.contextmanager
+def tracked_run(**start_kwargs):
+    """``mlflow.start_run(**start_kwargs)`` as a context that ends the run as FINISHED, FAILED or
+    KILLED (MLflow's own context says FAILED for an interrupt too)."""
+    run = mlflow.start_run(**start_kwargs)
+    try:
+        yield run
+    except BaseException as exc:
+        with contextlib.suppress(Exception):          # the store may be what failed: the error says so
+            mlflow.end_run(status=end_status(type(exc)))
+        raise
+    mlflow.end_run(status="FINISHED")
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -66,6 +87,14 @@ class TrainingRun:
             mlflow.set_system_metrics_samples_before_logging(1)
         self.run = mlflow.start_run(run_name=self.run_name, tags=self.tags, nested=self.nested,
                                     log_system_metrics=self.system_metrics)
+        try:
+            self._log_inputs()
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, None)
+            raise
+        return self
+
+    def _log_inputs(self) -> None:
         mlflow.log_params(_flatten(self.config_dict))
         ds = self.dataset
         with warnings.catch_warnings():  # MLflow guesses among equivalent local source types
@@ -75,7 +104,6 @@ class TrainingRun:
             mlflow.log_input(inputs, context="training")
         mlflow.log_params({"data.interactions": ds.n_interactions, "data.users": len(ds.user_ids()),
                            "data.items": len(ds.item_ids()), "data.digest": inputs.digest})
-        return self
 
     def log_epoch(self, epoch: int, metrics: dict) -> None:
         log_epoch(epoch, metrics)
@@ -90,9 +118,13 @@ class TrainingRun:
         return self.model_version
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None and self.system_metrics:
-            _await_system_metrics(self.run.info.run_id)
-        mlflow.end_run(status="FAILED" if exc_type is not None else "FINISHED")
+        if exc_type is None:
+            if self.system_metrics:
+                _await_system_metrics(self.run.info.run_id)
+            mlflow.end_run(status="FINISHED")
+            return
+        with contextlib.suppress(Exception):          # the store may be what failed: the error says so
+            mlflow.end_run(status=end_status(exc_type))
 
 
 def _await_system_metrics(run_id: str, timeout_s: float = 5.0) -> None:
@@ -116,15 +148,15 @@ def log_evaluation(table: pd.DataFrame, params: dict, figure, artifacts, data_di
     ``table``. Returns the parent run id."""
     configure(tracking_uri)
     mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name or "cold-start evaluation", tags={"kind": "cold-start-evaluation",
-                                                                             **(tags or {})},
-                          nested=nested) as parent:
+    with tracked_run(run_name=run_name or "cold-start evaluation", tags={"kind": "cold-start-evaluation",
+                                                                        **(tags or {})},
+                     nested=nested) as parent:
         mlflow.log_params(params)
         mlflow.set_tag("data_dir", str(Path(data_dir).resolve()) if Path(data_dir).exists() else data_dir)
         for row in table.to_dict(orient="records"):
             method, k = row["method"], int(row["k"])
-            with mlflow.start_run(run_name=f"{method} k={k}", nested=True,
-                                  tags={"method": method, "k": str(k), "kind": "cold-start-result"}):
+            with tracked_run(run_name=f"{method} k={k}", nested=True,
+                             tags={"method": method, "k": str(k), "kind": "cold-start-result"}):
                 mlflow.log_params({"method": method, "k": k})
                 mlflow.log_metrics({metric_name(key): float(v) for key, v in row.items()
                                     if key not in ("method", "k") and v == v})  # v == v drops NaN
@@ -148,8 +180,8 @@ def log_onboarding(curve: pd.DataFrame, to_reach: pd.DataFrame, params: dict, me
     ``parent_run_id`` when given (a cold-start evaluation's run). Returns the run id."""
     configure()
     mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name="onboarding", parent_run_id=parent_run_id,
-                          tags={"kind": "onboarding-evaluation", **(tags or {})}) as run:
+    with tracked_run(run_name="onboarding", parent_run_id=parent_run_id,
+                     tags={"kind": "onboarding-evaluation", **(tags or {})}) as run:
         mlflow.log_params(params)
         mlflow.log_metrics({metric_name(k): float(v) for k, v in metrics.items() if v == v})
         for row in curve.to_dict(orient="records"):
@@ -185,8 +217,8 @@ def night_run(date: str, experiment: str, run_id: str | None = None, tags: dict 
             if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
                 raise
             run_id = None
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"nightly {date}",
-                          tags=None if run_id else {"kind": "nightly", "date": date, **(tags or {})}) as run:
+    with tracked_run(run_id=run_id, run_name=None if run_id else f"nightly {date}",
+                     tags=None if run_id else {"kind": "nightly", "date": date, **(tags or {})}) as run:
         for stale in client.search_runs([run.info.experiment_id],
                                         f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'RUNNING'"):
             client.set_terminated(stale.info.run_id, status="KILLED")
@@ -197,10 +229,10 @@ def night_run(date: str, experiment: str, run_id: str | None = None, tags: dict 
 def step_run(name: str, run_id: str | None = None):
     """A nested run for one step of the night; ``run_id``: resume the run of an attempt that died."""
     if run_id is not None:
-        with mlflow.start_run(run_id=run_id, nested=True) as run:
+        with tracked_run(run_id=run_id, nested=True) as run:
             yield run.info.run_id
         return
-    with mlflow.start_run(run_name=name, nested=True, tags={"kind": "nightly-step", "step": name}) as run:
+    with tracked_run(run_name=name, nested=True, tags={"kind": "nightly-step", "step": name}) as run:
         yield run.info.run_id
 
 

@@ -34,7 +34,7 @@ from ..numerics.features import FeatureTensors
 from ..numerics.metrics import ndcg_at_k
 from ..numerics.padding import Padded
 from ..numerics.scores import membership
-from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from .checkpoint import check_identity, checkpoint_path, load_checkpoint, same_identity, save_checkpoint
 from .distributed import data_parallel, distributed
 
 log = logging.getLogger(__name__)
@@ -203,15 +203,19 @@ def validation_episodes(data: TrainingData, shots: tuple[int, ...], max_users: i
 
 def train(model: HyperRecModel, data: TrainingData, cfg: Config, checkpoint_dir: str | os.PathLike | None = None,
           resume: bool = False, progress: bool = True,
-          callback: Callable[[int, dict], None] | None = None) -> TrainResult:
+          callback: Callable[[int, dict], None] | None = None, identity: dict | None = None,
+          restart_stale: bool = False) -> TrainResult:
     """Meta-train ``model`` in place; returns the per-epoch history. Restores the best epoch.
+    ``identity`` (see :func:`~recsys_hyper.training.checkpoint.training_identity`) is written with
+    every checkpoint; ``resume`` from a checkpoint of another identity is refused (``restart_stale``:
+    training starts afresh instead, and the checkpoint is replaced).
 
     Runs with deterministic algorithms (multi-threaded CPU scatter / index backward otherwise
     differ in the last bits from run to run), so the same seed gives the same weights."""
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        return _train(model, data, cfg, checkpoint_dir, resume, progress, callback)
+        return _train(model, data, cfg, checkpoint_dir, resume, progress, callback, identity, restart_stale)
     finally:
         torch.use_deterministic_algorithms(previous)
 
@@ -228,7 +232,7 @@ class StepLoss(torch.nn.Module):
         return batch_loss(self.model, self.data, self.cfg, rows, support, query)
 
 
-def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> TrainResult:
+def _train(model, data, cfg, checkpoint_dir, resume, progress, callback, identity, restart_stale) -> TrainResult:
     """The loop. Under a process group (torchrun), each rank takes its share of every batch's users
     and PyTorch DDP averages the gradients; every rank validates the same users, so all ranks take
     the same early-stopping decisions; rank 0 writes checkpoints and reports."""
@@ -261,7 +265,11 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
         return over
 
     ck = load_checkpoint(ckpt_path) if resume else None
+    if ck is not None and restart_stale and not same_identity(ck.get("identity"), identity):
+        log.warning("%s belongs to another training run (other data or config): training starts afresh", ckpt_path)
+        ck = None
     if ck is not None:
+        check_identity(ck.get("identity"), identity, ckpt_path)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         best_state, best_score, bad_epochs = ck["best_state"], ck["best_score"], ck["bad_epochs"]
@@ -322,7 +330,7 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback) -> Trai
         if ckpt_path is not None and rank == 0:
             save_checkpoint(ckpt_path, epoch=epoch, model=model.state_dict(), optimizer=opt.state_dict(),
                             best_state=best_state, best_score=best_score, bad_epochs=bad_epochs,
-                            history=result.history, best_epoch=result.best_epoch, stopped=stop)
+                            history=result.history, best_epoch=result.best_epoch, stopped=stop, identity=identity)
         if stop:
             result.stopped_early = True
             break
