@@ -49,6 +49,24 @@ def ml100k_dir() -> Path:
     return ML100K
 
 
+#: a small, fast hypernetwork config for tests that need a trained model, not a good one
+FAST_TOML = "[model]\ndim = 8\nhidden = 16\nz_dim = 16\n[train]\nepochs = 2\nbatch_users = 64\nk_max = 5\n"
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """A folder with a small synthetic dataset (``ds``), the fast config (``fast.toml``) and a model
+    trained on them through the command line (``model``). Tests copy before they change anything."""
+    from recsys_hyper.cli import main
+
+    root = tmp_path_factory.mktemp("trained")
+    generate(preset("tiny", n_users=150, seed=21), root / "ds")
+    (root / "fast.toml").write_text(FAST_TOML)
+    assert main(["train", "--data", str(root / "ds"), "--out", str(root / "model"), "--config",
+                 str(root / "fast.toml"), "--no-track", "--no-progress"]) == 0
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     """A tiny explicit synthetic dataset (300 users x 120 items, 4 clusters), generated once."""

@@ -10,7 +10,6 @@ checkpoint of another run; a damaged model that would allocate before failing.""
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -18,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import mlflow
@@ -31,19 +29,9 @@ import pytest
 from recsys_hyper.cli import main
 from recsys_hyper.data.synthetic import generate, preset
 
-from .conftest import write_frames
+from .conftest import FAST_TOML, write_frames
 
-FAST = "[model]\ndim = 8\nhidden = 16\nz_dim = 16\n[train]\nepochs = 2\nbatch_users = 64\nk_max = 5\n"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile-inputs")
-    generate(preset("tiny", n_users=150, seed=23), root / "ds")
-    (root / "fast.toml").write_text(FAST)
-    assert main(["train", "--data", str(root / "ds"), "--out", str(root / "model"), "--config",
-                 str(root / "fast.toml"), "--no-track", "--no-progress"]) == 0
-    return root
+FAST = FAST_TOML
 
 
 def _files(folder: Path) -> dict:
@@ -59,16 +47,16 @@ def _err(capsys) -> str:
 # -- non-finite in: a feature, the config; non-finite out: weights, scores
 
 
-def test_an_inf_feature_is_refused_by_every_command(world, tmp_path, capsys):
-    data = Path(shutil.copytree(world / "ds", tmp_path / "ds"))
+def test_an_inf_feature_is_refused_by_every_command(trained, tmp_path, capsys):
+    data = Path(shutil.copytree(trained / "ds", tmp_path / "ds"))
     users = pd.read_parquet(data / "users.parquet")
     users["age"] = users["age"].astype("float64")
     users.loc[5, "age"] = np.inf
     users.to_parquet(data / "users.parquet", index=False)
     pd.DataFrame({"user_id": [1], "item_id": [1]}).to_parquet(tmp_path / "pairs.parquet")
-    model = str(world / "model")
+    model = str(trained / "model")
     for argv in (["data", "validate", str(data)],
-                 ["train", "--data", str(data), "--out", str(tmp_path / "m"), "--config", str(world / "fast.toml"),
+                 ["train", "--data", str(data), "--out", str(tmp_path / "m"), "--config", str(trained / "fast.toml"),
                   "--no-track", "--no-progress"],
                  ["recommend", "--model", model, "--data", str(data), "--out", str(tmp_path / "r.parquet")],
                  ["predict", "--model", model, "--data", str(data), "--pairs", str(tmp_path / "pairs.parquet"),
@@ -78,10 +66,10 @@ def test_an_inf_feature_is_refused_by_every_command(world, tmp_path, capsys):
     assert not (tmp_path / "m").exists() and not (tmp_path / "r.parquet").exists()
 
 
-def test_a_diverged_training_is_neither_saved_nor_registered(world, tmp_path, capsys, monkeypatch):
+def test_a_diverged_training_is_neither_saved_nor_registered(trained, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "hot.toml").write_text(FAST + "lr = 900.0\n")
-    assert main(["train", "--data", str(world / "ds"), "--out", str(tmp_path / "m"), "--config",
+    assert main(["train", "--data", str(trained / "ds"), "--out", str(tmp_path / "m"), "--config",
                  str(tmp_path / "hot.toml"), "--no-progress"]) == 2
     err = _err(capsys)
     assert "diverged" in err and "nothing was saved" in err and "lr, now 900" in err
@@ -92,21 +80,21 @@ def test_a_diverged_training_is_neither_saved_nor_registered(world, tmp_path, ca
     assert run.info.status == "FAILED"
 
 
-def test_a_model_with_non_finite_weights_is_never_served(world, tmp_path, capsys):
+def test_a_model_with_non_finite_weights_is_never_served(trained, tmp_path, capsys):
     import torch
 
-    model = Path(shutil.copytree(world / "model", tmp_path / "model"))
+    model = Path(shutil.copytree(trained / "model", tmp_path / "model"))
     state = torch.load(model / "model.pt", weights_only=True)
     name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
     state[name].view(-1)[0] = float("nan")
     torch.save(state, model / "model.pt")
-    assert main(["recommend", "--model", str(model), "--data", str(world / "ds"), "--out",
+    assert main(["recommend", "--model", str(model), "--data", str(trained / "ds"), "--out",
                  str(tmp_path / "r.parquet")]) == 2
     assert f"holds non-finite weights (NaN or inf in {name}" in _err(capsys)
     assert not (tmp_path / "r.parquet").exists()
 
 
-def test_scores_that_come_out_non_finite_are_never_written(world, tmp_path, capsys, monkeypatch):
+def test_scores_that_come_out_non_finite_are_never_written(trained, tmp_path, capsys, monkeypatch):
     """Whatever produced them, NaN scores stop the command before a row is written (they used to
     drop the user silently: "0 users served")."""
     from recsys_hyper.recommender.hyper import HyperRecommender
@@ -119,10 +107,10 @@ def test_scores_that_come_out_non_finite_are_never_written(world, tmp_path, caps
         return out
 
     monkeypatch.setattr(HyperRecommender, "_rank", broken)
-    assert main(["recommend", "--model", str(world / "model"), "--data", str(world / "ds"), "--out",
+    assert main(["recommend", "--model", str(trained / "model"), "--data", str(trained / "ds"), "--out",
                  str(tmp_path / "r.parquet")]) == 2
     assert "ranking scores came out NaN or infinite for 1 users" in _err(capsys)
-    assert main(["score", "--model", str(world / "model"), "--data", str(world / "ds"), "--out",
+    assert main(["score", "--model", str(trained / "model"), "--data", str(trained / "ds"), "--out",
                  str(tmp_path / "scores"), "--date", "2026-11-22", "--no-progress"]) == 2
     assert "came out NaN or infinite" in _err(capsys)
     assert not (tmp_path / "r.parquet").exists() and not (tmp_path / "scores" / "recommendations").exists()
@@ -137,16 +125,16 @@ def test_scores_that_come_out_non_finite_are_never_written(world, tmp_path, caps
     ("[model]\ndim = 100000000\n", "c.toml", "The 'dim' parameter of ModelConfig must be an int in [1, 4,096]"),
     ("- 1\n- 2\n", "c.yaml", "expected a mapping with [model] and [train] sections"),
 ])
-def test_a_config_with_wrong_values_is_explained_before_any_work(world, tmp_path, capsys, text, name, message):
+def test_a_config_with_wrong_values_is_explained_before_any_work(trained, tmp_path, capsys, text, name, message):
     (tmp_path / name).write_text(text)
-    assert main(["train", "--data", str(world / "ds"), "--out", str(tmp_path / "m"), "--config",
+    assert main(["train", "--data", str(trained / "ds"), "--out", str(tmp_path / "m"), "--config",
                  str(tmp_path / name), "--no-track", "--no-progress"]) == 2
     assert message in _err(capsys)
     assert not (tmp_path / "m").exists()
 
 
-def test_command_line_numbers_are_checked(world, tmp_path, capsys):
-    base = ["train", "--data", str(world / "ds"), "--out", str(tmp_path / "m"), "--no-track"]
+def test_command_line_numbers_are_checked(trained, tmp_path, capsys):
+    base = ["train", "--data", str(trained / "ds"), "--out", str(tmp_path / "m"), "--no-track"]
     for extra in (["--seed", "-1"], ["--max-minutes", "nan"], ["--max-minutes", "inf"]):
         with pytest.raises(SystemExit) as info:
             main(base + extra)
@@ -160,13 +148,13 @@ def test_command_line_numbers_are_checked(world, tmp_path, capsys):
 # -- outputs never replace inputs, devices or folders of other files
 
 
-def test_outputs_never_replace_devices_inputs_or_the_folders_holding_them(world, tmp_path, capsys):
-    data = Path(shutil.copytree(world / "ds", tmp_path / "ds"))
+def test_outputs_never_replace_devices_inputs_or_the_folders_holding_them(trained, tmp_path, capsys):
+    data = Path(shutil.copytree(trained / "ds", tmp_path / "ds"))
     (data / "notes.txt").write_text("keep me")
     before = _files(data)
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    model = str(world / "model")
+    model = str(trained / "model")
     assert main(["recommend", "--model", model, "--data", str(data), "--out", str(fifo)]) == 2
     assert "is a named pipe (FIFO), not a file" in _err(capsys)
     assert fifo.is_fifo()
@@ -224,16 +212,16 @@ def _left_behind(folder: Path) -> list[str]:
     return [p.name for p in folder.rglob("*") if ".tmp-" in p.name or p.name.startswith(".staging")]
 
 
-def test_a_full_disk_gives_one_clear_line_and_leaves_nothing_half_written(world, tmp_path, capsys):
+def test_a_full_disk_gives_one_clear_line_and_leaves_nothing_half_written(trained, tmp_path, capsys):
     with _tmpfs(tmp_path / "full", "512k") as fs:
         _fill(fs)
-        model = str(world / "model")
-        for argv in (["recommend", "--model", model, "--data", str(world / "ds"), "--out", str(fs / "r.parquet")],
-                     ["score", "--model", model, "--data", str(world / "ds"), "--out", str(fs / "scores"), "--date",
+        model = str(trained / "model")
+        for argv in (["recommend", "--model", model, "--data", str(trained / "ds"), "--out", str(fs / "r.parquet")],
+                     ["score", "--model", model, "--data", str(trained / "ds"), "--out", str(fs / "scores"), "--date",
                       "2026-11-22", "--no-progress"],
-                     ["train", "--data", str(world / "ds"), "--out", str(fs / "m"), "--config",
-                      str(world / "fast.toml"), "--no-track", "--no-progress"],
-                     ["data", "validate", str(world / "ds"), "--out", str(fs / "clean")],
+                     ["train", "--data", str(trained / "ds"), "--out", str(fs / "m"), "--config",
+                      str(trained / "fast.toml"), "--no-track", "--no-progress"],
+                     ["data", "validate", str(trained / "ds"), "--out", str(fs / "clean")],
                      ["data", "synth", "--preset", "tiny", "--out", str(fs / "synth"), "--no-progress"]):
             assert main(argv) == 2, argv
             err = _err(capsys)
@@ -242,31 +230,31 @@ def test_a_full_disk_gives_one_clear_line_and_leaves_nothing_half_written(world,
         assert _left_behind(fs) == []
 
 
-def test_a_read_only_output_or_tracking_store_is_refused_in_one_line(world, tmp_path, capsys, monkeypatch):
+def test_a_read_only_output_or_tracking_store_is_refused_in_one_line(trained, tmp_path, capsys, monkeypatch):
     with _tmpfs(tmp_path / "ro", "8m") as fs:
         store = fs / "mlflow.db"
         shutil.copy(Path(mlflow.get_tracking_uri()[len("sqlite:///"):]), store)
         subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
-        assert main(["score", "--model", str(world / "model"), "--data", str(world / "ds"), "--out",
+        assert main(["score", "--model", str(trained / "model"), "--data", str(trained / "ds"), "--out",
                      str(fs / "scores"), "--date", "2026-11-22", "--no-progress"]) == 2
         assert "cannot write under" in _err(capsys)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
         t0 = time.time()
-        assert main(["train", "--data", str(world / "ds"), "--out", str(tmp_path / "m"), "--config",
-                     str(world / "fast.toml"), "--no-progress"]) == 2
+        assert main(["train", "--data", str(trained / "ds"), "--out", str(tmp_path / "m"), "--config",
+                     str(trained / "fast.toml"), "--no-progress"]) == 2
         assert "is read-only" in _err(capsys) and time.time() - t0 < 30
         assert not (tmp_path / "m").exists()
 
 
-def test_a_tracking_uri_that_is_no_database_fails_in_seconds(world, tmp_path, capsys, monkeypatch):
+def test_a_tracking_uri_that_is_no_database_fails_in_seconds(trained, tmp_path, capsys, monkeypatch):
     (tmp_path / "folder").mkdir()
     (tmp_path / "garbage.db").write_text("not a database")
     for uri, message in ((f"sqlite:///{tmp_path / 'folder'}", "names a directory"),
                          (f"sqlite:///{tmp_path / 'garbage.db'}", "is not an SQLite database")):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         t0 = time.time()
-        assert main(["train", "--data", str(world / "ds"), "--out", str(tmp_path / "m"), "--config",
-                     str(world / "fast.toml"), "--no-progress"]) == 2
+        assert main(["train", "--data", str(trained / "ds"), "--out", str(tmp_path / "m"), "--config",
+                     str(trained / "fast.toml"), "--no-progress"]) == 2
         assert message in _err(capsys) and time.time() - t0 < 20
 
 
@@ -281,21 +269,25 @@ def test_processes_creating_one_fresh_store_at_once_all_succeed(tmp_path):
     assert [p.returncode for p in procs] == [0, 0, 0], [r[1][-800:] for r in results]
 
 
-def test_sigterm_ends_training_as_killed_in_one_line(world, tmp_path):
+def _terminate_once_written(proc: subprocess.Popen, path: Path) -> str:
+    """SIGTERM to ``proc`` as soon as it has written ``path`` (a first epoch's checkpoint); its stderr."""
+    deadline = time.time() + 180
+    while time.time() < deadline and not path.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=120)[1]
+
+
+def test_sigterm_ends_training_as_killed_in_one_line(trained, tmp_path):
     store = tmp_path / "store.db"
     shutil.copy(Path(mlflow.get_tracking_uri()[len("sqlite:///"):]), store)
     (tmp_path / "slow.toml").write_text(FAST.replace("epochs = 2", "epochs = 200\npatience = 200"))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
-    proc = subprocess.Popen([sys.executable, "-m", "recsys_hyper.cli", "train", "--data", str(world / "ds"), "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "recsys_hyper.cli", "train", "--data", str(trained / "ds"), "--out",
                              str(tmp_path / "m"), "--config", str(tmp_path / "slow.toml"), "--no-progress"],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpt = tmp_path / ".m.checkpoints" / "checkpoint.pt"
-    deadline = time.time() + 180
-    while time.time() < deadline and not ckpt.exists() and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()[1][-2000:]
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    err = _terminate_once_written(proc, tmp_path / ".m.checkpoints" / "checkpoint.pt")
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "interrupted (SIGTERM)" in err and "Traceback" not in err
     client = mlflow.MlflowClient(f"sqlite:///{store}")
@@ -317,13 +309,7 @@ def test_sigterm_stops_a_night_releases_its_lock_and_a_rerun_completes(tmp_path)
     cmd = [sys.executable, "-m", "recsys_hyper.cli", "pipeline", "nightly", "--all", "--landing", str(landing),
            "--work", str(work), "--config", str(tmp_path / "slow.toml"), "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpt = work / "models" / ".date=2026-11-22.checkpoints" / "checkpoint.pt"
-    deadline = time.time() + 180
-    while time.time() < deadline and not ckpt.exists() and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()[1][-2000:]
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    err = _terminate_once_written(proc, work / "models" / ".date=2026-11-22.checkpoints" / "checkpoint.pt")
     assert proc.returncode == 143 and "interrupted (SIGTERM)" in err and "Traceback" not in err, err[-2000:]
     assert not (work / "nightly.lock").exists()
     client = mlflow.MlflowClient(f"sqlite:///{store}")
@@ -337,7 +323,7 @@ def test_sigterm_stops_a_night_releases_its_lock_and_a_rerun_completes(tmp_path)
 # -- a checkpoint belongs to its data and config
 
 
-def test_resume_refuses_the_checkpoint_of_another_dataset(world, tmp_path, capsys):
+def test_resume_refuses_the_checkpoint_of_another_dataset(trained, tmp_path, capsys):
     from recsys_hyper import HyperRecommender, load_config
     from recsys_hyper.data import load_dataset
     from recsys_hyper.jobs.train import checkpoint_dir
@@ -346,13 +332,13 @@ def test_resume_refuses_the_checkpoint_of_another_dataset(world, tmp_path, capsy
     generate(preset("tiny", n_users=120, n_items=90, seed=99), other)
     out = tmp_path / "m"
     # the run on `other` was killed after an epoch: its checkpoint is where train --out m keeps one
-    HyperRecommender(load_config(world / "fast.toml")).fit(load_dataset(other), progress=False,
+    HyperRecommender(load_config(trained / "fast.toml")).fit(load_dataset(other), progress=False,
                                                               checkpoint_dir=checkpoint_dir(out))
     def train(data: Path, config: Path) -> int:
         return main(["train", "--data", str(data), "--out", str(out), "--config", str(config), "--no-track",
                      "--no-progress", "--resume"])
 
-    assert train(world / "ds", world / "fast.toml") == 2
+    assert train(trained / "ds", trained / "fast.toml") == 2
     err = _err(capsys)
     assert "this checkpoint belongs to another training run" in err and "other training data" in err
     assert not out.exists()
@@ -360,21 +346,21 @@ def test_resume_refuses_the_checkpoint_of_another_dataset(world, tmp_path, capsy
         (tmp_path / "c.toml").write_text(FAST.replace(*change))
         assert train(other, tmp_path / "c.toml") == 2
         assert "other config" in _err(capsys)
-    assert train(other, world / "fast.toml") == 0                               # its own data and config: resumed
+    assert train(other, trained / "fast.toml") == 0                               # its own data and config: resumed
     assert (out / "model.json").is_file()
 
 
 # -- the data contract read as written
 
 
-def test_unsigned_ids_beyond_int64_are_explained(world, tmp_path, capsys):
-    events = pd.read_parquet(world / "ds" / "interactions.parquet")
+def test_unsigned_ids_beyond_int64_are_explained(trained, tmp_path, capsys):
+    events = pd.read_parquet(trained / "ds" / "interactions.parquet")
     big = pa.array(events["user_id"].to_numpy().astype(np.uint64) + np.uint64(2**63), pa.uint64())
     data = write_frames(tmp_path / "big", pa.table({"user_id": big, "item_id": events["item_id"],
                                                     "rating": events["rating"], "timestamp": events["timestamp"]}))
     assert main(["data", "validate", str(data)]) == 2
     assert "ids >= 2^63 that int64 cannot hold" in _err(capsys)
-    assert main(["score", "--model", str(world / "model"), "--data", str(data), "--out", str(tmp_path / "s"),
+    assert main(["score", "--model", str(trained / "model"), "--data", str(data), "--out", str(tmp_path / "s"),
                  "--date", "2026-11-22", "--no-progress"]) == 2
     assert "ids >= 2^63 that int64 cannot hold" in _err(capsys)
     small = write_frames(tmp_path / "small", pa.table({"user_id": pa.array(events["user_id"], pa.uint64()),
@@ -389,16 +375,16 @@ def test_unsigned_ids_beyond_int64_are_explained(world, tmp_path, capsys):
     (pd.DataFrame({"item": [1, 2]}), "column 'item_id': is missing"),
     (pd.DataFrame({"item_id": [10**9, 10**9 + 1]}), "none of its 2 item ids is known to the model"),
 ])
-def test_candidates_are_checked_like_the_data(world, tmp_path, capsys, candidates, message):
+def test_candidates_are_checked_like_the_data(trained, tmp_path, capsys, candidates, message):
     candidates.to_parquet(tmp_path / "c.parquet")
-    assert main(["score", "--model", str(world / "model"), "--data", str(world / "ds"), "--out", str(tmp_path / "s"),
+    assert main(["score", "--model", str(trained / "model"), "--data", str(trained / "ds"), "--out", str(tmp_path / "s"),
                  "--date", "2026-11-22", "--candidates", str(tmp_path / "c.parquet"), "--no-progress"]) == 2
     assert message in _err(capsys)
     assert not (tmp_path / "s").exists()
 
 
-def test_the_parts_of_a_folder_must_agree_on_their_columns(world, tmp_path, capsys):
-    events = pd.read_parquet(world / "ds" / "interactions.parquet")
+def test_the_parts_of_a_folder_must_agree_on_their_columns(trained, tmp_path, capsys):
+    events = pd.read_parquet(trained / "ds" / "interactions.parquet")
     folder = tmp_path / "d" / "interactions.parquet"
     folder.mkdir(parents=True)
     events.iloc[:100].drop(columns="rating").to_parquet(folder / "a.parquet", index=False)   # read as implicit, once
@@ -406,7 +392,7 @@ def test_the_parts_of_a_folder_must_agree_on_their_columns(world, tmp_path, caps
     assert main(["data", "validate", str(tmp_path / "d")]) == 2
     err = _err(capsys)
     assert "column 'rating': is in 1 of its 2 parts but missing from 1 (a.parquet" in err
-    assert main(["score", "--model", str(world / "model"), "--data", str(tmp_path / "d"), "--out",
+    assert main(["score", "--model", str(trained / "model"), "--data", str(tmp_path / "d"), "--out",
                  str(tmp_path / "s"), "--date", "2026-11-22", "--no-progress"]) == 2
     assert "missing from 1 (a.parquet" in _err(capsys)
     events.iloc[:100].assign(user_id=events["user_id"].iloc[:100].astype(str)).to_parquet(folder / "a.parquet",
@@ -418,10 +404,32 @@ def test_the_parts_of_a_folder_must_agree_on_their_columns(world, tmp_path, caps
     assert main(["data", "validate", str(tmp_path / "d")]) == 0
 
 
-def test_times_are_read_as_written(world, tmp_path, capsys):
+def test_repeated_columns_and_ratings_a_float32_cannot_hold_are_explained(trained, tmp_path, capsys):
+    events = pd.read_parquet(trained / "ds" / "interactions.parquet")
+    twice = pa.Table.from_arrays([pa.array(events[c]) for c in ("user_id", "item_id", "rating", "timestamp", "rating")],
+                                 names=["user_id", "item_id", "rating", "timestamp", "rating"])
+    assert main(["data", "validate", str(write_frames(tmp_path / "twice", twice))]) == 2
+    assert "has the column(s) 'rating' more than once" in _err(capsys)
+    huge = events.astype({"rating": "float64"})
+    huge.loc[3, "rating"] = 1e39                                          # finite, but infinite as a float32
+    assert main(["data", "validate", str(write_frames(tmp_path / "huge", huge))]) == 2
+    assert "has 1 values beyond a float32's range" in _err(capsys)
+
+
+def test_an_unscoreable_prediction_is_written_as_missing_never_as_nan(trained, tmp_path):
+    pd.DataFrame({"user_id": [1, 1], "item_id": [int(pd.read_parquet(trained / "ds" / "interactions.parquet")
+                                                        ["item_id"].iloc[0]), 10**9]}).to_parquet(tmp_path / "p.parquet")
+    assert main(["predict", "--model", str(trained / "model"), "--data", str(trained / "ds"), "--pairs",
+                 str(tmp_path / "p.parquet"), "--out", str(tmp_path / "out.parquet")]) == 0
+    column = pq.read_table(tmp_path / "out.parquet").column("prediction")
+    assert column.null_count == 1 and column.is_valid().to_pylist() == [True, False]
+    assert np.isfinite(column.to_numpy(zero_copy_only=False)[:1]).all()
+
+
+def test_times_are_read_as_written(trained, tmp_path, capsys):
     import datetime
 
-    events = pd.read_parquet(world / "ds" / "interactions.parquet").head(200)
+    events = pd.read_parquet(trained / "ds" / "interactions.parquet").head(200)
     dates = pa.array([datetime.date(9999, 12, 31)] * len(events), pa.date32())
     data = write_frames(tmp_path / "dates", pa.table({"user_id": events["user_id"], "item_id": events["item_id"],
                                                       "rating": events["rating"], "timestamp": dates}))
@@ -438,10 +446,10 @@ def test_times_are_read_as_written(world, tmp_path, capsys):
     assert clean["timestamp"].tolist()[:3] == events["timestamp"].tolist()[:3]
 
 
-def test_an_edited_model_size_is_refused_before_the_network_is_built(world, tmp_path, capsys, monkeypatch):
+def test_an_edited_model_size_is_refused_before_the_network_is_built(trained, tmp_path, capsys, monkeypatch):
     from recsys_hyper.networks import hyper as networks
 
-    model = Path(shutil.copytree(world / "model", tmp_path / "model"))
+    model = Path(shutil.copytree(trained / "model", tmp_path / "model"))
     meta = json.loads((model / "model.json").read_text())
     meta["config"]["model"].update(dim=4096, hidden=4096)
     (model / "model.json").write_text(json.dumps(meta))
@@ -455,7 +463,7 @@ def test_an_edited_model_size_is_refused_before_the_network_is_built(world, tmp_
         real_init(self, *args, **kwargs)
 
     monkeypatch.setattr(networks.HyperRecModel, "__init__", counting)
-    assert main(["recommend", "--model", str(model), "--data", str(world / "ds"), "--out",
+    assert main(["recommend", "--model", str(model), "--data", str(trained / "ds"), "--out",
                  str(tmp_path / "r.parquet")]) == 2
     assert "do not match" in _err(capsys)
     assert built == ["meta"]                                   # checked on the meta device only: nothing allocated

@@ -85,7 +85,8 @@ def test_a_growing_catalogue_never_stops_a_night(landing, tmp_path, monkeypatch)
     report = run_nightly(DATES[1], _cfg(landing, work, tolerance_mae=-10.0))
     assert report.promoted is False and report.champion_version == "1"
     assert report.steps_run[-3:] == ["score", "cohort", "cold_start_eval"]
-    results = json.loads((Path(report.evaluation) / "results.json").read_text())
+    results = json.loads((Path(report.evaluation) / "results.json").read_text(),
+                         parse_constant=lambda token: pytest.fail(f"results.json holds {token}"))
     assert results and (work / "scores" / "recommendations" / f"date={DATES[1]}").is_dir()
     assert run_nightly(DATES[1], _cfg(landing, work, tolerance_mae=-10.0)).steps_run == []     # and it stays done
 
@@ -264,3 +265,24 @@ def test_the_gate_never_promotes_on_a_missing_or_non_finite_figure():
     e = {"champion_validation_mae": float("nan"), "champion_validation_ndcg@10": 0.3,
          "challenger_validation_mae": 0.9, "challenger_validation_ndcg@10": 0.1}
     assert gate_decision(e, 0.005, 0.005)[0]
+
+
+def test_a_damaged_state_is_explained_and_a_lock_its_writer_never_finished_is_taken_over(tmp_path):
+    import time
+
+    from recsys_hyper.jobs.state import UNREADABLE_LOCK_S, NightState, RunLock
+
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / f"date={DATES[0]}.json").write_text("{not json")
+    with pytest.raises(RecsysHyperError, match="the night's state is damaged .*remove it to run the night"):
+        NightState.load(tmp_path, DATES[0])
+    lock = tmp_path / "nightly.lock"
+    lock.write_text("")                              # its writer died between creating the file and writing it
+    with pytest.raises(RecsysHyperError, match="another nightly run holds"):      # too recent to judge
+        with RunLock(lock):
+            pass
+    old = time.time() - UNREADABLE_LOCK_S - 5
+    os.utime(lock, (old, old))
+    with RunLock(lock):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()

@@ -22,19 +22,6 @@ from recsys_hyper.data.synthetic import generate, preset
 
 from .conftest import write_frames
 
-FAST = "[model]\ndim = 8\nhidden = 16\nz_dim = 16\n[train]\nepochs = 2\nbatch_users = 64\nk_max = 5\n"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile")
-    generate(preset("tiny", n_users=150, seed=21), root / "ds")
-    (root / "fast.toml").write_text(FAST)
-    assert main(["train", "--data", str(root / "ds"), "--out", str(root / "model"), "--config",
-                 str(root / "fast.toml"), "--no-track", "--no-progress"]) == 0
-    return root
-
-
 def _snapshot(folder: Path) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from ..errors import MAX_EXAMPLES, DataValidationError, Problem
@@ -32,6 +31,8 @@ from . import schema as S
 
 log = logging.getLogger(__name__)
 
+#: The largest float32: ratings are stored as float32, and a larger value would become infinite.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Earliest plausible event time (exclusive): 0 and negatives are placeholders, not events.
 MIN_TIMESTAMP = 0
 #: Slack allowed into the future for clock skew between producers.
@@ -156,6 +157,12 @@ def check_parts(folder: Path, parts: list[Path], c: Collector, columns: tuple[st
     if len(schemas) < len(parts):
         return None
     rel = [str(p.relative_to(folder)) for p in parts]
+    for r, sch in zip(rel, schemas):
+        repeated = _repeated(sch.names)
+        if repeated:
+            c.add(f"{r} (a part of {name})", None, f"has the column(s) {', '.join(map(repr, repeated))} more than once",
+                  "every column name must be unique: rename or drop the repeated ones, then re-export")
+            return None
     names = set().union(*(sch.names for sch in schemas))
     wanted = sorted(names if columns is None else names & set(columns), key=str)
     ok = True
@@ -180,6 +187,11 @@ def check_parts(folder: Path, parts: list[Path], c: Collector, columns: tuple[st
             c.add(name, col, f"has different types in different parts ({shown})",
                   "every part of a folder must store a column with one type: re-export the odd parts")
     return schemas if ok else None
+
+
+def _repeated(names: list[str]) -> list[str]:
+    """Column names that appear more than once (Parquet allows it; nothing can read them by name)."""
+    return sorted({n for n in names if names.count(n) > 1})
 
 
 def _type_kind(t: pa.DataType) -> str:
@@ -216,6 +228,12 @@ def read_parquet_checked(path: Path, c: Collector, required: bool, columns: tupl
         return None
     parts = parquet_parts(path) if path.is_dir() else [path]
     try:
+        for part in parts[:1] if path.is_file() else []:
+            repeated = _repeated(pq.read_schema(part).names)
+            if repeated:
+                c.add(name, None, f"has the column(s) {', '.join(map(repr, repeated))} more than once",
+                      "every column name must be unique: rename or drop the repeated ones, then re-export")
+                return None
         if path.is_dir():
             schemas = check_parts(path, parts, c, columns)
             if schemas is None:
@@ -318,7 +336,11 @@ def coerce_rating(arr: pa.ChunkedArray, file: str, c: Collector) -> pa.ChunkedAr
     if infinite.any():
         c.add(file, col, f"has {int(infinite.sum())} infinite values", "drop or correct those rows",
               mask=infinite, values=values)
-    if missing.any() or infinite.any():
+    huge = ~infinite & ~missing & (np.abs(np.nan_to_num(values)) > FLOAT32_MAX)
+    if huge.any():                                   # stored as float32, they would become infinite
+        c.add(file, col, f"has {int(huge.sum())} values beyond a float32's range (|rating| > 3.4e38)",
+              "drop or correct those rows", mask=huge, values=values)
+    if missing.any() or infinite.any() or huge.any():
         return None
     return pa.chunked_array([pa.array(values.astype(np.float32))])
 

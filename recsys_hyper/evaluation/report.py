@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 
 from .runner import EvalResult
 
@@ -33,7 +34,28 @@ def markdown_table(result: EvalResult) -> str:
     return "\n".join(lines)
 
 
+def json_safe(obj):
+    """``obj`` with every non-finite float as ``None`` (JSON has no NaN: a metric that is undefined
+    for a method, e.g. MAE of a ranking-only one, is null)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
 def summary(result: EvalResult) -> dict:
+    """The results as JSON-safe values (undefined metrics are null)."""
+    return json_safe(_summary(result))
+
+
+def _summary(result: EvalResult) -> dict:
     p = result.protocol
     return {
         "protocol": {"shots": list(p.shots), "seed": p.seed, "val_fraction": p.val_fraction,

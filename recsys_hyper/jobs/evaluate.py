@@ -33,7 +33,7 @@ def write_outputs(result: EvalResult, out: str | os.PathLike, extra: dict | None
         for name, frame in (extra or {}).items():
             frame.to_parquet(tmp / name, index=False)
         (tmp / "results.md").write_text(markdown_table(result) + "\n")
-        (tmp / "results.json").write_text(json.dumps(summary(result), indent=2, default=float))
+        (tmp / "results.json").write_text(json.dumps(summary(result), indent=2, default=float, allow_nan=False))
         result.split.table.to_parquet(tmp / "split.parquet", index=False)
         result.per_user.to_parquet(tmp / "per_user.parquet", index=False)
         k_curve_figure(result).savefig(tmp / "k_curve.png", dpi=110)

@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 
 from ..data import schema as S
-from ..errors import RecsysHyperError
 from ..scoring import ScoreReport, score_dataset
 from ..scoring.batch import TABLES
 from .models import load_model

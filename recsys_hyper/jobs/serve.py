@@ -120,7 +120,10 @@ def predict(model: str, data: str | os.PathLike, pairs: str | os.PathLike, out: 
     rec.check_compatible(ds, allow_rating_mismatch)
     check_pair_ids(frame, Path(pairs).name, ds, rec.item_map_.kind)
     pred = rec.predict(ds.interactions, frame, users=ds.users, item_features=ds.items)
-    result = frame.assign(prediction=pred.astype(np.float32))
+    # a pair the model cannot score (an item it has never seen, with no features) is written as a
+    # missing value (null), never as NaN
+    result = frame.assign(prediction=pd.array(pred.astype(np.float32), dtype="Float32"))
     write_parquet(result, out)
-    n_nan = int(np.isnan(pred).sum())
-    return f"predicted {len(result):,} pairs" + (f" ({n_nan:,} unscoreable: NaN)" if n_nan else "") + f" -> {out}"
+    n_missing = int(np.isnan(pred).sum())
+    return (f"predicted {len(result):,} pairs" + (f" ({n_missing:,} unscoreable: null)" if n_missing else "")
+            + f" -> {out}")
