@@ -60,10 +60,12 @@ def test_an_inf_feature_is_refused_by_every_command(trained, tmp_path, capsys):
                   "--no-track", "--no-progress"],
                  ["recommend", "--model", model, "--data", str(data), "--out", str(tmp_path / "r.parquet")],
                  ["predict", "--model", model, "--data", str(data), "--pairs", str(tmp_path / "pairs.parquet"),
-                  "--out", str(tmp_path / "p.parquet")]):
+                  "--out", str(tmp_path / "p.parquet")],
+                 ["score", "--model", model, "--data", str(data), "--out", str(tmp_path / "s"), "--date", "2026-11-22",
+                  "--no-progress"]):
         assert main(argv) == 2, argv
         assert "users.parquet: column 'age': has 1 infinite values of" in _err(capsys)
-    assert not (tmp_path / "m").exists() and not (tmp_path / "r.parquet").exists()
+    assert not (tmp_path / "m").exists() and not (tmp_path / "r.parquet").exists() and not (tmp_path / "s").exists()
 
 
 def test_a_diverged_training_is_neither_saved_nor_registered(trained, tmp_path, capsys, monkeypatch):

@@ -81,7 +81,8 @@ def check_inputs(model: HyperRecommender, data_dir: Path, allow_rating_mismatch:
     """What ``recommend`` checks, streamed (no full load): the schema, the item vocabulary, the
     values (ratings finite and, unless ``allow_rating_mismatch``, on the model's scale and of its
     kind; timestamps plausible unix seconds), and ``users.parquet``'s id type."""
-    from ..data.validation import Collector, check_parts, coerce_rating, coerce_timestamp, parquet_parts
+    from ..data.validation import (Collector, check_parts, check_side_table, coerce_rating, coerce_timestamp,
+                                   parquet_parts, read_parquet_checked)
 
     src = _histories_source(data_dir)
     try:
@@ -106,11 +107,15 @@ def check_inputs(model: HyperRecommender, data_dir: Path, allow_rating_mismatch:
             problems.append(Problem(S.INTERACTIONS_FILE, col, f"has type {schema.field(col).type}",
                                     "ids must be int64 or string"))
     users_file = data_dir / S.USERS_FILE
-    if not problems and users_file.exists():
-        users_type = pads.dataset(users_file, format="parquet").schema.field(S.USER_ID).type
-        if pa.types.is_integer(users_type) != pa.types.is_integer(schema.field(S.USER_ID).type):
-            problems.append(Problem(S.USERS_FILE, S.USER_ID, f"has type {users_type} but the histories' user ids "
-                                    f"are {schema.field(S.USER_ID).type}",
+    if not problems and users_file.exists():        # the users table is checked as load_dataset checks it
+        side = Collector()
+        users_table = read_parquet_checked(users_file, side, required=False)
+        users = check_side_table(users_table, S.USER_ID, S.USERS_FILE, side) if users_table is not None else None
+        problems += side.problems
+        if users is not None and pd.api.types.is_integer_dtype(users[S.USER_ID]) != pa.types.is_integer(
+                schema.field(S.USER_ID).type):
+            problems.append(Problem(S.USERS_FILE, S.USER_ID, f"has type {users[S.USER_ID].dtype} but the histories' "
+                                    f"user ids are {schema.field(S.USER_ID).type}",
                                     "store user ids with the same type in both files"))
     if problems:
         raise DataValidationError(problems)
