@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .config import (EVALUATION_EXPERIMENT, REGISTERED_MODEL, TRAINING_EXPERIMENT, NightlyConfig, default)
 from .errors import Interrupted, RecsysHyperError
 
 log = logging.getLogger("recsys_hyper")
@@ -204,8 +205,8 @@ def _model_commands(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint of an interrupted run")
     t.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     t.add_argument("--no-register", action="store_true", help="log to MLflow but do not register the model")
-    t.add_argument("--experiment", default="recsys-hyper-training", help="MLflow experiment name")
-    t.add_argument("--registered-model", default="recsys-hyper", metavar="NAME",
+    t.add_argument("--experiment", default=TRAINING_EXPERIMENT, help="MLflow experiment name")
+    t.add_argument("--registered-model", default=REGISTERED_MODEL, metavar="NAME",
                    help="the MLflow registered model the version is registered under (alias challenger)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t.set_defaults(func=cmd_train)
@@ -284,6 +285,11 @@ def _model_commands(sub) -> None:
     sc.set_defaults(func=cmd_score)
 
 
+def nightly(name: str):
+    """A default of the nightly pipeline's options: :class:`~recsys_hyper.config.NightlyConfig`'s."""
+    return default(NightlyConfig, name)
+
+
 def _pipeline_commands(sub) -> None:
     pl = sub.add_parser("pipeline", help="the nightly training pipeline", formatter_class=_Formatter,
                         description="The jobs the team runs: the nightly pipeline and a synthetic landing folder.")
@@ -299,22 +305,25 @@ def _pipeline_commands(sub) -> None:
                                     "night; a lock stops two runs at once.")
     n.add_argument("--date", metavar="YYYY-MM-DD", help="the night to run (default: with --all, every landing date)")
     n.add_argument("--all", action="store_true", help="run every landing date, oldest first (done ones are skipped)")
-    n.add_argument("--landing", default="data/landing", metavar="DIR", help="landing folder (events/date=D/...)")
-    n.add_argument("--work", default="artifacts/nightly", metavar="DIR", help="snapshot, state, models, scores")
+    n.add_argument("--landing", default=str(nightly("landing")), metavar="DIR",
+                   help="landing folder (events/date=D/...)")
+    n.add_argument("--work", default=str(nightly("work")), metavar="DIR", help="snapshot, state, models, scores")
     n.add_argument("--config", metavar="FILE", help="the hypernetwork's config (as for train)")
     n.add_argument("--full", action="store_true", help="retrain from scratch instead of warm-starting")
-    n.add_argument("--warm-max-steps", type=_positive_int, default=2000, metavar="N",
+    n.add_argument("--warm-max-steps", type=_positive_int, default=nightly("warm_max_steps"), metavar="N",
                    help="the step budget of a warm-started training")
-    n.add_argument("--first-max-steps", type=_positive_int, default=None, metavar="N",
+    n.add_argument("--first-max-steps", type=_positive_int, default=nightly("first_max_steps"), metavar="N",
                    help="the step budget of a first (or --full) training; without it every epoch passes over every "
                         "user, which at millions of users takes longer than a night")
-    n.add_argument("--max-eval-users", type=_positive_int, default=5000, metavar="N",
+    n.add_argument("--max-eval-users", type=_positive_int, default=nightly("max_eval_users"), metavar="N",
                    help="the gate compares champion and challenger on at most N validation and N test users, and "
                         "the cold-start step evaluates at most N test users (seeded samples)")
-    n.add_argument("--tolerance-mae", type=_finite, default=0.005, help="how much worse the challenger's MAE may be")
-    n.add_argument("--tolerance-ndcg", type=_finite, default=0.005, help="how much worse its nDCG@10 may be")
-    n.add_argument("--top-k", type=_positive_int, default=100, help="items per user in the batch scores")
-    n.add_argument("--registered-model", default="recsys-hyper", metavar="NAME",
+    n.add_argument("--tolerance-mae", type=_finite, default=nightly("tolerance_mae"),
+                   help="how much worse the challenger's MAE may be")
+    n.add_argument("--tolerance-ndcg", type=_finite, default=nightly("tolerance_ndcg"),
+                   help="how much worse its nDCG@10 may be")
+    n.add_argument("--top-k", type=_positive_int, default=nightly("top_k"), help="items per user in the batch scores")
+    n.add_argument("--registered-model", default=nightly("registered_model"), metavar="NAME",
                    help="the MLflow registered model this pipeline's versions and aliases live under; two pipelines "
                         "that share a tracking store need different names")
     n.add_argument("--allow-out-of-order", action="store_true",
@@ -338,6 +347,7 @@ def _pipeline_commands(sub) -> None:
 
 
 def _evaluate_command(sub) -> None:
+    from .evaluation.protocol import Protocol
     from .evaluation.runner import METHODS
 
     e = sub.add_parser("evaluate", formatter_class=_Formatter,
@@ -345,7 +355,8 @@ def _evaluate_command(sub) -> None:
                        description="Run the cold-start protocol on a dataset. Users are split by --seed into train / "
                                    "validation / cold-test; every method fits on the training users (validation users "
                                    "decide its early stopping and hyper-parameters; test users decide nothing). Each "
-                                   "test user with at least max(shots) + 10 interactions is adapted from their k "
+                                   f"test user with at least max(shots) + {default(Protocol, 'min_query')} "
+                                   "interactions is adapted from their k "
                                    "earliest interactions and scored on the rest: MAE, RMSE, nDCG@3 among the query "
                                    "items, full-catalogue Recall@10 / nDCG@10 (relevant = query items rated >= 4, "
                                    "support items excluded), and adaptation latency per user. Writes results.md, "
@@ -355,16 +366,16 @@ def _evaluate_command(sub) -> None:
     e.add_argument("--data", required=True, metavar="DIR", help="dataset directory")
     e.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), metavar="METHOD",
                    help="methods to compare")
-    e.add_argument("--shots", nargs="+", type=_count, default=[0, 1, 3, 5, 10, 20], metavar="K",
+    e.add_argument("--shots", nargs="+", type=_count, default=list(default(Protocol, "shots")), metavar="K",
                    help="support sizes k")
-    e.add_argument("--seed", type=_seed, default=0, help="seed of the user split")
+    e.add_argument("--seed", type=_seed, default=default(Protocol, "seed"), help="seed of the user split")
     e.add_argument("--out", default="artifacts/evaluation", metavar="DIR",
                    help="where to write the results (replaced at the end: an earlier evaluation's folder, or any "
                         "folder with --overwrite; never one that holds the data)")
     e.add_argument("--overwrite", action="store_true", help="replace --out even when it is not an evaluation's folder")
     e.add_argument("--config", metavar="FILE", help="the hypernetwork's config (as for train)")
     e.add_argument("--no-track", action="store_true", help="do not log to MLflow")
-    e.add_argument("--experiment", default="recsys-hyper-cold-start", help="MLflow experiment name")
+    e.add_argument("--experiment", default=EVALUATION_EXPERIMENT, help="MLflow experiment name")
     e.add_argument("--notebook", action="store_true",
                    help="also execute the cold-start analysis notebook on this run, render it to HTML in --out "
                         "and log it to the run")
@@ -469,7 +480,7 @@ def cmd_synth_landing(args: argparse.Namespace) -> int:
 
 def cmd_nightly(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .jobs.nightly import NightlyConfig, OutOfOrderError, mlflow_ui_command, nights_to_run, run_nightly
+    from .jobs.nightly import OutOfOrderError, mlflow_ui_command, nights_to_run, run_nightly
 
     dates = nights_to_run(args.landing, args.date, args.all)
     cfg = NightlyConfig(landing=Path(args.landing), work=Path(args.work), model_config=load_config(args.config),

@@ -1,7 +1,11 @@
-"""Model and training configuration: small frozen dataclasses, loadable from TOML / YAML / JSON.
+"""Configuration, stated once: small frozen dataclasses whose fields declare their kind and range.
 
-A config file has up to two tables, ``[model]`` and ``[train]``; unknown keys are rejected with
-the list of known ones.
+* :class:`Config` (``[model]`` and ``[train]``): the hypernetwork, loadable from TOML / YAML /
+  JSON; unknown keys are rejected with the list of known ones.
+* :class:`NightlyConfig`: the nightly pipeline's folders, budgets and tolerances.
+* The names of what is tracked: the registered model and the experiments.
+
+The command line reads its defaults from here, so each default is written once.
 """
 
 from __future__ import annotations
@@ -16,6 +20,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from .errors import RecsysHyperError
+
+#: the registered model every version is registered under (its aliases: challenger, champion)
+REGISTERED_MODEL = "recsys-hyper"
+TRAINING_EXPERIMENT = "recsys-hyper-training"
+EVALUATION_EXPERIMENT = "recsys-hyper-cold-start"
+NIGHTLY_EXPERIMENT = "recsys-hyper-nightly"
 
 
 @dataclass(frozen=True)
@@ -264,3 +274,54 @@ def load_config(path: str | os.PathLike | None) -> Config:
     if not isinstance(data, dict):
         raise RecsysHyperError(f"{p}: expected a mapping with [model] and [train] sections")
     return Config.from_dict(data, source=str(p))
+
+
+@dataclass(frozen=True)
+class NightlyConfig:
+    """The nightly pipeline (see :mod:`recsys_hyper.jobs.nightly`): where it reads and writes, its
+    budgets, the gate's tolerances, and what the evaluation steps measure."""
+
+    landing: Path = Path("data/landing")
+    work: Path = Path("artifacts/nightly")
+    model_config: Config = field(default_factory=Config)
+    full_retrain: bool = False
+    warm_max_steps: int | None = 2000  # a warm start refines: a step budget, whatever the number of users
+    first_max_steps: int | None = None  # a first (or --full) training: full passes over every user unless set
+    max_eval_users: int = 5000         # the gate's and the cold-start step's users: a seeded sample of at most this many
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    tolerance_mae: float = 0.005       # the challenger may be this much worse in MAE ...
+    tolerance_ndcg: float = 0.005      # ... and in nDCG@10 (validation users, mean over k)
+    gate_shots: tuple[int, ...] = (0, 1, 3, 5, 10)
+    top_k: int = 100
+    eval_methods: tuple[str, ...] = ("popularity", "bias", "ease", "hyper")   # cheap, strong baselines
+    eval_shots: tuple[int, ...] = (0, 1, 3, 5, 10)
+    experiment: str = NIGHTLY_EXPERIMENT
+    progress: bool = True
+    allow_out_of_order: bool = False   # run a night older than one already merged (it trains on the later data)
+    registered_model: str = REGISTERED_MODEL
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "warm_max_steps": Rule("int", 1, 10**12, optional=True), "first_max_steps": Rule("int", 1, 10**12, optional=True),
+        "max_eval_users": Rule("int", 1, 10**9), "val_fraction": Rule("float", 0, 1, open_lo=True, open_hi=True),
+        "test_fraction": Rule("float", 0, 1, open_lo=True, open_hi=True), "tolerance_mae": Rule("float"),
+        "tolerance_ndcg": Rule("float"), "gate_shots": Rule("ints", 0, 100_000, empty=False),
+        "top_k": Rule("int", 1, 10**7), "eval_shots": Rule("ints", 0, 100_000, empty=False),
+    }
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.RULES)
+        if self.val_fraction + self.test_fraction >= 1:
+            raise RecsysHyperError(f"val_fraction + test_fraction must be below 1; got {self.val_fraction} + "
+                                   f"{self.test_fraction}")
+        if not isinstance(self.registered_model, str) or not self.registered_model.strip():
+            raise RecsysHyperError(f"--registered-model must be a name; got {self.registered_model!r}")
+        # every path the night records is absolute: a killed night resumes from any working directory
+        object.__setattr__(self, "landing", Path(self.landing).resolve())
+        object.__setattr__(self, "work", Path(self.work).resolve())
+
+
+def default(cls, name: str):
+    """The default of field ``name`` of the dataclass ``cls`` (for the command line's options)."""
+    f = cls.__dataclass_fields__[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default

@@ -1,1 +1,2 @@
-"""Cold-start evaluation: metrics (and, with the evaluation issue, the protocol and baselines)."""
+"""Cold-start evaluation: the protocol (a seeded user split, chronological episodes), the runner that
+fits and measures every method on it, the onboarding and explanation protocols, and the report."""

@@ -46,7 +46,6 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -55,7 +54,7 @@ import pyarrow.parquet as pq
 
 from .. import tracking
 from ..atomic import atomic_file
-from ..config import Config, Rule, check_fields
+from ..config import NightlyConfig
 from ..data import schema as S
 from ..data.dataset import Dataset, load_dataset, side_table, validate_frames
 from ..data.episodes import capped_sample
@@ -72,51 +71,6 @@ from .state import STEPS, NightState, RunLock, fingerprint, stable_split, work_i
 from .train import checkpoint_dir, train_and_register
 
 log = logging.getLogger(__name__)
-
-EXPERIMENT = "recsys-hyper-nightly"
-
-
-@dataclass(frozen=True)
-class NightlyConfig:
-    landing: Path
-    work: Path
-    model_config: Config = field(default_factory=Config)
-    full_retrain: bool = False
-    warm_max_steps: int | None = 2000  # a warm start refines: a step budget, whatever the number of users
-    first_max_steps: int | None = None  # a first (or --full) training: full passes over every user unless set
-    max_eval_users: int = 5000         # the gate's and the cold-start step's users: a seeded sample of at most this many
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    tolerance_mae: float = 0.005       # the challenger may be this much worse in MAE ...
-    tolerance_ndcg: float = 0.005      # ... and in nDCG@10 (validation users, mean over k)
-    gate_shots: tuple[int, ...] = (0, 1, 3, 5, 10)
-    top_k: int = 100
-    eval_methods: tuple[str, ...] = ("popularity", "bias", "ease", "hyper")   # cheap, strong baselines
-    eval_shots: tuple[int, ...] = (0, 1, 3, 5, 10)
-    experiment: str = EXPERIMENT
-    progress: bool = True
-    allow_out_of_order: bool = False   # run a night older than one already merged (it trains on the later data)
-    registered_model: str = tracking.REGISTERED_MODEL
-
-    RULES: ClassVar[dict[str, Rule]] = {
-        "warm_max_steps": Rule("int", 1, 10**12, optional=True), "first_max_steps": Rule("int", 1, 10**12, optional=True),
-        "max_eval_users": Rule("int", 1, 10**9), "val_fraction": Rule("float", 0, 1, open_lo=True, open_hi=True),
-        "test_fraction": Rule("float", 0, 1, open_lo=True, open_hi=True), "tolerance_mae": Rule("float"),
-        "tolerance_ndcg": Rule("float"), "gate_shots": Rule("ints", 0, 100_000, empty=False),
-        "top_k": Rule("int", 1, 10**7), "eval_shots": Rule("ints", 0, 100_000, empty=False),
-    }
-
-    def __post_init__(self) -> None:
-        check_fields(self, self.RULES)
-        if self.val_fraction + self.test_fraction >= 1:
-            raise RecsysHyperError(f"val_fraction + test_fraction must be below 1; got {self.val_fraction} + "
-                                   f"{self.test_fraction}")
-        if not isinstance(self.registered_model, str) or not self.registered_model.strip():
-            raise RecsysHyperError(f"--registered-model must be a name; got {self.registered_model!r}")
-        # every path the night records is absolute: a killed night resumes from any working directory
-        object.__setattr__(self, "landing", Path(self.landing).resolve())
-        object.__setattr__(self, "work", Path(self.work).resolve())
-
 
 class OutOfOrderError(RecsysHyperError):
     """A night older than one already merged into the snapshot."""

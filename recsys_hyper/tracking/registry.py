@@ -15,10 +15,10 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
+from ..config import REGISTERED_MODEL
 from ..errors import RecsysHyperError
 from .store import configure
 
-REGISTERED_MODEL = "recsys-hyper"
 MODEL_ARTIFACT = "model_dir"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 

@@ -19,13 +19,12 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
+from ..config import EVALUATION_EXPERIMENT, TRAINING_EXPERIMENT
 from .registry import log_pyfunc_model
 from .store import configure, metric_name
 
 log = logging.getLogger(__name__)
 
-TRAINING_EXPERIMENT = "recsys-hyper-training"
-EVALUATION_EXPERIMENT = "recsys-hyper-cold-start"
 
 
 def end_status(exc_type) -> str:
