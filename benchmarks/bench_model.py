@@ -3,7 +3,7 @@
     python benchmarks/bench_model.py [--users 20000] [--history 20]
 
 Prints a Markdown table. Meta-training uses the default config (no MLflow), on ML-100K read in
-place from ../shared/data/ml-100k. Head emission times ``HyperRecommender.emit_heads`` end to end
+place from ../shared/data/ml-100k. Head emission times ``HyperRecommender.adapt`` end to end
 (a pandas frame of histories in, heads out) for users with exactly ``--history`` events.
 """
 
@@ -51,11 +51,11 @@ def main() -> None:
         "rating": rng.integers(1, 6, size=n * k).astype(np.float32),
         "timestamp": np.tile(np.arange(k, dtype=np.int64), n) + 890_000_000,
     })
-    rec.emit_heads(hist.head(50 * k))  # warm-up
+    rec.adapt(hist.head(50 * k))  # warm-up
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        heads = rec.emit_heads(hist)
+        heads = rec.adapt(hist)
         times.append(time.perf_counter() - t0)
     assert len(heads) == n
     emit_s = min(times)

@@ -100,7 +100,7 @@ def test_ease_extends_its_grid_at_the_winning_edge(data, monkeypatch):
     ds, val = data
     monkeypatch.setattr(ease_module, "LAMBDA_GRID", (1.0, 10.0))
     # a validation score that keeps rising with lambda: the grid must grow past its first edge
-    monkeypatch.setattr(ease_module, "validation_ndcg", lambda model, *a, **k: float(model.weights_.sum()))
+    monkeypatch.setattr(ease_module, "mean_ndcg", lambda view, *a, **k: float(view.model.weights_.sum()))
     model = EASE().fit(ds, validation_users=val)
     assert model.tuning_["chosen"]["lam"] > 10.0
     assert max(model.tuning_["grid"]["lam"]) > 10.0

@@ -15,6 +15,7 @@ from recsys_hyper.data import Histories, load_dataset
 from recsys_hyper.data.dataset import Dataset
 from recsys_hyper.data.synthetic import generate, preset
 from recsys_hyper.errors import NotFittedError
+from recsys_hyper.recommender import fitted_tensors, indexed
 from recsys_hyper import Config, HyperRecommender, ModelConfig, TrainConfig
 
 BUILDERS = {
@@ -53,7 +54,7 @@ def fitted(request, data):
 
 
 def _tensors(model) -> dict:
-    return {k: v.clone() for k, v in model.state_dict().items()}
+    return {k: v.clone() for k, v in fitted_tensors(model).items()}
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
@@ -80,7 +81,7 @@ def test_predictions_are_on_the_rating_scale(fitted, data):
     assert fitted.rating_range_ == (float(r.min()), float(r.max()))
     heads = fitted.adapt(data["support"], data["users"], user_ids=data["query"]["user_id"].unique())
     rows = torch.from_numpy(pd.Index(heads.user_ids).get_indexer(data["query"]["user_id"]))
-    raw = fitted.rate_pairs(heads, rows, torch.from_numpy(fitted.item_map_.index(data["query"]["item_id"].to_numpy())))
+    raw = indexed(fitted).rate(heads, rows, torch.from_numpy(fitted.item_map_.index(data["query"]["item_id"].to_numpy())))
     np.testing.assert_allclose(pred, np.clip(raw.numpy(), *fitted.rating_range_), rtol=1e-5, atol=1e-5)
     unknown = pd.DataFrame({"user_id": [data["query"]["user_id"].iloc[0]], "item_id": [987_654]})
     assert np.isnan(fitted.predict(data["support"], unknown)).all()
@@ -101,8 +102,9 @@ def test_recommend_contract(fitted, data):
 
 def test_catalogue_scores_agree_with_recommend(fitted, data):
     h = Histories.from_interactions(data["support"], fitted.item_map_)[0]
-    heads = fitted.adapt_histories(h, data["users"])
-    scores = fitted.score_catalogue(heads, np.arange(len(h)))
+    view = indexed(fitted, data["users"])
+    heads = view.adapt(h)
+    scores = view.rank(heads, np.arange(len(h)))
     assert scores.shape == (len(h), len(fitted.item_map_))
     recs = fitted.recommend(data["support"], k=1, heads=heads)
     first = scores.clone()

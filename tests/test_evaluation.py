@@ -14,7 +14,7 @@ from sklearn.metrics import ndcg_score
 from recsys_hyper.cli import main
 from recsys_hyper.data import load_dataset
 from recsys_hyper.data.synthetic import generate, preset
-from recsys_hyper.evaluation.metrics import ndcg_at_k, ndcg_graded, per_user_errors, recall_at_k
+from recsys_hyper.numerics.metrics import ndcg_at_k, ndcg_graded, per_user_errors, recall_at_k
 from recsys_hyper.evaluation.protocol import TEST, Protocol, split_users, training_dataset
 from recsys_hyper.evaluation.runner import measure, evaluate
 
@@ -77,19 +77,19 @@ class _Cheater:
     """Puts each user's support items first and the relevant query items next: if support items
     were ever scored as candidates, its Recall@10 would fall below the ideal."""
 
-    rating_range_ = (1.0, 5.0)
+    rating_range, implicit = (1.0, 5.0), False
 
     def __init__(self, sup, qry, n_items):
         self.sup, self.qry, self.n = sup, qry, n_items
 
-    def adapt_histories(self, h, users, **kw):
+    def adapt(self, h, **kw):
         np.testing.assert_array_equal(h.items, self.sup.items)   # the model sees only the support set
         return h
 
-    def rate_pairs(self, heads, rows, items):
+    def rate(self, heads, rows, items):
         return torch.from_numpy(self.qry.ratings.astype(np.float32))       # the truth
 
-    def score_catalogue(self, heads, rows):
+    def rank(self, heads, rows):
         s = torch.zeros(len(rows), self.n)
         for j, r in enumerate(rows):
             s[j, torch.from_numpy(self.qry.user(r)[0])] = torch.from_numpy(self.qry.user(r)[1]).float()
@@ -107,7 +107,7 @@ def test_support_items_never_in_query_nor_among_scored_candidates(ds):
     sup, qry = chronological_split(h, 5, min_query=10)
     for u in range(len(sup)):
         assert not set(sup.user(u)[0]) & set(qry.user(u)[0])
-    metrics, users = measure(_Cheater(sup, qry, len(items)), {}, sup, qry, ds, p, implicit=False)
+    metrics, users = measure(_Cheater(sup, qry, len(items)), {}, sup, qry, p)
     assert metrics["mae"] == 0.0 and metrics["ndcg@3"] == pytest.approx(1.0)
     ideal = np.minimum(10, users["n_relevant"]) / users["n_relevant"]
     ranked = users["n_relevant"] > 0

@@ -106,7 +106,7 @@ def test_meta_gradients_reach_the_encoder_the_hypernetwork_and_the_item_tower(wo
 def test_inference_never_mutates_the_model(world, fitted):
     before = {k: v.clone() for k, v in fitted.model_.state_dict().items()}
     support, query = _first_k(world["new"], 3)
-    fitted.emit_heads(support, world["users"])
+    fitted.adapt(support, world["users"])
     fitted.predict(support, query)
     fitted.recommend(support, k=5)
     fitted.adapt(support, mode="finetune", steps=3)

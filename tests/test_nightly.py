@@ -371,8 +371,7 @@ def test_a_single_file_snapshot_of_an_earlier_version_becomes_the_first_partitio
 def test_cohort_ranking_metrics_match_the_metrics_definitions_on_a_users_x_items_matrix():
     """The cohort's Recall@10 / nDCG@10 come from the served and relevant pairs alone (the first
     night's cohort is every user); they equal the metrics computed on the dense matrix."""
-    from recsys_hyper.jobs.cohorts import _ranking_metrics
-    from recsys_hyper.numerics.metrics import ndcg_at_k, recall_at_k
+    from recsys_hyper.numerics.metrics import ndcg_at_k, ranked_list_metrics, recall_at_k
 
     rng = np.random.default_rng(0)
     users = np.arange(1, 41)
@@ -387,7 +386,7 @@ def test_cohort_ranking_metrics_match_the_metrics_definitions_on_a_users_x_items
         scores[row[u], i] = 11.0 - rank
     for u, i in relevant.itertuples(index=False):
         hit[row[u], i] = True
-    recall, ndcg = _ranking_metrics(recs.sample(frac=1, random_state=0), relevant, returning)
+    recall, ndcg = ranked_list_metrics(recs.sample(frac=1, random_state=0), relevant, returning)
     assert recall == pytest.approx(float(recall_at_k(scores, hit, 10).mean()), abs=1e-6)
     assert ndcg == pytest.approx(float(ndcg_at_k(scores, hit, 10).mean()), abs=1e-6)
     assert 0 < recall < 1 and 0 < ndcg < 1

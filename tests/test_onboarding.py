@@ -14,6 +14,7 @@ from recsys_hyper.errors import RecsysHyperError
 from recsys_hyper.evaluation.explanations import faithfulness
 from recsys_hyper.evaluation.onboarding import STRATEGIES, run_onboarding, split_pools
 from recsys_hyper.numerics.padding import Padded
+from recsys_hyper.recommender import indexed
 
 SMALL = Config(model=ModelConfig(dim=16, hidden=32, z_dim=32),
                train=TrainConfig(epochs=15, patience=4, batch_users=32, k_max=10, seed=1))
@@ -31,7 +32,8 @@ def _first(events: pd.DataFrame, k: int) -> pd.DataFrame:
 def _vectors(rec: HyperRecommender):
     """The training catalogue's item vectors with a padding row, each row's vocabulary index, and
     the item table: what the model's emission reads (from the public item table)."""
-    ids, table = rec.item_table()
+    view = indexed(rec)
+    ids, table = view.catalogue.ids, view.item_table()
     e = table.phi[:, :-1]
     return torch.cat([e, torch.zeros(1, e.shape[1])]), torch.arange(len(ids) + 1), table, len(ids)
 

@@ -28,7 +28,10 @@ import torch
 from ..data.episodes import Histories
 from ..numerics.item_item import ease_factors, gram_eigen
 from ..numerics.scores import linear_scores
-from ..recommender.base import FoldIn, Recommender, train_validation_rows, tune, validation_episodes, validation_ndcg
+from ..data.episodes import validation_episodes
+from ..numerics.measure import mean_ndcg
+from ..numerics.search import grid_search
+from ..recommender.base import FoldIn, Recommender, indexed, train_validation_rows
 from .simple import item_stats
 
 LAMBDA_GRID = tuple(10.0 ** e for e in range(0, 8))
@@ -56,19 +59,24 @@ class EASE(Recommender):
         self.tie_break_ = TIE_BREAK * logpop / max(float(logpop.max()), 1.0)
         self.factors_ = F.float()
 
-        def set_params(lam):
+        def use(lam):
             # scores times lam (same ranking): they stay O(co-occurrence counts) however large lam
             # is, so the popularity tie-break never competes with them
             self.weights_, self.item_phi_ = ease_factors(F, sigma, lam)        # (r,), (N, r)
 
         if self.params["lam"] is not None or not len(val_rows):
-            set_params(self.params["lam"] or 1e3)
+            use(self.params["lam"] or 1e3)
             return
-        episodes = [e for e in validation_episodes(h.select(val_rows)) if e[0].lengths.max() > 0]
+        episodes = [e for e in validation_episodes(h.select(val_rows)) if e.support.lengths.max() > 0]
+        view = indexed(self)
         grid = list(LAMBDA_GRID)
         for _ in range(MAX_EXTENSIONS + 1):
-            best = tune(self, {"lam": grid}, lambda: validation_ndcg(
-                self, episodes, threshold=self.params["relevance_threshold"]), set_params, lower_is_better=False)
+            search = grid_search({"lam": grid}, lambda lam: (use(lam), mean_ndcg(
+                view, episodes, threshold=self.params["relevance_threshold"]))[1], "validation nDCG@10",
+                lower_is_better=False)
+            use(**search.chosen)
+            self.tuning_ = search.record()
+            best = search.chosen
             if best["lam"] == grid[-1]:
                 grid = grid + [grid[-1] * 10, grid[-1] * 100]
             elif best["lam"] == grid[0] and grid[0] > 1e-3:

@@ -27,10 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from ..data import schema as S
-from ..data.episodes import EpisodeSampler, Histories, chronological_split
+from ..data.episodes import EpisodeSampler, Histories, validation_episodes
 from ..networks.melu import FC, MeLUNet
 from ..numerics.features import FeatureSpec, FeatureTensors
-from ..recommender.base import FoldIn, Recommender, train_validation_rows
+from ..numerics.measure import mean_mae
+from ..recommender.base import FoldIn, Recommender, indexed, train_validation_rows
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,10 @@ class MeLU(Recommender):
             self.net_.out.bias.fill_(float(h.select(train_rows).ratings.mean()))
         opt = torch.optim.Adam(self.net_.parameters(), lr=p["lr"])
         sampler = EpisodeSampler(k_max=p["k_max"], max_query=64)
-        val_eps = [chronological_split(h.select(val_rows), k, min_query=1) for k in (1, 5, 10)] if len(val_rows) else []
+        # MeLU's own early stopping, on the same episodes and the same MAE (clipped to the scale) as
+        # every other method's choices
+        val_eps = validation_episodes(h.select(val_rows), shots=(1, 5, 10), max_users=None) if len(val_rows) else []
+        view = indexed(self, dataset.users)
         best, best_state, bad = np.inf, None, 0
         for epoch in range(p["epochs"]):
             rng = np.random.default_rng([p["seed"], epoch])
@@ -87,7 +91,7 @@ class MeLU(Recommender):
                 opt.step()
             if not val_eps:
                 continue
-            val = self._validation_mae(val_eps, user_f, h, val_rows)
+            val = mean_mae(view, val_eps)
             log.debug("MeLU epoch %d: validation MAE %.4f", epoch + 1, val)
             if val < best - 1e-4:
                 best, best_state, bad = val, copy.deepcopy(self.net_.state_dict()), 0
@@ -99,18 +103,6 @@ class MeLU(Recommender):
             self.net_.load_state_dict(best_state)
         self.net_.eval()
         self.net_state_ = self.net_.state_dict()
-
-    def _validation_mae(self, eps, user_f: FeatureTensors, h: Histories, val_rows) -> float:
-        errors = []
-        row_of = {u: r for r, u in enumerate(h.user_ids)}
-        for sup, qry in eps:
-            uf = user_f.take(torch.tensor([row_of[u] for u in sup.user_ids]))
-            state = self._adapt_all(sup, uf)
-            rows = torch.from_numpy(qry.owners())
-            with torch.no_grad():
-                pred = self._rate(FoldIn.of(sup, state), rows, torch.from_numpy(qry.items), None).numpy()
-            errors.append(np.mean(np.abs(pred - qry.ratings)))
-        return float(np.mean(errors))
 
     @property
     def _item_f(self) -> FeatureTensors:

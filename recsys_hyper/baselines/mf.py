@@ -24,7 +24,10 @@ from ..numerics.features import FeatureSpec, dense_features
 from ..numerics.fold_in import fold_in
 from ..numerics.padding import Padded, chunks_by_events
 from ..numerics.scores import linear_scores
-from ..recommender.base import FoldIn, Recommender, train_validation_rows, tune, validation_episodes, validation_mae
+from ..data.episodes import validation_episodes
+from ..numerics.measure import mean_mae
+from ..numerics.search import grid_search
+from ..recommender.base import FoldIn, Recommender, indexed, train_validation_rows
 
 DIM_GRID = (4, 8, 16, 32, 64)
 REG_GRID = (1.0, 3.0, 10.0, 30.0)
@@ -108,7 +111,7 @@ class MatrixFactorization(Recommender):
             self.user_spec_ = FeatureSpec.fit(dataset.users, S.USER_ID)
         fitted = {}
 
-        def set_params(dim, reg, fold_in_reg, bias_fold_in_reg):
+        def use(dim, reg, fold_in_reg, bias_fold_in_reg):
             if (dim, reg) not in fitted:
                 fitted.clear()                                              # keep one fit in memory
                 fitted[(dim, reg)] = fit_mf(tr, N, dim, reg, iters=p["iters"], seed=p["seed"])
@@ -125,10 +128,12 @@ class MatrixFactorization(Recommender):
         grid = {k: [p[k]] if p[k] is not None else list(v) for k, v in grid.items()}
         if not len(val_rows):
             defaults = {"dim": 32, "reg": 10.0, "fold_in_reg": 30.0, "bias_fold_in_reg": 10.0}
-            set_params(**{k: p[k] if p[k] is not None else defaults[k] for k in grid})
+            use(**{k: p[k] if p[k] is not None else defaults[k] for k in grid})
             return
-        episodes = validation_episodes(h.select(val_rows))
-        tune(self, grid, lambda: validation_mae(self, episodes, dataset.users), set_params)
+        episodes, view = validation_episodes(h.select(val_rows)), indexed(self, dataset.users)
+        search = grid_search(grid, lambda **point: (use(**point), mean_mae(view, episodes))[1], "validation MAE")
+        use(**search.chosen)
+        self.tuning_ = search.record()
 
     def _prior(self, h: Histories, users: pd.DataFrame | None) -> torch.Tensor:
         D = self.item_factors_.shape[1] + 1

@@ -7,9 +7,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.episodes import Histories
+from ..data.episodes import Histories, validation_episodes
 from ..numerics.biases import REG_GRID, fit_biases, fold_in_bias, tune_biases
-from ..recommender.base import FoldIn, Recommender, train_validation_rows, tune, validation_episodes, validation_mae
+from ..numerics.measure import mean_mae
+from ..numerics.search import grid_search
+from ..recommender.base import FoldIn, Recommender, indexed, train_validation_rows
 
 #: shrinkage (pseudo-ratings) of the item-mean baseline
 SHRINK_GRID = (0.0, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0)
@@ -66,15 +68,18 @@ class ItemMean(Recommender):
     def _fit(self, dataset, h, validation_users, progress) -> None:
         train_rows, val_rows = train_validation_rows(h, validation_users)
 
-        def set_params(shrink):
+        def use(shrink):
             self.mu_, self.item_bias_, _ = item_stats(h, train_rows, len(self.item_map_), shrink)
             self.mu_ = torch.tensor(self.mu_)
 
         if self.params["shrink"] is not None or not len(val_rows):
-            set_params(10.0 if self.params["shrink"] is None else self.params["shrink"])
+            use(10.0 if self.params["shrink"] is None else self.params["shrink"])
             return
-        episodes = validation_episodes(h.select(val_rows))
-        tune(self, {"shrink": SHRINK_GRID}, lambda: validation_mae(self, episodes), set_params)
+        episodes, view = validation_episodes(h.select(val_rows)), indexed(self)
+        search = grid_search({"shrink": SHRINK_GRID}, lambda shrink: (use(shrink), mean_mae(view, episodes))[1],
+                             "validation MAE")
+        use(**search.chosen)
+        self.tuning_ = search.record()
 
     def _adapt(self, h, users, catalogue) -> FoldIn:
         return support_sizes(h)
@@ -111,8 +116,7 @@ class BiasBaseline(Recommender):
                               item_grid=[given["item_reg"]] if "item_reg" in given else REG_GRID,
                               user_grid=[given["user_reg"]] if "user_reg" in given else REG_GRID)
             mu, b_i, item_reg, user_reg = fit["mu"], fit["item_bias"], fit["item_reg"], fit["user_reg"]
-            self.tuning_ = {"grid": fit["grid"], "chosen": {"item_reg": item_reg, "user_reg": user_reg},
-                            "metric": "validation MAE", "score": fit["score"], "scores": fit["scores"]}
+            self.tuning_ = fit["search"].record()
         self.mu_, self.item_bias_ = torch.tensor(mu), torch.from_numpy(b_i.astype(np.float32))
         self.user_shrink_ = torch.tensor(float(user_reg))
 

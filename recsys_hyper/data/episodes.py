@@ -147,6 +147,40 @@ def chronological_split(h: Histories, k: int, min_query: int = 1) -> tuple[Histo
     return h.mask(early), h.mask(~early)
 
 
+#: the support sizes validation episodes are cut at (a user's k earliest events), as evaluated
+TUNING_SHOTS = (0, 1, 3, 5, 10, 20)
+#: validation users the episodes are cut from at most (a seeded sample), so that choosing anything
+#: on them costs the same at any size
+MAX_TUNING_USERS = 2000
+
+
+@dataclass(frozen=True)
+class Episode:
+    """The chronological episode of some users at support size ``k``: ``support`` their ``k``
+    earliest events, ``query`` the rest; ``rows`` their positions in the histories it was cut from."""
+
+    k: int
+    rows: np.ndarray
+    support: Histories
+    query: Histories
+
+
+def validation_episodes(h: Histories, shots=TUNING_SHOTS, max_users: int | None = MAX_TUNING_USERS, seed: int = 0,
+                        min_query: int = 1) -> list[Episode]:
+    """The episodes every choice made on validation users is measured on (early stopping, tuning,
+    calibration, MeLU's stopping): one per ``k`` of ``shots`` that some user of ``h`` is long
+    enough for (``k + min_query`` events), of a seeded sample of at most ``max_users`` of them."""
+    sample = capped_sample(len(h), max_users, [seed, 104729])
+    h = h.select(sample)
+    out = []
+    for k in shots:
+        eligible = np.flatnonzero(h.lengths >= k + min_query)
+        if eligible.size:
+            support, query = chronological_split(h.select(eligible), k, min_query=min_query)
+            out.append(Episode(k, sample[eligible], support, query))
+    return out
+
+
 class EpisodeSampler:
     """Samples training episodes: per user a support size k in ``0..k_max`` and a split.
 

@@ -35,8 +35,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.episodes import Histories, capped_sample
+from ..data.episodes import Episode, Histories, capped_sample
 from ..errors import RecsysHyperError
+from ..numerics.measure import mean_mae, mean_ndcg
+from ..recommender.base import indexed
 
 STRATEGIES = ("random", "popularity", "log-pop-entropy", "model", "model-uncertainty", "chronological")
 REPORTED = (1, 3, 5, 10, 20)
@@ -191,8 +193,8 @@ def _next_question(strategy, model, pool, answer, asked, fixed, rng, users, ask_
         scores = torch.from_numpy(rng.random((B, N)))
     else:
         weight = {"uncertainty": 1.0} if strategy == "model-uncertainty" else ask_kw
-        items, _ = model.ask_histories(_answers(pool, answer, asked), 1, users=users,
-                                       asked=_rows_as_histories(pool.user_ids, asked), **weight)
+        items, _ = indexed(model, users).ask(_answers(pool, answer, asked), 1,
+                                             asked=_rows_as_histories(pool.user_ids, asked), **weight)
         return items[:, 0]
     return scores.masked_fill(taken, float("-inf")).argmax(1).numpy()
 
@@ -226,8 +228,7 @@ def _prefix(h: Histories, k: int) -> Histories:
 
 def _quality(model, support: Histories, test: Histories, users, threshold: float, cutoff: int) -> tuple[float, float]:
     """Test MAE (explicit data; NaN for implicit) and full-catalogue nDCG@``cutoff``."""
-    from ..recommender.base import validation_mae, validation_ndcg
-
-    episode = [(support, test)]
-    mae = float("nan") if model.implicit_ else validation_mae(model, episode, users)
-    return mae, validation_ndcg(model, episode, users, threshold=threshold, cutoff=cutoff)
+    view = indexed(model, users)
+    episode = [Episode(0, np.arange(len(support)), support, test)]
+    mae = float("nan") if model.implicit_ else mean_mae(view, episode)
+    return mae, mean_ndcg(view, episode, threshold=threshold, cutoff=cutoff)

@@ -16,15 +16,14 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..data import schema as S
 from ..data.dataset import Dataset
 from ..data.episodes import Histories, chronological_split
 from ..data.idmap import IdMap
 from ..errors import RecsysHyperError
-from ..numerics.scores import exclude_seen, finish_predictions, membership
-from .metrics import ndcg_at_k, ndcg_graded, per_user_errors, recall_at_k
+from ..numerics.measure import measure_episode
+from ..recommender.base import indexed
 from .protocol import TEST, VALIDATION, Protocol, Split, split_users, training_dataset
 from .vocabulary import InVocabulary
 
@@ -122,10 +121,10 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
             fit_seconds[fit_key] = time.perf_counter() - t0
             log.debug("fitted %s in %.1fs", fit_key, fit_seconds[fit_key])
         # a model fitted elsewhere (another vocabulary) is measured through the protocol's items
-        model = InVocabulary.of(fitted[fit_key], item_map, train_ds.items)
+        model = InVocabulary.of(fitted[fit_key], item_map, train_ds.items, users=ds.users)
         for k, (sup, qry) in episodes.items():
             bar.set_postfix_str(f"{method} k={k}")
-            metrics, users = measure(model, adapt_kw, sup, qry, ds, protocol, train_ds.implicit)
+            metrics, users = measure(model, adapt_kw, sup, qry, protocol)
             metrics.update({"fit_seconds": fit_seconds[fit_key]})
             rows.append({"method": method, "k": k, **metrics})
             per_user.append(users.assign(method=method, k=k))
@@ -140,58 +139,17 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
                       time.perf_counter() - t_start, fitted, eligible, item_map)
 
 
-def measure(model, adapt_kw: dict, sup: Histories, qry: Histories, ds: Dataset, protocol: Protocol,
-             implicit: bool) -> tuple[dict, pd.DataFrame]:
-    """One method at one k: adapt every user from ``sup`` (timed), rate the ``qry`` items, rank the
-    catalogue with the support items excluded. Returns the mean metrics and the per-user frame."""
+def measure(model, adapt_kw: dict, sup: Histories, qry: Histories, protocol: Protocol) -> tuple[dict, pd.DataFrame]:
+    """One method at one k (``model``: a fitted model on the episode's item indices, see
+    :func:`~recsys_hyper.recommender.indexed`): the episode measured by
+    :func:`~recsys_hyper.numerics.measure.measure_episode`, adaptation timed. Returns the mean
+    metrics and the per-user frame."""
+    m = measure_episode(model, sup, qry, threshold=protocol.relevance_threshold, cutoff=protocol.cutoff,
+                        repeats=LATENCY_REPEATS, **adapt_kw)
     B = len(sup)
-    times = []
-    for _ in range(LATENCY_REPEATS):  # the median of a few runs: one call of a few ms is noisy
-        t0 = time.perf_counter()
-        state = model.adapt_histories(sup, ds.users, **adapt_kw)
-        times.append(time.perf_counter() - t0)
-    adapt_s = float(np.median(times))
-
-    # ratings of the query items
-    owner = qry.owners()
-    with torch.no_grad():
-        pred = model.rate_pairs(state, torch.from_numpy(owner), torch.from_numpy(qry.items)).numpy()
-    pred = finish_predictions(pred, model.rating_range_)
-    true = qry.ratings.astype(np.float64)
-    mae, rmse = per_user_errors(pred, true, owner, B)
-    ndcg3 = ndcg_graded(pred, true, owner, B, k=3)
-
-    # the whole catalogue, support items excluded; relevant = positive query items
-    positive = np.ones_like(true, dtype=bool) if implicit else true >= protocol.relevance_threshold
-    relevant_items = qry.mask(positive)
-    recall, t_recall, ndcg = np.full(B, np.nan), np.full(B, np.nan), np.full(B, np.nan)
-    n_rel = relevant_items.lengths
-    chunk = 512
-    for start in range(0, B, chunk):
-        rows = np.arange(start, min(B, start + chunk))
-        with torch.no_grad():
-            scores = exclude_seen(model.score_catalogue(state, rows).clone(), sup.select(rows))     # (b, N)
-        relevant = membership(relevant_items.select(rows), scores.shape[1])
-        recall[rows] = recall_at_k(scores, relevant, protocol.cutoff).numpy()
-        t_recall[rows] = recall_at_k(scores, relevant, protocol.cutoff, truncated=True).numpy()
-        ndcg[rows] = ndcg_at_k(scores, relevant, protocol.cutoff).numpy()
-    has_rel = n_rel > 0
-    recall[~has_rel] = np.nan
-    t_recall[~has_rel] = np.nan
-    ndcg[~has_rel] = np.nan
-    users = pd.DataFrame({S.USER_ID: sup.user_ids, "n_query": qry.lengths, "n_relevant": n_rel, "mae": mae,
-                          "rmse": rmse, "ndcg@3": ndcg3, "recall@10": recall, "t-recall@10": t_recall,
-                          "ndcg@10": ndcg})
-    metrics = {
-        "users": B,
-        "ranked_users": int(has_rel.sum()),
-        "mae": float(np.nanmean(mae)), "rmse": float(np.nanmean(rmse)), "ndcg@3": float(np.nanmean(ndcg3)),
-        "recall@10": float(np.nanmean(recall)) if has_rel.any() else float("nan"),
-        "t-recall@10": float(np.nanmean(t_recall)) if has_rel.any() else float("nan"),
-        "ndcg@10": float(np.nanmean(ndcg)) if has_rel.any() else float("nan"),
-        "adapt_ms_per_user": 1000.0 * adapt_s / max(1, B),
-    }
-    return metrics, users
+    metrics = {"users": B, "ranked_users": int((m.n_relevant > 0).sum()), **{name: m.mean(name) for name in METRICS},
+               "adapt_ms_per_user": 1000.0 * m.adapt_seconds / max(1, B)}
+    return metrics, m.frame()
 
 
 def measure_models(models: dict, ds: Dataset, users, shots, min_query: int = 5) -> dict[str, dict]:
@@ -219,7 +177,7 @@ def measure_models(models: dict, ds: Dataset, users, shots, min_query: int = 5) 
         maes, ndcgs = [], []
         for k in shots:
             sup, qry = chronological_split(h, k, min_query=min_query)
-            m, _ = measure(model, {}, sup, qry, ds, protocol, ds.implicit)
+            m, _ = measure(indexed(model, ds.users), {}, sup, qry, protocol)
             maes.append(m["mae"])
             ndcgs.append(m["ndcg@10"])
         out[name] = {"users": len(h), "mae": float(np.mean(maes)), "ndcg@10": float(np.nanmean(ndcgs))}

@@ -22,7 +22,7 @@ def hypernetwork_views(result: EvalResult, ds: Dataset, k: int = 5) -> dict:
         return {}
     items = result.item_ids if result.item_ids is not None else rec.item_map_      # what h's indices mean
     sup, _ = chronological_split(h, k, min_query=1)
-    heads = InVocabulary.of(rec, items, ds.items).adapt_histories(sup, ds.users)
+    heads = InVocabulary.of(rec, items, ds.items, users=ds.users).adapt(sup)
     frame = pd.DataFrame({S.USER_ID: heads.user_ids, "k": k, "rank_head": list(heads.rank_head)})
     if ds.users is not None:
         frame = frame.merge(ds.users, on=S.USER_ID, how="left")

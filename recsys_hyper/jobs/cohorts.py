@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..atomic import atomic_file
 from ..data import schema as S
+from ..numerics.metrics import ranked_list_metrics
 from ..recommender import HyperRecommender
 
 TOP_K = 10
@@ -72,7 +73,7 @@ def measure(work: Path, cohort_date: str, next_events: pd.DataFrame, load_versio
     relevant = nxt if implicit else nxt[nxt[S.RATING] >= threshold]
     users = pd.unique(relevant[S.USER_ID])
     if len(users):
-        row["recall@10"], row["ndcg@10"] = _ranking_metrics(recs, relevant, users)
+        row["recall@10"], row["ndcg@10"] = ranked_list_metrics(recs, relevant, users, TOP_K)
     if len(nxt) and not implicit:
         model = load_version(served["version"])
         pred = model.predict(first, nxt[[S.USER_ID, S.ITEM_ID]], users=user_features)
@@ -80,28 +81,6 @@ def measure(work: Path, cohort_date: str, next_events: pd.DataFrame, load_versio
         if known.any():
             row["mae"] = float(np.abs(pred[known] - nxt[S.RATING].to_numpy()[known]).mean())
     return row
-
-
-def _ranking_metrics(recs: pd.DataFrame, relevant: pd.DataFrame, users: np.ndarray) -> tuple[float, float]:
-    """Mean Recall@10 and nDCG@10 (binary gains; the definitions of
-    :func:`~recsys_hyper.numerics.metrics.recall_at_k` / ``ndcg_at_k``) of ``users``: their served
-    top 10 (``recs``, in rank order) against their ``relevant`` next-day events. Computed on the
-    served and relevant pairs alone: the first night's cohort is every user, and a users x items
-    matrix of them was 12 GB at 1M users."""
-    key = [S.USER_ID, S.ITEM_ID]
-    served = recs[recs[S.USER_ID].isin(users)].sort_values([S.USER_ID, "rank"], kind="stable")
-    served = served.assign(position=served.groupby(S.USER_ID).cumcount() + 1)
-    served = served[served["position"] <= TOP_K]
-    relevant = relevant[key].drop_duplicates()
-    n_relevant = relevant.groupby(S.USER_ID).size().reindex(users, fill_value=0).to_numpy()
-    hits = served[key + ["position"]].merge(relevant, on=key)
-    n_hits = hits.groupby(S.USER_ID).size().reindex(users, fill_value=0).to_numpy()
-    dcg = (1.0 / np.log2(hits["position"] + 1.0)).groupby(hits[S.USER_ID]).sum().reindex(users, fill_value=0.0)
-    ideal = np.cumsum(1.0 / np.log2(np.arange(2, TOP_K + 2)))[np.clip(n_relevant, 1, TOP_K) - 1]
-    has = n_relevant > 0
-    recall = np.where(has, n_hits / np.maximum(n_relevant, 1), 0.0)
-    ndcg = np.where(has, dcg.to_numpy() / ideal, 0.0)
-    return float(recall.mean()), float(ndcg.mean())
 
 
 def append_history(work: Path, row: dict) -> pd.DataFrame:

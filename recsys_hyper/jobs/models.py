@@ -10,7 +10,7 @@ import pandas as pd
 from .. import tracking
 from ..data import schema as S
 from ..data.frames import group_histories
-from ..recommender import HyperRecommender
+from ..recommender import HyperRecommender, recommend_grouped
 
 
 def load_model(spec: str | os.PathLike) -> HyperRecommender:
@@ -53,4 +53,4 @@ def example_io(rec: HyperRecommender, interactions: pd.DataFrame, n_users: int =
     """The first ``n_users`` users' histories, grouped (the pyfunc's input), and the model's answer."""
     first = interactions[S.USER_ID].drop_duplicates().head(n_users)
     example = group_histories(interactions[interactions[S.USER_ID].isin(first)].reset_index(drop=True))
-    return example, rec.recommend_grouped(example, k=k)
+    return example, recommend_grouped(rec, example, k=k)

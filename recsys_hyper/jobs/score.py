@@ -12,6 +12,7 @@ import pandas as pd
 from ..data import schema as S
 from ..scoring import ScoreReport, score_dataset
 from ..scoring.batch import TABLES
+from ..recommender import check_item_ids
 from .models import load_model
 
 
@@ -51,7 +52,7 @@ def score(model: str, data: str | os.PathLike, out: str | os.PathLike, date: str
     rec = load_model(model)
     if items is not None:                     # the model's id type, and at least one item it knows
         kind = "int64" if pd.api.types.is_integer_dtype(items) else "string"
-        rec.check_item_ids(items, f"--candidates {candidates}", kind=kind)
+        check_item_ids(rec, items, f"--candidates {candidates}", kind=kind)
     return score_dataset(rec, data, out, date, top_k=top_k, chunk_users=chunk_users,
                          candidates=items, exclude_seen=not include_seen, progress=progress,
                          allow_rating_mismatch=allow_rating_mismatch, explain=explain)

@@ -16,6 +16,7 @@ from ..atomic import atomic_file
 from ..data import load_dataset
 from ..data import schema as S
 from ..data.validation import Collector, coerce_id, read_parquet_checked
+from ..recommender import check_compatible
 from .models import load_model
 from .paths import check_file_out
 
@@ -44,7 +45,7 @@ def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.Pat
     check_file_out(out, input_files(data, model))
     ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
-    rec.check_compatible(ds, allow_rating_mismatch)
+    check_compatible(rec, ds, allow_rating_mismatch)
     t0 = time.perf_counter()
     recs = rec.recommend(ds.interactions, k=top_k, exclude_seen=not include_seen, users=ds.users,
                          item_features=ds.items)
@@ -63,7 +64,7 @@ def onboard(model: str, data: str | os.PathLike, n: int, out: str | os.PathLike,
     asked_frame = read_pairs(asked) if asked else None
     ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
-    rec.check_compatible(ds, allow_rating_mismatch)
+    check_compatible(rec, ds, allow_rating_mismatch)
     if asked_frame is not None:
         check_pair_ids(asked_frame, Path(asked).name, ds, rec.item_map_.kind)
     t0 = time.perf_counter()
@@ -117,7 +118,7 @@ def predict(model: str, data: str | os.PathLike, pairs: str | os.PathLike, out: 
     frame = read_pairs(pairs)
     ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
-    rec.check_compatible(ds, allow_rating_mismatch)
+    check_compatible(rec, ds, allow_rating_mismatch)
     check_pair_ids(frame, Path(pairs).name, ds, rec.item_map_.kind)
     pred = rec.predict(ds.interactions, frame, users=ds.users, item_features=ds.items)
     # a pair the model cannot score (an item it has never seen, with no features) is written as a

@@ -4,11 +4,12 @@ the bias baseline and the hypernetwork (whose item biases and bias prior start f
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
+import torch
 
-from ..data.episodes import Histories, capped_sample
+from ..data.episodes import Episode, Histories, capped_sample
+from .measure import mean_mae
+from .search import grid_search
 
 #: regulariser grid (pseudo-ratings) for item and user biases
 REG_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -36,27 +37,31 @@ def fold_in_bias(h: Histories, mu: float, b_i: np.ndarray, user_reg: float) -> n
     return total / np.maximum(h.lengths + user_reg, 1e-9)
 
 
-def bias_mae(episodes: list[tuple[Histories, Histories]], mu: float, b_i: np.ndarray, user_reg: float,
-             rating_range: tuple | None) -> float:
-    """Mean over episodes of the MAE of ``mu + b_i + b_u`` on the queries, ``b_u`` folded in from the supports."""
-    errors = []
-    for sup, qry in episodes:
-        pred = mu + b_i[qry.items] + fold_in_bias(sup, mu, b_i, user_reg)[qry.owners()]
-        if rating_range is not None:
-            pred = np.clip(pred, *rating_range)
-        errors.append(float(np.mean(np.abs(pred - qry.ratings))))
-    return float(np.mean(errors)) if errors else float("nan")
+class BiasFold:
+    """``mu + b_i + b_u`` on catalogue indices, ``b_u`` folded in from each user's support (what
+    :func:`~recsys_hyper.numerics.measure.measure_episode` measures while the grid is searched)."""
+
+    implicit = False
+
+    def __init__(self, mu: float, b_i: np.ndarray, user_reg: float, rating_range: tuple | None):
+        self.mu, self.b_i, self.user_reg, self.rating_range = mu, b_i, user_reg, rating_range
+
+    def adapt(self, h: Histories) -> np.ndarray:
+        return fold_in_bias(h, self.mu, self.b_i, self.user_reg)
+
+    def rate(self, b_u: np.ndarray, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.mu + self.b_i[items.numpy()] + b_u[rows.numpy()])
 
 
 #: above this many training users the grid is searched on a seeded sample of them (then one fit on all)
 GRID_MAX_USERS = 200_000
 
 
-def tune_biases(train: Histories, episodes: list[tuple[Histories, Histories]], n_items: int,
-                rating_range: tuple | None, item_grid=REG_GRID, user_grid=REG_GRID,
-                max_users: int | None = GRID_MAX_USERS, seed: int = 0) -> dict:
+def tune_biases(train: Histories, episodes: list[Episode], n_items: int, rating_range: tuple | None,
+                item_grid=REG_GRID, user_grid=REG_GRID, max_users: int | None = GRID_MAX_USERS, seed: int = 0) -> dict:
     """Both regularisers on the grid, chosen by the validation MAE of ``episodes`` (the cold-start
-    protocol on validation users). Returns the chosen values, the fit, and every score.
+    protocol on validation users). Returns the fit (``mu``, ``item_bias``), the chosen ``item_reg`` and
+    ``user_reg``, and the ``search`` (every candidate's score).
 
     With more than ``max_users`` training users the grid's fits use a seeded sample of
     ``max_users`` of them and the chosen pair is fitted once on all: the search then costs the
@@ -64,17 +69,15 @@ def tune_biases(train: Histories, episodes: list[tuple[Histories, Histories]], n
     stable)."""
     sample = train if max_users is None or len(train) <= max_users else \
         train.select(capped_sample(len(train), max_users, [seed, 2357]))
-    scores, fits = [], {}
-    for item_reg, user_reg in itertools.product(item_grid, user_grid):
-        mu, b_i, _ = fit_biases(sample, n_items, item_reg, user_reg)
-        fits[(item_reg, user_reg)] = (mu, b_i)
-        scores.append({"item_reg": item_reg, "user_reg": user_reg,
-                       "score": bias_mae(episodes, mu, b_i, user_reg, rating_range)})
-    finite = [s for s in scores if np.isfinite(s["score"])] or scores
-    best = min(finite, key=lambda s: s["score"])
-    mu, b_i = fits[(best["item_reg"], best["user_reg"])]
+    fits = {}
+
+    def score(item_reg, user_reg):
+        mu, b_i, _ = fits[(item_reg, user_reg)] = fit_biases(sample, n_items, item_reg, user_reg)
+        return mean_mae(BiasFold(mu, b_i, user_reg, rating_range), episodes)
+
+    search = grid_search({"item_reg": list(item_grid), "user_reg": list(user_grid)}, score, "validation MAE")
+    mu, b_i, _ = fits[(search.chosen["item_reg"], search.chosen["user_reg"])]
     if sample is not train:
-        mu, b_i, _ = fit_biases(train, n_items, best["item_reg"], best["user_reg"])
-    return {"item_reg": best["item_reg"], "user_reg": best["user_reg"], "mu": mu, "item_bias": b_i,
-            "score": best["score"], "scores": scores,
-            "grid": {"item_reg": list(item_grid), "user_reg": list(user_grid)}}
+        mu, b_i, _ = fit_biases(train, n_items, search.chosen["item_reg"], search.chosen["user_reg"])
+    return {"mu": mu, "item_bias": b_i, "item_reg": search.chosen["item_reg"], "user_reg": search.chosen["user_reg"],
+            "search": search}

@@ -26,7 +26,7 @@ import torch
 from ..config import Config
 from ..data import schema as S
 from ..data.dataset import Dataset, content_digest
-from ..data.episodes import Histories, capped_sample
+from ..data.episodes import Histories, capped_sample, validation_episodes
 from ..data.idmap import UNKNOWN, IdMap
 from ..data.frames import histories_from_frame, require_columns
 from ..numerics.biases import tune_biases
@@ -37,7 +37,7 @@ from ..numerics.padding import Padded, chunks_by_events
 from ..numerics.scores import membership
 from ..training import TrainingData, TrainResult, finetune_heads, init_biases, train, warm_start
 from ..training.checkpoint import training_identity
-from .base import ITEM_IDS_FILE, AdaptedUsers, Catalogue, Recommender, validation_episodes
+from .base import ITEM_IDS_FILE, AdaptedUsers, Catalogue, Indexed, Recommender
 from .explain import attribute
 from .onboarding import choose_questions
 
@@ -112,7 +112,12 @@ class HyperRecommender(Recommender):
     name = "hyper"
 
     def __init__(self, config: Config | None = None):
-        self.config = config or Config()
+        super().__init__(config=config or Config())
+
+    @property
+    def config(self) -> Config:
+        """The model's hyper-parameters (``get_params()["config"]``)."""
+        return self.params["config"]
 
     # ------------------------------------------------------------------------------ fitting
 
@@ -147,7 +152,7 @@ class HyperRecommender(Recommender):
             user_feats=None if user_spec.empty else user_spec.transform(dataset.users, h.user_ids),
             item_index=torch.arange(len(item_map) + 1),
             item_feats=with_pad_row(item_spec.transform(dataset.items, item_map.values)),
-            train_rows=train_rows, val_rows=val_rows, implicit=dataset.implicit)
+            train_rows=train_rows, val_rows=val_rows, implicit=dataset.implicit, rating_range=self.rating_range_)
         model = HyperRecModel(len(item_map), item_spec, user_spec, **vars(cfg.model))
         fitted = None
         if cfg.train.bias_init == "fitted" and not dataset.implicit:
@@ -247,22 +252,7 @@ class HyperRecommender(Recommender):
             self._cache["item_vectors"] = out
         return out
 
-    def item_table(self) -> tuple[IdMap, ItemTable]:
-        """The training catalogue's item ids and item table (phi, rating and ranking biases, mu):
-        with the exported heads, what an online service needs to score by dot products."""
-        self._check_fitted()
-        cat = self._catalogue()
-        return cat.ids, self._item_vectors(cat)[1].take(slice(0, cat.size))
-
     # ------------------------------------------------------------------------------ the hooks
-
-    def emit_heads(self, histories: pd.DataFrame | None, users: pd.DataFrame | None = None, user_ids=None,
-                   item_features: pd.DataFrame | None = None) -> UserHeads:
-        """One head per user from their history (zero gradient steps; the model is unchanged).
-
-        ``user_ids`` fixes which users and in what order (default: the users of ``histories``,
-        then those only in ``users``)."""
-        return self.adapt(histories, users, user_ids=user_ids, item_features=item_features)
 
     def adapt(self, histories: pd.DataFrame | None, users: pd.DataFrame | None = None, user_ids=None,
               item_features: pd.DataFrame | None = None, mode: Literal["zero-shot", "finetune"] = "zero-shot",
@@ -353,19 +343,16 @@ class HyperRecommender(Recommender):
         if asked is not None:
             require_columns(asked, (S.USER_ID, S.ITEM_ID), "asked")
             asked_h = histories_from_frame(asked[[S.USER_ID, S.ITEM_ID]], cat.ids, user_ids=h.user_ids, warn=False)
-        items, values = self.ask_histories(h, n, users=users, asked=asked_h, catalogue=cat, targets=targets,
-                                           uncertainty=uncertainty)
+        items, values = self._ask_rows(h, n, users=users, asked=asked_h, catalogue=cat, targets=targets,
+                                       uncertainty=uncertainty)
         b, q = np.nonzero(np.isfinite(values))
         return pd.DataFrame({S.USER_ID: h.user_ids[b], S.ITEM_ID: cat.ids.ids(items[b, q]),
                              "rank": (q + 1).astype(np.int32), "value": values[b, q].astype(np.float32)})
 
-    def ask_histories(self, h: Histories, n: int, users: pd.DataFrame | None = None, asked: Histories | None = None,
-                      catalogue: HyperCatalogue | None = None, targets: int = 100,
-                      uncertainty: float = ASK_UNCERTAINTY) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`ask` for histories in catalogue indices: (items (len(h), n) catalogue rows,
-        values (len(h), n), ``-inf`` where nothing is left to ask). ``asked``: the questions
-        already put, one history per row of ``h``."""
-        self._check_fitted()
+    def _ask_rows(self, h: Histories, n: int, users: pd.DataFrame | None = None, asked: Histories | None = None,
+                  catalogue: HyperCatalogue | None = None, targets: int = 100,
+                  uncertainty: float = ASK_UNCERTAINTY) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`ask` for histories in catalogue indices (see :meth:`HyperIndexed.ask`)."""
         cat = catalogue or self._catalogue()
         e_all, table = self._item_vectors(cat)
         table = table.take(slice(0, cat.size))
@@ -411,7 +398,7 @@ class HyperRecommender(Recommender):
             raise RecsysHyperError(f"explain: {len(bad):,} rows of items are on items the model cannot score "
                                    f"(e.g. {list(pd.unique(bad)[:5])}); pass their features in item_features, or drop them")
         rows = IdMap(h.user_ids, name="user").index(items[S.USER_ID].to_numpy())
-        parts = self.explain_histories(h, rows, idx, users=users, catalogue=cat, top_events=top_events)
+        parts = self._explain_rows(h, rows, idx, users=users, catalogue=cat, top_events=top_events)
         out = items.reset_index(drop=True).copy()
         if "score" not in out:
             out["score"] = parts["score"]
@@ -420,13 +407,9 @@ class HyperRecommender(Recommender):
         out["because"] = parts["because"]
         return out
 
-    def explain_histories(self, h: Histories, rows: np.ndarray, items: np.ndarray, users: pd.DataFrame | None = None,
-                          catalogue: HyperCatalogue | None = None, top_events: int | None = 5) -> dict:
-        """:meth:`explain` for pairs in indices (``rows`` into ``h``, ``items`` catalogue rows):
-        arrays ``score``, ``score_prior``, ``score_features``, ``score_history`` (P,) and
-        ``because`` (a list per pair); ``attributions``: the per-event contributions as a list of
-        (pair indices, :class:`~recsys_hyper.recommender.explain.Attribution`, support item rows)."""
-        self._check_fitted()
+    def _explain_rows(self, h: Histories, rows: np.ndarray, items: np.ndarray, users: pd.DataFrame | None = None,
+                      catalogue: HyperCatalogue | None = None, top_events: int | None = 5) -> dict:
+        """:meth:`explain` for pairs in indices (see :meth:`HyperIndexed.explain`)."""
         cat = catalogue or self._catalogue()
         e_all, table = self._item_vectors(cat)
         uf_all = None if self.user_spec_.empty else self.user_spec_.transform(users, h.user_ids)
@@ -537,6 +520,37 @@ class HyperRecommender(Recommender):
         self._item_vectors(self._catalogue())
 
 
+class HyperIndexed(Indexed):
+    """The hypernetwork on histories in catalogue indices (see
+    :class:`~recsys_hyper.recommender.base.Indexed`): besides adapting, rating and ranking, the
+    questions to ask (onboarding), the explanations of scores, and the catalogue's item table."""
+
+    def ask(self, h: Histories, n: int, asked: Histories | None = None, targets: int = 100,
+            uncertainty: float = ASK_UNCERTAINTY) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`HyperRecommender.ask` on indices: (items (len(h), n) catalogue rows, values
+        (len(h), n), ``-inf`` where nothing is left to ask). ``asked``: the questions already put,
+        one history per row of ``h``."""
+        return self.model._ask_rows(h, n, users=self.users, asked=asked, catalogue=self.catalogue, targets=targets,
+                                    uncertainty=uncertainty)
+
+    def explain(self, h: Histories, rows: np.ndarray, items: np.ndarray, top_events: int | None = 5) -> dict:
+        """:meth:`HyperRecommender.explain` for pairs in indices (``rows`` into ``h``, ``items``
+        catalogue rows): arrays ``score``, ``score_prior``, ``score_features``, ``score_history``
+        (P,) and ``because`` (a list per pair); ``attributions``: the per-event contributions as a
+        list of (pair indices, :class:`~recsys_hyper.recommender.explain.Attribution`, support
+        item rows)."""
+        return self.model._explain_rows(h, rows, items, users=self.users, catalogue=self.catalogue,
+                                        top_events=top_events)
+
+    def item_table(self) -> ItemTable:
+        """The catalogue's item table (phi, rating and ranking biases, mu), one row per item: with
+        the exported heads, what an online service needs to score by dot products."""
+        return self.model._item_vectors(self.catalogue)[1].take(slice(0, self.catalogue.size))
+
+
+HyperRecommender.indexed_view = HyperIndexed
+
+
 # ---------------------------------------------------------------------------------- helpers
 
 def _tuning(fitted: dict | None, result: TrainResult) -> dict:
@@ -549,7 +563,7 @@ def _tuning(fitted: dict | None, result: TrainResult) -> dict:
         grid["ease"] = list(result.item_item["scores"])
     if fitted is not None:
         chosen.update(item_reg=fitted["item_reg"], user_reg=fitted["user_reg"])
-        grid.update(fitted["grid"])
+        grid.update(fitted["search"].grid)
     return {"grid": grid, "chosen": chosen, "metric": "validation loss",
             "score": min(result.calibration.values()) if result.calibration else float("nan")}
 

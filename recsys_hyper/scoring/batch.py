@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from ..data import schema as S
 from ..data.frames import histories_from_frame
 from ..errors import DataValidationError, Problem, RecsysHyperError, annotate
-from ..recommender import HyperRecommender
+from ..recommender import HyperRecommender, check_item_ids, check_item_kind, check_ratings
 from .core import ChunkScorer, heads_schema, recs_schema
 
 log = logging.getLogger(__name__)
@@ -122,10 +122,10 @@ def check_inputs(model: HyperRecommender, data_dir: Path, allow_rating_mismatch:
     report = ScoreReport(date="")
     item_type = schema.field(S.ITEM_ID).type
     kind = "int64" if pa.types.is_integer(item_type) else "string"
-    model.check_item_kind(kind, str(src))                      # before reading anything
+    check_item_kind(model, kind, str(src))                     # before reading anything
     implicit = S.RATING not in schema.names
     if not allow_rating_mismatch:
-        model.check_ratings(np.zeros(0), str(src), implicit)    # the kind of feedback, from the schema
+        check_ratings(model, np.zeros(0), str(src), implicit)   # the kind of feedback, from the schema
     columns = [S.ITEM_ID] + [c for c in (S.RATING, S.TIMESTAMP) if c in schema.names]
     unsigned = [col for col in (S.USER_ID, S.ITEM_ID) if schema.field(col).type == pa.uint64()]
     columns += [col for col in unsigned if col not in columns]
@@ -158,11 +158,11 @@ def check_inputs(model: HyperRecommender, data_dir: Path, allow_rating_mismatch:
         for _ in ratings():
             pass
     else:
-        model.check_ratings(ratings(), str(src), implicit)
+        check_ratings(model, ratings(), str(src), implicit)
     c.rows_read(report.interactions)
     c.raise_if_any()
     ids = np.array(sorted(distinct), dtype=np.int64 if kind == "int64" else object)
-    report.unknown_item_ids = model.check_item_ids(ids, str(src), kind=kind)
+    report.unknown_item_ids = check_item_ids(model, ids, str(src), kind=kind)
     return ds, report
 
 

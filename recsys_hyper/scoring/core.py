@@ -2,7 +2,7 @@
 
 This is the unit every engine runs: the streaming single-machine scorer calls it per chunk,
 Spark calls it per pandas batch inside ``mapInPandas``. It goes through the recommender's own
-path (:meth:`~recsys_hyper.recommender.Recommender.recommend_histories`: the one scoring
+path (:meth:`~recsys_hyper.recommender.Indexed.recommend`: the one scoring
 function, seen-item exclusion and top K), so every engine produces the rows ``recommend`` does.
 
 Exported heads let an online service score without the networks. For user ``u`` and item ``i``,
@@ -29,7 +29,7 @@ from ..data.episodes import Histories
 from ..data.frames import histories_from_frame
 from ..data.idmap import IdMap
 from ..numerics.scores import allowed_mask
-from ..recommender import HyperRecommender
+from ..recommender import HyperRecommender, indexed
 
 
 EXPLANATION_COLUMNS = ("score_prior", "score_features", "score_history", "because")
@@ -65,7 +65,8 @@ class ChunkScorer:
     def __init__(self, model: HyperRecommender, top_k: int, exclude_seen: bool = True, candidates=None,
                  explain: int | None = None):
         self.model, self.top_k, self.exclude_seen, self.explain = model, top_k, exclude_seen, explain
-        self.item_ids, self.items = model.item_table()
+        self.view = indexed(model)
+        self.item_ids, self.items = self.view.catalogue.ids, self.view.item_table()
         self.allowed = allowed_mask(candidates, self.item_ids) if candidates is not None else None
 
     def item_vectors(self) -> pd.DataFrame:
@@ -82,14 +83,14 @@ class ChunkScorer:
         return self.score_histories(histories_from_frame(histories, self.item_ids, users), users)
 
     def score_histories(self, h: Histories, users: pd.DataFrame | None) -> ChunkResult:
-        heads = self.model.adapt_histories(h, users)
-        recs = self.model.recommend_histories(h, self.top_k, heads=heads, exclude_seen=self.exclude_seen,
+        view = indexed(self.model, users)
+        heads = view.adapt(h)
+        recs = view.recommend(h, self.top_k, heads=heads, exclude_seen=self.exclude_seen,
                                               allowed=self.allowed)
         if self.explain:
             # the same heads' scores, split over each user's events (see HyperRecommender.explain)
             rows = IdMap(h.user_ids, name="user").index(recs[S.USER_ID].to_numpy())
-            parts = self.model.explain_histories(h, rows, self.item_ids.index(recs[S.ITEM_ID].to_numpy()), users,
-                                                 top_events=self.explain)
+            parts = view.explain(h, rows, self.item_ids.index(recs[S.ITEM_ID].to_numpy()), top_events=self.explain)
             recs = recs.assign(**{name: parts[name] for name in EXPLANATION_COLUMNS})
         heads_df = pd.DataFrame({
             S.USER_ID: heads.user_ids,

@@ -26,11 +26,13 @@ class HyperRecommenderPyfunc(PythonModel):
         self.rec = HyperRecommender.load(context.artifacts["model_dir"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        from recsys_hyper.recommender import recommend_grouped
+
         params = params or {}
-        return self.rec.recommend_grouped(model_input, k=int(params.get("k", 10)),
-                                          exclude_seen=bool(params.get("exclude_seen", True)),
-                                          explain=int(params.get("explain", 0)) or None,
-                                          ask=int(params.get("ask", 0)) or None)
+        return recommend_grouped(self.rec, model_input, k=int(params.get("k", 10)),
+                                 exclude_seen=bool(params.get("exclude_seen", True)),
+                                 explain=int(params.get("explain", 0)) or None,
+                                 ask=int(params.get("ask", 0)) or None)
 
 
 mlflow.models.set_model(HyperRecommenderPyfunc())

@@ -66,7 +66,7 @@ class TrainingRun:
     >>> with TrainingRun(config, dataset) as run:                          # doctest: +SKIP
     ...     rec.fit(dataset, callback=run.log_epoch)
     ...     rec.save(out)
-    ...     run.log_model(out, example, rec.recommend_grouped(example))
+    ...     run.log_model(out, example, recommend_grouped(rec, example))
     """
 
     def __init__(self, config_dict: dict, dataset, experiment: str = TRAINING_EXPERIMENT,

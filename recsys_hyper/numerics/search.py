@@ -1,0 +1,54 @@
+"""Choosing hyper-parameters on validation users: the one grid search, recorded one way.
+
+Every choice a method makes at fit time goes through :func:`grid_search`: the baselines'
+regularisers, shrinkage, dimensions and EASE's lambda, the bias fit's regularisers, the
+hypernetwork's prior-strength multipliers and its EASE term. Each candidate is scored by a
+function the caller gives (which sets the candidate and measures it, usually with
+:mod:`.measure`); non-finite scores never win when a finite one exists; the result is recorded as
+``{"grid", "chosen", "metric", "score", "scores"}`` (what ``model.json`` keeps under ``tuning``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+
+@dataclass
+class SearchResult:
+    """The chosen candidate, its score, and every candidate tried with its score (in order)."""
+
+    chosen: dict
+    score: float
+    scores: list = field(default_factory=list)
+    grid: dict = field(default_factory=dict)
+    metric: str = ""
+
+    def record(self) -> dict:
+        """The search as ``model.json`` keeps it under ``tuning``."""
+        return {"grid": self.grid, "chosen": self.chosen, "metric": self.metric, "score": self.score,
+                "scores": self.scores}
+
+
+def grid_search(grid: dict[str, Sequence], score: Callable[..., float], metric: str, lower_is_better: bool = True,
+                candidates: Sequence[dict] | None = None, key: Callable[[dict, float], object] | None = None
+                ) -> SearchResult:
+    """Score every candidate and choose one.
+
+    ``grid``: name -> values; the candidates are their product (in order), unless ``candidates``
+    lists them. ``score(**candidate)`` measures one. The best is the lowest (or highest) score among
+    the finite ones, the first in order on ties; ``key(candidate, score)``, when given, replaces
+    that rule (the highest key wins, e.g. to prefer the smaller weight among equal scores)."""
+    names = list(grid)
+    points = list(candidates) if candidates is not None else [
+        dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+    results = [(point, float(score(**point))) for point in points]
+    finite = [r for r in results if math.isfinite(r[1])] or results
+    if key is not None:
+        best = max(finite, key=lambda r: key(*r))
+    else:
+        best = (min if lower_is_better else max)(finite, key=lambda r: r[1])
+    return SearchResult(dict(best[0]), best[1], [{**p, "score": s} for p, s in results],
+                        {n: list(grid[n]) for n in names}, metric)

@@ -1,0 +1,96 @@
+"""Whether data can be served by a fitted model, checked before any work: the same checks for
+``recommend``, ``predict``, ``onboard``, ``score`` and the candidates of ``score``.
+
+* the item vocabulary: ids of another type, or none of them known, are refused; unknown items are
+  counted (scored from their features where the model can, else skipped);
+* the ratings: feedback of another kind (implicit events into an explicit model, or the reverse)
+  and ratings outside the training scale are refused unless the caller allows them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from ..data import schema as S
+from ..data.dataset import Dataset
+from ..data.idmap import UNKNOWN
+from ..errors import RecsysHyperError
+from .base import Recommender, indexed
+
+log = logging.getLogger(__name__)
+
+MISMATCH_FIX = "use the model trained on this kind of data, or pass --allow-rating-mismatch if this is intended"
+
+
+def check_compatible(model: Recommender, dataset: Dataset, allow_rating_mismatch: bool = False) -> None:
+    """Fail before any work if ``dataset`` cannot be served by ``model``: item ids of another type,
+    none of its items known, or (unless ``allow_rating_mismatch``) feedback of another kind or
+    ratings outside the training scale; warn with counts about items the model has never seen."""
+    ids = dataset.item_ids()
+    featured = dataset.items[S.ITEM_ID] if dataset.items is not None else None
+    check_item_ids(model, ids.to_numpy(), str(dataset.source), featured=featured)
+    if not allow_rating_mismatch and len(dataset.interactions):
+        check_ratings(model, dataset.interactions[S.RATING].to_numpy(), str(dataset.source), dataset.implicit)
+
+
+def check_ratings(model: Recommender, ratings, source: str, implicit: bool) -> None:
+    """Refuse explicit ratings for an implicit model (and the reverse), and ratings outside the
+    scale the model was trained on (e.g. a 0-100 scale into a 1-5 model): every prediction would
+    be wrong without any error. ``ratings``: an array, or an iterable of arrays (the batches of a
+    streamed file)."""
+    if implicit != model.implicit_:
+        kinds = ("implicit (no rating column)", "explicit (ratings)")
+        raise RecsysHyperError(f"{source}: the events are {kinds[0] if implicit else kinds[1]} but the model was "
+                               f"trained on {kinds[0] if model.implicit_ else kinds[1]} feedback; {MISMATCH_FIX}")
+    if model.rating_range_ is None or implicit:
+        return
+    lo, hi = model.rating_range_
+    n_out, n, rows, examples = 0, 0, [], []
+    for batch in ([ratings] if isinstance(ratings, np.ndarray) else ratings):
+        outside = np.flatnonzero((batch < lo - 1e-6) | (batch > hi + 1e-6))
+        n_out += len(outside)
+        rows += (outside[: 5 - len(rows)] + n).tolist()
+        examples += batch[outside[: 5 - len(examples)]].tolist()
+        n += len(batch)
+    if n_out:
+        raise RecsysHyperError(
+            f"{source}: {n_out:,} ratings of {n:,} are outside the model's training scale [{lo:g}, {hi:g}] "
+            f"(rows {', '.join(map(str, rows))}; e.g. {', '.join(f'{v:g}' for v in examples)}); rescale them "
+            f"to [{lo:g}, {hi:g}], or {MISMATCH_FIX}")
+
+
+def check_item_ids(model: Recommender, ids: np.ndarray, source: str, kind: str | None = None, featured=None) -> int:
+    """The vocabulary check, on the distinct item ids of some data: refuse another id type
+    (``kind``: ``"int64"`` or ``"string"``, inferred from ``ids`` when not given) or a catalogue
+    with no known item; warn about unknown items. ``featured``: ids that have a features row.
+    Returns how many ids are unknown."""
+    view = indexed(model)
+    if len(ids) == 0:
+        return 0
+    check_item_kind(model, kind or ("int64" if pd.api.types.is_integer_dtype(np.asarray(ids)) else "string"), source)
+    known = model.item_map_.index(ids, unknown="mark") != UNKNOWN
+    if not known.any():
+        raise RecsysHyperError(
+            f"{source}: none of its {len(ids):,} item ids is known to the model "
+            f"(e.g. {list(ids[:5])}); vocabulary mismatch: use the model trained on this catalogue")
+    n_new = int((~known).sum())
+    if n_new:
+        with_features = 0
+        if featured is not None and view.scores_new_items:
+            with_features = int(pd.Index(ids[~known]).isin(featured).sum())
+        log.warning("%d of %d item ids are unknown to the model: %d have features and are scored from them, "
+                    "%d have none and are skipped (e.g. %s)", n_new, len(ids), with_features,
+                    n_new - with_features, list(ids[~known][:5]))
+    return n_new
+
+
+def check_item_kind(model: Recommender, kind: str, source: str) -> None:
+    """Refuse item ids of another type (``"int64"`` or ``"string"``) than the model's."""
+    indexed(model)                                   # a fitted model, or the error that says so
+    if kind != model.item_map_.kind:
+        raise RecsysHyperError(
+            f"{source}: item ids are {kind} but the model was trained on {model.item_map_.kind} item ids; "
+            f"this model does not fit this data (vocabulary mismatch): use the model trained on this catalogue")

@@ -1,0 +1,55 @@
+"""Grouped histories in, one row per user out: the shape of the MLflow pyfunc and of row-wise
+Spark UDFs (``mlflow.pyfunc.spark_udf``), where each input row is a user with the lists of their
+events (what Spark's ``collect_list`` gives)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from ..data import schema as S
+from ..data.frames import explode_histories
+from .base import Recommender
+
+
+def recommend_grouped(model: Recommender, grouped: pd.DataFrame, k: int = 10, exclude_seen: bool = True,
+                      explain: int | None = None, ask: int | None = None) -> pd.DataFrame:
+    """Grouped histories in (one row per user: ``user_id`` and the lists ``item_id``, ``rating``,
+    ``timestamp``), one row per input row out: ``user_id``, ``item_ids``, ``scores`` (top ``k``,
+    best first). ``explain`` (events per item): also ``explanations``, one JSON object per
+    recommended item (``score_prior``, ``score_features``, ``score_history``, ``because``; see
+    :meth:`~recsys_hyper.recommender.HyperRecommender.explain`); ``ask`` (questions per user): also
+    ``questions``, the items to ask about next (see :meth:`~recsys_hyper.recommender.HyperRecommender.ask`).
+    Both need a model that explains and asks (the hypernetwork)."""
+    users = pd.DataFrame({S.USER_ID: grouped[S.USER_ID].to_numpy()})
+    history = explode_histories(grouped)
+    recs = model.recommend(history, k=k, exclude_seen=exclude_seen, users=users, user_ids=users[S.USER_ID].to_numpy())
+    agg = {"item_ids": (S.ITEM_ID, list), "scores": ("score", list)}
+    if explain:
+        recs = _capability(model, "explain")(history, recs, users=users, top_events=explain)
+        recs["explanation"] = [json.dumps({"score_prior": float(p), "score_features": float(f),
+                                           "score_history": float(h),
+                                           "because": [{k_: (v.item() if hasattr(v, "item") else v)
+                                                        for k_, v in e.items()} for e in because]})
+                               for p, f, h, because in zip(recs["score_prior"], recs["score_features"],
+                                                           recs["score_history"], recs["because"])]
+        agg["explanations"] = ("explanation", list)
+    aligned = recs.groupby(S.USER_ID, sort=False).agg(**agg).reindex(users[S.USER_ID])
+    out = pd.DataFrame({S.USER_ID: users[S.USER_ID].to_numpy(),
+                        **{col: [v if isinstance(v, list) else [] for v in aligned[col]] for col in agg}})
+    if ask:
+        questions = _capability(model, "ask")(history, n=ask, users=users, user_ids=users[S.USER_ID].to_numpy())
+        lists = questions.groupby(S.USER_ID, sort=False)[S.ITEM_ID].agg(list).reindex(users[S.USER_ID])
+        out["questions"] = [v if isinstance(v, list) else [] for v in lists]
+    return out
+
+
+def _capability(model: Recommender, name: str):
+    from ..errors import RecsysHyperError
+
+    method = getattr(model, name, None)
+    if method is None:
+        what = "explain its recommendations" if name == "explain" else "choose onboarding questions"
+        raise RecsysHyperError(f"{type(model).__name__} does not {what}; HyperRecommender does")
+    return method

@@ -1,0 +1,128 @@
+"""What meta-training chooses on the validation users once the networks are trained, each with the
+one grid search (:func:`~recsys_hyper.numerics.search.grid_search`):
+
+* the prior-strength multipliers of the emitted head (its vector and its user bias), by the
+  validation loss (k >= 1);
+* the EASE term of the ranking score: EASE's closed form on the training users (low rank), then
+  its ridge ``lam`` and its weight by validation nDCG@10 (weight 0, the model alone, is always a
+  candidate, and the term is only kept where it beats the model alone by a clear margin,
+  ``item_item_min_gain``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data.episodes import Episode
+from ..networks.hyper import HyperRecModel
+from ..numerics.item_item import ease_factors, gram_eigen
+from ..numerics.padding import Padded
+from ..numerics.search import grid_search
+from .data import TrainingData, batch_user_feats
+from .validation import validate
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def calibrate_prior(model: HyperRecModel, data: TrainingData, cfg: Config, val_eps: list[Episode]
+                    ) -> tuple[tuple[float, float], dict]:
+    """Choose the prior-strength multipliers on validation users (k >= 1), on log grids: one for
+    the head's vector, one for its user bias (tied to the first when ``calibration_bias_grid`` is
+    empty). Returns the chosen pair and every validation loss."""
+    t = cfg.train
+    eps = [e for e in val_eps if e.k >= 1] or val_eps
+    pairs = ([(a, b) for a in t.calibration_grid for b in t.calibration_bias_grid] if t.calibration_bias_grid
+             else [(a, a) for a in t.calibration_grid])
+
+    def loss(head: float, bias: float) -> float:
+        set_prior_multiplier(model, head, bias)
+        return validate(model, data, cfg, eps, measured=False)["loss"]
+
+    search = grid_search({"head": list(t.calibration_grid), "bias": list(t.calibration_bias_grid)}, loss,
+                         "validation loss", candidates=[{"head": a, "bias": b} for a, b in pairs])
+    best = (search.chosen["head"], search.chosen["bias"])
+    set_prior_multiplier(model, *best)
+    log.debug("prior strength multipliers %.3g (head) and %.3g (user bias) chosen on validation users "
+              "(loss %.4f; %d tried)", *best, search.score, len(search.scores))
+    return best, {f"{c['head']:g},{c['bias']:g}": c["score"] for c in search.scores}
+
+
+def set_prior_multiplier(model: HyperRecModel, head: float, bias: float) -> None:
+    model.prior_multiplier[:-1] = head
+    model.prior_multiplier[-1] = bias
+
+
+@torch.no_grad()
+def fit_item_item(model: HyperRecModel, data: TrainingData, cfg: Config, val_eps: list[Episode]) -> dict:
+    """Fill the model's EASE buffers; returns what was chosen and every validation score."""
+    t = cfg.train
+    N = data.n_items
+    F, sigma = gram_eigen(data.histories.select(data.train_rows), N, rank=model.item_item_rank, seed=t.seed)
+    r = F.shape[1]
+    eps = [e for e in val_eps if e.k >= 1] or val_eps
+    units: dict[float, float] = {}                   # lam -> EASE's scale against the model's scores
+
+    def set_term(lam: float, weight: float) -> None:
+        model.ii_factors.zero_()
+        model.ii_vectors.zero_()
+        model.ii_weights.zero_()
+        if weight:
+            w, vectors = ease_factors(F, sigma, lam)
+            model.ii_factors[:N, :r] = F.float()
+            model.ii_vectors[:N, :r] = vectors
+            model.ii_weights[:r] = w * weight
+
+    def weight_of(lam: float, weight: float) -> float:
+        """A grid weight in the model's units (EASE's scores scaled to the model's spread)."""
+        if weight and lam not in units:
+            units[lam] = _scale(model, data, eps, lambda w: set_term(lam, w))
+        return weight * units.get(lam, 0.0)
+
+    def ndcg(lam: float, weight: float) -> float:
+        set_term(lam, weight_of(lam, weight))
+        v = validate(model, data, cfg, eps)
+        return float(np.mean([v[f"ndcg10_k{e.k}"] for e in eps]))
+
+    candidates = [{"lam": 0.0, "weight": 0.0}] + [{"lam": lam, "weight": w} for lam in t.item_item_lambdas
+                                                   for w in t.item_item_weights if w]   # the model alone first
+    search = grid_search({"lam": list(t.item_item_lambdas), "weight": list(t.item_item_weights)}, ndcg,
+                         "validation nDCG@10", lower_is_better=False, candidates=candidates,
+                         key=lambda c, score: (round(score, 6), -weight_of(c["lam"], c["weight"])))  # ties: smaller
+    alone = search.scores[0]["score"]
+    best = (search.chosen["lam"], weight_of(search.chosen["lam"], search.chosen["weight"]))
+    if search.score < alone * (1 + t.item_item_min_gain):
+        best = (0.0, 0.0)       # a gain this small on a few hundred users is noise more often than not
+    scores = {(c["lam"], weight_of(c["lam"], c["weight"])): c["score"] for c in search.scores}
+    set_term(*best)
+    log.debug("EASE term: lambda %g, weight %.3g chosen on validation users (nDCG@10 %.4f; model alone %.4f)",
+              best[0], best[1], scores[best], alone)
+    return {"lambda": best[0], "weight": best[1], "ndcg10": scores[best], "alone": alone,
+            "scores": {f"{lam:g},{w:.4g}": s for (lam, w), s in scores.items()}}
+
+
+def _scale(model: HyperRecModel, data: TrainingData, eps: list[Episode], set_weight) -> float:
+    """How EASE's scores compare in spread with the model's (median over validation users of the
+    ratio of per-user standard deviations over the catalogue), so that the weights of the grid
+    mean the same on every dataset."""
+    e = sorted(eps, key=lambda e: e.k)[len(eps) // 2]
+    rows, sup = e.rows, e.support
+    N = data.n_items
+    e_all = model.items(data.item_index, data.item_feats)
+    padded = Padded.from_histories(sup, pad_item=N)
+
+    def scores() -> torch.Tensor:                                          # (B, N) ranking scores
+        heads, _ = model.emit(e_all, data.item_index, padded, batch_user_feats(data, rows))
+        return heads.ranking(model.item_table(e_all[:N], data.item_index[:N]))
+
+    set_weight(0.0)
+    alone = scores()
+    set_weight(1.0)
+    ease = scores() - alone
+    set_weight(0.0)
+    ratio = alone.std(1) / ease.std(1).clamp(min=1e-12)
+    return float(ratio.median())
