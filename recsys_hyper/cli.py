@@ -7,7 +7,6 @@ input prints one clear error (file, column, rows, examples, fix) and exits with 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
@@ -16,7 +15,8 @@ from pathlib import Path
 
 from . import __version__
 from .config import (EVALUATION_EXPERIMENT, REGISTERED_MODEL, TRAINING_EXPERIMENT, NightlyConfig, default)
-from .errors import Interrupted, RecsysHyperError
+from .errors import RecsysHyperError
+from .interrupts import stop_on_signals
 
 log = logging.getLogger("recsys_hyper")
 
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     # user chose in the environment is kept
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if args.verbose else "WARNING")
     logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
-    with _stop_on_signals():
+    with stop_on_signals():   # SIGTERM and Ctrl-C stop a command the same way, at a safe point
         try:
             return int(args.func(args) or 0)
         except (RecsysHyperError, FileExistsError) as exc:
@@ -548,25 +548,6 @@ def main(argv: list[str] | None = None) -> int:
                 raise                                             # a bug: its traceback is what helps
             print(f"error: {text}", file=sys.stderr)
             return 2
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    """SIGTERM (what schedulers, ``kill`` and container runtimes send) stops the command the way
-    Ctrl-C does: an :class:`~recsys_hyper.errors.Interrupted` raised in the main thread unwinds
-    every ``with`` block (temporaries removed, runs ended as KILLED, locks released)."""
-    def stop(signum, frame):
-        raise Interrupted(signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except ValueError:                    # not the main thread (an embedding application): leave it alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -138,3 +138,20 @@ def test_every_method_runs_on_item_ids_alone(name, data):
     assert pred.min() >= r.min() and pred.max() <= r.max()
     recs = model.recommend(support, k=5)
     assert set(recs["user_id"]) == set(support["user_id"]) and (recs.groupby("user_id").size() == 5).all()
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_hyper_parameters_are_the_constructors_keyword_arguments(name, data):
+    """One convention for every method (scikit-learn's): ``get_params`` gives the constructor's
+    keyword arguments, a model built from them has the same, ``set_params`` sets them by name (for
+    the next fit) and refuses unknown names; fitting leaves them as given (choices made on
+    validation users are recorded in ``tuning_``, never written back)."""
+    model = BUILDERS[name]()
+    params = model.get_params()
+    assert type(model)(**params).get_params() == params               # (popularity has none)
+    assert model.set_params(**params) is model and model.get_params() == params
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        model.set_params(no_such_parameter=1)
+    if name in ("item-mean", "bias"):                   # tuned on validation users, quickly
+        model.fit(data["train"], validation_users=data["val"], progress=False)
+        assert model.get_params() == params and model.tuning_["chosen"]

@@ -298,6 +298,28 @@ def test_sigterm_ends_training_as_killed_in_one_line(trained, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+def test_a_signal_never_cuts_a_write_to_the_tracking_store_in_the_middle():
+    """A write to the store runs whole (its driver would report a cut as a database error, with a
+    traceback): a signal that arrives meanwhile stops the command right after it."""
+    from recsys_hyper.errors import Interrupted
+    from recsys_hyper.interrupts import deferred, stop_on_signals
+
+    finished = []
+    with stop_on_signals():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with pytest.raises(Interrupted) as info:
+                with deferred():
+                    os.kill(os.getpid(), signum)
+                    time.sleep(0.05)
+                    finished.append(signum)
+            assert info.value.signum == signum
+        with pytest.raises(Interrupted):                      # outside a write: at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+            finished.append("too late")
+    assert finished == [signal.SIGTERM, signal.SIGINT]
+
+
 def test_sigterm_stops_a_night_releases_its_lock_and_a_rerun_completes(tmp_path):
     from recsys_hyper.jobs.landing import make_synthetic_landing
 

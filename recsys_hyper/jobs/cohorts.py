@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..atomic import atomic_file
 from ..data import schema as S
-from ..numerics.metrics import ranked_list_metrics
+from ..numerics.metrics import mean_absolute_error, ranked_list_metrics
 from ..recommender import HyperRecommender
 
 TOP_K = 10
@@ -77,9 +77,7 @@ def measure(work: Path, cohort_date: str, next_events: pd.DataFrame, load_versio
     if len(nxt) and not implicit:
         model = load_version(served["version"])
         pred = model.predict(first, nxt[[S.USER_ID, S.ITEM_ID]], users=user_features)
-        known = ~np.isnan(pred)
-        if known.any():
-            row["mae"] = float(np.abs(pred[known] - nxt[S.RATING].to_numpy()[known]).mean())
+        row["mae"] = mean_absolute_error(pred, nxt[S.RATING].to_numpy().astype(np.float64))
     return row
 
 

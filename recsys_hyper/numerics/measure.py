@@ -25,7 +25,7 @@ import torch
 
 from ..data import schema as S
 from ..data.episodes import Episode, Histories
-from .metrics import ndcg_at_k, ndcg_graded, per_user_errors, recall_at_k
+from .metrics import mean_absolute_error, ndcg_at_k, ndcg_graded, per_user_errors, recall_at_k
 from .scores import exclude_seen, finish_predictions, membership
 
 
@@ -61,8 +61,7 @@ class EpisodeMeasure:
     @property
     def pair_mae(self) -> float:
         """MAE over the scoreable query pairs (every pair weighs the same)."""
-        ok = np.isfinite(self.predicted)
-        return float(np.mean(np.abs(self.predicted[ok] - self.actual[ok]))) if ok.any() else float("nan")
+        return mean_absolute_error(self.predicted, self.actual)
 
     def mean(self, metric: str, missing: float | None = None) -> float:
         """The mean over users of a per-user metric; users where it is undefined are left out, or

@@ -4,7 +4,7 @@ evaluation, the nightly's gate and its cohorts.
 
 * Full-catalogue ranking on dense score matrices (torch): :func:`ndcg_at_k`, :func:`recall_at_k`.
 * Ranking a user's own query items by predicted rating: :func:`ndcg_graded` (MeLU's nDCG@3).
-* Rating errors: :func:`per_user_errors` (MAE, RMSE).
+* Rating errors: :func:`per_user_errors` (MAE, RMSE per user), :func:`mean_absolute_error` (over pairs).
 * Ranked lists already served (pairs, pandas): :func:`ranked_list_metrics`.
 
 A new metric (MAP, MRR ...) is one function here, beside its relatives.
@@ -71,6 +71,13 @@ def ndcg_graded(pred: np.ndarray, true: np.ndarray, owner: np.ndarray, n_users: 
         if idcg > 0:
             out[u] = float(gain_p[s:e] @ disc[: e - s]) / idcg
     return out
+
+
+def mean_absolute_error(pred: np.ndarray, true: np.ndarray) -> float:
+    """MAE over pairs (every pair weighs the same); pairs a model cannot score (NaN predictions)
+    are left out; NaN when none is left."""
+    ok = np.isfinite(pred)
+    return float(np.mean(np.abs(pred[ok] - true[ok]))) if ok.any() else float("nan")
 
 
 def per_user_errors(pred: np.ndarray, true: np.ndarray, owner: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from ..config import REGISTERED_MODEL
 from ..errors import RecsysHyperError
+from ..interrupts import whole
 from .store import configure
 
 MODEL_ARTIFACT = "model_dir"
@@ -47,6 +48,7 @@ def version_tags(version: str, name: str = REGISTERED_MODEL) -> dict:
     return dict(MlflowClient().get_model_version(name, str(version)).tags)
 
 
+@whole
 def log_pyfunc_model(model_dir: str | os.PathLike, example: pd.DataFrame, example_out: pd.DataFrame,
                      register: bool = True, alias: str | None = "challenger", k: int = 10,
                      version_tags: dict | None = None, description: str | None = None,
@@ -239,6 +241,7 @@ def alias_version(alias: str, name: str = REGISTERED_MODEL) -> str | None:
                                f"nothing was decided: fix the store and run again") from None
 
 
+@whole
 def set_alias(alias: str, version: str, name: str = REGISTERED_MODEL) -> None:
     MlflowClient().set_registered_model_alias(name, alias, str(version))
 

@@ -20,6 +20,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from ..config import EVALUATION_EXPERIMENT, TRAINING_EXPERIMENT
+from ..interrupts import deferred, whole
 from .registry import log_pyfunc_model
 from .store import configure, metric_name
 
@@ -37,15 +38,18 @@ def end_status(exc_type) -> str:
 @contextlib.contextmanager
 def tracked_run(**start_kwargs):
     """``mlflow.start_run(**start_kwargs)`` as a context that ends the run as FINISHED, FAILED or
-    KILLED (MLflow's own context says FAILED for an interrupt too)."""
-    run = mlflow.start_run(**start_kwargs)
+    KILLED (MLflow's own context says FAILED for an interrupt too). Starting and ending are never
+    cut by a signal (see :mod:`recsys_hyper.interrupts`)."""
+    with deferred():
+        run = mlflow.start_run(**start_kwargs)
     try:
         yield run
     except BaseException as exc:
-        with contextlib.suppress(Exception):          # the store may be what failed: the error says so
+        with deferred(), contextlib.suppress(Exception):   # the store may be what failed: the error says so
             mlflow.end_run(status=end_status(type(exc)))
         raise
-    mlflow.end_run(status="FINISHED")
+    with deferred():
+        mlflow.end_run(status="FINISHED")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -78,6 +82,7 @@ class TrainingRun:
         self.run = None
         self.model_version: str | None = None
 
+    @whole
     def __enter__(self) -> "TrainingRun":
         configure(self.tracking_uri)
         mlflow.set_experiment(self.experiment)
@@ -116,6 +121,7 @@ class TrainingRun:
         self.model_version = log_pyfunc_model(model_dir, example, example_out, register, alias, k)
         return self.model_version
 
+    @whole
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             if self.system_metrics:
@@ -139,6 +145,7 @@ def _await_system_metrics(run_id: str, timeout_s: float = 5.0) -> None:
     log.warning("no system metrics were recorded for run %s", run_id)
 
 
+@whole
 def log_evaluation(table: pd.DataFrame, params: dict, figure, artifacts, data_dir: str, seconds: float,
                    experiment: str = EVALUATION_EXPERIMENT, run_name: str | None = None, tags: dict | None = None,
                    tracking_uri: str | None = None, nested: bool = False) -> str:
@@ -170,6 +177,7 @@ def log_evaluation(table: pd.DataFrame, params: dict, figure, artifacts, data_di
         return parent.info.run_id
 
 
+@whole
 def log_onboarding(curve: pd.DataFrame, to_reach: pd.DataFrame, params: dict, metrics: dict, figure,
                    experiment: str = EVALUATION_EXPERIMENT, parent_run_id: str | None = None,
                    tags: dict | None = None) -> str:
@@ -235,6 +243,7 @@ def step_run(name: str, run_id: str | None = None):
         yield run.info.run_id
 
 
+@whole
 def log_step(outputs: dict) -> None:
     """A step's numeric outputs as metrics, the rest as params (long values are cut)."""
     metrics = {metric_name(k): float(v) for k, v in outputs.items()
@@ -247,6 +256,7 @@ def log_step(outputs: dict) -> None:
         mlflow.log_params(params)
 
 
+@whole
 def log_table(frame: pd.DataFrame, artifact_file: str) -> None:
     """A table on the active run (replaced if logged again)."""
     with warnings.catch_warnings():
@@ -254,26 +264,31 @@ def log_table(frame: pd.DataFrame, artifact_file: str) -> None:
         mlflow.log_table(data=frame.rename(columns=metric_name), artifact_file=artifact_file)
 
 
+@whole
 def log_metrics(metrics: dict) -> None:
     """Metrics on the active run."""
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
 
 
+@whole
 def log_epoch(epoch: int, metrics: dict) -> None:
     """Per-epoch training metrics on the active run (a training callback)."""
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
 
 
+@whole
 def tag_run(**tags) -> None:
     """Tags on the active run."""
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
+@whole
 def tag_night(**tags) -> None:
     """Tags on the night's parent run (called outside any step run)."""
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
+@whole
 def log_artifact_to_run(run_id: str, path: str | os.PathLike) -> None:
     configure()
     MlflowClient().log_artifact(run_id, str(path))
