@@ -14,6 +14,11 @@ Prints Markdown tables (and writes them, with every number, to --out):
     python benchmarks/bench_quality.py --datasets ml-100k   # one dataset
     python benchmarks/bench_quality.py --append --datasets synthetic-implicit   # re-run one, keep the rest
     python benchmarks/bench_quality.py --report             # the tables again from --out
+    python benchmarks/bench_quality.py --baselines-from artifacts/bench_quality   # re-measure the model only
+
+Every run's per-user results are kept in --out (per_user/), so that the model alone can be measured
+again against the same baselines on the same splits and users (``--baselines-from``): the baselines
+do not depend on the model.
 """
 
 from __future__ import annotations
@@ -116,6 +121,9 @@ def main() -> None:
                    help="only print (and rewrite) the tables from the results already in --out")
     p.add_argument("--append", action="store_true",
                    help="keep the runs already in --out for datasets not named here (resume a suite piecewise)")
+    p.add_argument("--baselines-from", metavar="DIR",
+                   help="evaluate the model only, and compare it with the baselines' per-user results of an "
+                        "earlier suite in DIR (the same splits and users)")
     args = p.parse_args()
     model_config = load_config(args.config)
     out = Path(args.out)
@@ -130,11 +138,16 @@ def main() -> None:
         tables = [keep(pd.read_csv(out / "results.csv"))]
         tuning = {run: v for run, v in json.loads((out / "tuning.json").read_text()).items()
                   if run.rsplit(" seed ", 1)[0] not in args.datasets}
+    methods = (MODEL,) if args.baselines_from else tuple(args.methods)
+    (out / "per_user").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name, seed, ds in datasets(args.datasets, Path(tmp)):
             t0 = time.perf_counter()
-            result = evaluate(ds, Protocol(shots=SHOTS, seed=seed), methods=tuple(args.methods),
+            result = evaluate(ds, Protocol(shots=SHOTS, seed=seed), methods=methods,
                               model_config=model_config, progress=False)
+            if args.baselines_from:
+                with_baselines(result, Path(args.baselines_from), name, seed)
+            result.per_user.to_parquet(out / "per_user" / f"{name}-seed{seed}.parquet", index=False)
             print(f"{name} seed {seed}: {result.n_eligible} of {result.n_test_users} test users evaluated, "
                   f"{time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
             tables.append(result.table.assign(dataset=name, seed=seed))
@@ -149,6 +162,27 @@ def main() -> None:
             detail_table(cmp), "", tuning_table(tuning)]
     (out / "suite.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
+
+
+def with_baselines(result, earlier: Path, name: str, seed: int) -> None:
+    """Add an earlier suite's baselines (their per-user rows and means, on the same split) to a
+    result that measured the model only."""
+    per_user = pd.read_parquet(earlier / "per_user" / f"{name}-seed{seed}.parquet")
+    per_user = per_user[per_user["method"] != MODEL]
+    table = pd.read_csv(earlier / "results.csv")
+    table = table[(table["dataset"] == name) & (table["seed"] == seed) & (table["method"] != MODEL)]
+    result.per_user = pd.concat([per_user, result.per_user], ignore_index=True)
+    result.table = pd.concat([table.drop(columns=["dataset", "seed"]), result.table], ignore_index=True)
+    if earlier.joinpath("tuning.json").is_file():
+        tuned = json.loads((earlier / "tuning.json").read_text()).get(f"{name} seed {seed}", {})
+        result.fitted.update({m: _Tuned(t) for m, t in tuned.items() if m != MODEL})
+
+
+class _Tuned:
+    """An earlier run's record of what a baseline chose (for the tuning table)."""
+
+    def __init__(self, tuning):
+        self.tuning_ = tuning
 
 
 def summary_table(cmp: pd.DataFrame) -> str:
