@@ -167,7 +167,14 @@ class TrainConfig:
     item_item_lambdas: tuple[float, ...] = (1e2, 1e3, 1e4, 1e5, 1e6, 1e7)   # EASE's ridge, chosen on validation
     item_item_weights: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)         # its weight (x a data scale), ditto
     item_item_min_gain: float = 0.01   # kept only if it lifts validation nDCG@10 by this share
-    bias_init: str = "fitted"          # item biases start as the bias baseline's fit (tuned), or "shrunk-mean"s
+    # how far the rating may move toward its exact special cases (the bias baseline, MF fold-in from
+    # a zero and from a features prior), chosen per support size k on validation users (the weight
+    # of each on this grid, summing to at most 1); () = never (all need bias_init "fitted" and
+    # explicit ratings)
+    rating_blend_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    mf_special_case: bool = True       # MF fold-in among them (MF tuned as the MF baseline is); False: bias only
+    mf_max_users: int = 50_000         # MF is tuned and fitted on at most this many training users (a seeded sample)
+    bias_init: str = "fitted"          # item biases start as the bias baseline's fit (tuned), or "shrunk-mean"
     train_item_bias: bool = False      # False: item biases stay at their initial values
     seed: int = 0
 
@@ -187,6 +194,8 @@ class TrainConfig:
         "calibration_bias_grid": Rule("floats", 0, 1e12, open_lo=True),
         "item_item_lambdas": Rule("floats", 0, 1e30, open_lo=True, empty=False),
         "item_item_weights": Rule("floats", 0, 1e6, empty=False), "item_item_min_gain": Rule("float", 0, 1e6),
+        "rating_blend_grid": Rule("floats", 0, 1), "mf_special_case": Rule("bool"),
+        "mf_max_users": Rule("int", 1, 10**9),
         "bias_init": Rule("str", choices=("shrunk-mean", "fitted")), "train_item_bias": Rule("bool"),
         "seed": Rule("int", 0, 2**32 - 1),
     }

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -83,6 +84,14 @@ def test_train_tracks_the_run_and_registers_a_challenger(trained, store):
     assert version.run_id == run.info.run_id
     meta = json.loads((trained["model"] / "model.json").read_text())
     assert meta["config"]["train"]["epochs"] == 3
+    # what the fit chose on its validation users is on the run too, as the record and as numbers
+    logged = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="tuning.json"))
+                        .read_text())
+    assert logged["chosen"] == meta["tuning"]["chosen"]
+    blend = meta["tuning"]["chosen"]["rating_blend"]
+    for k, weights in blend.items():
+        for name, w in weights.items():
+            assert run.data.metrics[f"chosen.rating_blend.{k}.{name}"] == pytest.approx(w)
     assert not any(trained["root"].glob(".model.checkpoints"))  # cleaned up after success
 
 

@@ -262,6 +262,9 @@ def test_a_warm_start_carries_the_learned_weights_but_not_the_fit_time_choices(f
         source.ii_factors.fill_(1.0)
         source.prior_multiplier.fill_(7.0)
         source.item_bias.add_(1.0)
+        source.rating_blend.fill_(0.5)
+        source.bias_user_reg.fill_(9.0)
+        source.mf_delta.fill_(2.0)
     target = copy.deepcopy(fitted.model_)
     with torch.no_grad():
         for name, param in target.named_parameters():
@@ -270,6 +273,7 @@ def test_a_warm_start_carries_the_learned_weights_but_not_the_fit_time_choices(f
         target.ii_weights.zero_()
         target.ii_factors.zero_()
         target.prior_multiplier.fill_(1.0)
+    fresh = {name: buf.clone() for name, buf in target.named_buffers()}
     fresh_bias = target.item_bias.clone()
     assert not target.item_bias.requires_grad        # the default: fitted biases, kept fixed
     copied = warm_start(target, fitted.item_map_, source, fitted.item_map_, True, True)
@@ -278,3 +282,5 @@ def test_a_warm_start_carries_the_learned_weights_but_not_the_fit_time_choices(f
     assert torch.count_nonzero(target.ii_weights) == 0 and torch.count_nonzero(target.ii_factors) == 0
     assert torch.equal(target.prior_multiplier, torch.ones_like(target.prior_multiplier))
     assert torch.equal(target.item_bias, fresh_bias)
+    for name, buf in target.named_buffers():         # every fit-time choice is this fit's own
+        assert torch.equal(buf, fresh[name]), name

@@ -89,6 +89,7 @@ def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, v
                                     "episodes_per_second": episodes_per_second(rec.training_),
                                     "prior_multiplier_head": rec.training_.prior_multiplier[0],
                                     "prior_multiplier_bias": rec.training_.prior_multiplier[1]})
+            tracking.log_choices(rec.tuning_)
             if not new_run:
                 tracking.tag_run(**provenance)
             example, example_out = example_io(rec, ds.interactions)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..numerics.features import FeatureSpec, FeatureTensors
+from ..numerics.features import FeatureSpec, FeatureTensors, dense_features, dense_width
 from ..numerics.fold_in import fold_in
 from ..numerics.padding import Padded
 from ..numerics.scores import linear_scores
@@ -207,66 +207,97 @@ class ItemContext(nn.Module):
 class ItemTable:
     """The item side of the linear heads, row-aligned: ``vectors`` (..., D + c) = ``[phi_i, p_i]``
     (``phi_i = [e_i, 1]``, ``p_i`` the item-item target vector, empty when the path is off), the
-    rating bias ``b_i`` and ranking bias ``c_i`` (...,), the global mean rating ``mu`` and ``D``."""
+    rating bias ``b_i`` and ranking bias ``c_i`` (...,), the global mean rating ``mu``, ``D``, and
+    ``extra`` (..., E): the rating-only columns of MF fold-in, the special case blended into the
+    rating (``[q_i, delta_i]``: MF's item factors and its item bias minus the model's; E = 0 when
+    there is none)."""
 
     vectors: torch.Tensor
     rating_bias: torch.Tensor
     rank_bias: torch.Tensor
     mu: torch.Tensor
     D: int
+    extra: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.extra is None:
+            self.extra = self.vectors.new_zeros(*self.vectors.shape[:-1], 0)
 
     @property
     def phi(self) -> torch.Tensor:
         """``[e_i, 1]`` (..., D): what the rating head dots with."""
         return self.vectors[..., : self.D]
 
+    @property
+    def rating_vectors(self) -> torch.Tensor:
+        """``[phi_i, extra_i]`` (..., D + E): what the whole rating head dots with."""
+        return torch.cat([self.phi, self.extra], -1) if self.extra.shape[-1] else self.phi
+
     def take(self, idx) -> "ItemTable":
-        return ItemTable(self.vectors[idx], self.rating_bias[idx], self.rank_bias[idx], self.mu, self.D)
+        return ItemTable(self.vectors[idx], self.rating_bias[idx], self.rank_bias[idx], self.mu, self.D,
+                         self.extra[idx])
 
     def detach(self) -> "ItemTable":
         return ItemTable(self.vectors.detach(), self.rating_bias.detach(), self.rank_bias.detach(), self.mu.detach(),
-                         self.D)
+                         self.D, self.extra.detach())
 
     def for_gemm(self) -> "ItemTable":
         """The same table with ``vectors`` stored column-major, so that ``vectors.T`` (what a
         catalogue GEMM multiplies by) is contiguous: ~10% faster catalogue scoring, same values."""
-        return ItemTable(self.vectors.T.contiguous().T, self.rating_bias, self.rank_bias, self.mu, self.D)
+        return ItemTable(self.vectors.T.contiguous().T, self.rating_bias, self.rank_bias, self.mu, self.D, self.extra)
 
 
 @dataclass
 class Heads:
     """Per-user heads: ``w`` (B, D) the rating head, ``v`` (B, D) the ranking residual, ``ctx``
-    (B, c) the user's item-item context (c = 0 when the path is off).
+    (B, c) the user's item-item context (c = 0 when the path is off), ``x`` (B, E) the rating
+    head's coefficients of the items' ``extra`` columns (E = 0 when there are none).
 
-    The two formulas of the model live here, once: :meth:`rating` ``mu + b_i + w . phi_i`` and
-    :meth:`ranking` ``c_i + (v + w) . phi_i + ctx . p_i``; both are linear in the item vectors, so
-    a catalogue is one GEMM.
+    The two formulas of the model live here, once: :meth:`rating` ``mu + b_i + w . phi_i + x .
+    extra_i`` and :meth:`ranking` ``c_i + (v + w) . phi_i + ctx . p_i``; both are linear in the
+    item vectors, so a catalogue is one GEMM.
     """
 
     w: torch.Tensor
     v: torch.Tensor
     ctx: torch.Tensor
+    x: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.x is None:
+            self.x = self.w.new_zeros(*self.w.shape[:-1], 0)
 
     @property
     def rank_vector(self) -> torch.Tensor:
         """The ranking head ``[v + w, ctx]`` (B, D + c), dotted with ``[phi_i, p_i]``."""
         return torch.cat([self.v + self.w, self.ctx], -1) if self.ctx.shape[-1] else self.v + self.w
 
+    @property
+    def rating_vector(self) -> torch.Tensor:
+        """The whole rating head ``[w, x]`` (B, D + E), dotted with ``[phi_i, extra_i]``."""
+        return torch.cat([self.w, self.x], -1) if self.x.shape[-1] else self.w
+
     def take(self, rows) -> "Heads":
-        return Heads(self.w[rows], self.v[rows], self.ctx[rows])
+        return Heads(self.w[rows], self.v[rows], self.ctx[rows], self.x[rows])
 
     def per_event(self) -> "Heads":
         """Heads (B, 1, .), so that pairwise scores broadcast over each user's K events (B, K)."""
-        return Heads(self.w.unsqueeze(1), self.v.unsqueeze(1), self.ctx.unsqueeze(1))
+        return Heads(self.w.unsqueeze(1), self.v.unsqueeze(1), self.ctx.unsqueeze(1), self.x.unsqueeze(1))
 
     def rating(self, items: ItemTable, pairs: bool = False) -> torch.Tensor:
-        """``mu + b_i + w . phi_i``. Catalogue: heads (B, .), items (N, .) -> (B, N); ``pairs``:
-        heads and items row-aligned (or broadcastable, see :meth:`per_event`) -> (P,)."""
-        return linear_scores(self.w, items.phi, items.mu + items.rating_bias, pairs=pairs)
+        """``mu + b_i + w . phi_i + x . extra_i``. Catalogue: heads (B, .), items (N, .) -> (B, N);
+        ``pairs``: heads and items row-aligned (or broadcastable, see :meth:`per_event`) -> (P,)."""
+        return linear_scores(self.rating_vector, items.rating_vectors, items.mu + items.rating_bias, pairs=pairs)
 
     def ranking(self, items: ItemTable, pairs: bool = False) -> torch.Tensor:
         """``c_i + (v + w) . phi_i + ctx . p_i`` (higher = better); shapes as :meth:`rating`."""
         return linear_scores(self.rank_vector, items.vectors, items.rank_bias, pairs=pairs)
+
+
+#: the largest support size with blend weights of its own (larger ones share them)
+BLEND_MAX_K = 20
+#: the rating's special cases blended in, in the order of the columns of ``rating_blend``
+BLEND = ("bias", "mf", "mf_features")
 
 
 class HyperRecModel(nn.Module):
@@ -274,7 +305,7 @@ class HyperRecModel(nn.Module):
 
     def __init__(self, n_items: int, item_spec: FeatureSpec, user_spec: FeatureSpec, dim: int = 32,
                  hidden: int = 64, z_dim: int = 64, id_dropout: float = 0.25, user_feature_dropout: float = 0.3,
-                 init_precision: float = 20.0, context_dim: int = 0, item_item_rank: int = 0):
+                 init_precision: float = 20.0, context_dim: int = 0, item_item_rank: int = 0, mf_rank: int = 0):
         super().__init__()
         self.dim = dim
         self.context = ItemContext(n_items, dim, context_dim) if context_dim else None
@@ -292,6 +323,20 @@ class HyperRecModel(nn.Module):
         self.register_buffer("mu", torch.zeros(()))
         self.register_buffer("r_scale", torch.ones(()))
         self.register_buffer("prior_multiplier", torch.ones(dim + 1))     # per head dimension, last = user bias
+        # the rating's exact special cases, blended in (fitted and chosen on validation users after
+        # training): the bias baseline (mu + b_i + b_u, b_u folded in with its own regulariser) and
+        # MF fold-in (mf_rank factors: its item factors, its item biases as deltas from the model's),
+        # from a zero prior and from a features prior (the ridge from the user's dense side features
+        # to MF's user vectors), each with its fold-in's regularisers (rows of mf_reg). Weights per
+        # support size k (the last for every larger k), in the order of BLEND: 0, 0, 0 = the model alone
+        self.register_buffer("rating_blend", torch.zeros(BLEND_MAX_K + 1, len(BLEND)))
+        self.register_buffer("bias_user_reg", torch.ones(()))
+        self.mf_rank = mf_rank
+        self.user_spec = user_spec
+        self.register_buffer("mf_factors", torch.zeros(n_items + 1, mf_rank))
+        self.register_buffer("mf_delta", torch.zeros(n_items + 1))
+        self.register_buffer("mf_reg", torch.ones(2, mf_rank + 1))
+        self.register_buffer("mf_prior_weights", torch.zeros(dense_width(user_spec) if mf_rank else 0, mf_rank + 1))
 
     @staticmethod
     def phi(e: torch.Tensor) -> torch.Tensor:
@@ -306,12 +351,54 @@ class HyperRecModel(nn.Module):
         m, lam, v = self.prior(e_support, r_support, mask, user_feats)    # 3 x (B, D)
         w = fold_in(self.phi(e_support), self.residual_targets(items_support, r_support), mask, m, lam)
         deltas = torch.cat([m - self.hyper.global_mean, v - self.hyper.global_rank], -1)
+        w, v, x = self.blend_with_baselines(w, v, items_support, r_support, mask, user_feats)
         ctx = (self.context.user(e_support, items_support, mask) if self.context is not None
                else w.new_zeros(w.shape[0], 0))
         if self.item_item_rank:
             ii = (self.ii_factors[items_support] * mask.unsqueeze(-1)).sum(1) * self.ii_weights   # (B, r)
             ctx = torch.cat([ctx, ii], -1)
-        return Heads(w, v, ctx), deltas
+        return Heads(w, v, ctx, x), deltas
+
+    def bias_head(self, items_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The bias baseline's rating head (B, D): ``[0, ..., 0, b_u]`` with ``b_u = sum(r - mu - b_j)
+        / (k + user_reg)``, so that ``mu + b_i + head . phi_i`` is its rating exactly."""
+        b_u = (self.residual_targets(items_support, r_support) * mask).sum(1) / (mask.sum(1) + self.bias_user_reg)
+        return torch.cat([b_u.new_zeros(b_u.shape[0], self.dim), b_u.unsqueeze(-1)], -1)
+
+    def mf_head(self, items_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor,
+                prior: torch.Tensor | None = None, row: int = 0) -> torch.Tensor:
+        """MF fold-in's ``[p_u, b_u]`` (B, mf_rank + 1): the ridge solution against the support items'
+        ``[q_j, 1]`` of ``r - mu_mf - b_j^mf`` (= ``r - mu - b_j - delta_j``) from ``prior`` (B, mf_rank +
+        1; default 0) with the regularisers of row ``row`` of :attr:`mf_reg`."""
+        X = torch.cat([self.mf_factors[items_support], torch.ones_like(mask).unsqueeze(-1)], -1)   # (B, K, R + 1)
+        y = self.residual_targets(items_support, r_support) - self.mf_delta[items_support]        # (B, K)
+        lam = self.mf_reg[row].expand(mask.shape[0], -1)
+        return fold_in(X, y * mask, mask, torch.zeros_like(lam) if prior is None else prior, lam)
+
+    def mf_prior(self, user_feats: FeatureTensors | None, n: int) -> torch.Tensor:
+        """MF's features prior ``[p_u, b_u]`` (n, mf_rank + 1) from the users' dense side features."""
+        return dense_features(self.user_spec, user_feats, n) @ self.mf_prior_weights
+
+    def blend_with_baselines(self, w: torch.Tensor, v: torch.Tensor, items_support: torch.Tensor,
+                             r_support: torch.Tensor, mask: torch.Tensor, user_feats: FeatureTensors | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rating head blended with its special cases (:data:`BLEND`) by the weights of each
+        user's support size (:attr:`rating_blend`): ``w`` (B, D) and MF's coefficients ``x`` (B,
+        mf_rank + 1: the MF weights times ``[p_u, 1]``); the ranking head ``v + w`` is left as it was."""
+        k = mask.sum(1).long().clamp(max=self.rating_blend.shape[0] - 1)
+        alpha, beta, gamma = self.rating_blend[k].unbind(-1)                               # (B,) x 3
+        x = w.new_zeros(w.shape[0], self.mf_rank + 1 if self.mf_rank else 0)
+        if not bool(self.rating_blend[k].any()):
+            return w, v, x
+        blended = (1 - alpha - beta - gamma).unsqueeze(-1) * w
+        blended = blended + alpha.unsqueeze(-1) * self.bias_head(items_support, r_support, mask)
+        if self.mf_rank:
+            for weight, prior, row in ((beta, None, 0), (gamma, self.mf_prior(user_feats, len(w)), 1)):
+                if bool(weight.any()):
+                    mf = self.mf_head(items_support, r_support, mask, prior, row)              # (B, R + 1)
+                    blended[:, -1] += weight * mf[:, -1]                                   # its user bias
+                    x = x + weight.unsqueeze(-1) * torch.cat([mf[:, :-1], torch.ones_like(mf[:, -1:])], -1)
+        return blended, v + (w - blended), x
 
     def prior(self, e_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor,
               user_feats: FeatureTensors | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -349,4 +436,6 @@ class HyperRecModel(nn.Module):
             vectors = torch.cat([vectors, self.context.targets(e, items)], -1)
         if self.item_item_rank:
             vectors = torch.cat([vectors, self.ii_vectors[items]], -1)
-        return ItemTable(vectors, self.item_bias[items], self.item_rank_bias[items], self.mu, self.dim + 1)
+        extra = (torch.cat([self.mf_factors[items], self.mf_delta[items].unsqueeze(-1)], -1) if self.mf_rank
+                 else vectors.new_zeros(*vectors.shape[:-1], 0))
+        return ItemTable(vectors, self.item_bias[items], self.item_rank_bias[items], self.mu, self.dim + 1, extra)

@@ -176,8 +176,16 @@ def with_pad_row(f: FeatureTensors) -> FeatureTensors:
     )
 
 
-def dense_features(spec: FeatureSpec, f: FeatureTensors) -> torch.Tensor:
-    """One-hot categoricals, normalised multi-hot lists, numeric columns and an intercept: (n, F)."""
+def dense_width(spec: FeatureSpec) -> int:
+    """F, the width of :func:`dense_features` for ``spec``."""
+    return 1 + sum(len(c.vocab) if c.kind != "numeric" else 2 for c in spec.columns)
+
+
+def dense_features(spec: FeatureSpec, f: FeatureTensors | None, n: int | None = None) -> torch.Tensor:
+    """One-hot categoricals, normalised multi-hot lists, numeric columns (value and missing flag)
+    and an intercept: (n, F). ``f`` None: ``n`` rows with every feature unknown (the intercept only)."""
+    if f is None:
+        return torch.cat([torch.ones(n, 1), torch.zeros(n, dense_width(spec) - 1)], 1)
     parts = [torch.ones(len(f), 1)]
     cat_cols = [c for c in spec.columns if c.kind == "categorical"]
     for j, col in enumerate(cat_cols):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -30,9 +30,11 @@ from ..data.episodes import Histories, capped_sample, validation_episodes
 from ..data.idmap import UNKNOWN, IdMap
 from ..data.frames import histories_from_frame, require_columns
 from ..numerics.biases import tune_biases
+from ..numerics.mf import FEATURE_REG, feature_prior, tune_fold_in, tune_mf
+from ..numerics.mf import GRID as MF_GRID
 from ..errors import RecsysHyperError
-from ..networks.hyper import Heads, HyperRecModel, ItemTable
-from ..numerics.features import FeatureSpec, FeatureTensors, with_pad_row
+from ..networks.hyper import BLEND, BLEND_MAX_K, Heads, HyperRecModel, ItemTable
+from ..numerics.features import FeatureSpec, FeatureTensors, dense_features, with_pad_row
 from ..numerics.padding import Padded, chunks_by_events
 from ..numerics.scores import membership
 from ..training import TrainingData, TrainResult, finetune_heads, init_biases, train, warm_start
@@ -44,6 +46,11 @@ from .onboarding import choose_questions
 log = logging.getLogger(__name__)
 
 ITEM_FEATURES_FILE = "item_features.parquet"
+#: buffers added to the network after models were first saved, with the value that leaves such a model as it was
+ADDED_BUFFERS = {"rating_blend": lambda n: torch.zeros(BLEND_MAX_K + 1, len(BLEND)),
+                 "bias_user_reg": lambda n: torch.ones(()), "mf_factors": lambda n: torch.zeros(n + 1, 0),
+                 "mf_delta": lambda n: torch.zeros(n + 1), "mf_reg": lambda n: torch.ones(2, 1),
+                 "mf_prior_weights": lambda n: torch.zeros(0, 1)}
 EMIT_CHUNK_USERS = 4096
 EMIT_MAX_CELLS = 131_072  # users x longest history per emission sub-batch
 #: ask's default weight of the uncertainty term, chosen on validation users (see ``ask``)
@@ -55,30 +62,53 @@ class UserHeads(AdaptedUsers):
     """Emitted heads of ``n`` users, in the order of ``user_ids``.
 
     ``w`` (n, D): the rating head; ``v`` (n, D): the ranking residual; ``ctx`` (n, c): the
-    item-item context. With item vector ``phi_i = [e_i, 1]`` (D = d + 1), target vector ``p_i``,
-    item biases ``b_i`` / ``c_i`` and the global mean ``mu``: ``rating = mu + b_i + w . phi_i`` and
-    ``ranking score = c_i + (v + w) . phi_i + ctx . p_i``
+    item-item context; ``x`` (n, E): the rating head's coefficients of the items' MF columns (E = 0
+    without them). With item vector ``phi_i = [e_i, 1]`` (D = d + 1), target vector ``p_i``, MF
+    columns ``extra_i``, item biases ``b_i`` / ``c_i`` and the global mean ``mu``: ``rating = mu +
+    b_i + w . phi_i + x . extra_i`` and ``ranking score = c_i + (v + w) . phi_i + ctx . p_i``
     (:class:`~recsys_hyper.networks.hyper.Heads` computes both).
     """
 
     w: np.ndarray
     v: np.ndarray
     ctx: np.ndarray
+    x: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.x is None:
+            self.x = np.zeros((len(self.w), 0), np.float32)
 
     def heads(self, rows=None) -> Heads:
         """The heads of ``rows`` (default: all) as tensors."""
-        parts = (self.w, self.v, self.ctx) if rows is None else (self.w[rows], self.v[rows], self.ctx[rows])
+        parts = (self.w, self.v, self.ctx, self.x)
+        if rows is not None:
+            parts = tuple(a[rows] for a in parts)
         return Heads(*(torch.from_numpy(np.ascontiguousarray(a)) for a in parts))
 
     @property
     def rank_head(self) -> np.ndarray:
-        """(n, D + c): what the ranking score dots with ``[phi_i, p_i]``."""
-        return self.heads().rank_vector.numpy()
+        """(n, D + c + E): what the ranking score dots with the exported ``[phi_i, p_i, extra_i]``
+        (zeros on the MF columns: they are the rating's only)."""
+        return np.pad(self.heads().rank_vector.numpy(), ((0, 0), (0, self.x.shape[1])))
 
     @property
     def rating_head(self) -> np.ndarray:
-        """(n, D + c): ``w`` padded with zeros, so that it dots with the same item vectors."""
-        return np.pad(self.w, ((0, 0), (0, self.ctx.shape[1])))
+        """(n, D + c + E): ``[w, 0, x]``, so that it dots with the same exported item vectors."""
+        return np.concatenate([self.w, np.zeros((len(self.w), self.ctx.shape[1]), np.float32), self.x], 1)
+
+
+@dataclass
+class SpecialCases:
+    """What the rating contains as exact special cases: ``bias`` the bias baseline's fit (None on
+    implicit data or without ``bias_init = "fitted"``), ``mf`` MF fold-in's fit, ``mf_features`` the
+    same with the fold-in regularisers chosen for the features prior, ``prior_weights`` that
+    prior's ridge weights (F, d + 1) (all three None when off), ``searches`` MF's (name -> search)."""
+
+    bias: dict | None = None
+    mf: object | None = None
+    mf_features: object | None = None
+    prior_weights: torch.Tensor | None = None
+    searches: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -147,20 +177,23 @@ class HyperRecommender(Recommender):
                                    "meta-training needs at least 2 (training and validation users)")
         val_rows = self._validation_rows(h, validation_users)
         train_rows = np.setdiff1d(np.arange(len(h)), val_rows)
+        # validation users capped as in training's validation, so the searches cost the same at any size
+        tune_rows = val_rows[capped_sample(len(val_rows), cfg.train.max_val_users, [cfg.train.seed, 104729])]
+        cases = self._special_cases(dataset, h, train_rows, tune_rows, user_spec)
+        fitted, mf = cases.bias, cases.mf
         data = TrainingData(
             histories=h,
             user_feats=None if user_spec.empty else user_spec.transform(dataset.users, h.user_ids),
             item_index=torch.arange(len(item_map) + 1),
             item_feats=with_pad_row(item_spec.transform(dataset.items, item_map.values)),
-            train_rows=train_rows, val_rows=val_rows, implicit=dataset.implicit, rating_range=self.rating_range_)
-        model = HyperRecModel(len(item_map), item_spec, user_spec, **vars(cfg.model))
-        fitted = None
-        if cfg.train.bias_init == "fitted" and not dataset.implicit:
-            # the bias baseline's fit, regularisers chosen on the validation users' earliest events
-            # validation users capped as in training's validation, so the search costs the same at any size
-            tune_rows = val_rows[capped_sample(len(val_rows), cfg.train.max_val_users, [cfg.train.seed, 104729])]
-            fitted = tune_biases(h.select(train_rows), validation_episodes(h.select(tune_rows)), len(item_map),
-                                 self.rating_range_, seed=cfg.train.seed)
+            train_rows=train_rows, val_rows=val_rows, implicit=dataset.implicit, rating_range=self.rating_range_,
+            mf=mf)
+        model = HyperRecModel(len(item_map), item_spec, user_spec, mf_rank=mf.params["dim"] if mf else 0,
+                              **vars(cfg.model))
+        if mf is not None:
+            model.mf_factors[:len(item_map)] = mf.item_factors
+            model.mf_reg.copy_(torch.stack([mf.fold_in_reg, cases.mf_features.fold_in_reg]))
+            model.mf_prior_weights.copy_(cases.prior_weights)
         init_biases(model, h.select(train_rows), len(item_map), fitted=fitted)
         if not cfg.train.train_item_bias:
             model.item_bias.requires_grad_(False)
@@ -178,7 +211,7 @@ class HyperRecommender(Recommender):
         self.item_features_ = _known_item_features(dataset.items, item_spec)
         self.training_ = result
         self.n_train_users_, self.n_val_users_ = len(train_rows), len(val_rows)
-        self.tuning_ = _tuning(fitted, result)
+        self.tuning_ = _tuning(fitted, result, cases.searches)
         self._cache = {}
         self._item_vectors(self._catalogue())  # item vectors are computed once, not per request
 
@@ -201,6 +234,26 @@ class HyperRecommender(Recommender):
     def _divergence_fix(self) -> str:
         return (f"Lower the learning rate (--config [train] lr, now {self.config.train.lr:g}) or check the data for "
                 f"extreme values (`recsys-hyper data describe DIR`).")
+
+    def _special_cases(self, dataset: Dataset, h: Histories, train_rows: np.ndarray, tune_rows: np.ndarray,
+                       user_spec: FeatureSpec) -> "SpecialCases":
+        """The closed-form models the rating contains as exact special cases, fitted on the training
+        users and tuned on (a capped sample of) the validation users' earliest events as their
+        baselines are."""
+        t = self.config.train
+        train, episodes = h.select(train_rows), validation_episodes(h.select(tune_rows))
+        cases = SpecialCases()
+        if t.bias_init == "fitted" and not dataset.implicit:
+            cases.bias = tune_biases(train, episodes, len(self.item_map_), self.rating_range_, seed=t.seed)
+        if cases.bias is not None and t.rating_blend_grid and t.mf_special_case:
+            mf, cases.searches["mf"] = tune_mf(train, episodes, len(self.item_map_), self.rating_range_, MF_GRID,
+                                               seed=t.seed, max_users=t.mf_max_users, refit=False)
+            dense = lambda ids: dense_features(user_spec, user_spec.transform(dataset.users, ids))  # noqa: E731
+            weights = feature_prior(dense(mf.user_ids), mf.users, FEATURE_REG)
+            cases.mf, cases.prior_weights = mf, weights
+            cases.mf_features, cases.searches["mf_features"] = tune_fold_in(
+                mf, episodes, self.rating_range_, lambda hh: dense(hh.user_ids) @ weights, MF_GRID)
+        return cases
 
     def _validation_rows(self, h: Histories, validation_users) -> np.ndarray:
         t = self.config.train
@@ -273,7 +326,7 @@ class HyperRecommender(Recommender):
         tuned = finetune_heads(self.model_, heads.heads(), self._item_vectors(cat)[1],
                                Padded.from_histories(h, pad_item=cat.size), self.implicit_, self.config.train,
                                steps, lr)
-        return UserHeads(heads.user_ids, heads.support_sizes, tuned.w.numpy(), tuned.v.numpy(), heads.ctx)
+        return UserHeads(heads.user_ids, heads.support_sizes, tuned.w.numpy(), tuned.v.numpy(), heads.ctx, heads.x)
 
     def _emit(self, h: Histories, cat: HyperCatalogue, users: pd.DataFrame | None) -> UserHeads:
         """Heads for every row of ``h``. Users are taken in order of history length, in
@@ -287,6 +340,7 @@ class HyperRecommender(Recommender):
         w = np.zeros((len(h), D), np.float32)
         v = np.zeros((len(h), D), np.float32)
         ctx = np.zeros((len(h), c), np.float32)
+        x = np.zeros((len(h), model.mf_rank + 1 if model.mf_rank else 0), np.float32)
         by_length = np.argsort(h.lengths, kind="stable")
         with torch.no_grad():
             for part in chunks_by_events(h.lengths[by_length], EMIT_CHUNK_USERS, max_cells=EMIT_MAX_CELLS):
@@ -296,7 +350,8 @@ class HyperRecommender(Recommender):
                 w[rows] = heads.w.numpy()
                 v[rows] = heads.v.numpy()
                 ctx[rows] = heads.ctx.numpy()
-        return UserHeads(h.user_ids, h.lengths.copy(), w, v, ctx)
+                x[rows] = heads.x.numpy()
+        return UserHeads(h.user_ids, h.lengths.copy(), w, v, ctx, x)
 
     def _rate(self, adapted: UserHeads, rows: torch.Tensor, items: torch.Tensor, cat: HyperCatalogue) -> torch.Tensor:
         """Ratings (explicit data) or ranking scores (implicit) of the pairs."""
@@ -465,6 +520,7 @@ class HyperRecommender(Recommender):
         return {
             "config": self.config.to_dict(),
             "n_items": len(self.item_map_),
+            "mf_rank": self.model_.mf_rank,
             "item_spec": self.item_spec_.to_dict(),
             "user_spec": self.user_spec_.to_dict(),
             "prior_multiplier": list(self.training_.prior_multiplier),
@@ -493,17 +549,22 @@ class HyperRecommender(Recommender):
         self.user_spec_ = FeatureSpec.from_dict(meta["user_spec"])
         if state["prior_multiplier"].dim() == 0:                    # models saved with one shared multiplier
             state["prior_multiplier"] = state["prior_multiplier"].expand(self.config.model.dim + 1).clone()
+        for name, value in ADDED_BUFFERS.items():       # models saved before a buffer existed: its neutral value
+            if name not in state:
+                state[name] = value(meta["n_items"])
         # the shapes model.json implies, checked on the meta device (nothing allocated) before the
         # network is built: an edited size must not allocate gigabytes before failing
         with torch.device("meta"):
-            probe = HyperRecModel(meta["n_items"], self.item_spec_, self.user_spec_, **vars(self.config.model))
+            probe = HyperRecModel(meta["n_items"], self.item_spec_, self.user_spec_, mf_rank=meta.get("mf_rank", 0),
+                                  **vars(self.config.model))
         expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
         for key in sorted(set(expected) | set(state)):
             got = tuple(state[key].shape) if key in state else None
             if got != expected.get(key):
                 raise ValueError(f"'{key}' is {got or 'missing'} in the weights but {expected.get(key) or 'unknown'} "
                                  f"for the config in model.json")
-        model = HyperRecModel(meta["n_items"], self.item_spec_, self.user_spec_, **vars(self.config.model))
+        model = HyperRecModel(meta["n_items"], self.item_spec_, self.user_spec_, mf_rank=meta.get("mf_rank", 0),
+                              **vars(self.config.model))
         model.load_state_dict(state)
         model.eval()
         self.model_ = model
@@ -553,14 +614,22 @@ HyperRecommender.indexed_view = HyperIndexed
 
 # ---------------------------------------------------------------------------------- helpers
 
-def _tuning(fitted: dict | None, result: TrainResult) -> dict:
+def _tuning(fitted: dict | None, result: TrainResult, mf_searches: dict | None = None) -> dict:
     """What the model chose on validation users: the bias fit's regularisers (when its item
-    biases start from the bias baseline) and the prior-strength multipliers."""
+    biases start from the bias baseline), the prior-strength multipliers, the EASE term, MF's
+    hyper-parameters (and its features prior's fold-in) and the rating's blend with its special
+    cases per k (weights in the order of :data:`~recsys_hyper.networks.hyper.BLEND`)."""
     chosen = {"prior_head": result.prior_multiplier[0], "prior_bias": result.prior_multiplier[1]}
     grid = {"prior": list(result.calibration)}
     if result.item_item:
         chosen.update(ease_lambda=result.item_item["lambda"], ease_weight=round(result.item_item["weight"], 4))
         grid["ease"] = list(result.item_item["scores"])
+    if result.rating_blend:
+        chosen["rating_blend"] = {str(k): dict(zip(BLEND, w)) for k, w in result.rating_blend["weights"].items()}
+        grid.update({f"rating_blend_{name}": values for name, values in result.rating_blend["grid"].items()})
+    for name, search in (mf_searches or {}).items():
+        chosen.update({f"{name}_{k}": v for k, v in search.chosen.items()})
+        grid.update({f"{name}_{k}": v for k, v in search.grid.items()})
     if fitted is not None:
         chosen.update(item_reg=fitted["item_reg"], user_reg=fitted["user_reg"])
         grid.update(fitted["search"].grid)

@@ -6,8 +6,8 @@ path (:meth:`~recsys_hyper.recommender.Indexed.recommend`: the one scoring
 function, seen-item exclusion and top K), so every engine produces the rows ``recommend`` does.
 
 Exported heads let an online service score without the networks. For user ``u`` and item ``i``,
-with ``phi_i`` the item vector (``item_vectors``: ``phi`` is ``[e_i, 1, p_i]``, the item vector,
-the constant 1 for the user bias and the item-item target vector)::
+with ``phi_i`` the item vector (``item_vectors``: ``phi`` is ``[e_i, 1, p_i, extra_i]``, the item
+vector, the constant 1 for the user bias, the item-item target vector and the rating's MF columns)::
 
     ranking score(u, i) = rank_bias_i + rank_head_u . phi_i      (what recommendations rank by)
     rating(u, i)        = mu + rating_bias_i + rating_head_u . phi_i   (explicit data; clip to the scale)
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import torch
 
 from ..data import schema as S
 from ..data.episodes import Histories
@@ -73,7 +74,7 @@ class ChunkScorer:
         """The catalogue's item vectors and biases, for dot-product scoring outside the networks."""
         return pd.DataFrame({
             S.ITEM_ID: self.item_ids.values,
-            "phi": list(self.items.vectors.numpy().astype(np.float32)),
+            "phi": list(torch.cat([self.items.vectors, self.items.extra], 1).numpy().astype(np.float32)),
             "rank_bias": self.items.rank_bias.numpy().astype(np.float32),
             "rating_bias": self.items.rating_bias.numpy().astype(np.float32),
         })

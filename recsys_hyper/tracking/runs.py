@@ -271,6 +271,20 @@ def log_metrics(metrics: dict) -> None:
 
 
 @whole
+def log_choices(tuning: dict | None) -> None:
+    """What a fit chose on its validation users (``model.json``'s ``tuning``), on the active run:
+    the whole record as ``tuning.json`` and every chosen number as a ``chosen.*`` metric (e.g.
+    ``chosen.rating_blend.5.mf``), so that runs can be compared on them."""
+    if not tuning:
+        return
+    mlflow.log_dict({k: v for k, v in tuning.items() if k != "scores"}, "tuning.json")
+    numbers = {f"chosen.{k}": float(v) for k, v in _flatten(tuning.get("chosen", {})).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if numbers:
+        mlflow.log_metrics(numbers)
+
+
+@whole
 def log_epoch(epoch: int, metrics: dict) -> None:
     """Per-epoch training metrics on the active run (a training callback)."""
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)

@@ -24,6 +24,7 @@ class TrainingData:
     val_rows: np.ndarray
     implicit: bool
     rating_range: tuple | None = None  # the training ratings' (min, max): validation clips predictions to it
+    mf: object | None = None           # the tuned MF (numerics.mf.MF) the rating may blend with, if any
 
     @property
     def n_items(self) -> int:

@@ -34,7 +34,7 @@ def finetune_heads(model: HyperRecModel, heads: Heads, items: ItemTable, support
     n = support.mask.sum().clamp(min=1)
     with torch.enable_grad():
         for _ in range(steps):
-            h = Heads(w, v, heads.ctx)
+            h = Heads(w, v, heads.ctx, heads.x)
             pred = h.per_event().rating(support_items, pairs=True)             # (B, K)
             mse = (((pred - support.ratings) / model.r_scale) ** 2 * support.mask).sum() / n
             logp = F.log_softmax(h.ranking(catalogue), dim=1)                   # (B, N)
@@ -45,4 +45,4 @@ def finetune_heads(model: HyperRecModel, heads: Heads, items: ItemTable, support
             loss.backward()
             opt.step()
     with torch.no_grad():
-        return Heads(torch.where(has.unsqueeze(1), w, w0), torch.where(has.unsqueeze(1), v, v0), heads.ctx)
+        return Heads(torch.where(has.unsqueeze(1), w, w0), torch.where(has.unsqueeze(1), v, v0), heads.ctx, heads.x)

@@ -15,10 +15,6 @@ log = logging.getLogger(__name__)
 
 #: parameters with one row per item of the vocabulary (carried over item by item)
 ITEM_INDEXED = ("items.id_emb.weight", "item_bias", "item_rank_bias", "context.q_id.weight", "context.p_id.weight")
-#: what a fit sets from its own data or chooses after meta-training on its own validation users
-#: (the rating scale, the prior-strength multipliers, the EASE term): never carried over, or the
-#: challenger would meta-train with the champion's EASE term switched on and its calibration
-NOT_CARRIED = ("mu", "r_scale", "prior_multiplier", "ii_factors", "ii_vectors", "ii_weights")
 
 
 def init_biases(model: HyperRecModel, h: Histories, n_items: int, shrink: float = 10.0,
@@ -38,6 +34,7 @@ def init_biases(model: HyperRecModel, h: Histories, n_items: int, shrink: float 
     with torch.no_grad():
         if fitted is not None:
             model.hyper.global_log_precision[-1] = float(np.log(fitted["user_reg"]))
+            model.bias_user_reg.fill_(float(fitted["user_reg"]))          # the bias baseline's own fold-in
         model.mu.fill_(mu)
         model.r_scale.fill_(scale)
         model.item_bias[:n_items] = torch.from_numpy(bias.astype(np.float32))
@@ -50,16 +47,20 @@ def warm_start(model: HyperRecModel, item_map: IdMap, source: HyperRecModel, sou
     """Initialise ``model`` from a fitted model (the champion): item-indexed parameters row by row
     through the item ids (new items keep their fresh initialisation), feature encoders when the
     feature vocabularies are unchanged, every other parameter when its shape matches. Frozen
-    parameters (the item biases fitted on this data) and :data:`NOT_CARRIED` keep this fit's own
-    values. Returns the number of tensors copied."""
+    parameters (the item biases fitted on this data) and every buffer keep this fit's own values:
+    a buffer is what a fit sets from its own data or chooses on its own validation users after
+    meta-training (the rating scale, the prior-strength multipliers, the EASE term, the rating's
+    blend with its special cases), so a challenger never meta-trains with the champion's choices
+    switched on. Returns the number of tensors copied."""
     src = source.state_dict()
     frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    frozen |= {name for name, _ in model.named_buffers()}
     old_rows = source_items.index(item_map.values, unknown="mark")          # (N,) row in the source
     known = torch.from_numpy(np.flatnonzero(old_rows != UNKNOWN))
     copied = 0
     with torch.no_grad():
         for name, param in model.state_dict().items():
-            if name not in src or name in NOT_CARRIED or name in frozen:
+            if name not in src or name in frozen:
                 continue
             if (name.startswith("items.features") and not same_item_features) or (
                     name.startswith("encoder.user_features") and not same_user_features):

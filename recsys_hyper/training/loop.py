@@ -32,7 +32,7 @@ from .checkpoint import check_identity, checkpoint_path, load_checkpoint, same_i
 from .data import TrainingData
 from .distributed import data_parallel, distributed
 from .objective import batch_loss
-from .selection import calibrate_prior, fit_item_item
+from .selection import calibrate_prior, fit_item_item, fit_rating_blend
 from .validation import training_episodes, validate
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class TrainResult:
     prior_multiplier: tuple = (1.0, 1.0)          # (the head's vector, its user bias)
     calibration: dict = field(default_factory=dict)  # every multiplier tried and its validation loss
     item_item: dict = field(default_factory=dict)    # the EASE term's choice on validation users
+    rating_blend: dict = field(default_factory=dict)  # the blend with the bias baseline per k, ditto
     seconds: float = 0.0
     step_seconds: float = 0.0                      # of which in optimisation steps (no validation)
     episodes: int = 0                              # users sampled into the steps' episodes, all processes
@@ -193,6 +194,9 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback, identit
         result.prior_multiplier, result.calibration = calibrate_prior(model, data, cfg, val_eps)
     if model.item_item_rank and val_eps:
         result.item_item = fit_item_item(model, data, cfg, val_eps)
+    # the bias baseline is a special case only where the item biases are its fit (explicit ratings)
+    if t.rating_blend_grid and val_eps and t.bias_init == "fitted" and not data.implicit:
+        result.rating_blend = fit_rating_blend(model, data, cfg, val_eps)
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -6,11 +6,16 @@ one grid search (:func:`~recsys_hyper.numerics.search.grid_search`):
 * the EASE term of the ranking score: EASE's closed form on the training users (low rank), then
   its ridge ``lam`` and its weight by validation nDCG@10 (weight 0, the model alone, is always a
   candidate, and the term is only kept where it beats the model alone by a clear margin,
-  ``item_item_min_gain``).
+  ``item_item_min_gain``);
+* the rating head's blend with its exact special cases (the tuned bias baseline, MF fold-in from
+  a zero and from a features prior), weights per support size k by validation MAE (all 0 is the
+  model alone, a weight of 1 that baseline exactly), so that the rating path is never worse than
+  those baselines on the validation users at any k.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import numpy as np
@@ -18,12 +23,13 @@ import torch
 
 from ..config import Config
 from ..data.episodes import Episode
-from ..networks.hyper import HyperRecModel
+from ..networks.hyper import BLEND, HyperRecModel
 from ..numerics.item_item import ease_factors, gram_eigen
 from ..numerics.padding import Padded
+from ..numerics.metrics import mean_absolute_error
 from ..numerics.search import grid_search
 from .data import TrainingData, batch_user_feats
-from .validation import validate
+from .validation import NetworkView, validate
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +132,48 @@ def _scale(model: HyperRecModel, data: TrainingData, eps: list[Episode], set_wei
     set_weight(0.0)
     ratio = alone.std(1) / ease.std(1).clamp(min=1e-12)
     return float(ratio.median())
+
+
+@torch.no_grad()
+def fit_rating_blend(model: HyperRecModel, data: TrainingData, cfg: Config, val_eps: list[Episode]) -> dict:
+    """Fill :attr:`~recsys_hyper.networks.hyper.HyperRecModel.rating_blend`: for each validation
+    k, the weights of the rating's special cases (:data:`~recsys_hyper.networks.hyper.BLEND`: the
+    bias baseline, and MF fold-in from a zero and from a features prior when the model has MF; each
+    on the grid, summing to at most 1) with the lowest validation MAE (predictions clipped to the
+    scale); a support size between two validated ones takes the smaller one's weights. Each
+    candidate is measured through the model itself: the rating is linear in the weights, so every
+    blend's predictions are the weighted sum of the pure cases'. Returns the weights and scores."""
+    grid = list(cfg.train.rating_blend_grid)
+    model.rating_blend.zero_()
+    N = data.n_items
+    if data.mf is not None and model.mf_rank:                    # MF's item biases, as deltas from the model's
+        model.mf_delta[:N] = data.mf.mu + data.mf.item_bias - model.mu - model.item_bias[:N]
+    names = BLEND if model.mf_rank else BLEND[:1]
+    axes = {name: grid for name in names}
+    candidates = [dict(zip(names, c)) for c in itertools.product(grid, repeat=len(names)) if sum(c) <= 1 + 1e-9]
+    lo, hi = data.rating_range
+    weights, scores = {}, {}
+    for e in sorted(val_eps, key=lambda e: e.k):
+        view = NetworkView(model, data, e.rows)
+        owner, items = torch.from_numpy(e.query.owners()), torch.from_numpy(e.query.items.astype(np.int64))
+        pure = []                                                  # (P,) the model alone, then each case alone
+        for j in range(-1, len(names)):
+            model.rating_blend.zero_()
+            if j >= 0:
+                model.rating_blend[:, j] = 1.0
+            pure.append(view.rate(view.adapt(e.support), owner, items))
+        model.rating_blend.zero_()
+        actual = e.query.ratings.astype(np.float64)
+
+        def mae(**point) -> float:
+            ws = [point[name] for name in names]
+            blend = (1 - sum(ws)) * pure[0] + sum(w * p for w, p in zip(ws, pure[1:]))
+            return mean_absolute_error(blend.clamp(lo, hi).double().numpy(), actual)
+
+        search = grid_search(axes, mae, "validation MAE", candidates=candidates)
+        weights[e.k], scores[e.k] = [search.chosen.get(name, 0.0) for name in BLEND], search.scores
+    for k in range(model.rating_blend.shape[0]):
+        below = [w for kk, w in weights.items() if kk <= k]
+        model.rating_blend[k] = torch.tensor(below[-1] if below else [0.0] * len(BLEND))
+    log.debug("the rating's blend with %s per k, chosen on validation users: %s", ", ".join(BLEND), weights)
+    return {"weights": weights, "scores": scores, "grid": {name: grid if name in names else [0.0] for name in BLEND}}

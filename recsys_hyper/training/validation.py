@@ -49,7 +49,7 @@ class NetworkView:
                                        Padded.from_histories(support.select(part), pad_item=self.data.n_items),
                                        batch_user_feats(self.data, self.rows[part]))
             parts.append(heads)
-        return Heads(*(torch.cat([getattr(h, name) for h in parts]) for name in ("w", "v", "ctx")))
+        return Heads(*(torch.cat([getattr(h, name) for h in parts]) for name in ("w", "v", "ctx", "x")))
 
     def rate(self, heads: Heads, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return heads.take(rows).rating(self.items.take(items), pairs=True)

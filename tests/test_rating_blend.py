@@ -1,0 +1,121 @@
+"""The rating's exact special cases: the bias baseline and MF fold-in live inside the model's rating
+head, so that a blend weight of 1 gives that baseline's predictions exactly (same training users,
+same hyper-parameters) and the weights chosen on validation users leave the ranking untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recsys_hyper import Config, HyperRecommender, ModelConfig, TrainConfig
+from recsys_hyper.baselines.mf import MatrixFactorization
+from recsys_hyper.baselines.simple import BiasBaseline
+from recsys_hyper.data import load_dataset
+from recsys_hyper.data.dataset import Dataset
+from recsys_hyper.data.synthetic import generate, preset
+
+CFG = Config(model=ModelConfig(dim=8, hidden=16, z_dim=16),
+             train=TrainConfig(epochs=2, batch_users=32, k_max=10, seed=3))
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    root = tmp_path_factory.mktemp("blend") / "ds"
+    generate(preset("tiny", n_users=300, n_items=150, seed=4), root)
+    ds = load_dataset(root)
+    users = ds.users["user_id"].to_numpy()
+    new = users[-40:]
+    train = Dataset(ds.interactions[~ds.interactions["user_id"].isin(new)].reset_index(drop=True),
+                    ds.users[~ds.users["user_id"].isin(new)], ds.items)
+    events = ds.interactions[ds.interactions["user_id"].isin(new)].sort_values(["user_id", "timestamp", "item_id"])
+    pos = events.groupby("user_id").cumcount()
+    size = events.groupby("user_id")["item_id"].transform("size")
+    # supports of 0 to 12 events (k cycles over the users), the rest queried
+    k = events["user_id"].map({u: i % 13 for i, u in enumerate(new)})
+    support, query = events[(pos < k) & (pos < size - 1)], events[(pos >= k) | (pos == size - 1)]
+    val = users[:-40][-60:]
+    model = HyperRecommender(CFG).fit(train, validation_users=val, progress=False)
+    return {"train": train, "val": val, "support": support, "query": query, "model": model,
+            "users": ds.users[ds.users["user_id"].isin(new)]}
+
+
+def _with_blend(model: HyperRecommender, bias: float, mf: float, mf_features: float = 0.0) -> torch.Tensor:
+    before = model.model_.rating_blend.clone()
+    model.model_.rating_blend[:] = torch.tensor([bias, mf, mf_features])
+    model._cache = {}
+    return before
+
+
+def test_blend_one_on_the_bias_baseline_is_the_bias_baseline(split):
+    model, chosen = split["model"], split["model"].tuning_["chosen"]
+    bias = BiasBaseline(item_reg=chosen["item_reg"], user_reg=chosen["user_reg"]).fit(
+        split["train"], validation_users=split["val"], progress=False)
+    before = _with_blend(model, 1.0, 0.0)
+    try:
+        got = model.predict(split["support"], split["query"])
+    finally:
+        model.model_.rating_blend.copy_(before)
+        model._cache = {}
+    want = bias.predict(split["support"], split["query"])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_blend_one_on_mf_is_mf_fold_in(split):
+    model, chosen = split["model"], split["model"].tuning_["chosen"]
+    mf = MatrixFactorization(dim=chosen["mf_dim"], reg=chosen["mf_reg"], fold_in_reg=chosen["mf_fold_in_reg"],
+                             bias_fold_in_reg=chosen["mf_bias_fold_in_reg"], seed=CFG.train.seed).fit(
+        split["train"], validation_users=split["val"], progress=False)
+    before = _with_blend(model, 0.0, 1.0)
+    try:
+        got = model.predict(split["support"], split["query"])
+    finally:
+        model.model_.rating_blend.copy_(before)
+        model._cache = {}
+    want = mf.predict(split["support"], split["query"])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_blend_one_on_mf_from_the_features_prior_is_mf_with_features(split):
+    model, chosen = split["model"], split["model"].tuning_["chosen"]
+    assert not model.user_spec_.empty                      # the features prior has features to read
+    mf = MatrixFactorization(dim=chosen["mf_dim"], reg=chosen["mf_reg"],
+                             fold_in_reg=chosen["mf_features_fold_in_reg"],
+                             bias_fold_in_reg=chosen["mf_features_bias_fold_in_reg"], use_features=True,
+                             seed=CFG.train.seed).fit(split["train"], validation_users=split["val"], progress=False)
+    before = _with_blend(model, 0.0, 0.0, 1.0)
+    try:
+        got = model.predict(split["support"], split["query"], users=split["users"])
+    finally:
+        model.model_.rating_blend.copy_(before)
+        model._cache = {}
+    want = mf.predict(split["support"], split["query"], users=split["users"])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_the_blend_changes_ratings_but_never_the_ranking(split):
+    model = split["model"]
+    alone_before = _with_blend(model, 0.0, 0.0)
+    try:
+        alone = model.predict(split["support"], split["query"], users=split["users"])
+        recs_alone = model.recommend(split["support"], k=10, users=split["users"])
+        _with_blend(model, 0.25, 0.25, 0.25)
+        mixed = model.predict(split["support"], split["query"], users=split["users"])
+        recs_mixed = model.recommend(split["support"], k=10, users=split["users"])
+    finally:
+        model.model_.rating_blend.copy_(alone_before)
+        model._cache = {}
+    assert np.abs(alone - mixed).max() > 1e-3
+    assert recs_alone[["user_id", "item_id"]].equals(recs_mixed[["user_id", "item_id"]])
+    np.testing.assert_allclose(recs_alone["score"], recs_mixed["score"], atol=1e-5)
+
+
+def test_the_chosen_blend_is_recorded_and_saved(split, tmp_path):
+    model = split["model"]
+    chosen = model.tuning_["chosen"]["rating_blend"]
+    assert chosen and all(min(w.values()) >= 0 and sum(w.values()) <= 1 + 1e-9 for w in chosen.values())
+    model.save(tmp_path / "m")
+    again = HyperRecommender.load(tmp_path / "m")
+    assert torch.equal(again.model_.rating_blend, model.model_.rating_blend)
+    np.testing.assert_allclose(again.predict(split["support"], split["query"]),
+                               model.predict(split["support"], split["query"]), atol=1e-6)
