@@ -5,7 +5,10 @@ Datasets: MovieLens 100K (three split seeds), the same without user features, th
 ids only (no features at all), a synthetic set shaped like a small real catalogue (a few hundred
 users, ~10k items with a long tail, half-star ratings, no user features), and synthetic implicit
 feedback. Every method is tuned on each split's validation users only; test users decide
-nothing. For each (dataset, k, metric) the best baseline is the one with the best mean on the
+nothing. One more configuration measures the model as `train` fits it: ``ml-100k-cli`` (the
+first ML-100K split, users 80 / 20) fits the model on all the training users' ratings, the model
+choosing its own validation users among them; the baselines are the same as on that split (tuned
+on its validation users, which are training users). For each (dataset, k, metric) the best baseline is the one with the best mean on the
 test users, and the interval is a paired bootstrap over those users of (hypernetwork - best).
 
 Prints Markdown tables (and writes them, with every number, to --out):
@@ -49,6 +52,10 @@ METRICS = {"mae": True, "rmse": True, "ndcg@10": False, "recall@10": False, "t-r
 #: not compared on implicit feedback, where every event's "rating" is 1 and a model's score is not one
 RATING_METRICS = ("mae", "rmse")
 BOOTSTRAP = 2000
+#: configurations whose model is fitted as `train` fits it (choosing its own validation users)
+OWN_VALIDATION = {"ml-100k-cli": (MODEL,)}
+#: configurations on another one's split, whose baselines are that one's (--baselines-from)
+BASELINES_OF = {"ml-100k-cli": "ml-100k"}
 
 
 def datasets(names: list[str], work: Path) -> list[tuple[str, int, Dataset]]:
@@ -60,6 +67,8 @@ def datasets(names: list[str], work: Path) -> list[tuple[str, int, Dataset]]:
         ml = read_movielens(ML100K)
     if "ml-100k" in names:
         out += [("ml-100k", seed, ml) for seed in (0, 1, 2)]
+    if "ml-100k-cli" in names:
+        out.append(("ml-100k-cli", 0, ml))
     if "ml-100k-no-user-features" in names:
         out.append(("ml-100k-no-user-features", 0, Dataset(ml.interactions, None, ml.items, source=ml.source)))
     if "ml-100k-ids-only" in names:
@@ -112,8 +121,8 @@ def compare(name: str, seed: int, result, rng, implicit: bool = False) -> list[d
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=["ml-100k", "ml-100k-no-user-features", "ml-100k-ids-only",
-                                                     "synthetic-longtail", "synthetic-implicit"])
+    p.add_argument("--datasets", nargs="+", default=["ml-100k", "ml-100k-cli", "ml-100k-no-user-features",
+                                                     "ml-100k-ids-only", "synthetic-longtail", "synthetic-implicit"])
     p.add_argument("--methods", nargs="+", default=[*BASELINES, MODEL])
     p.add_argument("--out", default="artifacts/bench_quality", help="where the tables and raw results go")
     p.add_argument("--config", help="the hypernetwork's config (TOML / YAML / JSON, as for train); default: defaults")
@@ -143,8 +152,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, seed, ds in datasets(args.datasets, Path(tmp)):
             t0 = time.perf_counter()
-            result = evaluate(ds, Protocol(shots=SHOTS, seed=seed), methods=methods,
-                              model_config=model_config, progress=False)
+            result = evaluate(ds, Protocol(shots=SHOTS, seed=seed), methods=methods, model_config=model_config,
+                              progress=False, own_validation=OWN_VALIDATION.get(name, ()))
             if args.baselines_from:
                 with_baselines(result, Path(args.baselines_from), name, seed)
             result.per_user.to_parquet(out / "per_user" / f"{name}-seed{seed}.parquet", index=False)
@@ -167,6 +176,8 @@ def main() -> None:
 def with_baselines(result, earlier: Path, name: str, seed: int) -> None:
     """Add an earlier suite's baselines (their per-user rows and means, on the same split) to a
     result that measured the model only."""
+    if not (earlier / "per_user" / f"{name}-seed{seed}.parquet").is_file() and name in BASELINES_OF:
+        name = BASELINES_OF[name]                    # the same split: the same baselines
     per_user = pd.read_parquet(earlier / "per_user" / f"{name}-seed{seed}.parquet")
     per_user = per_user[per_user["method"] != MODEL]
     table = pd.read_csv(earlier / "results.csv")

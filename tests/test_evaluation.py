@@ -124,6 +124,28 @@ def test_every_k_uses_the_same_eligible_users(ds):
     assert bias[4] < bias[0]                                 # the bias fold-in uses the support set
 
 
+def test_own_validation_fits_a_method_as_train_does_and_the_others_on_the_split(ds):
+    """``own_validation``: the named method gets no validation users (it picks its own among the
+    training users, as ``train`` does); the others are still handed the split's."""
+    p = Protocol(shots=(0, 2), min_query=5)
+    r = evaluate(ds, p, methods=("bias", "hyper"), progress=False, own_validation=("hyper",),
+                 model_config=_tiny_config())
+    split = split_users(ds, p)
+    hyper = r.fitted["hyper"]
+    n_train = training_dataset(ds, split).interactions["user_id"].nunique()
+    assert hyper.n_train_users_ + hyper.n_val_users_ == n_train
+    assert hyper.n_val_users_ == round(hyper.config.train.val_fraction * n_train)
+    assert hyper.n_val_users_ != len(split.users("validation"))      # not the split's validation users
+    handed = evaluate(ds, p, methods=("hyper",), progress=False, model_config=_tiny_config()).fitted["hyper"]
+    assert handed.n_val_users_ == len(split.users("validation"))
+
+
+def _tiny_config():
+    from recsys_hyper import Config, ModelConfig, TrainConfig
+
+    return Config(model=ModelConfig(dim=8, hidden=16, z_dim=16), train=TrainConfig(epochs=1, batch_users=64, k_max=5))
+
+
 # -- the job: outputs and MLflow layout
 
 

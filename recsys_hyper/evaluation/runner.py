@@ -79,11 +79,14 @@ class EvalResult:
 
 def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHODS, model_config=None,
              progress: bool = True, on_result: Callable[[str, int, dict], None] | None = None,
-             split: Split | None = None, fitted: dict | None = None) -> EvalResult:
+             split: Split | None = None, fitted: dict | None = None, own_validation=()) -> EvalResult:
     """Run the protocol for ``methods`` on ``ds``. ``on_result(method, k, metrics)`` is called as
     each (method, k) finishes (e.g. to log an MLflow child run). ``split``: a given user split
     (default: the protocol's seeded one); ``fitted``: models already fitted on its training users
-    (fit key -> model), measured as they are instead of being fitted again."""
+    (fit key -> model), measured as they are instead of being fitted again; ``own_validation``:
+    methods fitted as ``train`` fits a model, on all the split's training and validation users
+    with no validation users given (each picks its own among them), instead of being handed the
+    split's validation users."""
     from tqdm.auto import tqdm
 
     unknown = [m for m in methods if m not in METHODS]
@@ -117,7 +120,8 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
             t0 = time.perf_counter()
             bar.set_postfix_str(f"fitting {fit_key}")
             model = build(fit_key, model_config)
-            fitted[fit_key] = model.fit(train_ds, validation_users=split.users(VALIDATION), progress=False)
+            given = None if method in own_validation or fit_key in own_validation else split.users(VALIDATION)
+            fitted[fit_key] = model.fit(train_ds, validation_users=given, progress=False)
             fit_seconds[fit_key] = time.perf_counter() - t0
             log.debug("fitted %s in %.1fs", fit_key, fit_seconds[fit_key])
         # a model fitted elsewhere (another vocabulary) is measured through the protocol's items
