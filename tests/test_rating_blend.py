@@ -4,6 +4,8 @@ same hyper-parameters) and the weights chosen on validation users leave the rank
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -40,71 +42,56 @@ def split(tmp_path_factory):
             "users": ds.users[ds.users["user_id"].isin(new)]}
 
 
-def _with_blend(model: HyperRecommender, bias: float, mf: float, mf_features: float = 0.0) -> torch.Tensor:
+@contextlib.contextmanager
+def blended(model: HyperRecommender, bias: float, mf: float, mf_features: float = 0.0):
+    """The model with these blend weights at every k, restored afterwards."""
     before = model.model_.rating_blend.clone()
     model.model_.rating_blend[:] = torch.tensor([bias, mf, mf_features])
     model._cache = {}
-    return before
-
-
-def test_blend_one_on_the_bias_baseline_is_the_bias_baseline(split):
-    model, chosen = split["model"], split["model"].tuning_["chosen"]
-    bias = BiasBaseline(item_reg=chosen["item_reg"], user_reg=chosen["user_reg"]).fit(
-        split["train"], validation_users=split["val"], progress=False)
-    before = _with_blend(model, 1.0, 0.0)
     try:
-        got = model.predict(split["support"], split["query"])
+        yield model
     finally:
         model.model_.rating_blend.copy_(before)
         model._cache = {}
-    want = bias.predict(split["support"], split["query"])
-    np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-def test_blend_one_on_mf_is_mf_fold_in(split):
-    model, chosen = split["model"], split["model"].tuning_["chosen"]
-    mf = MatrixFactorization(dim=chosen["mf_dim"], reg=chosen["mf_reg"], fold_in_reg=chosen["mf_fold_in_reg"],
-                             bias_fold_in_reg=chosen["mf_bias_fold_in_reg"], seed=CFG.train.seed).fit(
-        split["train"], validation_users=split["val"], progress=False)
-    before = _with_blend(model, 0.0, 1.0)
-    try:
-        got = model.predict(split["support"], split["query"])
-    finally:
-        model.model_.rating_blend.copy_(before)
-        model._cache = {}
-    want = mf.predict(split["support"], split["query"])
-    np.testing.assert_allclose(got, want, atol=1e-4)
+def _bias(chosen):
+    return BiasBaseline(item_reg=chosen["item_reg"], user_reg=chosen["user_reg"])
 
 
-def test_blend_one_on_mf_from_the_features_prior_is_mf_with_features(split):
-    model, chosen = split["model"], split["model"].tuning_["chosen"]
-    assert not model.user_spec_.empty                      # the features prior has features to read
-    mf = MatrixFactorization(dim=chosen["mf_dim"], reg=chosen["mf_reg"],
-                             fold_in_reg=chosen["mf_features_fold_in_reg"],
-                             bias_fold_in_reg=chosen["mf_features_bias_fold_in_reg"], use_features=True,
-                             seed=CFG.train.seed).fit(split["train"], validation_users=split["val"], progress=False)
-    before = _with_blend(model, 0.0, 0.0, 1.0)
-    try:
+def _mf(chosen):
+    return MatrixFactorization(dim=chosen["mf_dim"], reg=chosen["mf_reg"], fold_in_reg=chosen["mf_fold_in_reg"],
+                               bias_fold_in_reg=chosen["mf_bias_fold_in_reg"], seed=CFG.train.seed)
+
+
+def _mf_features(chosen):
+    return MatrixFactorization(dim=chosen["mf_dim"], reg=chosen["mf_reg"], fold_in_reg=chosen["mf_features_fold_in_reg"],
+                               bias_fold_in_reg=chosen["mf_features_bias_fold_in_reg"], use_features=True,
+                               seed=CFG.train.seed)
+
+
+@pytest.mark.parametrize("weights, baseline", [((1, 0, 0), _bias), ((0, 1, 0), _mf), ((0, 0, 1), _mf_features)],
+                         ids=["bias", "mf", "mf-features"])
+def test_a_weight_of_one_gives_that_baselines_predictions(split, weights, baseline):
+    """Each special case, alone, is its baseline fitted on the same training users with the
+    hyper-parameters the model chose for it (the features prior reads the users' side features)."""
+    model = split["model"]
+    assert not model.user_spec_.empty
+    reference = baseline(model.tuning_["chosen"]).fit(split["train"], validation_users=split["val"], progress=False)
+    with blended(model, *weights):
         got = model.predict(split["support"], split["query"], users=split["users"])
-    finally:
-        model.model_.rating_blend.copy_(before)
-        model._cache = {}
-    want = mf.predict(split["support"], split["query"], users=split["users"])
-    np.testing.assert_allclose(got, want, atol=1e-4)
+    want = reference.predict(split["support"], split["query"], users=split["users"])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
 def test_the_blend_changes_ratings_but_never_the_ranking(split):
     model = split["model"]
-    alone_before = _with_blend(model, 0.0, 0.0)
-    try:
+    with blended(model, 0.0, 0.0):
         alone = model.predict(split["support"], split["query"], users=split["users"])
         recs_alone = model.recommend(split["support"], k=10, users=split["users"])
-        _with_blend(model, 0.25, 0.25, 0.25)
+    with blended(model, 0.25, 0.25, 0.25):
         mixed = model.predict(split["support"], split["query"], users=split["users"])
         recs_mixed = model.recommend(split["support"], k=10, users=split["users"])
-    finally:
-        model.model_.rating_blend.copy_(alone_before)
-        model._cache = {}
     assert np.abs(alone - mixed).max() > 1e-3
     assert recs_alone[["user_id", "item_id"]].equals(recs_mixed[["user_id", "item_id"]])
     np.testing.assert_allclose(recs_alone["score"], recs_mixed["score"], atol=1e-5)
