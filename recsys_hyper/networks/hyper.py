@@ -393,8 +393,9 @@ class HyperRecModel(nn.Module):
         blended = (1 - alpha - beta - gamma).unsqueeze(-1) * w
         blended = blended + alpha.unsqueeze(-1) * self.bias_head(items_support, r_support, mask)
         if self.mf_rank:
-            for weight, prior, row in ((beta, None, 0), (gamma, self.mf_prior(user_feats, len(w)), 1)):
+            for weight, row in ((beta, 0), (gamma, 1)):                                    # zero / features prior
                 if bool(weight.any()):
+                    prior = self.mf_prior(user_feats, len(w)) if row else None
                     mf = self.mf_head(items_support, r_support, mask, prior, row)              # (B, R + 1)
                     blended[:, -1] += weight * mf[:, -1]                                   # its user bias
                     x = x + weight.unsqueeze(-1) * torch.cat([mf[:, :-1], torch.ones_like(mf[:, -1:])], -1)
