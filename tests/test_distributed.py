@@ -91,7 +91,7 @@ gathered = [torch.zeros_like(params) for _ in range(2)]
 dist.all_gather(gathered, params)
 assert torch.equal(gathered[0], gathered[1]), "parameters differ across ranks after a step"
 print(f"rank {rank}: synchronised")
-dist.destroy_process_group()
+del step, loss             # scoped, as in training; the group is left at exit by init_distributed's handler
 '''
 
 

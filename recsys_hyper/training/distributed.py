@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 
 import torch
@@ -17,12 +19,29 @@ def distributed() -> tuple[int, int]:
 
 
 def init_distributed() -> tuple[int, int]:
-    """Join the process group torchrun describes in the environment (gloo on CPU); no-op alone."""
+    """Join the process group torchrun describes in the environment (gloo on CPU); no-op alone.
+
+    The group is left at exit by :func:`leave_distributed`, registered here, while the interpreter
+    is still whole: a gloo group torn down during the interpreter's finalisation can abort the
+    process (SIGABRT, "terminate called without an active exception") after the work succeeded,
+    and torchrun then reports the whole job as failed."""
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group(backend="gloo")
+        atexit.register(leave_distributed)
     return distributed()
+
+
+def leave_distributed() -> None:
+    """Destroy the process group this process joined, if any (idempotent). Whatever still holds the
+    group (a DistributedDataParallel wrapper in a reference cycle) is collected first, so its
+    threads stop now rather than during the interpreter's finalisation."""
+    import torch.distributed as dist
+
+    gc.collect()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def data_parallel(step: torch.nn.Module, find_unused_parameters: bool) -> torch.nn.Module:
