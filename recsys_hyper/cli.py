@@ -281,6 +281,12 @@ def _model_commands(sub) -> None:
     sc.add_argument("--allow-rating-mismatch", action="store_true", help=MISMATCH_HELP)
     sc.add_argument("--explain", nargs="?", type=_positive_int, const=5, default=None, metavar="EVENTS",
                     help=EXPLAIN_HELP)
+    sc.add_argument("--engine", choices=("local", "spark"), default="local",
+                    help="where to score: this machine (streaming, bounded memory) or Spark (the [spark] extra; "
+                         "the same checks, rows, tables and manifest; DIR and OUT may be s3a:// or hdfs:// URIs); "
+                         "spark-submit runs the file of recsys_hyper.spark_submit with these options")
+    sc.add_argument("--spark-master", metavar="URL", default=None,
+                    help="Spark master for --engine spark (default: $SPARK_MASTER, spark-submit's, else local[*])")
     sc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sc.set_defaults(func=cmd_score)
 
@@ -463,7 +469,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     report = score.score(args.model, args.data, args.out, args.date, top_k=args.top_k, chunk_users=args.chunk_users,
                          candidates=args.candidates, include_seen=args.include_seen, progress=not args.no_progress,
-                         allow_rating_mismatch=args.allow_rating_mismatch, explain=args.explain)
+                         allow_rating_mismatch=args.allow_rating_mismatch, explain=args.explain,
+                         engine=args.engine, spark_master=args.spark_master)
     print(score.summary(report, args.out))
     return 0
 

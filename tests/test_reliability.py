@@ -341,6 +341,7 @@ def test_streamed_value_problems_count_the_whole_file(tmp_path, monkeypatch):
 
     class Model:  # a stand-in: the model checks pass, so only the streamed value checks can fail
         item_map_ = None
+        rating_range_ = None                                                  # no scale to check
 
     monkeypatch.setattr(batch_module, "check_item_kind", lambda model, kind, source: None)
     monkeypatch.setattr(batch_module, "check_ratings", lambda model, ratings, source, implicit: [_ for _ in ratings])

@@ -1,12 +1,15 @@
-"""Spark scale-out in local[2] mode: mapInPandas gives exactly the single-machine scorer's output,
+"""Spark scale-out in local[2] mode: mapInArrow gives exactly the single-machine scorer's output,
 and the registered model runs as mlflow.pyfunc.spark_udf. (pyspark comes with the [spark] extra,
 which `make` and CI install.)"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 import warnings
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -60,7 +63,7 @@ def trained(tmp_path_factory):
     return root, store
 
 
-def test_map_in_pandas_equals_the_single_machine_scorer(spark, trained, tmp_path):
+def test_score_with_spark_equals_the_single_machine_scorer(spark, trained, tmp_path):
     root, _ = trained
     rec = HyperRecommender.load(root / "model")
     score_dataset(rec, root / "ds", tmp_path, "2026-11-22", top_k=8, progress=False)
@@ -100,7 +103,7 @@ def test_spark_udf_on_the_registered_model(spark, trained, monkeypatch):
 
 
 def test_paths_keep_their_scheme_and_the_output_schema_follows_the_id_types(spark, tmp_path):
-    from recsys_hyper.scoring.spark import grouped_histories, join_path, recs_ddl
+    from recsys_hyper.scoring.spark import grouped_histories, join_path
 
     assert join_path("s3://bucket/data/", "interactions.parquet") == "s3://bucket/data/interactions.parquet"
     events = pd.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "a"], "rating": [4.0, 3.0, 5.0],
@@ -109,4 +112,105 @@ def test_paths_keep_their_scheme_and_the_output_schema_follows_the_id_types(spar
     events.to_parquet(tmp_path / "ds" / "interactions.parquet")              # no users.parquet: optional
     grouped, features = grouped_histories(spark, str(tmp_path / "ds"))
     assert features == [] and grouped.count() == 2
-    assert recs_ddl(grouped) == "user_id string, item_id string, score float, rank int"
+    assert [(f.name, f.dataType.simpleString()) for f in grouped.schema.fields] == [
+        ("user_id", "string"), ("item_id", "array<string>"), ("rating", "array<double>"), ("timestamp", "array<bigint>")]
+
+
+@pytest.fixture(scope="module")
+def string_ids(tmp_path_factory):
+    """A model on string ids, and data to score it on: a folder of two parts, a (user, item) pair
+    rated twice (1.0, then 5.0 later; the later one wins), another pair twice at the same time (the
+    later row of the later part wins), and a user known only from users.parquet."""
+    root = tmp_path_factory.mktemp("spark-strings")
+    generate(preset("tiny", n_users=120, seed=5), root / "train")
+    for name, col in (("interactions", None), ("users", None), ("items", None)):
+        frame = pd.read_parquet(root / "train" / f"{name}.parquet")
+        for c in ("user_id", "item_id"):
+            if c in frame:
+                frame[c] = ("u" if c == "user_id" else "i") + frame[c].astype(str)
+        frame.to_parquet(root / "train" / f"{name}.parquet")
+    (root / "fast.toml").write_text(FAST)
+    assert main(["train", "--data", str(root / "train"), "--out", str(root / "model"), "--config",
+                 str(root / "fast.toml"), "--no-progress", "--no-track"]) == 0
+    events = pd.read_parquet(root / "train" / "interactions.parquet")
+    first = events.iloc[0]
+    extra = pd.DataFrame({"user_id": [first.user_id, first.user_id, "u2", "u2"],
+                          "item_id": ["i50", "i50", "i7", "i7"], "rating": [1.0, 5.0, 2.0, 4.0],
+                          "timestamp": [first.timestamp - 10, first.timestamp + 10, 1_700_000_000, 1_700_000_000]})
+    data = root / "data"
+    (data / "interactions.parquet").mkdir(parents=True)
+    half = len(events) // 2
+    pd.concat([events.iloc[:half], extra.iloc[[0, 2]]]).to_parquet(data / "interactions.parquet" / "part-0.parquet")
+    pd.concat([events.iloc[half:], extra.iloc[[1, 3]]]).to_parquet(data / "interactions.parquet" / "part-1.parquet")
+    users = pd.read_parquet(root / "train" / "users.parquet")
+    pd.concat([users, users.iloc[[0]].assign(user_id="newcomer")]).to_parquet(data / "users.parquet")
+    return root
+
+
+def _score(engine, root, data, out, capsys):
+    code = main(["score", "--model", str(root / "model"), "--data", str(data), "--out", str(out), "--date",
+                 "2026-11-30", "--top-k", "7", "--engine", engine, "--spark-master", "local[2]", "--no-progress"])
+    return code, capsys.readouterr()
+
+
+def test_spark_engine_writes_what_score_writes(spark, string_ids, tmp_path, capsys):
+    root = string_ids
+    assert _score("local", root, root / "data", tmp_path / "local", capsys)[0] == 0
+    assert _score("spark", root, root / "data", tmp_path / "spark", capsys)[0] == 0
+    for table, key in (("recommendations", ["user_id", "rank"]), ("user_heads", ["user_id"]),
+                       ("item_vectors", ["item_id"])):
+        a, b = (pq.read_table(tmp_path / side / table / "date=2026-11-30").to_pandas().sort_values(key)
+                .reset_index(drop=True) for side in ("local", "spark"))
+        assert list(a.columns) == list(b.columns) and len(a) == len(b), table
+        for col in a.columns:
+            if isinstance(a[col].iloc[0], np.ndarray):
+                np.testing.assert_allclose(np.stack(a[col]), np.stack(b[col]), rtol=1e-5, atol=1e-5)
+            elif col in ("score", "rank_bias", "rating_bias"):
+                np.testing.assert_allclose(a[col], b[col], rtol=1e-5, atol=1e-5)
+            else:
+                assert a[col].tolist() == b[col].tolist(), (table, col)
+    recs = pq.read_table(tmp_path / "spark" / "recommendations" / "date=2026-11-30").to_pandas()
+    assert "newcomer" in set(recs["user_id"]) and recs["user_id"].map(type).eq(str).all()
+    manifests = [json.loads((tmp_path / side / "recommendations" / "date=2026-11-30" / "_manifest.json").read_text())
+                 for side in ("local", "spark")]
+    for name in ("users", "interactions", "duplicates_dropped", "users_without_history", "unknown_item_events",
+                 "top_k", "formula"):
+        assert manifests[0][name] == manifests[1][name], name
+    assert manifests[1]["duplicates_dropped"] == 2
+    assert not [p for p in (tmp_path / "spark").iterdir() if p.name.startswith(".")]     # nothing staged is left
+
+
+@pytest.mark.parametrize("bad", [9.0, float("nan")], ids=["off-scale", "nan"])
+def test_spark_engine_refuses_what_score_refuses_with_the_same_error(spark, string_ids, tmp_path, capsys, bad):
+    root = string_ids
+    data = tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    part = data / "interactions.parquet" / "part-1.parquet"
+    frame = pd.read_parquet(part)
+    frame.loc[frame.index[[3, 11]], "rating"] = bad
+    frame.to_parquet(part)
+    local = _score("local", root, data, tmp_path / "local", capsys)
+    distributed = _score("spark", root, data, tmp_path / "spark", capsys)
+    assert local[0] == distributed[0] == 2
+    assert "rows" in local[1].err and local[1].err == distributed[1].err
+    assert not (tmp_path / "spark").exists() or not any((tmp_path / "spark").iterdir())
+
+
+def test_spark_submit_runs_the_scoring_job(string_ids, tmp_path, capsys):
+    """The job as a cluster runs it: spark-submit on the module's file, the score command's options."""
+    import subprocess
+
+    import recsys_hyper.spark_submit as job
+
+    root = string_ids
+    assert _score("local", root, root / "data", tmp_path / "local", capsys)[0] == 0
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    run = subprocess.run([str(Path(sys.executable).with_name("spark-submit")), "--master", "local[1]", job.__file__,
+                          "--model", str(root / "model"), "--data", str(root / "data"), "--out", str(tmp_path / "sub"),
+                          "--date", "2026-11-30", "--top-k", "7", "--no-progress"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "scored 121 users" in run.stdout
+    a, b = (pq.read_table(tmp_path / side / "recommendations" / "date=2026-11-30").to_pandas()
+            .sort_values(["user_id", "rank"]).reset_index(drop=True) for side in ("local", "sub"))
+    assert a[["user_id", "item_id", "rank"]].equals(b[["user_id", "item_id", "rank"]])

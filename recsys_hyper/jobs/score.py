@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..data import schema as S
+from ..errors import RecsysHyperError
 from ..scoring import ScoreReport, score_dataset
 from ..scoring.batch import TABLES
 from ..recommender import check_item_ids
@@ -39,23 +40,81 @@ def read_candidates(path: str | os.PathLike | None):
 
 def score(model: str, data: str | os.PathLike, out: str | os.PathLike, date: str | None = None, top_k: int = 100,
           chunk_users: int = 4096, candidates: str | os.PathLike | None = None, include_seen: bool = False,
-          progress: bool = True, allow_rating_mismatch: bool = False, explain: int | None = None) -> ScoreReport:
+          progress: bool = True, allow_rating_mismatch: bool = False, explain: int | None = None,
+          engine: str = "local", spark=None, spark_master: str | None = None) -> ScoreReport:
     """Score every user of ``data`` with ``model`` into ``out`` (partition ``date``, default today UTC);
-    ``explain``: explanation columns with that many events per recommendation."""
+    ``explain``: explanation columns with that many events per recommendation. ``engine``:
+    ``"local"`` (this machine, streaming) or ``"spark"`` (``spark``: a session, else one is
+    started on ``spark_master`` / ``$SPARK_MASTER`` / spark-submit's master / ``local[*]`` and
+    stopped at the end); both give the same rows, tables and errors."""
     from .paths import check_dir_out
     from .serve import input_files
 
+    if engine not in ("local", "spark"):
+        raise RecsysHyperError(f"--engine {engine!r}: use local or spark")
+    if engine == "spark" and explain:
+        raise RecsysHyperError("--explain is not available with --engine spark; score with the local engine "
+                               "to add explanations")
     date = date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    check_dir_out(out, [*input_files(data, model), *([candidates] if candidates else [])],
-                  writes=[Path(out) / table for table in TABLES])
+    if engine == "local" or not _is_uri(out):
+        check_dir_out(out, [*input_files(data, model), *([candidates] if candidates else [])],
+                      writes=[Path(out) / table for table in TABLES])
     items = read_candidates(candidates)
     rec = load_model(model)
     if items is not None:                     # the model's id type, and at least one item it knows
         kind = "int64" if pd.api.types.is_integer_dtype(items) else "string"
         check_item_ids(rec, items, f"--candidates {candidates}", kind=kind)
+    if engine == "spark":
+        return _score_on_spark(spark, spark_master, rec, model, data, out, date, top_k=top_k, chunk_users=chunk_users,
+                               candidates=items, exclude_seen=not include_seen,
+                               allow_rating_mismatch=allow_rating_mismatch)
     return score_dataset(rec, data, out, date, top_k=top_k, chunk_users=chunk_users,
                          candidates=items, exclude_seen=not include_seen, progress=progress,
                          allow_rating_mismatch=allow_rating_mismatch, explain=explain)
+
+
+def _is_uri(path) -> bool:
+    return "://" in str(path)
+
+
+def spark_session(master: str | None = None):
+    """A Spark session for the scoring job: ``master`` (or ``$SPARK_MASTER``); under spark-submit,
+    the master it was given; else ``local[*]``."""
+    try:
+        from pyspark import SparkConf
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise RecsysHyperError("--engine spark needs PySpark: pip install 'recsys-hyper[spark]' (and Java 17+)") \
+            from None
+    import sys
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)     # executors run this environment's Python
+    builder = SparkSession.builder.appName("recsys-hyper score")
+    master = master or os.environ.get("SPARK_MASTER")
+    if master:
+        builder = builder.master(master)
+    elif not SparkConf().contains("spark.master"):
+        builder = builder.master("local[*]")
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")   # tested on ours
+    spark = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate()
+    # Spark's own WARN lines (stack traces of paths it probes) would drown the command's output
+    spark.sparkContext.setLogLevel("WARN" if logging.getLogger("recsys_hyper").isEnabledFor(logging.DEBUG) else "ERROR")
+    return spark
+
+
+def _score_on_spark(spark, master, rec, model: str, data, out, date, **kwargs) -> ScoreReport:
+    from ..scoring.spark import score_dataset_spark
+
+    own = spark is None
+    spark = spark or spark_session(master)
+    try:
+        return score_dataset_spark(spark, rec, functools.partial(load_model, model), data, out, date, **kwargs)
+    finally:
+        if own:
+            spark.stop()
 
 
 def summary(report: ScoreReport, out: str | os.PathLike) -> str:
@@ -63,7 +122,7 @@ def summary(report: ScoreReport, out: str | os.PathLike) -> str:
             f"{report.seconds:.1f}s ({report.users_per_second:,.0f} users/s scoring)"
             + (f"; {report.unknown_item_events:,} events on {report.unknown_item_ids:,} unknown items skipped"
                if report.unknown_item_events else "")
-            + f" -> {Path(out) / 'recommendations' / f'date={report.date}'}")
+            + f" -> {str(out).rstrip('/')}/recommendations/date={report.date}")
 
 
 def score_with_spark(spark, data_dir: str | Path, model: str, top_k: int = 100, exclude_seen: bool = True):

@@ -47,19 +47,43 @@ def check_ratings(model: Recommender, ratings, source: str, implicit: bool) -> N
                                f"trained on {kinds[0] if model.implicit_ else kinds[1]} feedback; {MISMATCH_FIX}")
     if model.rating_range_ is None or implicit:
         return
-    lo, hi = model.rating_range_
-    n_out, n, rows, examples = 0, 0, [], []
+    scale = OutsideScale(*model.rating_range_)
     for batch in ([ratings] if isinstance(ratings, np.ndarray) else ratings):
-        outside = np.flatnonzero((batch < lo - 1e-6) | (batch > hi + 1e-6))
-        n_out += len(outside)
-        rows += (outside[: 5 - len(rows)] + n).tolist()
-        examples += batch[outside[: 5 - len(examples)]].tolist()
-        n += len(batch)
-    if n_out:
-        raise RecsysHyperError(
-            f"{source}: {n_out:,} ratings of {n:,} are outside the model's training scale [{lo:g}, {hi:g}] "
-            f"(rows {', '.join(map(str, rows))}; e.g. {', '.join(f'{v:g}' for v in examples)}); rescale them "
-            f"to [{lo:g}, {hi:g}], or {MISMATCH_FIX}")
+        scale.add(batch)
+    scale.raise_if_any(source)
+
+
+class OutsideScale:
+    """Ratings outside the training scale ``[lo, hi]``, counted over the batches of a file: how
+    many of how many, and the first rows and values. Batches are added in file order, with their
+    row numbers (``first_row``) when they are not consecutive (Spark's partitions, merged in order)."""
+
+    def __init__(self, lo: float, hi: float) -> None:
+        self.lo, self.hi = lo, hi
+        self.n_out, self.n, self.rows, self.examples = 0, 0, [], []
+
+    def add(self, batch: np.ndarray, first_row: int | None = None) -> None:
+        start = self.n if first_row is None else first_row
+        outside = np.flatnonzero((batch < self.lo - 1e-6) | (batch > self.hi + 1e-6))
+        self.n_out += len(outside)
+        self.rows += (outside[: 5 - len(self.rows)] + start).tolist()
+        self.examples += batch[outside[: 5 - len(self.examples)]].tolist()
+        self.n += len(batch)
+
+    def merge(self, other: "OutsideScale", offset: int) -> None:
+        """Add the counts of a later part of the file whose row numbers start at ``offset``."""
+        self.rows += [r + offset for r in other.rows][: 5 - len(self.rows)]
+        self.examples += other.examples[: 5 - len(self.examples)]
+        self.n_out += other.n_out
+        self.n += other.n
+
+    def raise_if_any(self, source: str) -> None:
+        if self.n_out:
+            lo, hi = self.lo, self.hi
+            raise RecsysHyperError(
+                f"{source}: {self.n_out:,} ratings of {self.n:,} are outside the model's training scale "
+                f"[{lo:g}, {hi:g}] (rows {', '.join(map(str, self.rows))}; e.g. "
+                f"{', '.join(f'{v:g}' for v in self.examples)}); rescale them to [{lo:g}, {hi:g}], or {MISMATCH_FIX}")
 
 
 def check_item_ids(model: Recommender, ids: np.ndarray, source: str, kind: str | None = None, featured=None) -> int:

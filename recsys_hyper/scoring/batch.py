@@ -35,11 +35,13 @@ from ..data import schema as S
 from ..data.frames import histories_from_frame
 from ..errors import DataValidationError, Problem, RecsysHyperError, annotate
 from ..recommender import HyperRecommender, check_item_ids, check_item_kind, check_ratings
+from ..recommender.checks import OutsideScale
 from .core import ChunkScorer, heads_schema, recs_schema
 
 log = logging.getLogger(__name__)
 
 TABLES = ("recommendations", "user_heads", "item_vectors")
+MANIFEST = "_manifest.json"                   # in the recommendations folder
 READ_BATCH_ROWS = 1_000_000
 # Streaming reads whose memory does not grow with the input: pyarrow's defaults read up to 16
 # batches ahead, decode on threads that each keep buffers, and pre-buffer (and keep) column chunks;
@@ -76,28 +78,63 @@ def _histories_source(data_dir: Path) -> Path:
     return path
 
 
-def check_inputs(model: HyperRecommender, data_dir: Path, allow_rating_mismatch: bool = False
-                 ) -> tuple[pads.Dataset, ScoreReport]:
-    """What ``recommend`` checks, streamed (no full load): the schema, the item vocabulary, the
-    values (ratings finite and, unless ``allow_rating_mismatch``, on the model's scale and of its
-    kind; timestamps plausible unix seconds), and ``users.parquet``'s id type."""
-    from ..data.validation import (Collector, check_parts, check_side_table, coerce_rating, coerce_timestamp,
-                                   parquet_parts, read_parquet_checked)
+def open_histories(src: Path) -> pads.Dataset:
+    """The histories as one Arrow dataset: a file, or a folder's parts (which must agree)."""
+    from ..data.validation import Collector, check_parts, parquet_parts
 
-    src = _histories_source(data_dir)
     try:
         if src.is_dir():                      # the parts must agree, or the first part's schema would rule
             parts, parts_check = parquet_parts(src), Collector()
             schemas = check_parts(src, parts, parts_check, (S.USER_ID, S.ITEM_ID, S.RATING, S.TIMESTAMP))
             parts_check.raise_if_any()
-            ds = pads.dataset([str(p) for p in parts], format="parquet",
-                              schema=pa.unify_schemas(schemas, promote_options="permissive"))
-        else:
-            ds = pads.dataset(src, format="parquet")
-        schema = ds.schema
+            return pads.dataset([str(p) for p in parts], format="parquet",
+                                schema=pa.unify_schemas(schemas, promote_options="permissive"))
+        return pads.dataset(src, format="parquet")
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise DataValidationError([Problem(S.INTERACTIONS_FILE, None, f"is not readable Parquet ({exc})",
                                            "re-export it as Parquet")]) from None
+
+
+def check_inputs(model: HyperRecommender, data_dir: Path, allow_rating_mismatch: bool = False
+                 ) -> tuple[pads.Dataset, ScoreReport]:
+    """What ``recommend`` checks, streamed (no full load): the schema, the item vocabulary, the
+    values (ratings finite and, unless ``allow_rating_mismatch``, on the model's scale and of its
+    kind; timestamps plausible unix seconds), and ``users.parquet``'s id type."""
+    from ..data.validation import Collector, read_parquet_checked
+
+    src = _histories_source(data_dir)
+    ds = open_histories(src)
+    schema = ds.schema
+    users_file = data_dir / S.USERS_FILE
+    users_table, side = None, Collector()
+    if users_file.exists():
+        users_table = read_parquet_checked(users_file, side, required=False)
+    kind, implicit, unsigned = check_schema(model, schema, users_table, str(src), allow_rating_mismatch,
+                                            users_problems=side.problems)
+    report = ScoreReport(date="")
+    scale = OutsideScale(*model.rating_range_) if model.rating_range_ and not implicit else None
+    distinct: set = set()
+    c = Collector()
+    for batch in ds.to_batches(columns=event_columns(schema), **STREAM):
+        local, ids, values = check_event_batch(batch, implicit, unsigned)
+        distinct.update(ids.to_pylist())
+        if values is not None and scale is not None:
+            scale.add(values)
+        c.extend_from_batch(local, report.interactions)
+        report.interactions += batch.num_rows
+    report.unknown_item_ids = finish_checks(model, c, scale, distinct, kind, report.interactions, str(src),
+                                            allow_rating_mismatch)
+    return ds, report
+
+
+def check_schema(model: HyperRecommender, schema: pa.Schema, users: pa.Table | None, source: str,
+                 allow_rating_mismatch: bool, users_problems=()) -> tuple[str, bool, list[str]]:
+    """The checks on the histories' schema (and ``users.parquet``'s table, or the problems found
+    reading it) before any row is read: id columns and types, the id type against the model's, the
+    kind of feedback. Returns the item id kind (``"int64"`` / ``"string"``), whether the events
+    are implicit, and the unsigned id columns."""
+    from ..data.validation import Collector, check_side_table
+
     problems = []
     for col in (S.USER_ID, S.ITEM_ID):
         if col not in schema.names:
@@ -106,64 +143,66 @@ def check_inputs(model: HyperRecommender, data_dir: Path, allow_rating_mismatch:
         elif not _is_id_type(schema.field(col).type):
             problems.append(Problem(S.INTERACTIONS_FILE, col, f"has type {schema.field(col).type}",
                                     "ids must be int64 or string"))
-    users_file = data_dir / S.USERS_FILE
-    if not problems and users_file.exists():        # the users table is checked as load_dataset checks it
+    if not problems:
+        problems += users_problems
+    if not problems and users is not None:          # the users table is checked as load_dataset checks it
         side = Collector()
-        users_table = read_parquet_checked(users_file, side, required=False)
-        users = check_side_table(users_table, S.USER_ID, S.USERS_FILE, side) if users_table is not None else None
+        frame = check_side_table(users, S.USER_ID, S.USERS_FILE, side)
         problems += side.problems
-        if users is not None and pd.api.types.is_integer_dtype(users[S.USER_ID]) != pa.types.is_integer(
+        if frame is not None and pd.api.types.is_integer_dtype(frame[S.USER_ID]) != pa.types.is_integer(
                 schema.field(S.USER_ID).type):
-            problems.append(Problem(S.USERS_FILE, S.USER_ID, f"has type {users[S.USER_ID].dtype} but the histories' "
+            problems.append(Problem(S.USERS_FILE, S.USER_ID, f"has type {frame[S.USER_ID].dtype} but the histories' "
                                     f"user ids are {schema.field(S.USER_ID).type}",
                                     "store user ids with the same type in both files"))
     if problems:
         raise DataValidationError(problems)
-    report = ScoreReport(date="")
-    item_type = schema.field(S.ITEM_ID).type
-    kind = "int64" if pa.types.is_integer(item_type) else "string"
-    check_item_kind(model, kind, str(src))                     # before reading anything
+    kind = "int64" if pa.types.is_integer(schema.field(S.ITEM_ID).type) else "string"
+    check_item_kind(model, kind, source)                       # before reading anything
     implicit = S.RATING not in schema.names
     if not allow_rating_mismatch:
-        check_ratings(model, np.zeros(0), str(src), implicit)   # the kind of feedback, from the schema
-    columns = [S.ITEM_ID] + [c for c in (S.RATING, S.TIMESTAMP) if c in schema.names]
+        check_ratings(model, np.zeros(0), source, implicit)    # the kind of feedback, from the schema
     unsigned = [col for col in (S.USER_ID, S.ITEM_ID) if schema.field(col).type == pa.uint64()]
-    columns += [col for col in unsigned if col not in columns]
-    distinct: set = set()
-    c = Collector()
+    return kind, implicit, unsigned
 
-    def ratings():
-        """One pass over the file: ids and values checked batch by batch; yields the ratings."""
-        from ..data.validation import coerce_id
 
-        for batch in ds.to_batches(columns=columns, **STREAM):
-            ids = batch.column(S.ITEM_ID)
-            if ids.null_count:
-                raise DataValidationError([Problem(S.INTERACTIONS_FILE, S.ITEM_ID, f"has {ids.null_count} null ids",
-                                                   "drop those rows")])
-            local = Collector()
-            for col in unsigned:              # unsigned 64-bit ids must fit int64, as load_dataset checks
-                coerce_id(pa.chunked_array([batch.column(col)]), S.INTERACTIONS_FILE, col, local)
-            distinct.update(pc.unique(ids).to_pylist())
-            values = (coerce_rating(pa.chunked_array([batch.column(S.RATING)]), S.INTERACTIONS_FILE, local)
-                      if not implicit else None)
-            if S.TIMESTAMP in columns:
-                coerce_timestamp(pa.chunked_array([batch.column(S.TIMESTAMP)]), S.INTERACTIONS_FILE, local)
-            c.extend_from_batch(local, report.interactions)
-            report.interactions += batch.num_rows
-            if values is not None:
-                yield values.to_numpy()
+def event_columns(schema: pa.Schema) -> list[str]:
+    """The columns the value checks read."""
+    unsigned = [col for col in (S.USER_ID, S.ITEM_ID) if schema.field(col).type == pa.uint64()]
+    columns = [S.ITEM_ID] + [c for c in (S.RATING, S.TIMESTAMP) if c in schema.names]
+    return columns + [col for col in unsigned if col not in columns]
 
-    if allow_rating_mismatch or implicit:
-        for _ in ratings():
-            pass
-    else:
-        check_ratings(model, ratings(), str(src), implicit)
-    c.rows_read(report.interactions)
+
+def check_event_batch(batch: pa.RecordBatch, implicit: bool, unsigned=()):
+    """The value checks on one batch of histories, as every engine runs them: null item ids
+    (raised at once), unsigned ids beyond int64, ratings (finite, within float32) and timestamps
+    (plausible unix seconds). Returns the problems (row numbers local to the batch), the batch's
+    distinct item ids and its ratings (``None`` for implicit events)."""
+    from ..data.validation import Collector, coerce_id, coerce_rating, coerce_timestamp
+
+    ids = batch.column(S.ITEM_ID)
+    if ids.null_count:
+        raise DataValidationError([Problem(S.INTERACTIONS_FILE, S.ITEM_ID, f"has {ids.null_count} null ids",
+                                           "drop those rows")])
+    local = Collector()
+    for col in unsigned:                      # unsigned 64-bit ids must fit int64, as load_dataset checks
+        coerce_id(pa.chunked_array([batch.column(col)]), S.INTERACTIONS_FILE, col, local)
+    values = (coerce_rating(pa.chunked_array([batch.column(S.RATING)]), S.INTERACTIONS_FILE, local)
+              if not implicit else None)
+    if S.TIMESTAMP in batch.schema.names:
+        coerce_timestamp(pa.chunked_array([batch.column(S.TIMESTAMP)]), S.INTERACTIONS_FILE, local)
+    return local, pc.unique(ids), (values.to_numpy() if values is not None else None)
+
+
+def finish_checks(model: HyperRecommender, c, scale: OutsideScale | None, distinct, kind: str, n_rows: int,
+                  source: str, allow_rating_mismatch: bool) -> int:
+    """After every batch: the value problems for the whole file, the rating scale, the item
+    vocabulary. Returns how many item ids are unknown to the model."""
+    c.rows_read(n_rows)
+    if scale is not None and not allow_rating_mismatch:
+        scale.raise_if_any(source)
     c.raise_if_any()
     ids = np.array(sorted(distinct), dtype=np.int64 if kind == "int64" else object)
-    report.unknown_item_ids = check_item_ids(model, ids, str(src), kind=kind)
-    return ds, report
+    return check_item_ids(model, ids, source, kind=kind)
 
 
 def _is_id_type(t: pa.DataType) -> bool:
@@ -234,7 +273,7 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
-    _check_date(date)
+    check_date(date)
     data_dir, out = Path(data_dir), Path(out_dir)
     source, report = check_inputs(model, data_dir, allow_rating_mismatch)
     report.date = date
@@ -298,12 +337,7 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
                         report.unknown_item_events, report.unknown_item_ids)
         report.seconds = time.perf_counter() - t_start
         report.outputs = {t: str(out / t / f"date={date}") for t in TABLES}
-        manifest = {**asdict(report), "model_items": len(model.item_map_), "top_k": top_k,
-                    "exclude_seen": exclude_seen, "formula": {
-                        "ranking score": "rank_bias[item] + dot(rank_head[user], phi[item])",
-                        "rating": "mu + rating_bias[item] + dot(rating_head[user], phi[item])",
-                        "mu": float(scorer.items.mu)}}
-        (staging / "recommendations" / "_manifest.json").write_text(json.dumps(manifest, indent=2))
+        (staging / "recommendations" / MANIFEST).write_text(manifest(report, scorer))
         _commit(staging, out, date)
         committed = True
     except OSError as exc:
@@ -315,6 +349,15 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
                 with contextlib.suppress(OSError):
                     folder.rmdir()
     return report
+
+
+def manifest(report: ScoreReport, scorer: ChunkScorer) -> str:
+    """The run's manifest (JSON): the report, the settings and the dot-product formula."""
+    return json.dumps({**asdict(report), "model_items": len(scorer.model.item_map_), "top_k": scorer.top_k,
+                       "exclude_seen": scorer.exclude_seen, "formula": {
+                           "ranking score": "rank_bias[item] + dot(rank_head[user], phi[item])",
+                           "rating": "mu + rating_bias[item] + dot(rating_head[user], phi[item])",
+                           "mu": float(scorer.items.mu)}}, indent=2)
 
 
 def _commit(staging: Path, out: Path, date: str) -> None:
@@ -348,7 +391,7 @@ def _clean_stale(out: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _check_date(date: str) -> None:
+def check_date(date: str) -> None:
     import datetime
     import re
 

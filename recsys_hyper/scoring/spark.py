@@ -1,14 +1,23 @@
 """Scale-out batch scoring on Spark (optional extra: ``pip install 'recsys-hyper[spark]'``).
 
-Each user's events are grouped first (``collect_list`` of (timestamp, item, rating) structs,
-sorted), joined with the user's features, and scored by :func:`score_partitions` through
-``mapInPandas``: one function over an iterator of pandas batches that loads the model once per
-task and runs the same :class:`~recsys_hyper.scoring.core.ChunkScorer` as the single-machine
-scorer, so both give the same rows. (``groupBy().applyInPandas`` would shuffle every event
+:func:`score_dataset_spark` is ``recsys-hyper score`` on Spark (``score --engine spark``, or
+``spark-submit`` of :mod:`recsys_hyper.spark_submit` with the same options): the same
+checks (:func:`~recsys_hyper.scoring.batch.check_event_batch` on every partition, the row numbers
+of the file in the errors), the same duplicate resolution (the latest event per user and item,
+ties to the later row of the later file), the same chunk scorer, and the same three tables and
+manifest, staged and renamed into ``OUT/<table>/date=D`` at the end (through Hadoop's file
+system, so ``s3a://`` / ``hdfs://`` outputs work as local ones do).
+
+Each user's events are grouped first (``collect_list`` of (timestamp, file, row, item, rating)
+structs, sorted), joined with the user's features, and scored through ``mapInArrow``: one
+function over an iterator of Arrow batches that loads the model once per task and runs the same
+:class:`~recsys_hyper.scoring.core.ChunkScorer` as the single-machine scorer, one row per user
+(heads and top K) kept for the tables. (``groupBy().applyInPandas`` would shuffle every event
 through Python; ``collect_list`` keeps the shuffle in the JVM.)
 
-:func:`recsys_hyper.jobs.score_with_spark` takes a model directory or an MLflow model URI. The
-registered model also runs as a row-wise UDF on grouped histories::
+:func:`recsys_hyper.jobs.score_with_spark` gives the recommendations as a DataFrame, for jobs
+that go on with them in Spark; it takes a model directory or an MLflow model URI. The registered
+model also runs as a row-wise UDF on grouped histories (:func:`grouped_histories`)::
 
     udf = mlflow.pyfunc.spark_udf(spark, "models:/recsys-hyper@champion", env_manager="local",
                                   result_type="item_ids array<long>, scores array<float>")
@@ -17,63 +26,28 @@ registered model also runs as a row-wise UDF on grouped histories::
 
 from __future__ import annotations
 
+import logging
+import os
+import pickle
+import time
+import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ..data import schema as S
-from ..data.frames import explode_histories
+from ..data.frames import explode_histories, histories_from_frame
+from ..errors import DataValidationError, RecsysHyperError
 from ..recommender import HyperRecommender
+from ..recommender.checks import OutsideScale
+from .batch import (MANIFEST, TABLES, ScoreReport, check_date, check_event_batch, check_schema, event_columns,
+                    finish_checks, latest_per_pair, manifest)
 from .core import ChunkScorer
 
-EVENT_FIELDS = (S.TIMESTAMP, S.ITEM_ID, S.RATING)
-
-
-def score_partitions(load_model: Callable[[], HyperRecommender], top_k: int, exclude_seen: bool = True,
-                     feature_columns=(), chunk_users: int = 4096
-                     ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """The ``mapInPandas`` function: grouped histories (+ user feature columns) in, top-K out.
-
-    ``load_model()`` returns the model (it must be picklable, e.g. a ``functools.partial`` of a
-    module-level loader, and work on the executors: a model directory on shared storage or an
-    MLflow model URI); it is called once per task, not per batch.
-    """
-    feature_columns = list(feature_columns)
-
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        scorer = ChunkScorer(load_model(), top_k, exclude_seen)
-        for batch in batches:
-            for start in range(0, len(batch), chunk_users):
-                part = batch.iloc[start:start + chunk_users]
-                users = part[[S.USER_ID, *feature_columns]].reset_index(drop=True)
-                result = scorer.score(explode_histories(part), users)
-                yield result.recommendations
-
-    return run
-
-
-def grouped_histories(spark, data_dir: str | Path):
-    """One row per user: ``user_id``, the chronological lists ``item_id`` / ``rating`` /
-    ``timestamp`` (empty for users known only from users.parquet) and the user's features."""
-    from pyspark.sql import functions as F
-
-    events = spark.read.parquet(join_path(data_dir, S.INTERACTIONS_FILE))
-    if S.RATING not in events.columns:
-        events = events.withColumn(S.RATING, F.lit(S.IMPLICIT_RATING))
-    ordered = F.array_sort(F.collect_list(F.struct(*[F.col(c) for c in EVENT_FIELDS])))
-    grouped = events.groupBy(S.USER_ID).agg(ordered.alias("events"))
-    grouped = grouped.select(S.USER_ID, *[F.col(f"events.{c}").alias(c) for c in (S.ITEM_ID, S.RATING, S.TIMESTAMP)])
-    features: list[str] = []
-    users = _read_optional(spark, join_path(data_dir, S.USERS_FILE))
-    if users is not None:
-        features = [c for c in users.columns if c != S.USER_ID]
-        grouped = grouped.join(users, on=S.USER_ID, how="full")
-        for c in (S.ITEM_ID, S.RATING, S.TIMESTAMP):
-            t = grouped.schema[c].dataType.simpleString()
-            grouped = grouped.withColumn(c, F.coalesce(F.col(c), F.array().cast(t)))
-    return grouped, features
-
+log = logging.getLogger(__name__)
 
 def join_path(root: str | Path, name: str) -> str:
     """``root/name`` as a string: a URI such as ``s3://bucket/data`` keeps its scheme (``Path``
@@ -93,16 +67,323 @@ def _read_optional(spark, path: str):
         raise
 
 
-def recs_ddl(grouped) -> str:
-    """The output schema, with the ids' types as they are in the data (int64 or string)."""
-    user = grouped.schema[S.USER_ID].dataType.simpleString()
-    item = grouped.schema[S.ITEM_ID].dataType.elementType.simpleString()
-    return f"user_id {user}, item_id {item}, score float, rank int"
+# --------------------------------------------------------------------------------------------
+# The whole job: recsys-hyper score on Spark
+
+FILE, ROW = "_file", "_row"          # where each event comes from: Spark's file path and row index
+
+
+def read_events(spark, data_dir: str | Path):
+    """The histories (one file or every Parquet file below a folder) with each row's file and row
+    number in it, as the single-machine reader orders them."""
+    from pyspark.sql import functions as F
+
+    events = spark.read.option("recursiveFileLookup", "true").parquet(join_path(data_dir, S.INTERACTIONS_FILE))
+    return events.select("*", F.col("_metadata.file_path").alias(FILE), F.col("_metadata.row_index").alias(ROW))
+
+
+def _file_order(path: str) -> tuple[str, ...]:
+    """Files in path order, component by component (as the single-machine reader sorts them)."""
+    return tuple(path.split("/"))
+
+
+def _check_partitions(implicit: bool, unsigned: list[str], columns: list[str], rating_range):
+    """The ``mapInArrow`` function of the check pass: every run of consecutive rows of one file is
+    checked as one batch of the single-machine scorer; one pickled summary per partition."""
+    def run(batches):
+        units, ids = [], set()
+        for batch in batches:
+            files = batch.column(FILE).to_numpy(zero_copy_only=False)
+            rows = batch.column(ROW).to_numpy()
+            cuts = np.flatnonzero((files[1:] != files[:-1]) | (rows[1:] != rows[:-1] + 1)) + 1
+            for start, stop in zip(np.r_[0, cuts], np.r_[cuts, len(rows)]):
+                part = batch.slice(int(start), int(stop - start)).select(columns)
+                unit = {"file": files[start], "first": int(rows[start]), "n": int(stop - start)}
+                try:
+                    local, distinct, values = check_event_batch(part, implicit, unsigned)
+                except DataValidationError as exc:
+                    unit["error"] = exc
+                else:
+                    ids.update(distinct.to_pylist())
+                    unit["problems"] = local
+                    if values is not None and rating_range is not None:
+                        unit["scale"] = OutsideScale(*rating_range)
+                        unit["scale"].add(values)
+                units.append(unit)
+        yield pa.RecordBatch.from_arrays([pa.array([pickle.dumps({"units": units, "ids": ids})], pa.binary())],
+                                         names=["summary"])
+    return run
+
+
+def check_inputs_spark(spark, model: HyperRecommender, data_dir: str | Path, allow_rating_mismatch: bool = False):
+    """:func:`~recsys_hyper.scoring.batch.check_inputs` on Spark: the same checks and errors (row
+    numbers counted over the files in path order), one pass over the data. Returns the events
+    (with their file and row) and the report so far."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+    from ..data.validation import Collector
+
+    source = join_path(data_dir, S.INTERACTIONS_FILE)
+    try:
+        events = read_events(spark, data_dir)
+    except Exception as exc:                      # noqa: BLE001 -- Spark raises AnalysisException and others
+        if _is_missing(exc):
+            raise DataValidationError([_not_found(data_dir)]) from None
+        raise
+    schema = to_arrow_schema(events.drop(FILE, ROW).schema)
+    users = _read_optional(spark, join_path(data_dir, S.USERS_FILE))
+    kind, implicit, unsigned = check_schema(model, schema, users.toArrow() if users is not None else None, source,
+                                            allow_rating_mismatch)
+    columns = event_columns(schema)
+    rating_range = None if implicit or model.rating_range_ is None else tuple(model.rating_range_)
+    ddl = "summary binary"
+    check = _check_partitions(implicit, unsigned, columns, rating_range)
+    summaries = [pickle.loads(r.summary) for r in events.select(*columns, FILE, ROW).mapInArrow(check, ddl).collect()]
+    units = sorted((u for s in summaries for u in s["units"]), key=lambda u: (_file_order(u["file"]), u["first"]))
+    sizes: dict[str, int] = {}
+    for u in units:
+        sizes[u["file"]] = max(sizes.get(u["file"], 0), u["first"] + u["n"])
+    offsets, total = {}, 0
+    for f in sorted(sizes, key=_file_order):
+        offsets[f], total = total, total + sizes[f]
+    c, scale = Collector(), OutsideScale(*rating_range) if rating_range else None
+    for u in units:
+        if "error" in u:
+            raise u["error"]
+        c.extend_from_batch(u["problems"], offsets[u["file"]] + u["first"])
+        if scale is not None and "scale" in u:
+            scale.merge(u["scale"], offsets[u["file"]] + u["first"])
+    report = ScoreReport(date="", interactions=total)
+    distinct = set().union(*(s["ids"] for s in summaries)) if summaries else set()
+    report.unknown_item_ids = finish_checks(model, c, scale, distinct, kind, total, source, allow_rating_mismatch)
+    return events, report
+
+
+def _is_missing(exc: Exception) -> bool:
+    return "PATH_NOT_FOUND" in str(exc) or "Path does not exist" in str(exc)
+
+
+def _not_found(data_dir):
+    from ..errors import Problem
+
+    return Problem(S.INTERACTIONS_FILE, None, f"file not found in {data_dir}",
+                   "batch scoring reads the users' histories from it (one Parquet file or a folder of Parquet files)")
+
+
+def grouped_histories(spark, data_dir: str | Path):
+    """One row per user: ``user_id``, the chronological lists ``item_id`` / ``rating`` /
+    ``timestamp`` (empty for users known only from users.parquet) and the user's features; and
+    the feature columns' names."""
+    return _grouped(read_events(spark, data_dir), _read_optional(spark, join_path(data_dir, S.USERS_FILE)))
+
+
+def _grouped(events, users):
+    """One row per user: the chronological lists (ties: file, then row order, as the single
+    machine's reader has them) and the user's features (users only in ``users`` get empty lists)."""
+    from pyspark.sql import functions as F
+
+    fields = [c for c in (S.TIMESTAMP, FILE, ROW, S.ITEM_ID, S.RATING) if c in events.columns]
+    lists = [c for c in (S.ITEM_ID, S.RATING, S.TIMESTAMP) if c in events.columns]
+    grouped = events.groupBy(S.USER_ID).agg(F.array_sort(F.collect_list(F.struct(*fields))).alias("events"))
+    grouped = grouped.select(S.USER_ID, *[F.col(f"events.{c}").alias(c) for c in lists])
+    features: list[str] = []
+    if users is not None:
+        features = [c for c in users.columns if c != S.USER_ID]
+        grouped = grouped.join(users, on=S.USER_ID, how="full")
+        for c in lists:
+            t = grouped.schema[c].dataType.simpleString()
+            grouped = grouped.withColumn(c, F.coalesce(F.col(c), F.array().cast(t)))
+    return grouped, features
+
+
+def _scored_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
+    rec = pa.struct([pa.field(S.ITEM_ID, item_type), pa.field("score", pa.float32()), pa.field("rank", pa.int32())])
+    return pa.schema([pa.field(S.USER_ID, user_type), pa.field("support_size", pa.int32()),
+                      pa.field("rank_head", pa.list_(pa.float32())), pa.field("rating_head", pa.list_(pa.float32())),
+                      pa.field("recs", pa.list_(rec)), pa.field("_dropped", pa.int64()),
+                      pa.field("_unknown", pa.int64())])
+
+
+def _list_column(rows: list, dtype) -> pa.Array:
+    lengths = np.fromiter((len(r) for r in rows), np.int64, len(rows))
+    offsets = pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32))
+    flat = np.concatenate(rows).astype(dtype) if len(rows) else np.zeros(0, dtype)
+    return pa.ListArray.from_arrays(offsets, pa.array(flat))
+
+
+def _score_partitions(load_model, top_k: int, exclude_seen: bool, candidates, features: list[str],
+                      chunk_users: int, schema: pa.Schema):
+    """The ``mapInArrow`` function of the scoring pass: per chunk of users, the latest event per
+    (user, item), then the single-machine scorer; one row per user with its heads and its top K."""
+    def run(batches):
+        scorer = ChunkScorer(load_model(), top_k, exclude_seen, candidates)
+        for batch in batches:
+            frame = batch.to_pandas()
+            for start in range(0, len(frame), chunk_users):
+                part = frame.iloc[start:start + chunk_users]
+                events, dropped = latest_per_pair(explode_histories(part))
+                users = part[[S.USER_ID, *features]].reset_index(drop=True)
+                h = histories_from_frame(events, scorer.item_ids, users, warn=False)
+                res = scorer.score_histories(h, users)
+                heads, recs = res.heads, res.recommendations
+                pos = pd.Index(heads[S.USER_ID]).get_indexer(recs[S.USER_ID])
+                order = np.lexsort((recs["rank"].to_numpy(), pos))
+                counts = np.bincount(pos, minlength=len(heads))
+                rec_type = schema.field("recs").type.value_type
+                flat = pa.StructArray.from_arrays(
+                    [pa.array(recs[S.ITEM_ID].to_numpy()[order], rec_type.field(S.ITEM_ID).type),
+                     pa.array(recs["score"].to_numpy(np.float32)[order], pa.float32()),
+                     pa.array(recs["rank"].to_numpy(np.int32)[order], pa.int32())], fields=list(rec_type))
+                extra = np.zeros(len(heads), np.int64)
+                unknown = extra.copy()
+                if len(heads):
+                    extra[0], unknown[0] = dropped, len(events) - len(h.items)
+                yield pa.RecordBatch.from_arrays([
+                    pa.array(heads[S.USER_ID].to_numpy(), schema.field(S.USER_ID).type),
+                    pa.array(heads["support_size"].to_numpy(np.int32), pa.int32()),
+                    _list_column(list(heads["rank_head"]), np.float32),
+                    _list_column(list(heads["rating_head"]), np.float32),
+                    pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32)), flat),
+                    pa.array(extra), pa.array(unknown)], schema=schema)
+    return run
+
+
+class _Files:
+    """Hadoop's file system, as the job's Spark session sees it (local, HDFS, S3A ...)."""
+
+    def __init__(self, spark):
+        self.jvm, self.conf = spark._jvm, spark._jsc.hadoopConfiguration()
+
+    def path(self, uri: str):
+        p = self.jvm.org.apache.hadoop.fs.Path(uri)
+        return p, p.getFileSystem(self.conf)
+
+    def exists(self, uri: str) -> bool:
+        p, fs = self.path(uri)
+        return bool(fs.exists(p))
+
+    def rename(self, src: str, dst: str) -> None:
+        s, fs = self.path(src)
+        d, _ = self.path(dst)
+        fs.mkdirs(d.getParent())
+        if not fs.rename(s, d):
+            raise OSError(f"could not rename {src} to {dst}")
+
+    def delete(self, uri: str) -> None:
+        p, fs = self.path(uri)
+        fs.delete(p, True)
+
+    def write_text(self, uri: str, text: str) -> None:
+        p, fs = self.path(uri)
+        stream = fs.create(p, True)
+        try:
+            stream.write(bytearray(text.encode()))
+        finally:
+            stream.close()
+
+
+def scored_users(spark, model: HyperRecommender, load_model: Callable[[], HyperRecommender], data_dir: str | Path,
+                 top_k: int = 100, chunk_users: int = 4096, candidates=None, exclude_seen: bool = True,
+                 allow_rating_mismatch: bool = False):
+    """The inputs checked (:func:`check_inputs_spark`), then a lazy DataFrame of one row per user:
+    ``user_id, support_size, rank_head, rating_head`` and ``recs`` (the top K as ``item_id, score,
+    rank`` structs); and the report of the checks. ``model`` is the model on the driver;
+    ``load_model()`` gives it on the executors (picklable: e.g. a ``functools.partial`` of a
+    module-level loader of a model directory on shared storage or an MLflow model URI), once per task."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    events, report = check_inputs_spark(spark, model, data_dir, allow_rating_mismatch)
+    grouped, features = _grouped(events, _read_optional(spark, join_path(data_dir, S.USERS_FILE)))
+    user_type = pa.string() if grouped.schema[S.USER_ID].dataType.simpleString() == "string" else pa.int64()
+    schema = _scored_schema(user_type, pa.int64() if model.item_map_.kind == "int64" else pa.string())
+    run = _score_partitions(load_model, top_k, exclude_seen, candidates, features, chunk_users, schema)
+    return grouped.mapInArrow(run, from_arrow_schema(schema)), report
 
 
 def spark_recommendations(spark, data_dir: str | Path, load_model: Callable[[], HyperRecommender], top_k: int = 100,
                           exclude_seen: bool = True):
-    """A Spark DataFrame of ``user_id, item_id, score, rank`` for every user of ``data_dir``
-    (``load_model``: see :func:`score_partitions`)."""
-    grouped, features = grouped_histories(spark, data_dir)
-    return grouped.mapInPandas(score_partitions(load_model, top_k, exclude_seen, features), schema=recs_ddl(grouped))
+    """A Spark DataFrame of ``user_id, item_id, score, rank`` for every user of ``data_dir``, after
+    the same checks as ``score`` (``load_model``: see :func:`scored_users`)."""
+    from pyspark.sql import functions as F
+
+    scored, _ = scored_users(spark, load_model(), load_model, data_dir, top_k, exclude_seen=exclude_seen)
+    return scored.select(S.USER_ID, F.inline("recs"))
+
+
+def score_dataset_spark(spark, model: HyperRecommender, load_model: Callable[[], HyperRecommender],
+                        data_dir: str | Path, out_dir: str | Path, date: str, top_k: int = 100,
+                        chunk_users: int = 4096, candidates=None, exclude_seen: bool = True,
+                        allow_rating_mismatch: bool = False) -> ScoreReport:
+    """``recsys-hyper score`` on Spark: every user of ``data_dir`` into ``out_dir``'s three tables
+    for ``date``, with the single-machine scorer's checks, rows and manifest (``model``,
+    ``load_model``: see :func:`scored_users`)."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    t_start = time.perf_counter()
+    check_date(date)
+    scored, report = scored_users(spark, model, load_model, data_dir, top_k, chunk_users, candidates, exclude_seen,
+                                  allow_rating_mismatch)
+    report.date = date
+    scorer = ChunkScorer(model, top_k, exclude_seen, candidates)
+    item_type = pa.int64() if model.item_map_.kind == "int64" else pa.string()
+    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)          # one scoring pass feeds both tables
+    files = _Files(spark)
+    out = str(out_dir).rstrip("/")
+    staging = f"{out}/.staging-{date}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        t_score = time.perf_counter()
+        stats = scored.agg(F.count(F.lit(1)).alias("users"), F.sum("_dropped").alias("dropped"),
+                           F.sum("_unknown").alias("unknown"),
+                           F.sum((F.col("support_size") == 0).cast("long")).alias("empty")).collect()[0]
+        report.users, report.duplicates_dropped = int(stats["users"]), int(stats["dropped"] or 0)
+        report.unknown_item_events, report.users_without_history = int(stats["unknown"] or 0), int(stats["empty"] or 0)
+        scored.select(S.USER_ID, F.inline("recs")).write.parquet(f"{staging}/recommendations")
+        scored.select(S.USER_ID, "support_size", "rank_head", "rating_head").write.parquet(f"{staging}/user_heads")
+        report.scoring_seconds = time.perf_counter() - t_score
+        vectors = pa.Table.from_pandas(scorer.item_vectors(), preserve_index=False)
+        vectors = vectors.cast(pa.schema([pa.field(S.ITEM_ID, item_type), pa.field("phi", pa.list_(pa.float32())),
+                                          pa.field("rank_bias", pa.float32()), pa.field("rating_bias", pa.float32())]))
+        spark.createDataFrame(vectors.to_pandas(), schema=from_arrow_schema(vectors.schema)).coalesce(1) \
+            .write.parquet(f"{staging}/item_vectors")
+        if report.unknown_item_events:
+            log.warning("%d history events on %d item ids unknown to the model were skipped",
+                        report.unknown_item_events, report.unknown_item_ids)
+        report.seconds = time.perf_counter() - t_start
+        report.outputs = {t: f"{out}/{t}/date={date}" for t in TABLES}
+        files.write_text(f"{staging}/recommendations/{MANIFEST}", manifest(report, scorer))
+        _commit(files, staging, out, date)
+    except Exception as exc:
+        mapped = _from_executor(exc)
+        if mapped is exc:
+            raise
+        raise mapped from None
+    finally:
+        scored.unpersist()
+        files.delete(staging)                 # what a failed run staged; after a commit, the empty folder
+    return report
+
+
+def _commit(files: _Files, staging: str, out: str, date: str) -> None:
+    """Rename each staged table into ``OUT/<table>/date=D``, replacing a previous run of D."""
+    trash = []
+    for table in TABLES:
+        final = f"{out}/{table}/date={date}"
+        if files.exists(final):
+            old = f"{out}/{table}/.old-date={date}-{uuid.uuid4().hex[:8]}"
+            files.rename(final, old)
+            trash.append(old)
+        files.rename(f"{staging}/{table}", final)
+    for old in trash:
+        files.delete(old)
+
+
+def _from_executor(exc: Exception) -> Exception:
+    """A refusal raised on an executor (non-finite scores ...) as the error the single machine
+    raises; anything else unchanged."""
+    text = str(exc)
+    for name in ("DataValidationError", "RecsysHyperError"):
+        marker = f"recsys_hyper.errors.{name}: "
+        if marker in text:
+            return RecsysHyperError(text.split(marker, 1)[1].strip().splitlines()[0])
+    return exc
