@@ -284,3 +284,33 @@ def test_a_warm_start_carries_the_learned_weights_but_not_the_fit_time_choices(f
     assert torch.equal(target.item_bias, fresh_bias)
     for name, buf in target.named_buffers():         # every fit-time choice is this fit's own
         assert torch.equal(buf, fresh[name]), name
+
+
+def test_only_the_ease_columns_in_use_enter_the_heads_and_the_item_table(fitted):
+    """The EASE term's weights fill its first columns; the zero ones are left out of the ranking
+    GEMM (an unused term costs nothing) and the scores are those of the full width."""
+    from recsys_hyper.networks.hyper import Heads, ItemTable
+
+    model = copy.deepcopy(fitted.model_)
+    g = torch.Generator().manual_seed(0)
+    n, dim, r = model.ii_factors.shape[0] - 1, model.dim, model.item_item_rank
+    model.ii_factors.copy_(torch.randn(model.ii_factors.shape, generator=g))
+    model.ii_vectors.copy_(torch.randn(model.ii_vectors.shape, generator=g))
+    e_support, e_cat = torch.randn(4, 6, dim, generator=g), torch.randn(n, dim, generator=g)
+    items, cat = torch.randint(0, n, (4, 6), generator=g), torch.arange(n)
+    ratings, mask = torch.full((4, 6), 4.0), torch.ones(4, 6)
+    c0 = model.context.q_id.embedding_dim
+    with torch.no_grad():
+        for used in (0, 3):
+            model.ii_weights.zero_()
+            model.ii_weights[:used] = torch.tensor([0.5, -0.2, 0.1][:used])
+            heads, _ = model.heads(e_support, items, ratings, mask, None)
+            table = model.item_table(e_cat, cat)
+            assert heads.ctx.shape[1] == c0 + used == model.rank_context_dim
+            assert table.vectors.shape[1] == dim + 1 + c0 + used
+            ii = (model.ii_factors[items] * mask.unsqueeze(-1)).sum(1) * model.ii_weights         # all r columns
+            full_heads = Heads(heads.w, heads.v, torch.cat([heads.ctx[:, :c0], ii], 1), heads.x)
+            full_table = ItemTable(torch.cat([table.vectors[:, :dim + 1 + c0], model.ii_vectors[cat]], 1),
+                                   table.rating_bias, table.rank_bias, table.mu, table.D, table.extra)
+            assert full_table.vectors.shape[1] == dim + 1 + c0 + r
+            torch.testing.assert_close(heads.ranking(table), full_heads.ranking(full_table), rtol=1e-5, atol=1e-5)

@@ -292,3 +292,23 @@ def test_train_with_any_config_file_runs_or_exits_2_before_any_work(doc):
             assert not (tmp / "m").exists()
         # a valid config is not trained with here (it may ask for a million epochs): the loader's
         # own test checks what it holds
+
+
+# -- the scoring path's guard: a row with a NaN or a +inf is found, whatever else the row holds
+
+SPECIALS = [float("nan"), float("inf"), float("-inf"), 3e38, -3e38, 1e30]
+
+
+@settings(max_examples=200, **SETTINGS)
+@given(st.integers(1, 6), st.integers(1, 40),
+       st.lists(st.tuples(st.integers(0, 5), st.integers(0, 39), st.sampled_from(SPECIALS)), max_size=12))
+def test_non_finite_rows_finds_exactly_the_rows_with_a_nan_or_a_positive_infinity(b, n, specials):
+    import torch
+
+    from recsys_hyper.numerics.scores import non_finite_rows
+
+    scores = torch.from_numpy(np.random.default_rng(b * 100 + n).normal(size=(b, n)).astype(np.float32))
+    for row, col, value in specials:
+        scores[row % b, col % n] = value
+    exact = torch.isnan(scores).any(1) | torch.isposinf(scores).any(1)
+    assert torch.equal(non_finite_rows(scores), exact)

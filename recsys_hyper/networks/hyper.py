@@ -338,6 +338,19 @@ class HyperRecModel(nn.Module):
         self.register_buffer("mf_reg", torch.ones(2, mf_rank + 1))
         self.register_buffer("mf_prior_weights", torch.zeros(dense_width(user_spec) if mf_rank else 0, mf_rank + 1))
 
+    @property
+    def ii_active(self) -> int:
+        """How many of the EASE term's columns are in use: its weights fill the first columns and
+        the rest are 0 (all of them when validation switched the term off). Only these enter the
+        heads and the item table, so an unused term costs nothing in the catalogue GEMM."""
+        used = torch.nonzero(self.ii_weights).flatten()
+        return int(used[-1]) + 1 if len(used) else 0
+
+    @property
+    def rank_context_dim(self) -> int:
+        """The width of a ranking head's context ``ctx`` (and of the items' ``p_i``)."""
+        return (0 if self.context is None else self.context.q_id.embedding_dim) + self.ii_active
+
     @staticmethod
     def phi(e: torch.Tensor) -> torch.Tensor:
         """(..., d) -> (..., D): the item vector with a constant 1 for the user bias."""
@@ -354,8 +367,9 @@ class HyperRecModel(nn.Module):
         w, v, x = self.blend_with_baselines(w, v, items_support, r_support, mask, user_feats)
         ctx = (self.context.user(e_support, items_support, mask) if self.context is not None
                else w.new_zeros(w.shape[0], 0))
-        if self.item_item_rank:
-            ii = (self.ii_factors[items_support] * mask.unsqueeze(-1)).sum(1) * self.ii_weights   # (B, r)
+        r = self.ii_active
+        if r:
+            ii = (self.ii_factors[:, :r][items_support] * mask.unsqueeze(-1)).sum(1) * self.ii_weights[:r]  # (B, r)
             ctx = torch.cat([ctx, ii], -1)
         return Heads(w, v, ctx, x), deltas
 
@@ -435,8 +449,9 @@ class HyperRecModel(nn.Module):
         vectors = self.phi(e)
         if self.context is not None:
             vectors = torch.cat([vectors, self.context.targets(e, items)], -1)
-        if self.item_item_rank:
-            vectors = torch.cat([vectors, self.ii_vectors[items]], -1)
+        r = self.ii_active
+        if r:
+            vectors = torch.cat([vectors, self.ii_vectors[:, :r][items]], -1)
         extra = (torch.cat([self.mf_factors[items], self.mf_delta[items].unsqueeze(-1)], -1) if self.mf_rank
                  else vectors.new_zeros(*vectors.shape[:-1], 0))
         return ItemTable(vectors, self.item_bias[items], self.item_rank_bias[items], self.mu, self.dim + 1, extra)

@@ -73,6 +73,21 @@ def allowed_mask(items, item_map: IdMap) -> torch.Tensor | None:
     return allowed
 
 
+def non_finite_rows(scores: torch.Tensor) -> torch.Tensor:
+    """(B,) whether each row of ``scores`` (B, N) holds a NaN or a +inf (-inf is allowed: excluded).
+
+    A row's sum is NaN or +inf whenever the row holds one (once in a sum, +inf never leaves it
+    but for NaN), so one cheap pass finds the candidates; only those rows are checked element by
+    element, since a sum of large finite scores can also overflow."""
+    total = scores.sum(1)
+    suspect = (torch.isnan(total) | torch.isposinf(total)).nonzero().flatten()
+    broken = torch.zeros(len(scores), dtype=torch.bool)
+    if len(suspect):
+        rows = scores[suspect]
+        broken[suspect] = torch.isnan(rows).any(1) | torch.isposinf(rows).any(1)
+    return broken
+
+
 def top_k_frame(score_rows: Callable[[np.ndarray], torch.Tensor], h: Histories, item_map: IdMap, k: int,
                 exclude: bool = True, allowed: torch.Tensor | None = None) -> pd.DataFrame:
     """Top-``k`` per user of ``h``: ``user_id, item_id, score, rank`` (rank 1 = best).
@@ -89,7 +104,7 @@ def top_k_frame(score_rows: Callable[[np.ndarray], torch.Tensor], h: Histories, 
         for start in range(0, len(h), SCORE_CHUNK_USERS):
             rows = np.arange(start, min(len(h), start + SCORE_CHUNK_USERS))
             scores = score_rows(rows)                                        # (B, N), ours to modify
-            broken = torch.isnan(scores).any(1) | torch.isposinf(scores).any(1)
+            broken = non_finite_rows(scores)
             if bool(broken.any()):                   # never written: a NaN would silently drop the user
                 raise non_finite_users(h.user_ids, rows[broken.numpy()], "ranking scores")
             if allowed is not None:

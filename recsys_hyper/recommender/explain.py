@@ -107,7 +107,8 @@ def attribute(model: HyperRecModel, e_all: torch.Tensor, item_index: torch.Tenso
         c = model.context.q_id.embedding_dim
         q = model.context.per_event(e_s, idx, mask)                          # (B, K, c)
         exact = exact + (q[rows] @ t.vectors[:, D:D + c].unsqueeze(-1)).squeeze(-1)
-    if model.item_item_rank:
-        f = model.ii_factors[idx] * mask.unsqueeze(-1) * model.ii_weights     # (B, K, r)
+    r = model.ii_active                                                       # the columns in the table
+    if r:
+        f = model.ii_factors[:, :r][idx] * mask.unsqueeze(-1) * model.ii_weights[:r]   # (B, K, r)
         exact = exact + (f[rows] @ t.vectors[:, D + c:].unsqueeze(-1)).squeeze(-1)
     return Attribution(prior, features, exact + loo, exact, history - loo.sum(1))

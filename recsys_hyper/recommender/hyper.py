@@ -336,7 +336,7 @@ class HyperRecommender(Recommender):
         e_all, _ = self._item_vectors(cat)
         uf_all = None if self.user_spec_.empty else self.user_spec_.transform(users, h.user_ids)
         D = model.dim + 1
-        c = (0 if model.context is None else model.context.q_id.embedding_dim) + model.item_item_rank
+        c = model.rank_context_dim
         w = np.zeros((len(h), D), np.float32)
         v = np.zeros((len(h), D), np.float32)
         ctx = np.zeros((len(h), c), np.float32)
@@ -552,20 +552,21 @@ class HyperRecommender(Recommender):
         for name, value in ADDED_BUFFERS.items():       # models saved before a buffer existed: its neutral value
             if name not in state:
                 state[name] = value(meta["n_items"])
-        # the shapes model.json implies, checked on the meta device (nothing allocated) before the
-        # network is built: an edited size must not allocate gigabytes before failing
+        # built once, on the meta device (nothing allocated): the shapes model.json implies are
+        # checked against the weights (an edited size must not allocate gigabytes before failing),
+        # then the weights are assigned to it
         with torch.device("meta"):
-            probe = HyperRecModel(meta["n_items"], self.item_spec_, self.user_spec_, mf_rank=meta.get("mf_rank", 0),
+            model = HyperRecModel(meta["n_items"], self.item_spec_, self.user_spec_, mf_rank=meta.get("mf_rank", 0),
                                   **vars(self.config.model))
-        expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         for key in sorted(set(expected) | set(state)):
             got = tuple(state[key].shape) if key in state else None
             if got != expected.get(key):
                 raise ValueError(f"'{key}' is {got or 'missing'} in the weights but {expected.get(key) or 'unknown'} "
                                  f"for the config in model.json")
-        model = HyperRecModel(meta["n_items"], self.item_spec_, self.user_spec_, mf_rank=meta.get("mf_rank", 0),
-                              **vars(self.config.model))
-        model.load_state_dict(state)
+        model.load_state_dict(state, assign=True)
+        if any(t.is_meta for t in (*model.parameters(), *model.buffers())):     # a tensor outside the state dict
+            raise ValueError("the network holds a tensor that the saved weights do not restore")
         model.eval()
         self.model_ = model
         feats = root / ITEM_FEATURES_FILE

@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -303,32 +304,36 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
 
         bar = tqdm(desc=f"score {date}", unit="users", unit_scale=True, disable=None if progress else True)
         t_score = time.perf_counter()
-        for b in range(n_buckets):
-            events, users = _read_bucket(work, "events", b), _read_bucket(work, "users", b)
-            if events is None and users is None:
-                continue
-            if events is not None:
-                events, dropped = latest_per_pair(events)
-                report.duplicates_dropped += dropped
-            rec_writer = pq.ParquetWriter(staging / "recommendations" / f"part-{b:05d}.parquet",
-                                          recs_schema(user_type, item_type, bool(explain)))
-            head_writer = pq.ParquetWriter(staging / "user_heads" / f"part-{b:05d}.parquet", heads_schema(user_type))
-            try:
-                h = histories_from_frame(events, scorer.item_ids, users, warn=False)
-                report.unknown_item_events += (len(events) if events is not None else 0) - len(h.items)
-                report.users_without_history += int((h.lengths == 0).sum())
-                for start in range(0, len(h), chunk_users):
-                    rows = np.arange(start, min(len(h), start + chunk_users))
-                    res = scorer.score_histories(h.select(rows), users)
-                    rec_writer.write_table(pa.Table.from_pandas(res.recommendations, preserve_index=False)
-                                           .cast(recs_schema(user_type, item_type, bool(explain))))
-                    head_writer.write_table(pa.Table.from_pandas(res.heads, preserve_index=False)
-                                            .cast(heads_schema(user_type)))
-                    report.users += len(rows)
-                    bar.update(len(rows))
-            finally:
-                rec_writer.close()
-                head_writer.close()
+        recs_type, heads_type = recs_schema(user_type, item_type, bool(explain)), heads_schema(user_type)
+        with ThreadPoolExecutor(1, thread_name_prefix="score-writer") as pool:
+            pending = None                    # the previous chunk's write, overlapping this chunk's scoring
+            for b in range(n_buckets):
+                events, users = _read_bucket(work, "events", b), _read_bucket(work, "users", b)
+                if events is None and users is None:
+                    continue
+                if events is not None:
+                    events, dropped = latest_per_pair(events)
+                    report.duplicates_dropped += dropped
+                rec_writer = pq.ParquetWriter(staging / "recommendations" / f"part-{b:05d}.parquet", recs_type)
+                head_writer = pq.ParquetWriter(staging / "user_heads" / f"part-{b:05d}.parquet", heads_type)
+                try:
+                    h = histories_from_frame(events, scorer.item_ids, users, warn=False)
+                    report.unknown_item_events += (len(events) if events is not None else 0) - len(h.items)
+                    report.users_without_history += int((h.lengths == 0).sum())
+                    for start in range(0, len(h), chunk_users):
+                        rows = np.arange(start, min(len(h), start + chunk_users))
+                        res = scorer.score_histories(h.select(rows), users)
+                        if pending is not None:
+                            pending.result()
+                        pending = pool.submit(_write_chunk, res, rec_writer, recs_type, head_writer, heads_type)
+                        report.users += len(rows)
+                        bar.update(len(rows))
+                finally:
+                    if pending is not None:     # the bucket's last write (or the failed one's error)
+                        pending, done = None, pending
+                        done.result()
+                    rec_writer.close()
+                    head_writer.close()
         bar.close()
         report.scoring_seconds = time.perf_counter() - t_score
         shutil.rmtree(work)
@@ -349,6 +354,20 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
                 with contextlib.suppress(OSError):
                     folder.rmdir()
     return report
+
+
+def _write_chunk(res, rec_writer: pq.ParquetWriter, recs_type: pa.Schema, head_writer: pq.ParquetWriter,
+                 heads_type: pa.Schema) -> None:
+    """One chunk's recommendations and heads converted to Arrow and appended (on the writer thread)."""
+    rec_writer.write_table(pa.Table.from_pandas(res.recommendations, preserve_index=False).cast(recs_type))
+    heads = res.heads
+    columns = [pa.array(heads[S.USER_ID].to_numpy(), heads_type.field(S.USER_ID).type),
+               pa.array(heads["support_size"].to_numpy(np.int32), pa.int32())]
+    for name in ("rank_head", "rating_head"):             # (B, width) -> list<float32>, without a Python loop
+        values = np.stack(heads[name].to_list()).astype(np.float32) if len(heads) else np.zeros((0, 0), np.float32)
+        offsets = np.arange(len(heads) + 1, dtype=np.int32) * values.shape[1]
+        columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.ravel())))
+    head_writer.write_table(pa.Table.from_arrays(columns, schema=heads_type))
 
 
 def manifest(report: ScoreReport, scorer: ChunkScorer) -> str:
