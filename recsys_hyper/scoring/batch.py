@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from ..data import schema as S
 from ..data.frames import histories_from_frame
 from ..errors import DataValidationError, Problem, RecsysHyperError, annotate
+from ..memory import release_freed_memory
 from ..recommender import HyperRecommender, check_item_ids, check_item_kind, check_ratings
 from ..recommender.checks import OutsideScale
 from .core import ChunkScorer, heads_schema, recs_schema
@@ -328,12 +329,14 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
                         pending = pool.submit(_write_chunk, res, rec_writer, recs_type, head_writer, heads_type)
                         report.users += len(rows)
                         bar.update(len(rows))
+                        release_freed_memory()  # the last chunk's: the peak stays a chunk's, not the run's
                 finally:
                     if pending is not None:     # the bucket's last write (or the failed one's error)
                         pending, done = None, pending
                         done.result()
                     rec_writer.close()
                     head_writer.close()
+                del events, users
         bar.close()
         report.scoring_seconds = time.perf_counter() - t_score
         shutil.rmtree(work)
