@@ -38,12 +38,24 @@ CLI = [sys.executable, "-m", "recsys_hyper.cli"]
 
 
 def run_measured(args: list[str], env=None) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of a command in its own process. The peak is the child's
+    own high-water mark (``VmHWM``, sampled until it exits): ``ru_maxrss`` of a child starts from
+    the parent's resident size at fork, so it would floor every figure at this script's memory."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+    peak_kib = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            line = next((x for x in status.read_text().splitlines() if x.startswith("VmHWM:")), "")
+            peak_kib = max(peak_kib, int(line.split()[1])) if line else peak_kib
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(args)}\n{proc.stderr.read().decode()[-3000:]}")
-    return time.perf_counter() - t0, usage.ru_maxrss / 1024
+    return wall, peak_kib / 1024
 
 
 def synth_scale(out: Path, users: int, items: int) -> float:
