@@ -523,6 +523,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------
 
+def entry() -> None:
+    """The ``recsys-hyper`` program: :func:`main`, then the exit. A torchrun worker (``train`` under
+    torchrun) ends through :func:`~recsys_hyper.training.distributed.exit_distributed`."""
+    code = main()
+    if "torch.distributed" in sys.modules:
+        from .training.distributed import exit_distributed
+
+        exit_distributed(code)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -558,4 +569,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

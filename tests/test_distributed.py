@@ -51,7 +51,7 @@ from recsys_hyper.data.episodes import EpisodeSampler
 from recsys_hyper.networks import HyperRecModel
 from recsys_hyper.numerics.features import FeatureSpec, with_pad_row
 from recsys_hyper.training import TrainingData, init_distributed
-from recsys_hyper.training.distributed import data_parallel
+from recsys_hyper.training.distributed import data_parallel, exit_distributed
 from recsys_hyper.training.loop import StepLoss
 
 rank, world = init_distributed()
@@ -90,8 +90,9 @@ params = torch.cat([p.detach().flatten() for p in model.parameters()])
 gathered = [torch.zeros_like(params) for _ in range(2)]
 dist.all_gather(gathered, params)
 assert torch.equal(gathered[0], gathered[1]), "parameters differ across ranks after a step"
-print(f"rank {rank}: synchronised")
-del step, loss             # scoped, as in training; the group is left at exit by init_distributed's handler
+print(f"rank {rank}: synchronised", flush=True)
+del step, loss
+exit_distributed(0)        # how the command line ends a torchrun worker
 '''
 
 
@@ -101,5 +102,5 @@ def test_ddp_averages_the_ranks_gradients_and_keeps_their_weights_equal(tmp_path
     (tmp_path / "sync.py").write_text(SYNC_SCRIPT)
     run = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(tmp_path / "sync.py"),
                           str(tmp_path / "ds")], capture_output=True, text=True, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == 0, f"stdout: {run.stdout[-1000:]}\nstderr: {run.stderr[-3000:]}"
     assert run.stdout.count("synchronised") == 2

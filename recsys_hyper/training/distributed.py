@@ -44,6 +44,24 @@ def leave_distributed() -> None:
         dist.destroy_process_group()
 
 
+def exit_distributed(code: int) -> None:
+    """End a torchrun worker whose work is done, with exit status ``code``: the group left, logs and
+    output flushed, then ``os._exit``, skipping the C++ static destructors that can still abort a
+    finished process (gloo's); a no-op when this process joined no group."""
+    import logging
+    import sys
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    leave_distributed()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def data_parallel(step: torch.nn.Module, find_unused_parameters: bool) -> torch.nn.Module:
     """``step`` wrapped in DistributedDataParallel when there is more than one process, else itself."""
     if distributed()[1] == 1:
