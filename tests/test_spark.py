@@ -180,19 +180,23 @@ def test_spark_engine_writes_what_score_writes(spark, string_ids, tmp_path, caps
     assert not [p for p in (tmp_path / "spark").iterdir() if p.name.startswith(".")]     # nothing staged is left
 
 
-@pytest.mark.parametrize("bad", [9.0, float("nan")], ids=["off-scale", "nan"])
+@pytest.mark.parametrize("bad", [9.0, float("nan"), "null user"], ids=["off-scale", "nan", "null-user"])
 def test_spark_engine_refuses_what_score_refuses_with_the_same_error(spark, string_ids, tmp_path, capsys, bad):
     root = string_ids
     data = tmp_path / "data"
     shutil.copytree(root / "data", data)
     part = data / "interactions.parquet" / "part-1.parquet"
     frame = pd.read_parquet(part)
-    frame.loc[frame.index[[3, 11]], "rating"] = bad
+    if bad == "null user":
+        frame["user_id"] = frame["user_id"].astype(object)
+        frame.loc[frame.index[[3, 11]], "user_id"] = None
+    else:
+        frame.loc[frame.index[[3, 11]], "rating"] = bad
     frame.to_parquet(part)
     local = _score("local", root, data, tmp_path / "local", capsys)
     distributed = _score("spark", root, data, tmp_path / "spark", capsys)
     assert local[0] == distributed[0] == 2
-    assert "rows" in local[1].err and local[1].err == distributed[1].err
+    assert ("rows" in local[1].err or bad == "null user") and local[1].err == distributed[1].err
     assert not (tmp_path / "spark").exists() or not any((tmp_path / "spark").iterdir())
 
 

@@ -97,8 +97,10 @@ def _check_partitions(implicit: bool, unsigned: list[str], columns: list[str], r
             rows = batch.column(ROW).to_numpy()
             cuts = np.flatnonzero((files[1:] != files[:-1]) | (rows[1:] != rows[:-1] + 1)) + 1
             for start, stop in zip(np.r_[0, cuts], np.r_[cuts, len(rows)]):
-                part = batch.slice(int(start), int(stop - start)).select(columns)
-                unit = {"file": files[start], "first": int(rows[start]), "n": int(stop - start)}
+                part = batch.slice(int(start), int(stop - start))
+                unit = {"file": files[start], "first": int(rows[start]), "n": int(stop - start),
+                        "null_users": part.column(S.USER_ID).null_count}
+                part = part.select(columns)
                 try:
                     local, distinct, values = check_event_batch(part, implicit, unsigned)
                 except DataValidationError as exc:
@@ -121,6 +123,7 @@ def check_inputs_spark(spark, model: HyperRecommender, data_dir: str | Path, all
     (with their file and row) and the report so far."""
     from pyspark.sql.pandas.types import to_arrow_schema
     from ..data.validation import Collector
+    from ..errors import Problem
 
     source = join_path(data_dir, S.INTERACTIONS_FILE)
     try:
@@ -137,7 +140,8 @@ def check_inputs_spark(spark, model: HyperRecommender, data_dir: str | Path, all
     rating_range = None if implicit or model.rating_range_ is None else tuple(model.rating_range_)
     ddl = "summary binary"
     check = _check_partitions(implicit, unsigned, columns, rating_range)
-    summaries = [pickle.loads(r.summary) for r in events.select(*columns, FILE, ROW).mapInArrow(check, ddl).collect()]
+    selected = events.select(*dict.fromkeys([S.USER_ID, *columns]), FILE, ROW)
+    summaries = [pickle.loads(r.summary) for r in selected.mapInArrow(check, ddl).collect()]
     units = sorted((u for s in summaries for u in s["units"]), key=lambda u: (_file_order(u["file"]), u["first"]))
     sizes: dict[str, int] = {}
     for u in units:
@@ -145,6 +149,9 @@ def check_inputs_spark(spark, model: HyperRecommender, data_dir: str | Path, all
     offsets, total = {}, 0
     for f in sorted(sizes, key=_file_order):
         offsets[f], total = total, total + sizes[f]
+    null_users = sum(u["null_users"] for u in units)
+    if null_users:                            # as the single machine's partition pass refuses them
+        raise DataValidationError([Problem("events file", S.USER_ID, f"has {null_users} null ids", "drop those rows")])
     c, scale = Collector(), OutsideScale(*rating_range) if rating_range else None
     for u in units:
         if "error" in u:
