@@ -38,7 +38,7 @@ from ..errors import DataValidationError, Problem, RecsysHyperError, annotate
 from ..memory import release_freed_memory
 from ..recommender import HyperRecommender, check_item_ids, check_item_kind, check_ratings
 from ..recommender.checks import OutsideScale
-from .core import ChunkScorer, heads_schema, recs_schema
+from .core import ChunkScorer, heads_columns, heads_schema, item_arrow_type, recs_schema
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
         report.buckets = n_buckets
         partition(source, users_file, work, n_buckets)
 
-        item_type = pa.int64() if model.item_map_.kind == "int64" else pa.string()
+        item_type = item_arrow_type(model)
         user_type = source.schema.field(S.USER_ID).type
         user_type = pa.int64() if pa.types.is_integer(user_type) else pa.string()
         for table in TABLES:
@@ -363,14 +363,8 @@ def _write_chunk(res, rec_writer: pq.ParquetWriter, recs_type: pa.Schema, head_w
                  heads_type: pa.Schema) -> None:
     """One chunk's recommendations and heads converted to Arrow and appended (on the writer thread)."""
     rec_writer.write_table(pa.Table.from_pandas(res.recommendations, preserve_index=False).cast(recs_type))
-    heads = res.heads
-    columns = [pa.array(heads[S.USER_ID].to_numpy(), heads_type.field(S.USER_ID).type),
-               pa.array(heads["support_size"].to_numpy(np.int32), pa.int32())]
-    for name in ("rank_head", "rating_head"):             # (B, width) -> list<float32>, without a Python loop
-        values = np.stack(heads[name].to_list()).astype(np.float32) if len(heads) else np.zeros((0, 0), np.float32)
-        offsets = np.arange(len(heads) + 1, dtype=np.int32) * values.shape[1]
-        columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.ravel())))
-    head_writer.write_table(pa.Table.from_arrays(columns, schema=heads_type))
+    head_writer.write_table(pa.Table.from_arrays(heads_columns(res.heads, heads_type.field(S.USER_ID).type),
+                                                 schema=heads_type))
 
 
 def manifest(report: ScoreReport, scorer: ChunkScorer) -> str:

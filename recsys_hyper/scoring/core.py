@@ -54,6 +54,23 @@ def heads_schema(user_type: pa.DataType) -> pa.Schema:
                       pa.field("rank_head", pa.list_(pa.float32())), pa.field("rating_head", pa.list_(pa.float32()))])
 
 
+def item_arrow_type(model: HyperRecommender) -> pa.DataType:
+    """The Arrow type of the model's item ids in the outputs."""
+    return pa.int64() if model.item_map_.kind == "int64" else pa.string()
+
+
+def heads_columns(heads: pd.DataFrame, user_type: pa.DataType) -> list[pa.Array]:
+    """The columns of :func:`heads_schema` from a chunk's heads, every list column built from one
+    (users, width) array (no per-user Python objects)."""
+    columns = [pa.array(heads[S.USER_ID].to_numpy(), user_type),
+               pa.array(heads["support_size"].to_numpy(np.int32), pa.int32())]
+    for name in ("rank_head", "rating_head"):
+        values = np.stack(heads[name].to_list()).astype(np.float32) if len(heads) else np.zeros((0, 0), np.float32)
+        offsets = np.arange(len(heads) + 1, dtype=np.int32) * values.shape[1]
+        columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.ravel())))
+    return columns
+
+
 @dataclass
 class ChunkResult:
     recommendations: pd.DataFrame

@@ -45,7 +45,7 @@ from ..recommender import HyperRecommender
 from ..recommender.checks import OutsideScale
 from .batch import (MANIFEST, TABLES, ScoreReport, check_date, check_event_batch, check_schema, event_columns,
                     finish_checks, latest_per_pair, manifest)
-from .core import ChunkScorer
+from .core import ChunkScorer, heads_columns, item_arrow_type
 
 log = logging.getLogger(__name__)
 
@@ -210,17 +210,12 @@ def _scored_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
                       pa.field("_unknown", pa.int64())])
 
 
-def _list_column(rows: list, dtype) -> pa.Array:
-    lengths = np.fromiter((len(r) for r in rows), np.int64, len(rows))
-    offsets = pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32))
-    flat = np.concatenate(rows).astype(dtype) if len(rows) else np.zeros(0, dtype)
-    return pa.ListArray.from_arrays(offsets, pa.array(flat))
-
-
 def _score_partitions(load_model, top_k: int, exclude_seen: bool, candidates, features: list[str],
                       chunk_users: int, schema: pa.Schema):
     """The ``mapInArrow`` function of the scoring pass: per chunk of users, the latest event per
     (user, item), then the single-machine scorer; one row per user with its heads and its top K."""
+    rec_type = schema.field("recs").type.value_type
+
     def run(batches):
         scorer = ChunkScorer(load_model(), top_k, exclude_seen, candidates)
         for batch in batches:
@@ -235,7 +230,6 @@ def _score_partitions(load_model, top_k: int, exclude_seen: bool, candidates, fe
                 pos = pd.Index(heads[S.USER_ID]).get_indexer(recs[S.USER_ID])
                 order = np.lexsort((recs["rank"].to_numpy(), pos))
                 counts = np.bincount(pos, minlength=len(heads))
-                rec_type = schema.field("recs").type.value_type
                 flat = pa.StructArray.from_arrays(
                     [pa.array(recs[S.ITEM_ID].to_numpy()[order], rec_type.field(S.ITEM_ID).type),
                      pa.array(recs["score"].to_numpy(np.float32)[order], pa.float32()),
@@ -245,10 +239,7 @@ def _score_partitions(load_model, top_k: int, exclude_seen: bool, candidates, fe
                 if len(heads):
                     extra[0], unknown[0] = dropped, len(events) - len(h.items)
                 yield pa.RecordBatch.from_arrays([
-                    pa.array(heads[S.USER_ID].to_numpy(), schema.field(S.USER_ID).type),
-                    pa.array(heads["support_size"].to_numpy(np.int32), pa.int32()),
-                    _list_column(list(heads["rank_head"]), np.float32),
-                    _list_column(list(heads["rating_head"]), np.float32),
+                    *heads_columns(heads, schema.field(S.USER_ID).type),
                     pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32)), flat),
                     pa.array(extra), pa.array(unknown)], schema=schema)
     return run
@@ -301,7 +292,7 @@ def scored_users(spark, model: HyperRecommender, load_model: Callable[[], HyperR
     events, report = check_inputs_spark(spark, model, data_dir, allow_rating_mismatch)
     grouped, features = _grouped(events, _read_optional(spark, join_path(data_dir, S.USERS_FILE)))
     user_type = pa.string() if grouped.schema[S.USER_ID].dataType.simpleString() == "string" else pa.int64()
-    schema = _scored_schema(user_type, pa.int64() if model.item_map_.kind == "int64" else pa.string())
+    schema = _scored_schema(user_type, item_arrow_type(model))
     run = _score_partitions(load_model, top_k, exclude_seen, candidates, features, chunk_users, schema)
     return grouped.mapInArrow(run, from_arrow_schema(schema)), report
 
@@ -333,7 +324,7 @@ def score_dataset_spark(spark, model: HyperRecommender, load_model: Callable[[],
                                   allow_rating_mismatch)
     report.date = date
     scorer = ChunkScorer(model, top_k, exclude_seen, candidates)
-    item_type = pa.int64() if model.item_map_.kind == "int64" else pa.string()
+    item_type = item_arrow_type(model)
     scored = scored.persist(StorageLevel.MEMORY_AND_DISK)          # one scoring pass feeds both tables
     files = _Files(spark)
     out = str(out_dir).rstrip("/")
