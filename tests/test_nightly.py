@@ -212,18 +212,22 @@ def test_a_second_real_run_is_refused_while_the_first_holds_the_lock(landing, tm
     assert not (work / "nightly.lock").exists()
 
 
-def test_the_lock_refuses_a_concurrent_run_and_takes_over_a_stale_one(tmp_path):
+def test_the_lock_refuses_a_concurrent_run_and_a_killed_holder_leaves_it_free(tmp_path):
     lock = tmp_path / "nightly.lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path\n"
+                               "from recsys_hyper.jobs.state import RunLock\n"
+                               "with RunLock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)",
+                               str(lock)], stdout=subprocess.PIPE, text=True)
     try:
-        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "since": "now"}))
-        with pytest.raises(RecsysHyperError, match=f"another nightly run holds .* \\(pid {holder.pid}"):
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RecsysHyperError, match=f"another nightly run holds .* \\(pid {holder.pid} on "):
             with RunLock(lock):
                 pass
     finally:
-        holder.kill()
+        holder.kill()                                     # SIGKILL: no clean-up ran
         holder.wait()
-    with RunLock(lock):                                   # the holder is dead: a stale lock is taken over
+    assert json.loads(lock.read_text())["pid"] == holder.pid
+    with RunLock(lock):                                   # the holder is dead: its lock is free
         assert json.loads(lock.read_text())["pid"] == os.getpid()
     assert not lock.exists()
 
@@ -390,3 +394,36 @@ def test_cohort_ranking_metrics_match_the_metrics_definitions_on_a_users_x_items
     assert recall == pytest.approx(float(recall_at_k(scores, hit, 10).mean()), abs=1e-6)
     assert ndcg == pytest.approx(float(ndcg_at_k(scores, hit, 10).mean()), abs=1e-6)
     assert 0 < recall < 1 and 0 < ndcg < 1
+def test_processes_that_keep_finding_a_stale_lock_never_hold_it_together(tmp_path):
+    """Real processes race for a lock whose owner keeps dying (each holder leaves the file behind
+    naming a dead process): every takeover is exclusive, no two of them ever hold it at once."""
+    lock, record = tmp_path / "nightly.lock", tmp_path / "held.log"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                            # a pid that is surely gone
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "then"}))
+    script = ("import json, os, socket, sys, time, pathlib\n"
+              "from recsys_hyper.jobs.state import RunLock\n"
+              "from recsys_hyper.errors import RecsysHyperError\n"
+              "lock, record, start, dead = pathlib.Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), int(sys.argv[4])\n"
+              "while time.time() < start: pass\n"
+              "taken = 0\n"
+              "while time.time() < start + 4:\n"
+              "    try:\n"
+              "        with RunLock(lock):\n"
+              "            fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT)\n"
+              "            os.write(fd, f'in {os.getpid()}\\n'.encode()); time.sleep(0.002)\n"
+              "            os.write(fd, f'out {os.getpid()}\\n'.encode()); os.close(fd)\n"
+              "            lock.write_text(json.dumps({'pid': dead, 'host': socket.gethostname(), 'since': 'then'}))\n"
+              "            taken += 1\n"
+              "    except RecsysHyperError as e:\n"
+              "        assert 'another nightly run holds' in str(e), e\n"
+              "print(taken)\n")
+    start = time.time() + 3.0
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(lock), str(record), str(start), str(dead.pid)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    taken = [int(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    lines = record.read_text().splitlines()
+    assert sum(taken) > 10 and len(lines) == 2 * sum(taken)
+    for enter, leave in zip(lines[::2], lines[1::2]):     # every "in" followed by the same holder's "out"
+        assert enter.startswith("in ") and leave == "out " + enter[3:], lines

@@ -26,7 +26,7 @@ run resumes at the first step not done, and training from its last epoch checkpo
    it is (no second training) against baselines fitted on the same training users.
 
 One MLflow parent run per night (tags: date, data digest, code version), a nested run per step.
-A lock file stops two runs at once; one left by a dead process is taken over.
+A kernel lock on a file (``flock``) stops two runs at once; a dead process's lock is free at once.
 
 The invariants each night keeps (each one a test): it reads exactly its date's files; an event
 already in the snapshot is not counted again; nothing non-finite is trained on, registered,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..atomic import pid_alive, atomic_file
+from ..atomic import atomic_file
 from ..errors import RecsysHyperError
 
 STEPS = ("validate", "merge", "split", "train", "evaluate", "gate", "score", "cohort", "cold_start_eval")
@@ -115,46 +115,49 @@ def work_identity(work: Path) -> str:
     return ident
 
 
-#: a lock file that holds no owner (its writer died between creating and writing it) is taken over
-#: once it is this old
-UNREADABLE_LOCK_S = 30.0
-
-
-def _alive(pid) -> bool:
-    try:
-        return pid_alive(int(pid))
-    except (TypeError, ValueError, OverflowError):
-        return False
-
-
 class RunLock:
-    """An exclusive lock file holding the owner's pid and host. A lock left by a dead process (on
-    this host) is detected and taken over; a live one refuses the second run."""
+    """An exclusive lock on a file, held by the kernel (``flock``): released when its process ends,
+    however it ends, so a lock left by a dead process is free at once and two processes that find
+    it free can never both take it. The file names the holder (pid, host, since) for the message
+    that refuses a second run; it is removed on release.
+
+    A lock file on a network file system that does not support ``flock`` is refused with an error
+    that says so: choose a local work folder."""
 
     def __init__(self, path: Path):
         self.path = path
+        self._fd: int | None = None
 
     def __enter__(self) -> "RunLock":
+        import fcntl
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        for _ in range(2):
+        while True:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
                 owner = self._owner()
-                if owner and owner.get("host") == me["host"] and not _alive(owner.get("pid")):
-                    self.path.unlink(missing_ok=True)          # stale: its process is gone
-                    continue
-                if not owner and self._age() > UNREADABLE_LOCK_S:
-                    self.path.unlink(missing_ok=True)          # unreadable and old: its writer died writing it
-                    continue
                 raise RecsysHyperError(
                     f"another nightly run holds {self.path} (pid {owner.get('pid')} on {owner.get('host')} since "
-                    f"{owner.get('since')}); wait for it to finish, or remove the file if that process is gone")
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            return self
-        raise RecsysHyperError(f"could not take the lock {self.path}")
+                    f"{owner.get('since')}); wait for it to finish") from None
+            except OSError as exc:
+                os.close(fd)
+                raise RecsysHyperError(f"cannot lock {self.path} ({exc.strerror}): the file system of the work "
+                                       f"folder does not support file locks; choose a local work folder") from exc
+            try:                                   # still the file at the path (not one a holder removed)?
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        self._fd = fd
+        return self
 
     def _owner(self) -> dict:
         try:
@@ -163,15 +166,11 @@ class RunLock:
             return {}
         return owner if isinstance(owner, dict) else {}
 
-    def _age(self) -> float:
-        try:
-            return time.time() - self.path.stat().st_mtime
-        except OSError:
-            return 0.0
-
     def __exit__(self, *exc) -> None:
-        if self._owner().get("pid") == os.getpid():
-            self.path.unlink(missing_ok=True)
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)      # while still held: a waiting process then retries on a new file
+            os.close(self._fd)
+            self._fd = None
 
 
 def stable_split(user_ids, val_fraction: float = 0.15, test_fraction: float = 0.15) -> pd.Series:
