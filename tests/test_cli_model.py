@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,6 +124,74 @@ def test_pyfunc_and_model_directory_agree(trained, store):
     asked = mlflow.pyfunc.load_model("models:/recsys-hyper@challenger").predict(grouped, params={"ask": 3})
     assert list(asked.columns) == ["user_id", "item_ids", "scores", "questions"]
     assert all(len(q) == 3 and not set(q) & set(h) for q, h in zip(asked["questions"], grouped["item_id"]))
+
+
+def test_the_served_model_checks_its_input_as_the_library_does(trained, store, tmp_path):
+    """`mlflow models serve` on the registered model (127.0.0.1): a good request gets the library's
+    answer; a rating outside the training scale, lists of different lengths and a history of
+    unknown items only get a 400 whose message says what to fix, with no stack trace."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from recsys_hyper.data.frames import group_histories
+    from recsys_hyper.recommender import recommend_grouped
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
+                             "models:/recsys-hyper@challenger", "--env-manager", "local", "-h", "127.0.0.1",
+                             "-p", str(port), "--workers", "1"],
+                            env={**os.environ, "MLFLOW_TRACKING_URI": store,      # its server program lives beside python
+                                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+                            cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def post(frame: pd.DataFrame) -> tuple[int, dict]:
+        body = json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split", index=False)),
+                           "params": {"k": 5}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
+                                     {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-3000:]
+                time.sleep(0.5)
+        events = pd.read_parquet(trained["ds"] / "interactions.parquet").head(30)
+        grouped = group_histories(events)
+        status, answer = post(grouped)
+        assert status == 200, answer
+        direct = recommend_grouped(HyperRecommender.load(trained["model"]), grouped, k=5)
+        assert [row["item_ids"] for row in answer["predictions"]] == [list(v) for v in direct["item_ids"]]
+        hi = float(events["rating"].max())
+        bad = grouped.copy()
+        bad.at[0, "rating"] = [hi + 4.0] + list(bad.at[0, "rating"])[1:]
+        uneven = grouped.copy()
+        uneven.at[1, "rating"] = list(uneven.at[1, "rating"])[:-1]
+        unknown = grouped.assign(item_id=[[i + 10**9 for i in v] for v in grouped["item_id"]])
+        for frame, message in ((bad, "1 ratings of .* are outside the model's training scale"),
+                               (uneven, "1 rows have a 'rating' list of another length than their 'item_id' list"),
+                               (unknown, "none of its .* item ids is known to the model")):
+            status, answer = post(frame)
+            assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
+            assert re.search(message, answer["message"]) and "Traceback" not in json.dumps(answer), answer
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 @pytest.mark.parametrize("model_spec", ["dir", "uri"])

@@ -155,3 +155,42 @@ def test_hyper_parameters_are_the_constructors_keyword_arguments(name, data):
     if name in ("item-mean", "bias"):                   # tuned on validation users, quickly
         model.fit(data["train"], validation_users=data["val"], progress=False)
         assert model.get_params() == params and model.tuning_["chosen"]
+
+
+def test_every_entry_point_applies_the_commands_checks_to_histories(fitted, data):
+    """The library (adapt, predict, recommend) refuses what `recommend` / `predict` / `score`
+    refuse, with the same messages: ratings outside the training scale, non-finite ratings,
+    ratings missing for an explicit model, item ids of another type, no known item."""
+    from recsys_hyper.errors import RecsysHyperError
+
+    support = data["support"]
+    pairs = data["query"][["user_id", "item_id"]].head(5)
+    lo, hi = fitted.rating_range_
+    high = support.assign(rating=np.where(np.arange(len(support)) == 2, hi + 4, support["rating"]))
+    calls = {"recommend": lambda h, **kw: fitted.recommend(h, k=5, **kw),
+             "predict": lambda h, **kw: fitted.predict(h, pairs, **kw),
+             "adapt": lambda h, **kw: fitted.adapt(h, **kw)}
+    for name, call in calls.items():
+        with pytest.raises(RecsysHyperError, match=r"histories: 1 ratings of .* outside the model's training scale"):
+            call(high)
+        with pytest.raises(RecsysHyperError, match=r"histories.*rating.*NaN"):
+            call(support.assign(rating=np.where(np.arange(len(support)) == 0, np.nan, support["rating"])))
+        with pytest.raises(RecsysHyperError, match="the events are implicit .* but the model was trained on explicit"):
+            call(support.drop(columns="rating"))
+        with pytest.raises(RecsysHyperError, match="item ids are string but the model was trained on int64"):
+            call(support.assign(item_id=support["item_id"].astype(str)))
+        with pytest.raises(RecsysHyperError, match="none of its .* item ids is known to the model"):
+            call(support.assign(item_id=support["item_id"] + 10**9))
+        call(high, allow_rating_mismatch=True)                        # what --allow-rating-mismatch allows
+
+
+def test_a_pair_rated_twice_counts_once_with_its_latest_rating(fitted, data):
+    """Duplicate events are resolved as everywhere else (the data contract, `score`, Spark): the
+    latest rating of a (user, item) pair is the one that counts."""
+    support = data["support"].sort_values(["user_id", "timestamp"]).reset_index(drop=True)
+    first = support.groupby("user_id").head(1)
+    earlier = first.assign(rating=fitted.rating_range_[0], timestamp=first["timestamp"] - 1000)
+    with_duplicates = pd.concat([earlier, support], ignore_index=True)
+    a = fitted.recommend(with_duplicates, k=5)
+    b = fitted.recommend(support, k=5)
+    pd.testing.assert_frame_equal(a, b)

@@ -37,20 +37,47 @@ def group_histories(events: pd.DataFrame) -> pd.DataFrame:
 
 def explode_histories(grouped: pd.DataFrame) -> pd.DataFrame:
     """Grouped -> long. ``rating`` / ``timestamp`` lists are optional; missing or null lists give
-    an empty history (the user still appears, with k = 0)."""
-    n = grouped[S.ITEM_ID].map(lambda v: 0 if v is None or (isinstance(v, float) and np.isnan(v)) else len(v))
-    users = np.repeat(grouped[S.USER_ID].to_numpy(), n.to_numpy())
-    out = {S.USER_ID: users}
-    for col in LIST_COLUMNS:
-        if col in grouped:
-            parts = [np.asarray(v) for v, m in zip(grouped[col], n) if m]
-            out[col] = np.concatenate(parts) if parts else np.zeros(0)
-    long = pd.DataFrame(out)
-    if S.RATING in long:
-        long[S.RATING] = long[S.RATING].astype(np.float32)
-    if S.TIMESTAMP in long:
-        long[S.TIMESTAMP] = long[S.TIMESTAMP].astype(np.int64)
-    return long
+    an empty history (the user still appears, with k = 0). A row whose lists differ in length, or
+    whose value is not a list, is refused with the users it concerns (nothing is guessed)."""
+    require_columns(grouped, (S.USER_ID, S.ITEM_ID), "grouped histories")
+    present = [col for col in LIST_COLUMNS if col in grouped]
+    lengths = {col: grouped[col].map(_list_length).to_numpy() for col in present}
+    users = grouped[S.USER_ID].to_numpy()
+    for col, n_col in lengths.items():
+        bad = n_col < 0
+        if bad.any():
+            raise RecsysHyperError(f"grouped histories: column '{col}' of {int(bad.sum())} rows is not a list "
+                                   f"(users {list(users[bad][:5])}); each row holds one user's events as lists")
+    n = lengths[S.ITEM_ID]
+    for col in present[1:]:
+        bad = (lengths[col] != n) & (lengths[col] != 0)          # an empty or null list: the column is absent
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise RecsysHyperError(
+                f"grouped histories: {len(rows)} rows have a '{col}' list of another length than their "
+                f"'item_id' list (users {list(users[rows[:5]])}: {list(lengths[col][rows[:5]])} vs "
+                f"{list(n[rows[:5]])} values); each event needs one value in every list")
+    out = {S.USER_ID: np.repeat(users, n)}
+    for col in present:
+        if col != S.ITEM_ID and (lengths[col][n > 0] == 0).any():
+            if (lengths[col][n > 0] != 0).any():
+                rows = np.flatnonzero((lengths[col] == 0) & (n > 0))
+                raise RecsysHyperError(f"grouped histories: {len(rows)} rows have events but an empty '{col}' "
+                                       f"list (users {list(users[rows[:5]])}); give every user's '{col}' values, "
+                                       f"or leave the column out for every user")
+            continue                                               # the column is empty for every user
+        parts = [np.asarray(v) for v, m in zip(grouped[col], n) if m]
+        out[col] = np.concatenate(parts) if parts else np.zeros(0)
+    return pd.DataFrame(out)                       # values as given: the model checks them before use
+
+
+def _list_length(v) -> int:
+    """The length of one grouped cell: 0 for a missing list, -1 for a value that is no list."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return 0
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return len(v)
+    return -1
 
 
 def require_columns(df: pd.DataFrame, columns, what: str) -> None:

@@ -48,9 +48,10 @@ def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.Pat
     check_compatible(rec, ds, allow_rating_mismatch)
     t0 = time.perf_counter()
     recs = rec.recommend(ds.interactions, k=top_k, exclude_seen=not include_seen, users=ds.users,
-                         item_features=ds.items)
+                         item_features=ds.items, allow_rating_mismatch=allow_rating_mismatch)
     if explain:
-        recs = rec.explain(ds.interactions, recs, users=ds.users, item_features=ds.items, top_events=explain)
+        recs = rec.explain(ds.interactions, recs, users=ds.users, item_features=ds.items, top_events=explain,
+                           allow_rating_mismatch=allow_rating_mismatch)
     write_parquet(recs, out)
     return (f"recommended {top_k} items to {recs[S.USER_ID].nunique():,} users"
             + (" with explanations" if explain else "") + f" in {time.perf_counter() - t0:.1f}s -> {out}")
@@ -68,7 +69,8 @@ def onboard(model: str, data: str | os.PathLike, n: int, out: str | os.PathLike,
     if asked_frame is not None:
         check_pair_ids(asked_frame, Path(asked).name, ds, rec.item_map_.kind)
     t0 = time.perf_counter()
-    questions = rec.ask(ds.interactions, n=n, users=ds.users, asked=asked_frame, item_features=ds.items)
+    questions = rec.ask(ds.interactions, n=n, users=ds.users, asked=asked_frame, item_features=ds.items,
+                        allow_rating_mismatch=allow_rating_mismatch)
     write_parquet(questions, out)
     return (f"chose {n} questions for {questions[S.USER_ID].nunique():,} users in {time.perf_counter() - t0:.1f}s "
             f"-> {out}")
@@ -120,7 +122,8 @@ def predict(model: str, data: str | os.PathLike, pairs: str | os.PathLike, out: 
     rec = load_model(model)
     check_compatible(rec, ds, allow_rating_mismatch)
     check_pair_ids(frame, Path(pairs).name, ds, rec.item_map_.kind)
-    pred = rec.predict(ds.interactions, frame, users=ds.users, item_features=ds.items)
+    pred = rec.predict(ds.interactions, frame, users=ds.users, item_features=ds.items,
+                       allow_rating_mismatch=allow_rating_mismatch)
     # a pair the model cannot score (an item it has never seen, with no features) is written as a
     # missing value (null), never as NaN
     result = frame.assign(prediction=pd.array(pred.astype(np.float32), dtype="Float32"))

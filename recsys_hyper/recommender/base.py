@@ -47,6 +47,7 @@ from ..data.frames import histories_from_frame, require_columns
 from ..data.idmap import UNKNOWN, IdMap
 from ..errors import NotFittedError, RecsysHyperError, non_finite_users
 from ..numerics.scores import allowed_mask, finish_predictions, top_k_frame
+from .checks import checked_histories
 
 log = logging.getLogger(__name__)
 
@@ -190,21 +191,36 @@ class Recommender:
     # ------------------------------------------------------------------------------ inference
 
     def adapt(self, histories: pd.DataFrame | None, users: pd.DataFrame | None = None, user_ids=None,
-              item_features: pd.DataFrame | None = None, **kwargs) -> AdaptedUsers:
+              item_features: pd.DataFrame | None = None, allow_rating_mismatch: bool = False,
+              **kwargs) -> AdaptedUsers:
         """Per-user state of the users of ``histories`` (and those only in ``users``, with no
-        history); ``user_ids`` fixes which users and in what order. The model is unchanged."""
+        history); ``user_ids`` fixes which users and in what order. The model is unchanged.
+
+        Every call that takes ``histories`` checks them as the commands check a dataset (see
+        :func:`~recsys_hyper.recommender.checks.checked_histories`): bad values, item ids of
+        another type or none known, and (unless ``allow_rating_mismatch``) another kind of
+        feedback or ratings outside the training scale raise
+        :class:`~recsys_hyper.errors.RecsysHyperError`; a pair rated twice counts once (latest)."""
         view = indexed(self, users, item_features)
-        return view.adapt(histories_from_frame(histories, view.catalogue.ids, users, user_ids), **kwargs)
+        return view.adapt(self._histories(histories, view, users, user_ids, allow_rating_mismatch), **kwargs)
+
+    def _histories(self, histories: pd.DataFrame | None, view: "Indexed", users: pd.DataFrame | None, user_ids,
+                   allow_rating_mismatch: bool = False) -> Histories:
+        """The checked histories of a library call, in the catalogue's indices."""
+        checked = checked_histories(self, histories, view.catalogue.ids, allow_rating_mismatch=allow_rating_mismatch)
+        return histories_from_frame(checked, view.catalogue.ids, users, user_ids)
 
     def predict(self, histories: pd.DataFrame | None, pairs: pd.DataFrame, users: pd.DataFrame | None = None,
-                item_features: pd.DataFrame | None = None, heads: AdaptedUsers | None = None) -> np.ndarray:
+                item_features: pd.DataFrame | None = None, heads: AdaptedUsers | None = None,
+                allow_rating_mismatch: bool = False) -> np.ndarray:
         """Predicted rating (explicit data; clipped to the training scale) or relevance score
         (implicit) for each ``(user_id, item_id)`` row of ``pairs``. Unknown items give NaN."""
         self._check_fitted()
         require_columns(pairs, (S.USER_ID, S.ITEM_ID), "pairs")
         view = indexed(self, users, item_features)
         if heads is None:
-            heads = view.adapt(histories_from_frame(histories, view.catalogue.ids, users, pd.unique(pairs[S.USER_ID])))
+            heads = view.adapt(self._histories(histories, view, users, pd.unique(pairs[S.USER_ID]),
+                                               allow_rating_mismatch))
         u = IdMap(heads.user_ids, name="user").index(pairs[S.USER_ID].to_numpy())
         i = view.catalogue.ids.index(pairs[S.ITEM_ID].to_numpy(), unknown="mark")
         unknown = i == UNKNOWN
@@ -220,14 +236,14 @@ class Recommender:
 
     def recommend(self, histories: pd.DataFrame | None, k: int = 10, exclude_seen: bool = True, items=None,
                   users: pd.DataFrame | None = None, user_ids=None, item_features: pd.DataFrame | None = None,
-                  heads: AdaptedUsers | None = None) -> pd.DataFrame:
+                  heads: AdaptedUsers | None = None, allow_rating_mismatch: bool = False) -> pd.DataFrame:
         """Top-``k`` items per user: ``user_id, item_id, score, rank`` (rank 1 = best).
 
         ``exclude_seen`` drops the items in each user's history; ``items`` restricts the
         candidates to an allow-list of item ids. Users with no history get the population's
         (features-informed, where the model uses features) items."""
         view = indexed(self, users, item_features)
-        h = histories_from_frame(histories, view.catalogue.ids, users, user_ids if heads is None else heads.user_ids)
+        h = self._histories(histories, view, users, user_ids if heads is None else heads.user_ids, allow_rating_mismatch)
         return view.recommend(h, k, heads=heads, exclude_seen=exclude_seen,
                               allowed=allowed_mask(items, view.catalogue.ids))
 

@@ -1,5 +1,7 @@
 """Whether data can be served by a fitted model, checked before any work: the same checks for
-``recommend``, ``predict``, ``onboard``, ``score`` and the candidates of ``score``.
+``recommend``, ``predict``, ``onboard``, ``score`` and the candidates of ``score``, and for the
+library's calls (:func:`checked_histories`: ``adapt``, ``predict``, ``recommend``, ``ask``,
+``explain``), hence the MLflow pyfunc, its REST endpoint and Spark UDFs.
 
 * the item vocabulary: ids of another type, or none of them known, are refused; unknown items are
   counted (scored from their features where the model can, else skipped);
@@ -14,11 +16,15 @@ import logging
 import numpy as np
 import pandas as pd
 
+from typing import TYPE_CHECKING
+
 from ..data import schema as S
-from ..data.dataset import Dataset
-from ..data.idmap import UNKNOWN
+from ..data.idmap import UNKNOWN, IdMap
 from ..errors import RecsysHyperError
-from .base import Recommender, indexed
+
+if TYPE_CHECKING:
+    from ..data.dataset import Dataset
+    from .base import Recommender
 
 log = logging.getLogger(__name__)
 
@@ -86,24 +92,26 @@ class OutsideScale:
                 f"{', '.join(f'{v:g}' for v in self.examples)}); rescale them to [{lo:g}, {hi:g}], or {MISMATCH_FIX}")
 
 
-def check_item_ids(model: Recommender, ids: np.ndarray, source: str, kind: str | None = None, featured=None) -> int:
+def check_item_ids(model: Recommender, ids: np.ndarray, source: str, kind: str | None = None, featured=None,
+                   catalogue: IdMap | None = None, warn: bool = True) -> int:
     """The vocabulary check, on the distinct item ids of some data: refuse another id type
     (``kind``: ``"int64"`` or ``"string"``, inferred from ``ids`` when not given) or a catalogue
-    with no known item; warn about unknown items. ``featured``: ids that have a features row.
+    with no known item; warn about unknown items (unless not ``warn``). ``featured``: ids that have
+    a features row; ``catalogue``: the items that can be scored (default: the training vocabulary).
     Returns how many ids are unknown."""
-    view = indexed(model)
     if len(ids) == 0:
+        model._check_fitted()
         return 0
     check_item_kind(model, kind or ("int64" if pd.api.types.is_integer_dtype(np.asarray(ids)) else "string"), source)
-    known = model.item_map_.index(ids, unknown="mark") != UNKNOWN
+    known = (catalogue or model.item_map_).index(ids, unknown="mark") != UNKNOWN
     if not known.any():
         raise RecsysHyperError(
             f"{source}: none of its {len(ids):,} item ids is known to the model "
             f"(e.g. {list(ids[:5])}); vocabulary mismatch: use the model trained on this catalogue")
     n_new = int((~known).sum())
-    if n_new:
+    if n_new and warn:
         with_features = 0
-        if featured is not None and view.scores_new_items:
+        if featured is not None and model._scores_new_items():
             with_features = int(pd.Index(ids[~known]).isin(featured).sum())
         log.warning("%d of %d item ids are unknown to the model: %d have features and are scored from them, "
                     "%d have none and are skipped (e.g. %s)", n_new, len(ids), with_features,
@@ -113,8 +121,57 @@ def check_item_ids(model: Recommender, ids: np.ndarray, source: str, kind: str |
 
 def check_item_kind(model: Recommender, kind: str, source: str) -> None:
     """Refuse item ids of another type (``"int64"`` or ``"string"``) than the model's."""
-    indexed(model)                                   # a fitted model, or the error that says so
+    model._check_fitted()
     if kind != model.item_map_.kind:
         raise RecsysHyperError(
             f"{source}: item ids are {kind} but the model was trained on {model.item_map_.kind} item ids; "
             f"this model does not fit this data (vocabulary mismatch): use the model trained on this catalogue")
+
+
+def checked_histories(model: Recommender, histories: pd.DataFrame | None, catalogue: IdMap | None = None,
+                      source: str = "histories", allow_rating_mismatch: bool = False) -> pd.DataFrame | None:
+    """The histories a library call serves, checked as the commands check a dataset: the values
+    (ids without nulls and of a usable type, finite ratings, plausible timestamps), the item
+    vocabulary (the model's id type; at least one item the model can score, ``catalogue`` when
+    given), the kind of feedback and the rating scale (unless ``allow_rating_mismatch``). A pair
+    rated more than once counts once, with its latest rating (the data contract's rule). Returns
+    the histories to serve, in the contract's types (ids int64 or string, ratings float32,
+    timestamps int64 unix seconds)."""
+    import pyarrow as pa
+
+    from ..data.frames import require_columns
+    from ..data.validation import Collector, coerce_id, coerce_rating, coerce_timestamp
+
+    model._check_fitted()
+    if histories is None or len(histories) == 0:
+        return histories
+    require_columns(histories, (S.USER_ID, S.ITEM_ID), source)
+    c = Collector()
+    columns = {}
+    for col in (S.USER_ID, S.ITEM_ID, S.RATING, S.TIMESTAMP):
+        if col not in histories.columns:
+            continue
+        try:
+            columns[col] = pa.chunked_array([pa.array(histories[col].to_numpy(), from_pandas=True)])
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            c.add(source, col, f"holds values of mixed or unusable types ({exc})", "store one type per column")
+    coerced = {col: coerce_id(columns[col], source, col, c) for col in (S.USER_ID, S.ITEM_ID) if col in columns}
+    if S.RATING in columns:
+        coerced[S.RATING] = coerce_rating(columns[S.RATING], source, c)
+    if S.TIMESTAMP in columns:
+        coerced[S.TIMESTAMP] = coerce_timestamp(columns[S.TIMESTAMP], source, c)
+    c.raise_if_any()
+    items = coerced[S.ITEM_ID]
+    check_item_ids(model, pd.unique(items.to_numpy()), source,
+                   kind="int64" if pa.types.is_integer(items.type) else "string", catalogue=catalogue, warn=False)
+    out = pd.DataFrame({col: arr.to_numpy() for col, arr in coerced.items()}, index=histories.index)
+    implicit = S.RATING not in out.columns
+    if not allow_rating_mismatch:
+        if model.implicit_ and not implicit:          # implicit events carry the rating 1.0, or none
+            implicit = bool((out[S.RATING].to_numpy() == S.IMPLICIT_RATING).all())
+        check_ratings(model, out[S.RATING].to_numpy() if not implicit else np.zeros(0), source, implicit)
+    key = [S.USER_ID, S.ITEM_ID]
+    if not out.duplicated(key).any():
+        return out
+    order = out.sort_values(S.TIMESTAMP, kind="stable") if S.TIMESTAMP in out.columns else out
+    return order[~order.duplicated(key, keep="last")].sort_index()

@@ -40,6 +40,7 @@ from ..numerics.scores import membership
 from ..training import TrainingData, TrainResult, finetune_heads, init_biases, train, warm_start
 from ..training.checkpoint import training_identity
 from .base import ITEM_IDS_FILE, AdaptedUsers, Catalogue, Indexed, Recommender
+from .checks import checked_histories
 from .explain import attribute
 from .onboarding import choose_questions
 
@@ -309,12 +310,12 @@ class HyperRecommender(Recommender):
 
     def adapt(self, histories: pd.DataFrame | None, users: pd.DataFrame | None = None, user_ids=None,
               item_features: pd.DataFrame | None = None, mode: Literal["zero-shot", "finetune"] = "zero-shot",
-              steps: int = 5, lr: float = 0.002) -> UserHeads:
+              steps: int = 5, lr: float = 0.002, allow_rating_mismatch: bool = False) -> UserHeads:
         """Heads for new users. ``zero-shot``: the emitted heads (one forward pass). ``finetune``:
         then ``steps`` gradient steps on the heads' own parameters only, on each user's support
         set (its history), with an L2 pull towards the emitted head. The model is never changed."""
-        return super().adapt(histories, users, user_ids=user_ids, item_features=item_features, mode=mode,
-                             steps=steps, lr=lr)
+        return super().adapt(histories, users, user_ids=user_ids, item_features=item_features,
+                             allow_rating_mismatch=allow_rating_mismatch, mode=mode, steps=steps, lr=lr)
 
     def _adapt(self, h: Histories, users: pd.DataFrame | None, cat: HyperCatalogue,
                mode: Literal["zero-shot", "finetune"] = "zero-shot", steps: int = 5, lr: float = 0.002) -> UserHeads:
@@ -366,7 +367,8 @@ class HyperRecommender(Recommender):
 
     def ask(self, histories: pd.DataFrame | None, n: int = 5, users: pd.DataFrame | None = None, user_ids=None,
             asked: pd.DataFrame | None = None, item_features: pd.DataFrame | None = None,
-            targets: int = 100, uncertainty: float = ASK_UNCERTAINTY) -> pd.DataFrame:
+            targets: int = 100, uncertainty: float = ASK_UNCERTAINTY,
+            allow_rating_mismatch: bool = False) -> pd.DataFrame:
         """The ``n`` items to ask each user about next (onboarding), best first.
 
         An item's value is the chance the user can answer (the model's own ranking score, as a
@@ -393,7 +395,8 @@ class HyperRecommender(Recommender):
         n = _check_count(n, "n", "ask", cat.size)
         targets = _check_count(targets, "targets", "ask")
         ids = _known_users(histories, users, user_ids, "ask")
-        h = histories_from_frame(histories, cat.ids, users, ids)
+        h = histories_from_frame(checked_histories(self, histories, cat.ids, allow_rating_mismatch=allow_rating_mismatch),
+                                 cat.ids, users, ids)
         asked_h = None
         if asked is not None:
             require_columns(asked, (S.USER_ID, S.ITEM_ID), "asked")
@@ -428,7 +431,8 @@ class HyperRecommender(Recommender):
         return items, values
 
     def explain(self, histories: pd.DataFrame | None, items: pd.DataFrame, users: pd.DataFrame | None = None,
-                item_features: pd.DataFrame | None = None, top_events: int | None = 5) -> pd.DataFrame:
+                item_features: pd.DataFrame | None = None, top_events: int | None = 5,
+                allow_rating_mismatch: bool = False) -> pd.DataFrame:
         """Why each ``(user_id, item_id)`` row of ``items`` scores what it does (for instance the
         output of :meth:`recommend`): the user's history events that moved its ranking score most.
 
@@ -446,7 +450,8 @@ class HyperRecommender(Recommender):
             top_events = _check_count(top_events, "top_events", "explain")
         cat = self._catalogue(item_features)
         ids = _known_users(histories, users, pd.unique(items[S.USER_ID]), "explain")
-        h = histories_from_frame(histories, cat.ids, users, ids)
+        h = histories_from_frame(checked_histories(self, histories, cat.ids, allow_rating_mismatch=allow_rating_mismatch),
+                                 cat.ids, users, ids)
         idx = cat.ids.index(items[S.ITEM_ID].to_numpy(), unknown="mark")
         if (idx == UNKNOWN).any():
             bad = items[S.ITEM_ID].to_numpy()[idx == UNKNOWN]

@@ -10,6 +10,11 @@ Params: ``k`` (default 10), ``exclude_seen`` (default true), ``explain`` (defaul
 adds ``explanations``, one JSON object per recommended item with its N most influential history
 events; see ``HyperRecommender.explain``), ``ask`` (default 0: off; N > 0 adds ``questions``, the
 N items to ask the user about next; see ``HyperRecommender.ask``).
+
+The input is checked as the commands check a dataset (``recommender.checks.checked_histories``):
+a rating outside the training scale, an item id of another type, a batch with no known item,
+lists of different lengths are refused with a message that names what to fix (served: HTTP 400,
+``INVALID_PARAMETER_VALUE``, no stack trace).
 """
 
 from __future__ import annotations
@@ -26,13 +31,20 @@ class HyperRecommenderPyfunc(PythonModel):
         self.rec = HyperRecommender.load(context.artifacts["model_dir"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        from recsys_hyper.errors import RecsysHyperError
         from recsys_hyper.recommender import recommend_grouped
 
         params = params or {}
-        return recommend_grouped(self.rec, model_input, k=int(params.get("k", 10)),
-                                 exclude_seen=bool(params.get("exclude_seen", True)),
-                                 explain=int(params.get("explain", 0)) or None,
-                                 ask=int(params.get("ask", 0)) or None)
+        try:
+            return recommend_grouped(self.rec, model_input, k=int(params.get("k", 10)),
+                                     exclude_seen=bool(params.get("exclude_seen", True)),
+                                     explain=int(params.get("explain", 0)) or None,
+                                     ask=int(params.get("ask", 0)) or None)
+        except RecsysHyperError as exc:   # the caller's input: a 400 that says what to fix, no stack trace
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 
 
 mlflow.models.set_model(HyperRecommenderPyfunc())
