@@ -83,6 +83,13 @@ def test_train_tracks_the_run_and_registers_a_challenger(trained, store):
     assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.digest
     version = client.get_model_version_by_alias("recsys-hyper", "challenger")
     assert version.run_id == run.info.run_id
+    digest = run.data.tags["data_digest"]                      # one digest for the data, wherever it is read
+    assert run.data.params["data.digest"] == digest == version.tags["data_digest"]
+    assert run.inputs.dataset_inputs[0].dataset.digest == digest
+    # requirements a serving environment can install: pinned, without a local build tag (2.13.0+cpu)
+    reqs = Path(mlflow.artifacts.download_artifacts(f"models:/recsys-hyper/{version.version}")) / "requirements.txt"
+    pins = [line for line in reqs.read_text().splitlines() if line and not line.startswith("#")]
+    assert any(p.startswith("torch==") for p in pins) and not any("+" in p for p in pins), pins
     meta = json.loads((trained["model"] / "model.json").read_text())
     assert meta["config"]["train"]["epochs"] == 3
     # what the fit chose on its validation users is on the run too, as the record and as numbers

@@ -106,6 +106,16 @@ def test_two_nights_against_a_real_mlflow_server(landing, tmp_path, mlflow_serve
         steps = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{night.info.run_id}'")
         assert {r.data.tags.get("step") for r in steps if r.data.tags.get("kind") == "nightly-step"} == {
             "validate", "merge", "split", "train", "evaluate", "gate", "score", "cohort", "cold_start_eval"}
+        # the registered version traces back to its config and data, as a `train` version does
+        (train,) = [r for r in steps if r.data.tags.get("step") == "train"]
+        version = client.get_model_version("recsys-hyper", train.data.params["version"])
+        assert version.run_id == train.info.run_id
+        assert train.data.params["model.dim"] == "8" and train.data.params["train.k_max"] == "5"
+        digest = train.data.tags["data_digest"]
+        assert len(digest) == 32 and train.data.params["data.digest"] == digest == version.tags["data_digest"]
+        (data_input,) = train.inputs.dataset_inputs
+        assert data_input.dataset.digest == digest and int(train.data.params["data.users"]) > 0
+        assert any(k.startswith("system/") for k in train.data.metrics), sorted(train.data.metrics)
     # the first night's new users, served from their first day, measured on the second night
     second_night = [n for n in nights if n.data.tags["date"] == DATES[1]][0].info.run_id
     (cohort,) = [r for r in client.search_runs([exp.experiment_id], "tags.step = 'cohort'")

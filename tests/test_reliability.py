@@ -304,6 +304,21 @@ def test_content_digest_sees_every_row():
     changed.loc[15_000, "rating"] = 6 - changed.loc[15_000, "rating"]
     assert content_digest(frame) != content_digest(changed)
     assert content_digest(frame) == content_digest(frame.sample(frac=1.0, random_state=1))   # order-free
+    same_values = frame.astype({"user_id": "int32", "rating": "float64"})
+    assert content_digest(frame) == content_digest(same_values)           # values, not storage types
+    assert len(content_digest(frame)) == 32                               # fits MLflow's dataset digest
+
+
+def test_the_content_digest_is_defined_here_and_stays_the_same():
+    """The digest is pinned: a pandas or NumPy upgrade must not change it (the nightly compares
+    partitions' digests written on earlier nights; registered versions are traced by it)."""
+    from recsys_hyper.data import content_digest
+
+    frame = pd.DataFrame({"user_id": [3, 1, 2], "item_id": ["a", "b", "é"], "rating": [4.0, -0.0, 2.5],
+                          "timestamp": [1_700_000_000, 1_700_000_001, 1_700_000_002]})
+    assert content_digest(frame) == "a24a0a74cfb85e44c3648b479b95eb5c"
+    assert content_digest(frame.assign(rating=[4.0, 0.0, 2.5])) == content_digest(frame)
+    assert content_digest(frame.assign(item_id=["a", "b", "e"])) != content_digest(frame)
 
 
 # -- 3: score checks what recommend checks, streaming

@@ -170,13 +170,51 @@ def _validate_tables(inter: pa.Table | None, users: pa.Table | None, items: pa.T
 
 
 def content_digest(interactions: pd.DataFrame) -> str:
-    """SHA-256 of the interactions' content (user, item, rating, timestamp of every row), independent
-    of row order, computed on hashed columns (never by rendering the table as text)."""
+    """The interactions' content digest: 32 hex digits (128 bits of SHA-256) over the rows (user,
+    item, rating, timestamp), independent of row order and of the columns' storage types (int32
+    or int64 ids, float32 or float64 ratings give the same digest for the same values). Defined
+    here, value by value (strings by their UTF-8 bytes), so that it stays the same across
+    versions of pandas and NumPy; the same value tags a run, its registered version and its
+    input dataset in MLflow."""
     import hashlib
 
     cols = [c for c in (S.USER_ID, S.ITEM_ID, S.RATING, S.TIMESTAMP) if c in interactions.columns]
-    rows = pd.util.hash_pandas_object(interactions[cols], index=False).to_numpy()
-    return hashlib.sha256(np.sort(rows).tobytes()).hexdigest()
+    rows = np.full(len(interactions), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    header = []
+    for n, col in enumerate(cols):
+        words, kind = _column_words(interactions[col])
+        header.append(f"{col}:{kind}")
+        rows = _mix64(rows ^ _mix64(words + np.uint64(n + 1)))
+    h = hashlib.sha256(("|".join(header) + "\n").encode())
+    h.update(np.sort(rows).astype("<u8").tobytes())
+    return h.hexdigest()[:32]
+
+
+def _column_words(values: pd.Series) -> tuple[np.ndarray, str]:
+    """One 64-bit word per value, by value: integers as int64, other numbers as float64 (-0.0 as
+    0.0, one NaN), times as int64 nanoseconds, anything else by the BLAKE2b of its text."""
+    import hashlib
+
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_integer_dtype(values):
+        return values.to_numpy(np.int64).view(np.uint64), "int"
+    if pd.api.types.is_float_dtype(values):
+        f = values.to_numpy(np.float64) + 0.0                      # -0.0 -> 0.0
+        f[np.isnan(f)] = np.nan
+        return f.view(np.uint64), "float"
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.to_numpy("datetime64[ns]").view(np.uint64), "time"
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    words = np.array([int.from_bytes(hashlib.blake2b(str(u).encode(), digest_size=8).digest(), "little")
+                      for u in uniques], dtype=np.uint64)
+    return words[codes], "text"
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser, element-wise (arithmetic modulo 2^64)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
 
 
 def write_dataset(ds: Dataset, path: str | os.PathLike, overwrite: bool = False,

@@ -200,7 +200,8 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
                     continue
                 t_step = time.perf_counter()
                 log.info("night %s: %s", date, name)
-                with tracking.step_run(name, run_id=state.started.get(name)) as step_run_id:
+                with tracking.step_run(name, run_id=state.started.get(name),
+                                       system_metrics=name == "train") as step_run_id:
                     if state.started.get(name) != step_run_id:
                         state.start(name, step_run_id)
                     outputs = steps[name](date, cfg, state, work_id) or {}

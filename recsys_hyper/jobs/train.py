@@ -90,8 +90,9 @@ def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, v
                                     "prior_multiplier_head": rec.training_.prior_multiplier[0],
                                     "prior_multiplier_bias": rec.training_.prior_multiplier[1]})
             tracking.log_choices(rec.tuning_)
-            if not new_run:
+            if not new_run:                 # the nightly's train step: its run carries the same lineage
                 tracking.tag_run(**provenance)
+                tracking.log_training_inputs(config.to_dict(), ds, provenance["data_digest"])
             example, example_out = example_io(rec, ds.interactions)
             description = (f"meta-trained on {ds.n_interactions:,} interactions of {rec.n_train_users_:,} users "
                            f"({ds.source}); validation MAE {best['mae']:.4f}, nDCG@10 {best['ndcg10']:.4f}")

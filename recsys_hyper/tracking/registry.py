@@ -119,10 +119,12 @@ def _pass_on(printed: io.StringIO):
 
 
 def _requirements() -> list[str]:
-    """Pinned to what is installed, so that a serving environment matches training."""
+    """What the served model imports, pinned to what is installed, so that a serving environment
+    matches training; without a local build tag (``2.13.0+cpu`` -> ``2.13.0``), which no package
+    index serves."""
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("torch", "pandas", "pyarrow", "numpy", "mlflow")]
+    return [f"{p}=={version(p).split('+')[0]}" for p in ("torch", "pandas", "pyarrow", "numpy", "tqdm", "mlflow")]
 
 
 

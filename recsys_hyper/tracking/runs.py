@@ -99,15 +99,7 @@ class TrainingRun:
         return self
 
     def _log_inputs(self) -> None:
-        mlflow.log_params(_flatten(self.config_dict))
-        ds = self.dataset
-        with warnings.catch_warnings():  # MLflow guesses among equivalent local source types
-            warnings.simplefilter("ignore", UserWarning)
-            inputs = mlflow.data.from_pandas(ds.interactions, source=str(ds.source), targets="rating",
-                                             name=Path(str(ds.source)).name or "interactions")
-            mlflow.log_input(inputs, context="training")
-        mlflow.log_params({"data.interactions": ds.n_interactions, "data.users": len(ds.user_ids()),
-                           "data.items": len(ds.item_ids()), "data.digest": inputs.digest})
+        log_training_inputs(self.config_dict, self.dataset, self.tags.get("data_digest"))
 
     def log_epoch(self, epoch: int, metrics: dict) -> None:
         log_epoch(epoch, metrics)
@@ -130,6 +122,24 @@ class TrainingRun:
             return
         with contextlib.suppress(Exception):          # the store may be what failed: the error says so
             mlflow.end_run(status=end_status(exc_type))
+
+
+@whole
+def log_training_inputs(config_dict: dict, dataset, digest: str | None = None) -> None:
+    """What a model was trained from, on the active run: every hyper-parameter (``model.*``,
+    ``train.*``), the training data as an MLflow input dataset (context ``training``) and its size;
+    ``digest``: the data's content digest (the run's and the registered version's ``data_digest``
+    tag), used as the dataset's digest and the ``data.digest`` param, so that one value traces
+    the data everywhere."""
+    mlflow.log_params(_flatten(config_dict))
+    ds = dataset
+    with warnings.catch_warnings():  # MLflow guesses among equivalent local source types
+        warnings.simplefilter("ignore", UserWarning)
+        inputs = mlflow.data.from_pandas(ds.interactions, source=str(ds.source), targets="rating",
+                                         name=Path(str(ds.source)).name or "interactions", digest=digest)
+        mlflow.log_input(inputs, context="training")
+    mlflow.log_params({"data.interactions": ds.n_interactions, "data.users": len(ds.user_ids()),
+                       "data.items": len(ds.item_ids()), "data.digest": inputs.digest})
 
 
 def _await_system_metrics(run_id: str, timeout_s: float = 5.0) -> None:
@@ -233,14 +243,18 @@ def night_run(date: str, experiment: str, run_id: str | None = None, tags: dict 
 
 
 @contextlib.contextmanager
-def step_run(name: str, run_id: str | None = None):
-    """A nested run for one step of the night; ``run_id``: resume the run of an attempt that died."""
-    if run_id is not None:
-        with tracked_run(run_id=run_id, nested=True) as run:
-            yield run.info.run_id
-        return
-    with tracked_run(run_name=name, nested=True, tags={"kind": "nightly-step", "step": name}) as run:
+def step_run(name: str, run_id: str | None = None, system_metrics: bool = False):
+    """A nested run for one step of the night; ``run_id``: resume the run of an attempt that died.
+    ``system_metrics``: sample CPU and memory into the run (as ``train`` does)."""
+    if system_metrics:
+        mlflow.set_system_metrics_sampling_interval(1)
+        mlflow.set_system_metrics_samples_before_logging(1)
+    started = (dict(run_id=run_id) if run_id is not None
+               else dict(run_name=name, tags={"kind": "nightly-step", "step": name}))
+    with tracked_run(nested=True, log_system_metrics=system_metrics, **started) as run:
         yield run.info.run_id
+        if system_metrics:
+            _await_system_metrics(run.info.run_id)
 
 
 @whole
