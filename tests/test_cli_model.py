@@ -90,6 +90,11 @@ def test_train_tracks_the_run_and_registers_a_challenger(trained, store):
     reqs = Path(mlflow.artifacts.download_artifacts(f"models:/recsys-hyper/{version.version}")) / "requirements.txt"
     pins = [line for line in reqs.read_text().splitlines() if line and not line.startswith("#")]
     assert any(p.startswith("torch==") for p in pins) and not any("+" in p for p in pins), pins
+    # the input example holds made-up users, none of the training data's
+    example = json.loads((reqs.parent / "input_example.json").read_text())
+    users = {row[example["columns"].index("user_id")] for row in example["data"]}
+    trained_users = set(pd.read_parquet(trained["ds"] / "interactions.parquet")["user_id"])
+    assert users and not users & trained_users, users
     meta = json.loads((trained["model"] / "model.json").read_text())
     assert meta["config"]["train"]["epochs"] == 3
     # what the fit chose on its validation users is on the run too, as the record and as numbers

@@ -50,7 +50,22 @@ def code_version() -> str:
 
 def example_io(rec: HyperRecommender, interactions: pd.DataFrame, n_users: int = 3, k: int = 10
                ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The first ``n_users`` users' histories, grouped (the pyfunc's input), and the model's answer."""
-    first = interactions[S.USER_ID].drop_duplicates().head(n_users)
-    example = group_histories(interactions[interactions[S.USER_ID].isin(first)].reset_index(drop=True))
+    """The registered model's input example (grouped histories) and the model's answer to it:
+    made-up users (``example-user-1`` ... or negative integer ids, in the training data's user id
+    type) rating the first items of the catalogue on the training scale. No user's data goes into
+    the registry; ``interactions`` only tells the user id type."""
+    import numpy as np
+
+    items = rec.item_map_.ids(np.arange(min(len(rec.item_map_), 5 * n_users)))
+    lo, hi = rec.rating_range_ if rec.rating_range_ is not None else (S.IMPLICIT_RATING, S.IMPLICIT_RATING)
+    integer_users = pd.api.types.is_integer_dtype(interactions[S.USER_ID])
+    rows = []
+    for u in range(n_users):
+        n = min(len(items), 1 + 2 * u)                                   # 1, 3, 5 ... events
+        for j in range(n):
+            rows.append({S.USER_ID: -(u + 1) if integer_users else f"example-user-{u + 1}",
+                         S.ITEM_ID: items[(u + j) % len(items)],
+                         S.RATING: float(hi if (u + j) % 2 == 0 else (lo + hi) / 2),
+                         S.TIMESTAMP: 1_700_000_000 + 3600 * j})
+    example = group_histories(pd.DataFrame(rows))
     return example, recommend_grouped(rec, example, k=k)
