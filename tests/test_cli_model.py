@@ -79,6 +79,9 @@ def test_train_tracks_the_run_and_registers_a_challenger(trained, store):
     assert run.data.params["data.digest"] and int(run.data.params["data.users"]) == 200
     history = client.get_metric_history(run.info.run_id, "val_mae")
     assert [m.step for m in history] == [0, 1, 2]
+    # one naming rule in every experiment (the evaluation's ndcg_at_10): no "ndcg10"
+    assert {"val_ndcg_at_10", "best_val_ndcg_at_10"} <= set(run.data.metrics)
+    assert not [k for k in run.data.metrics if "ndcg10" in k or "@" in k]
     assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
     assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.digest
     version = client.get_model_version_by_alias("recsys-hyper", "challenger")

@@ -83,12 +83,15 @@ def mlflow_server(tmp_path, monkeypatch):
         proc.kill()
 
 
-def test_two_nights_against_a_real_mlflow_server(landing, tmp_path, mlflow_server, monkeypatch):
+def test_two_nights_against_a_real_mlflow_server(landing, tmp_path, mlflow_server, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
     work = tmp_path / "work"
     first = run_nightly(DATES[0], _cfg(landing, work))
     assert first.promoted and first.champion_version == "1" and "no champion yet" in first.reason
     second = run_nightly(DATES[1], _cfg(landing, work))
+    printed = capfd.readouterr()
+    assert "View run" not in printed.out + printed.err          # not one line per run (MLflow's default)
     assert second.steps_run == ["validate", "merge", "split", "train", "evaluate", "gate", "score", "cohort",
                                 "cold_start_eval"]
     client = mlflow.MlflowClient()

@@ -281,7 +281,7 @@ def log_table(frame: pd.DataFrame, artifact_file: str) -> None:
 @whole
 def log_metrics(metrics: dict) -> None:
     """Metrics on the active run."""
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    mlflow.log_metrics({metric_name(k): float(v) for k, v in metrics.items()})
 
 
 @whole
@@ -301,7 +301,7 @@ def log_choices(tuning: dict | None) -> None:
 @whole
 def log_epoch(epoch: int, metrics: dict) -> None:
     """Per-epoch training metrics on the active run (a training callback)."""
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
+    mlflow.log_metrics({metric_name(k): float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
 
 
 @whole

@@ -26,6 +26,9 @@ def configure(tracking_uri: str | None = None) -> str:
     """Point MLflow at ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the local SQLite store."""
     # MLflow's "Downloading artifacts" bars would flood a nightly's output; our own bars stay
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # nor its "View run ... at: http://..." lines, one per run with a server (26 for one evaluate):
+    # the commands say where their runs are (set the variable to false to have them back)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         # a relative SQLite path means "here": pin it, so that code running elsewhere (a notebook
@@ -166,8 +169,11 @@ def describe_store_error(exc: BaseException) -> str | None:
 
 
 def metric_name(name: str) -> str:
-    """MLflow metric names allow no '@': ``ndcg@10`` -> ``ndcg_at_10``."""
-    return name.replace("@", "_at_")
+    """One naming rule for every metric logged, in every experiment: ``<metric>_at_<k>`` (MLflow
+    allows no '@'): ``ndcg@10`` and ``val_ndcg10`` -> ``ndcg_at_10`` and ``val_ndcg_at_10``."""
+    import re
+
+    return re.sub(r"(?<![a-z])(ndcg|recall)(\d+)", r"\1_at_\2", name.replace("@", "_at_"))
 
 
 # ---------------------------------------------------------------------------- reading runs back
