@@ -35,8 +35,17 @@ optionally users.parquet and items.parquet; see the README's data contract.
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written; an option's default shown when it says something (not for flags,
+    options without a default, or help that already names its default)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (any(action.default is v for v in (None, False, True, argparse.SUPPRESS)) or not action.option_strings
+                or "default" in text or isinstance(action, argparse._VersionAction)):
+            return text
+        shown = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else "%(default)s"
+        return f"{text} (default: {shown})"
 
 
 def _whole(lo: int, hi: int | None = None):
@@ -94,7 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     _model_commands(sub)
     _pipeline_commands(sub)
     _evaluate_command(sub)
+    _everywhere(p)
     return p
+
+
+def _everywhere(parser: argparse.ArgumentParser) -> None:
+    """``-v`` after any command too (``recsys-hyper train ... -v``), as before it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                if not any(a.dest == "verbose" for a in command._actions):
+                    command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                         help="log debug messages too")
+                _everywhere(command)
 
 
 
@@ -145,7 +166,7 @@ def _data_commands(sub) -> None:
     s.add_argument("--seed", type=_seed, default=0, help="random seed; the output is a function of it")
     s.add_argument("--implicit", action="store_true", help="implicit feedback: no rating column")
     s.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
-    s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    s.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     s.set_defaults(func=cmd_synth)
 
     m = dsub.add_parser("import-movielens", formatter_class=_Formatter,
@@ -208,7 +229,7 @@ def _model_commands(sub) -> None:
     t.add_argument("--experiment", default=TRAINING_EXPERIMENT, help="MLflow experiment name")
     t.add_argument("--registered-model", default=REGISTERED_MODEL, metavar="NAME",
                    help="the MLflow registered model the version is registered under (alias challenger)")
-    t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("recommend", formatter_class=_Formatter, help="top-K items for every user of a dataset",
@@ -220,12 +241,15 @@ def _model_commands(sub) -> None:
                                    "(1 = best), written atomically.")
     r.add_argument("--model", required=True, metavar="MODEL", help=model_help)
     r.add_argument("--data", required=True, metavar="DIR", help="dataset directory holding the histories")
-    r.add_argument("--top-k", type=_positive_int, default=10, metavar="K", help="items per user")
+    r.add_argument("--top-k", type=_positive_int, default=10, metavar="K",
+                   help="items per user (10: what a page shows; `score` keeps 100 per user for the re-ranking "
+                        "and filtering that batch outputs go through)")
     r.add_argument("--out", required=True, metavar="RECS.parquet", help="output Parquet file")
     r.add_argument("--include-seen", action="store_true", help="do not exclude items already in the history")
     r.add_argument("--allow-rating-mismatch", action="store_true", help=MISMATCH_HELP)
     r.add_argument("--explain", nargs="?", type=_positive_int, const=5, default=None, metavar="EVENTS",
                    help=EXPLAIN_HELP)
+    r.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     r.set_defaults(func=cmd_recommend)
 
     o = sub.add_parser("onboard", formatter_class=_Formatter, help="the items to ask each user about next",
@@ -245,6 +269,7 @@ def _model_commands(sub) -> None:
     o.add_argument("--asked", metavar="ASKED.parquet",
                    help="questions already put (user_id, item_id), answered or not: never asked again")
     o.add_argument("--allow-rating-mismatch", action="store_true", help=MISMATCH_HELP)
+    o.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     o.set_defaults(func=cmd_onboard)
 
     pr = sub.add_parser("predict", formatter_class=_Formatter, help="predicted ratings for (user, item) pairs",
@@ -257,6 +282,7 @@ def _model_commands(sub) -> None:
     pr.add_argument("--pairs", required=True, metavar="PAIRS.parquet", help="Parquet file with user_id, item_id")
     pr.add_argument("--out", required=True, metavar="PRED.parquet", help="output Parquet file")
     pr.add_argument("--allow-rating-mismatch", action="store_true", help=MISMATCH_HELP)
+    pr.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     pr.set_defaults(func=cmd_predict)
 
     sc = sub.add_parser("score", formatter_class=_Formatter, help="batch-score every user: top K and user heads",
@@ -272,7 +298,9 @@ def _model_commands(sub) -> None:
                                     "recommendations folder gives the dot-product formula.")
     sc.add_argument("--model", required=True, metavar="MODEL", help=model_help)
     sc.add_argument("--data", required=True, metavar="DIR", help="dataset directory holding the histories")
-    sc.add_argument("--top-k", type=_positive_int, default=100, metavar="K", help="items per user")
+    sc.add_argument("--top-k", type=_positive_int, default=100, metavar="K",
+                    help="items per user (100: a batch output is re-ranked and filtered downstream; `recommend` "
+                         "gives 10, what a page shows)")
     sc.add_argument("--out", required=True, metavar="DIR", help="output root (tables partitioned by date)")
     sc.add_argument("--date", default=None, metavar="YYYY-MM-DD", help="run date (default: today, UTC)")
     sc.add_argument("--chunk-users", type=_positive_int, default=4096, metavar="N", help="users per scoring chunk")
@@ -287,7 +315,7 @@ def _model_commands(sub) -> None:
                          "spark-submit runs the file of recsys_hyper.spark_submit with these options")
     sc.add_argument("--spark-master", metavar="URL", default=None,
                     help="Spark master for --engine spark (default: $SPARK_MASTER, spark-submit's, else local[*])")
-    sc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sc.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     sc.set_defaults(func=cmd_score)
 
 
@@ -335,7 +363,7 @@ def _pipeline_commands(sub) -> None:
     n.add_argument("--allow-out-of-order", action="store_true",
                    help="run a night older than one already merged (refused by default: it would train on the "
                         "later nights' events and could replace their champion)")
-    n.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    n.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     n.set_defaults(func=cmd_nightly)
     sl = psub.add_parser("synth-landing", formatter_class=_Formatter, help="a synthetic landing folder of daily partitions",
                          description="Generate a landing folder from a synthetic dataset: its events cut by time into "
@@ -353,8 +381,8 @@ def _pipeline_commands(sub) -> None:
 
 
 def _evaluate_command(sub) -> None:
+    from .config import EVALUATION_METHODS as METHODS
     from .evaluation.protocol import Protocol
-    from .evaluation.runner import METHODS
 
     e = sub.add_parser("evaluate", formatter_class=_Formatter,
                        help="cold-start evaluation: every method, every k, one split",
@@ -390,7 +418,7 @@ def _evaluate_command(sub) -> None:
                         "against random, popularity, log-popularity x entropy and chronological events) and the "
                         "explanations' faithfulness, on the fitted hypernetwork and the same test users; logged "
                         "as a run nested in the evaluation's")
-    e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    e.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     e.set_defaults(func=cmd_evaluate)
 
 
@@ -537,9 +565,20 @@ def entry() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr)
     logging.getLogger("recsys_hyper").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    from . import progress
+
+    shown = progress.enabled()
+    progress.set_enabled(not getattr(args, "no_progress", False))
+    try:
+        return _run(args)
+    finally:
+        progress.set_enabled(shown)                  # main() called again in one process starts as it was
+
+
+def _run(args: argparse.Namespace) -> int:
     # MLflow's own progress notes ("Creating initial MLflow database tables", "Created version")
     # would drown the command's output; --verbose shows them. MLflow sets its logger's level from
     # MLFLOW_LOGGING_LEVEL when it is first imported (later, lazily), so both are set; a level the

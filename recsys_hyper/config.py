@@ -27,6 +27,21 @@ TRAINING_EXPERIMENT = "recsys-hyper-training"
 EVALUATION_EXPERIMENT = "recsys-hyper-cold-start"
 NIGHTLY_EXPERIMENT = "recsys-hyper-nightly"
 
+#: the cold-start evaluation's methods: name -> (what to fit, how to adapt). Methods sharing a fit
+#: key share one fitted model. Here (not in the evaluation) so that the command line lists them
+#: without importing the models.
+EVALUATION_METHODS: dict[str, tuple[str, dict]] = {
+    "popularity": ("popularity", {}),
+    "item-mean": ("item-mean", {}),
+    "bias": ("bias", {}),
+    "mf": ("mf", {}),
+    "mf-features": ("mf-features", {}),
+    "ease": ("ease", {}),
+    "melu": ("melu", {}),
+    "hyper": ("hyper", {"mode": "zero-shot"}),
+    "hyper-finetune": ("hyper", {"mode": "finetune", "steps": 5, "lr": 0.002}),
+}
+
 
 @dataclass(frozen=True)
 class Rule:

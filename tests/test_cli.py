@@ -28,6 +28,80 @@ def test_every_command_explains_itself(words, capsys):
         assert "u.data" in out and "ratings.dat" in out and "ratings.csv" in out
 
 
+def _all_commands(parser, words=()):
+    import argparse
+
+    yield list(words), parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                yield from _all_commands(command, (*words, name))
+
+
+def test_help_shows_defaults_that_say_something_builds_without_torch_and_v_goes_anywhere(tmp_path, capsys):
+    from recsys_hyper.cli import build_parser
+
+    commands = list(_all_commands(build_parser()))
+    assert len(commands) > 12
+    for words, parser in commands:
+        text = parser.format_help()
+        assert "(default: None)" not in text and "(default: False)" not in text, (words, text)
+        assert "default: today, UTC) (default" not in text
+    # building the parser (every --help) imports no model code: it answers at once
+    code = "import sys; from recsys_hyper.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    # -v after the command, as before it; --no-progress on every command that serves or trains
+    main(["data", "synth", "--preset", "tiny", "--out", str(tmp_path / "ds"), "--no-progress", "-v"])
+    for words in (["recommend"], ["predict"], ["onboard"], ["score"], ["train"], ["evaluate"]):
+        assert "--no-progress" in dict((tuple(w), p) for w, p in commands)[tuple(words)].format_help()
+
+
+def test_long_work_off_a_terminal_reports_in_timestamped_log_lines(caplog, monkeypatch):
+    """No long step is silent where no bar can show (a nightly's log): a grid search that takes
+    seconds writes a line every RECSYS_HYPER_PROGRESS_EVERY seconds, then a closing line; short
+    work writes nothing, and --no-progress silences it."""
+    import logging
+    import time
+
+    from recsys_hyper import progress
+    from recsys_hyper.numerics.search import grid_search
+
+    monkeypatch.setattr(progress, "DELAY_S", 0.2)
+    monkeypatch.setenv("RECSYS_HYPER_PROGRESS_EVERY", "0.3")
+    caplog.set_level(logging.INFO, logger="recsys_hyper")
+
+    def slow(x):
+        time.sleep(0.25)
+        return x
+
+    grid_search({"x": [3, 1, 2, 5]}, slow, "score", desc="slow search")
+    lines = [r.getMessage() for r in caplog.records if r.name == "recsys_hyper.progress"]
+    assert len(lines) >= 3 and lines[-1].startswith("slow search: done, 4 candidates"), lines
+    assert any(line.startswith("slow search: ") and "/4 candidates (" in line and "elapsed" in line for line in lines)
+    caplog.clear()
+    grid_search({"x": [1, 2]}, lambda x: x, "score", desc="quick search")              # quick: nothing
+    progress.set_enabled(False)
+    try:
+        grid_search({"x": [3, 1, 2, 5]}, slow, "score", desc="silenced search")
+    finally:
+        progress.set_enabled(True)
+    assert not [r for r in caplog.records if r.name == "recsys_hyper.progress"]
+
+
+def test_command_log_lines_carry_a_timestamp(tmp_path):
+    import re
+
+    (tmp_path / "landing" / "events" / "date=latest").mkdir(parents=True)             # a warning, then an error
+    result = subprocess.run([sys.executable, "-m", "recsys_hyper", "pipeline", "nightly", "--all", "--landing",
+                             str(tmp_path / "landing"), "--work", str(tmp_path / "work")], capture_output=True,
+                            text=True, env={**__import__("os").environ,
+                                            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"})
+    assert result.returncode == 2 and "not a date partition" in result.stderr
+    logged = [line for line in result.stderr.splitlines() if re.search(r"\b(DEBUG|INFO|WARNING)\b", line)]
+    assert logged and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING) ", line)
+                          for line in logged), result.stderr
+
+
 def test_console_script_runs():
     bin_dir = __import__("pathlib").Path(sys.executable).parent
     result = subprocess.run([str(bin_dir / "recsys-hyper"), "--version"], capture_output=True, text=True)

@@ -73,7 +73,7 @@ class EASE(Recommender):
         for _ in range(MAX_EXTENSIONS + 1):
             search = grid_search({"lam": grid}, lambda lam: (use(lam), mean_ndcg(
                 view, episodes, threshold=self.params["relevance_threshold"]))[1], "validation nDCG@10",
-                lower_is_better=False)
+                lower_is_better=False, desc="EASE lambda")
             use(**search.chosen)
             self.tuning_ = search.record()
             best = search.chosen

@@ -287,7 +287,6 @@ def generate(cfg: SynthConfig, out: str | os.PathLike, overwrite: bool = False, 
 
 
 def _progress(enabled: bool, total: int):
-    from tqdm.auto import tqdm
+    from ..progress import progress
 
-    # disable=None: the bar switches itself off when output is not a terminal
-    return tqdm(total=total, unit="users", unit_scale=True, disable=None if enabled else True, desc="synth")
+    return progress(total=total, unit="users", unit_scale=True, enabled=enabled, desc="synth")

@@ -115,7 +115,7 @@ def run_onboarding(model, train: Histories, test_users: Histories, users: pd.Dat
     ``users``: user features; ``ask_kw``: options of the ``model`` strategy's ``ask``;
     ``max_users``: at most this many cold users take part (a seeded sample), so the protocol's
     cost and memory (users x catalogue) stay bounded on large data."""
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
@@ -133,8 +133,8 @@ def run_onboarding(model, train: Histories, test_users: Histories, users: pd.Dat
     answer[torch.from_numpy(pool.owners()), torch.from_numpy(pool.items)] = torch.from_numpy(pool.ratings)
     fixed = _fixed_orders(train, N, model.implicit_)
     rng = np.random.default_rng(seed)
-    rows, bar = [], tqdm(total=len(strategies) * max_questions, desc="onboarding", unit="question",
-                         disable=None if progress else True)
+    rows, bar = [], progress_bar(total=len(strategies) * max_questions, desc="onboarding", unit="question",
+                                 enabled=progress)
     for strategy in strategies:
         asked = np.full((B, max_questions), -1, np.int64)
         for q in range(max_questions):

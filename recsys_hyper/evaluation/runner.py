@@ -22,6 +22,7 @@ from ..data.dataset import Dataset
 from ..data.episodes import Histories, chronological_split
 from ..data.idmap import IdMap
 from ..errors import RecsysHyperError
+from ..config import EVALUATION_METHODS
 from ..numerics.measure import measure_episode
 from ..recommender.base import indexed
 from .protocol import TEST, VALIDATION, Protocol, Split, split_users, training_dataset
@@ -29,18 +30,7 @@ from .vocabulary import InVocabulary
 
 log = logging.getLogger(__name__)
 
-#: method name -> (what to fit, how to adapt). Methods sharing a fit key share one fitted model.
-METHODS: dict[str, tuple[str, dict]] = {
-    "popularity": ("popularity", {}),
-    "item-mean": ("item-mean", {}),
-    "bias": ("bias", {}),
-    "mf": ("mf", {}),
-    "mf-features": ("mf-features", {}),
-    "ease": ("ease", {}),
-    "melu": ("melu", {}),
-    "hyper": ("hyper", {"mode": "zero-shot"}),
-    "hyper-finetune": ("hyper", {"mode": "finetune", "steps": 5, "lr": 0.002}),
-}
+METHODS = EVALUATION_METHODS
 DEFAULT_METHODS = tuple(METHODS)
 METRICS = ("mae", "rmse", "ndcg@3", "recall@10", "t-recall@10", "ndcg@10")
 LATENCY_REPEATS = 3
@@ -87,7 +77,7 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
     methods fitted as ``train`` fits a model, on all the split's training and validation users
     with no validation users given (each picks its own among them), instead of being handed the
     split's validation users."""
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -112,8 +102,7 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
 
     fitted, fit_seconds, rows, per_user = dict(fitted or {}), {}, [], []
     fit_seconds.update({key: 0.0 for key in fitted})
-    bar = tqdm(total=len(methods) * len(protocol.shots), desc="evaluate", unit="run",
-               disable=None if progress else True)
+    bar = progress_bar(total=len(methods) * len(protocol.shots), desc="evaluate", unit="run", enabled=progress)
     for method in methods:
         fit_key, adapt_kw = METHODS[method]
         if fit_key not in fitted:

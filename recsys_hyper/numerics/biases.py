@@ -75,7 +75,8 @@ def tune_biases(train: Histories, episodes: list[Episode], n_items: int, rating_
         mu, b_i, _ = fits[(item_reg, user_reg)] = fit_biases(sample, n_items, item_reg, user_reg)
         return mean_mae(BiasFold(mu, b_i, user_reg, rating_range), episodes)
 
-    search = grid_search({"item_reg": list(item_grid), "user_reg": list(user_grid)}, score, "validation MAE")
+    search = grid_search({"item_reg": list(item_grid), "user_reg": list(user_grid)}, score, "validation MAE",
+                         desc="bias regularisers")
     mu, b_i, _ = fits[(search.chosen["item_reg"], search.chosen["user_reg"])]
     if sample is not train:
         mu, b_i, _ = fit_biases(train, n_items, search.chosen["item_reg"], search.chosen["user_reg"])

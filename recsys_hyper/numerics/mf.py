@@ -164,7 +164,7 @@ def tune_mf(train: Histories, episodes: list[Episode], n_items: int, rating_rang
         mf = fit(sample, **point)
         return mean_mae(FoldedMF(mf, rating_range, prior_of(mf) if prior_of else None), episodes)
 
-    search = grid_search({k: list(v) for k, v in grid.items()}, score, "validation MAE")
+    search = grid_search({k: list(v) for k, v in grid.items()}, score, "validation MAE", desc="MF grid")
     if sample is not train and refit:
         fitted.clear()
         return fit(train, **search.chosen), search
@@ -186,5 +186,6 @@ def tune_fold_in(mf: MF, episodes: list[Episode], rating_range: tuple | None, pr
     def score(fold_in_reg, bias_fold_in_reg) -> float:
         return mean_mae(FoldedMF(mf.with_fold_in(fold_in_reg, bias_fold_in_reg), rating_range, prior), episodes)
 
-    search = grid_search({k: list(grid[k]) for k in ("fold_in_reg", "bias_fold_in_reg")}, score, "validation MAE")
+    search = grid_search({k: list(grid[k]) for k in ("fold_in_reg", "bias_fold_in_reg")}, score, "validation MAE",
+                         desc="MF fold-in")
     return mf.with_fold_in(**search.chosen), search

@@ -33,18 +33,26 @@ class SearchResult:
 
 
 def grid_search(grid: dict[str, Sequence], score: Callable[..., float], metric: str, lower_is_better: bool = True,
-                candidates: Sequence[dict] | None = None, key: Callable[[dict, float], object] | None = None
-                ) -> SearchResult:
+                candidates: Sequence[dict] | None = None, key: Callable[[dict, float], object] | None = None,
+                desc: str | None = None) -> SearchResult:
     """Score every candidate and choose one.
 
     ``grid``: name -> values; the candidates are their product (in order), unless ``candidates``
     lists them. ``score(**candidate)`` measures one. The best is the lowest (or highest) score among
     the finite ones, the first in order on ties; ``key(candidate, score)``, when given, replaces
-    that rule (the highest key wins, e.g. to prefer the smaller weight among equal scores)."""
+    that rule (the highest key wins, e.g. to prefer the smaller weight among equal scores).
+    ``desc``: report progress under that name (searches that take seconds: a bar on a terminal,
+    periodic log lines otherwise; see :mod:`recsys_hyper.progress`)."""
     names = list(grid)
     points = list(candidates) if candidates is not None else [
         dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
-    results = [(point, float(score(**point))) for point in points]
+    from ..progress import progress
+
+    with progress(total=len(points), desc=desc or "", unit="candidate", enabled=desc is not None, leave=False) as bar:
+        results = []
+        for point in points:
+            results.append((point, float(score(**point))))
+            bar.update()
     finite = [r for r in results if math.isfinite(r[1])] or results
     if key is not None:
         best = max(finite, key=lambda r: key(*r))

@@ -272,7 +272,7 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
     """Score every user of ``data_dir`` (histories + optional users file) into ``out_dir``.
     ``explain``: add each recommendation's explanation with that many events (see
     :meth:`~recsys_hyper.recommender.HyperRecommender.explain`)."""
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
     t_start = time.perf_counter()
     check_date(date)
@@ -303,7 +303,7 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
         pq.write_table(pa.Table.from_pandas(scorer.item_vectors(), preserve_index=False),
                        staging / "item_vectors" / "part-00000.parquet")
 
-        bar = tqdm(desc=f"score {date}", unit="users", unit_scale=True, disable=None if progress else True)
+        bar = progress_bar(desc=f"score {date}", unit="users", unit_scale=True, enabled=progress)
         t_score = time.perf_counter()
         recs_type, heads_type = recs_schema(user_type, item_type, bool(explain)), heads_schema(user_type)
         with ThreadPoolExecutor(1, thread_name_prefix="score-writer") as pool:

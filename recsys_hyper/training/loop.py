@@ -18,6 +18,7 @@ import copy
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -89,7 +90,7 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback, identit
     """The loop. Under a process group (torchrun), each rank takes its share of every batch's users
     and PyTorch DDP averages the gradients; every rank validates the same users, so all ranks take
     the same early-stopping decisions; rank 0 writes checkpoints and reports."""
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
     t = cfg.train
     rank, world = distributed()
@@ -132,6 +133,10 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback, identit
         if ck["stopped"]:
             start_epoch = t.epochs  # the run had already finished
 
+    # off a terminal, one periodic line for the whole training (a bar per epoch on one)
+    overall = progress_bar(total=t.epochs, desc="training", unit="epoch", enabled=progress and rank == 0
+                           and not sys.stderr.isatty())
+    overall.update(start_epoch)
     for epoch in range(start_epoch, t.epochs):
         rng = np.random.default_rng([t.seed, epoch])
         torch.manual_seed(t.seed * 100_003 + epoch)
@@ -143,9 +148,8 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback, identit
             batches = batches[: max(1, -(-t.max_steps // t.epochs))]
         sample_rng = rng if world == 1 else np.random.default_rng([t.seed, epoch, rank + 1])
         running = []
-        # disable=None: the bar switches itself off when output is not a terminal
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False,
-                   disable=None if progress and rank == 0 else True)
+        bar = progress_bar(batches, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False,
+                           enabled=progress and rank == 0)
         for batch in bar:
             t_step = time.perf_counter()
             rows = batch[rank::world]                                        # this rank's share
@@ -178,6 +182,8 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback, identit
         if rank == 0:
             log.debug("epoch %d: train loss %.4f, val loss %.4f, val MAE %.4f, val nDCG@10 %.4f%s", epoch + 1,
                      metrics["train_loss"], val["loss"], val["mae"], val["ndcg10"], " (best)" if improved else "")
+        overall.set_postfix_str(f"val loss {val['loss']:.4f}, MAE {val['mae']:.4f}, nDCG@10 {val['ndcg10']:.4f}")
+        overall.update()
         if callback is not None and rank == 0:
             callback(epoch, metrics)
         if ckpt_path is not None and rank == 0:
@@ -187,6 +193,7 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback, identit
         if stop:
             result.stopped_early = True
             break
+    overall.close()
 
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -50,7 +50,8 @@ def calibrate_prior(model: HyperRecModel, data: TrainingData, cfg: Config, val_e
         return validate(model, data, cfg, eps, measured=False)["loss"]
 
     search = grid_search({"head": list(t.calibration_grid), "bias": list(t.calibration_bias_grid)}, loss,
-                         "validation loss", candidates=[{"head": a, "bias": b} for a, b in pairs])
+                         "validation loss", candidates=[{"head": a, "bias": b} for a, b in pairs],
+                         desc="calibration (prior strength)")
     best = (search.chosen["head"], search.chosen["bias"])
     set_prior_multiplier(model, *best)
     log.debug("prior strength multipliers %.3g (head) and %.3g (user bias) chosen on validation users "
@@ -98,7 +99,8 @@ def fit_item_item(model: HyperRecModel, data: TrainingData, cfg: Config, val_eps
                                                    for w in t.item_item_weights if w]   # the model alone first
     search = grid_search({"lam": list(t.item_item_lambdas), "weight": list(t.item_item_weights)}, ndcg,
                          "validation nDCG@10", lower_is_better=False, candidates=candidates,
-                         key=lambda c, score: (round(score, 6), -weight_of(c["lam"], c["weight"])))  # ties: smaller
+                         key=lambda c, score: (round(score, 6), -weight_of(c["lam"], c["weight"])),  # ties: smaller
+                         desc="EASE term")
     alone = search.scores[0]["score"]
     best = (search.chosen["lam"], weight_of(search.chosen["lam"], search.chosen["weight"]))
     if search.score < alone * (1 + t.item_item_min_gain):
