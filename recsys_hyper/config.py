@@ -277,10 +277,7 @@ def load_config(path: str | os.PathLike | None) -> Config:
     text = p.read_text()
     try:
         if p.suffix == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib
+            import tomllib
 
             data = tomllib.loads(text)
         elif p.suffix in (".yaml", ".yml"):

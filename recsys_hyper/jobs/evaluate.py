@@ -108,9 +108,24 @@ def run_onboarding_evaluation(ds: Dataset, split, model, track: bool = True, exp
     return result, faith, run_id
 
 
+#: what executing and rendering the notebook imports (the ``notebook`` extra)
+NOTEBOOK_MODULES = ("papermill", "nbformat", "nbconvert", "ipykernel", "sklearn", "matplotlib")
+
+
+def require_notebook_extra() -> None:
+    """Refuse ``--notebook`` at once, naming the extra, when what it needs is not installed."""
+    from importlib.util import find_spec
+
+    missing = [m for m in NOTEBOOK_MODULES if find_spec(m) is None]
+    if missing:
+        raise RecsysHyperError(f"--notebook needs the notebook extra ({', '.join(missing)} not installed): "
+                               f"pip install 'recsys-hyper[notebook]', or drop --notebook")
+
+
 def render_notebook(run_id: str, out: str | os.PathLike, tracking_uri: str | None = None) -> Path:
     """Execute the cold-start analysis notebook (package data) against ``run_id`` with papermill,
     render it to HTML (nbconvert) in ``out`` and log the HTML to the run."""
+    require_notebook_extra()
     import nbformat
     import papermill
     from nbconvert import HTMLExporter
@@ -151,6 +166,8 @@ def evaluate_command(data: str | os.PathLike, out: str | os.PathLike, methods, s
         raise RecsysHyperError(str(exc)) from None
     if notebook and not track:
         raise RecsysHyperError("--notebook reads the MLflow run: drop --no-track")
+    if notebook:
+        require_notebook_extra()                     # before minutes of evaluation, not after
     if onboarding and "hyper" not in methods:
         raise RecsysHyperError("--onboarding measures the hypernetwork: add 'hyper' to --methods")
     if track:
