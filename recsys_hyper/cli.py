@@ -318,10 +318,32 @@ def _model_commands(sub) -> None:
     sc.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     sc.set_defaults(func=cmd_score)
 
+    mg = sub.add_parser("model", help="promote or roll back the registered model's champion",
+                        formatter_class=_Formatter,
+                        description="Move the registered model's @champion alias (what "
+                                    "models:/recsys-hyper@champion serves): `train` registers each version as "
+                                    "@challenger; `promote` makes one the champion, `rollback` returns to the "
+                                    "version it replaced. The nightly's gate promotes the same way, so a "
+                                    "rollback also undoes a nightly promotion. Store: $MLFLOW_TRACKING_URI "
+                                    "(default sqlite:///mlflow.db).")
+    msub = mg.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    pm = msub.add_parser("promote", formatter_class=_Formatter, help="make a version the champion",
+                         description="Set @champion to --version (default: the @challenger's version), recording "
+                                     "the version it replaces for `rollback`.")
+    pm.add_argument("--version", metavar="N", help="the registered version (default: the @challenger's)")
+    rb = msub.add_parser("rollback", formatter_class=_Formatter, help="return @champion to the version it replaced",
+                         description="Set @champion back to the version the current champion replaced.")
+    for p_ in (pm, rb):
+        p_.add_argument("--registered-model", default=REGISTERED_MODEL, metavar="NAME",
+                        help="the MLflow registered model")
+    pm.set_defaults(func=cmd_promote)
+    rb.set_defaults(func=cmd_rollback)
+
 
 def nightly(name: str):
     """A default of the nightly pipeline's options: :class:`~recsys_hyper.config.NightlyConfig`'s."""
     return default(NightlyConfig, name)
+
 
 
 def _pipeline_commands(sub) -> None:
@@ -489,6 +511,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .jobs import serve
 
     print(serve.predict(args.model, args.data, args.pairs, args.out, allow_rating_mismatch=args.allow_rating_mismatch))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from .jobs.models import promote_command
+
+    print(promote_command(args.version, args.registered_model))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from .jobs.models import rollback_command
+
+    print(rollback_command(args.registered_model))
     return 0
 
 

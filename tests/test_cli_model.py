@@ -209,6 +209,39 @@ def test_the_served_model_checks_its_input_as_the_library_does(trained, store, t
             proc.kill()
 
 
+def test_promote_and_roll_back_the_champion_from_the_command_line(trained, tmp_path, monkeypatch, capsys):
+    """After the README's first steps (`train`: @challenger only), `model promote` makes
+    models:/recsys-hyper@champion servable; a second promotion can be rolled back."""
+    import shutil
+
+    from recsys_hyper import tracking
+
+    store = tmp_path / "store.db"                       # a copy: the module's store keeps no champion
+    shutil.copy(trained["store"][len("sqlite:///"):], store)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
+    monkeypatch.chdir(tmp_path)
+    assert tracking.alias_version("champion") is None
+    assert main(["model", "rollback"]) == 2 and "is not set" in capsys.readouterr().err
+    assert main(["model", "promote"]) == 0                                      # the challenger, version 1
+    assert "recsys-hyper@champion -> version 1" in capsys.readouterr().out
+    data, _ = _new_users_dir(tmp_path, trained)
+    assert main(["recommend", "--model", "models:/recsys-hyper@champion", "--data", str(data), "--top-k", "3",
+                 "--out", str(tmp_path / "recs.parquet")]) == 0
+    with mlflow.start_run():                                                    # a second version
+        example = pd.DataFrame({"user_id": [1], "item_id": [[1]], "rating": [[4.0]], "timestamp": [[1_700_000_000]]})
+        from recsys_hyper.recommender import recommend_grouped
+
+        second = tracking.log_pyfunc_model(trained["model"], example,
+                                           recommend_grouped(HyperRecommender.load(trained["model"]), example))
+    assert main(["model", "promote", "--version", second]) == 0
+    assert f"-> version {second} (was 1; `recsys-hyper model rollback` returns to it)" in capsys.readouterr().out
+    assert main(["model", "promote", "--version", "99"]) == 2 and "has no version 99" in capsys.readouterr().err
+    assert main(["model", "rollback"]) == 0 and tracking.alias_version("champion") == "1"
+    assert f"-> version 1 (was {second})" in capsys.readouterr().out
+    assert main(["model", "rollback"]) == 2 and "replaced no earlier version" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("model_spec", ["dir", "uri"])
 def test_recommend_contract(trained, store, tmp_path, model_spec, capsys):
     data, hist = _new_users_dir(tmp_path, trained)

@@ -33,6 +33,30 @@ def load_version(version: str, name: str = tracking.REGISTERED_MODEL) -> HyperRe
     return load_model(tracking.version_uri(version, name))
 
 
+def promote_command(version: str | None, name: str = tracking.REGISTERED_MODEL) -> str:
+    """``recsys-hyper model promote``: ``version`` (default: the challenger's) becomes ``name@champion``."""
+    tracking.ensure_reachable()
+    if version is None:
+        version = tracking.alias_version("challenger", name)
+        if version is None:
+            from ..errors import RecsysHyperError
+
+            raise RecsysHyperError(f"{name}@challenger is not set: train a model first (recsys-hyper train), or "
+                                   f"pass --version N")
+    previous = tracking.promote(version, name)
+    if previous == str(version):
+        return f"{name} version {version} is already the champion; nothing changed"
+    return (f"{name}@champion -> version {version}" + (f" (was {previous}; `recsys-hyper model rollback` returns to "
+                                                       f"it)" if previous else ""))
+
+
+def rollback_command(name: str = tracking.REGISTERED_MODEL) -> str:
+    """``recsys-hyper model rollback``: ``name@champion`` back to the version it replaced."""
+    tracking.ensure_reachable()
+    current, previous = tracking.rollback(name)
+    return f"{name}@champion -> version {previous} (was {current})"
+
+
 def code_version() -> str:
     """The package version, with the git commit when run from a checkout."""
     import subprocess

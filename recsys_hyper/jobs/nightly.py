@@ -510,7 +510,7 @@ def _gate(date, cfg, state, work_id) -> dict:
     e = state.done["evaluate"]
     promoted, reason = gate_decision(e, cfg.tolerance_mae, cfg.tolerance_ndcg)
     if promoted:
-        tracking.set_alias("champion", version, cfg.registered_model)
+        tracking.promote(version, cfg.registered_model)
     champion = version if promoted else e.get("champion_version")
     if champion is None:
         raise RecsysHyperError(f"night {date}: no champion: the first challenger was not promoted ({reason})")

@@ -248,6 +248,45 @@ def set_alias(alias: str, version: str, name: str = REGISTERED_MODEL) -> None:
     MlflowClient().set_registered_model_alias(name, alias, str(version))
 
 
+#: the version tag that records which version was champion before this one (for a rollback)
+PREVIOUS_CHAMPION_TAG = "previous_champion"
+
+
+def promote(version: str, name: str = REGISTERED_MODEL, alias: str = "champion") -> str | None:
+    """Move ``name@alias`` to ``version``, recording on it the version it replaces (its
+    ``previous_champion`` tag) so that :func:`rollback` can undo the move. Returns the replaced
+    version (``None``: the alias was not set). Promoting the current champion changes nothing."""
+    client = MlflowClient()
+    version = str(version)
+    try:
+        client.get_model_version(name, version)
+    except Exception:
+        raise RecsysHyperError(f"{name} has no version {version} in the MLflow store at {mlflow.get_tracking_uri()}; "
+                               f"list its versions in the MLflow UI (Models) and pass one of them") from None
+    previous = alias_version(alias, name)
+    if previous == version:
+        return previous
+    if previous is not None:
+        client.set_model_version_tag(name, version, PREVIOUS_CHAMPION_TAG, previous)
+    set_alias(alias, version, name)
+    return previous
+
+
+def rollback(name: str = REGISTERED_MODEL, alias: str = "champion") -> tuple[str, str]:
+    """Move ``name@alias`` back to the version it replaced last (the ``previous_champion`` tag of
+    the current one). Returns (from, to)."""
+    current = alias_version(alias, name)
+    if current is None:
+        raise RecsysHyperError(f"{name}@{alias} is not set in the MLflow store at {mlflow.get_tracking_uri()}: "
+                               f"nothing to roll back")
+    previous = MlflowClient().get_model_version(name, current).tags.get(PREVIOUS_CHAMPION_TAG)
+    if not previous:
+        raise RecsysHyperError(f"{name}@{alias} (version {current}) replaced no earlier version: nothing to roll "
+                               f"back to; promote a version by number instead (recsys-hyper model promote --version N)")
+    set_alias(alias, previous, name)
+    return current, previous
+
+
 def alias_uri(alias: str, name: str = REGISTERED_MODEL) -> str:
     """``models:/recsys-hyper@alias``."""
     return f"models:/{name}@{alias}"
