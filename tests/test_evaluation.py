@@ -175,6 +175,11 @@ def test_evaluate_command_writes_outputs_and_the_mlflow_layout(ds, tmp_path, mon
     assert len(parents) == 1 and len(children) == 9
     parent = parents[0]
     assert parent.data.params["split_digest"] == summary["split_digest"]
+    # lineage: the evaluated data as the run's input, with the one content digest, and the code version
+    (data_input,) = parent.inputs.dataset_inputs
+    assert data_input.dataset.digest == parent.data.tags["data_digest"] and len(parent.data.tags["data_digest"]) == 32
+    assert [t.value for t in data_input.tags if t.key == "mlflow.data.context"] == ["evaluation"]
+    assert parent.data.tags["code_version"].startswith("0.")
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert {(c.data.tags["method"], c.data.tags["k"]) for c in children} == {
         (m, k) for m in ("popularity", "bias", "hyper") for k in ("0", "1", "3")}

@@ -40,10 +40,15 @@ def write_outputs(result: EvalResult, out: str | os.PathLike, extra: dict | None
     return Path(out)
 
 
-def log_result(result: EvalResult, out: str | os.PathLike, data_source: str,
+def log_result(result: EvalResult, out: str | os.PathLike, ds: Dataset,
                experiment: str = tracking.EVALUATION_EXPERIMENT, tags: dict | None = None,
                nested: bool = False) -> str:
-    """The evaluation's MLflow parent run with a child run per (method, k); returns its id."""
+    """The evaluation's MLflow parent run with a child run per (method, k), its input dataset,
+    data digest and code version; returns its id."""
+    from ..data.dataset import content_digest
+    from .models import code_version
+
+    data_source = str(ds.source)
     p = result.protocol
     params = {
         "data": data_source, "seed": p.seed, "shots": ",".join(map(str, p.shots)),
@@ -53,8 +58,9 @@ def log_result(result: EvalResult, out: str | os.PathLike, data_source: str,
         "evaluated_users": result.n_eligible,
     }
     return tracking.log_evaluation(result.table, params, k_curve_figure(result), [Path(out) / f for f in LOGGED_FILES],
-                                   data_dir=data_source, seconds=result.seconds, experiment=experiment, tags=tags,
-                                   nested=nested)
+                                   data_dir=data_source, seconds=result.seconds, experiment=experiment,
+                                   tags={"code_version": code_version(), **(tags or {})}, nested=nested, dataset=ds,
+                                   data_digest=content_digest(ds.interactions))
 
 
 def run_cold_start_evaluation(ds: Dataset, out: str | os.PathLike, protocol: Protocol = Protocol(),
@@ -70,7 +76,7 @@ def run_cold_start_evaluation(ds: Dataset, out: str | os.PathLike, protocol: Pro
     write_outputs(result, out, extra=hypernetwork_views(result, ds))
     run_id = None
     if track:
-        run_id = log_result(result, out, str(ds.source), experiment or tracking.EVALUATION_EXPERIMENT, tags, nested)
+        run_id = log_result(result, out, ds, experiment or tracking.EVALUATION_EXPERIMENT, tags, nested)
     return result, run_id
 
 

@@ -133,13 +133,20 @@ def log_training_inputs(config_dict: dict, dataset, digest: str | None = None) -
     the data everywhere."""
     mlflow.log_params(_flatten(config_dict))
     ds = dataset
-    with warnings.catch_warnings():  # MLflow guesses among equivalent local source types
-        warnings.simplefilter("ignore", UserWarning)
-        inputs = mlflow.data.from_pandas(ds.interactions, source=str(ds.source), targets="rating",
-                                         name=Path(str(ds.source)).name or "interactions", digest=digest)
-        mlflow.log_input(inputs, context="training")
+    inputs = log_dataset(ds, "training", digest)
     mlflow.log_params({"data.interactions": ds.n_interactions, "data.users": len(ds.user_ids()),
                        "data.items": len(ds.item_ids()), "data.digest": inputs.digest})
+
+
+def log_dataset(dataset, context: str, digest: str | None = None):
+    """``dataset``'s interactions as an MLflow input dataset of the active run (``context``:
+    ``training``, ``evaluation``), with the data's content digest; returns MLflow's dataset."""
+    with warnings.catch_warnings():  # MLflow guesses among equivalent local source types
+        warnings.simplefilter("ignore", UserWarning)
+        inputs = mlflow.data.from_pandas(dataset.interactions, source=str(dataset.source), targets="rating",
+                                         name=Path(str(dataset.source)).name or "interactions", digest=digest)
+        mlflow.log_input(inputs, context=context)
+    return inputs
 
 
 def _await_system_metrics(run_id: str, timeout_s: float = 5.0) -> None:
@@ -158,10 +165,12 @@ def _await_system_metrics(run_id: str, timeout_s: float = 5.0) -> None:
 @whole
 def log_evaluation(table: pd.DataFrame, params: dict, figure, artifacts, data_dir: str, seconds: float,
                    experiment: str = EVALUATION_EXPERIMENT, run_name: str | None = None, tags: dict | None = None,
-                   tracking_uri: str | None = None, nested: bool = False) -> str:
+                   tracking_uri: str | None = None, nested: bool = False, dataset=None,
+                   data_digest: str | None = None) -> str:
     """Log a cold-start evaluation: a parent run (``params``, the results ``table``, the k-curve
     ``figure``, the ``artifacts`` files that exist) with a nested child run per (method, k) row of
-    ``table``. Returns the parent run id."""
+    ``table``; ``dataset``: logged as the run's input (context ``evaluation``) with ``data_digest``
+    (also its tag). Returns the parent run id."""
     configure(tracking_uri)
     mlflow.set_experiment(experiment)
     with tracked_run(run_name=run_name or "cold-start evaluation", tags={"kind": "cold-start-evaluation",
@@ -169,6 +178,10 @@ def log_evaluation(table: pd.DataFrame, params: dict, figure, artifacts, data_di
                      nested=nested) as parent:
         mlflow.log_params(params)
         mlflow.set_tag("data_dir", str(Path(data_dir).resolve()) if Path(data_dir).exists() else data_dir)
+        if dataset is not None:
+            log_dataset(dataset, "evaluation", data_digest)
+            if data_digest:
+                mlflow.set_tag("data_digest", data_digest)
         for row in table.to_dict(orient="records"):
             method, k = row["method"], int(row["k"])
             with tracked_run(run_name=f"{method} k={k}", nested=True,
