@@ -435,6 +435,9 @@ def _evaluate_command(sub) -> None:
     e.add_argument("--notebook", action="store_true",
                    help="also execute the cold-start analysis notebook on this run, render it to HTML in --out "
                         "and log it to the run")
+    e.add_argument("--notebook-code", action="store_true",
+                   help="show the notebook's code in its HTML report too (by default the report shows figures, "
+                        "tables and text; the executed .ipynb beside it keeps the code)")
     e.add_argument("--onboarding", action="store_true",
                    help="also measure onboarding (which items to ask new users about: the model's questions "
                         "against random, popularity, log-popularity x entropy and chronological events) and the "
@@ -580,7 +583,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     print(evaluate_command(args.data, args.out, args.methods, args.shots, args.seed,
                            model_config=load_config(args.config), track=not args.no_track,
-                           experiment=args.experiment, notebook=args.notebook, progress=not args.no_progress,
+                           experiment=args.experiment, notebook=args.notebook, notebook_code=args.notebook_code,
+                           progress=not args.no_progress,
                            onboarding=args.onboarding, overwrite=args.overwrite))
     return 0
 

@@ -48,6 +48,9 @@ def test_the_notebook_runs_on_a_real_evaluation_and_draws_its_figures(tmp_path, 
     assert pd.read_parquet(out / "example_user.parquet").groupby("known").size().tolist() == [10, 10, 10]
     html = (out / "cold_start_analysis.html").read_text()
     assert "Cold-start analysis" in html and "<img" in html
+    # a report: no code (the executed notebook keeps it), no warnings
+    assert "import tempfile" not in html and "def bootstrap" not in html and "Warning" not in html
+    assert "import tempfile" in (out / "cold_start_analysis.ipynb").read_text()
     run = mlflow.search_runs(search_all_experiments=True, filter_string="tags.kind = 'cold-start-evaluation'").iloc[0]
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run["run_id"])}
     assert "cold_start_analysis.html" in logged

@@ -128,9 +128,11 @@ def require_notebook_extra() -> None:
                                f"pip install 'recsys-hyper[notebook]', or drop --notebook")
 
 
-def render_notebook(run_id: str, out: str | os.PathLike, tracking_uri: str | None = None) -> Path:
+def render_notebook(run_id: str, out: str | os.PathLike, tracking_uri: str | None = None, code: bool = False) -> Path:
     """Execute the cold-start analysis notebook (package data) against ``run_id`` with papermill,
-    render it to HTML (nbconvert) in ``out`` and log the HTML to the run."""
+    render it to HTML (nbconvert) in ``out`` and log the HTML to the run. The HTML is a report:
+    figures, tables and text, without the code (``code``: with it) and without what cells wrote
+    to stderr (libraries' warnings); the executed notebook beside it keeps everything."""
     require_notebook_extra()
     import nbformat
     import papermill
@@ -146,7 +148,13 @@ def render_notebook(run_id: str, out: str | os.PathLike, tracking_uri: str | Non
     with resources.as_file(source) as notebook:
         papermill.execute_notebook(str(notebook), str(executed), parameters={"tracking_uri": uri, "run_id": run_id},
                                    progress_bar=False, cwd=str(out))
-    html, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    node = nbformat.read(executed, as_version=4)
+    for cell in node.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", [])
+                            if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    html, _ = HTMLExporter(exclude_input=not code, exclude_input_prompt=not code,
+                           exclude_output_prompt=not code).from_notebook_node(node)
     target = out / "cold_start_analysis.html"
     target.write_text(html)
     tracking.log_artifact_to_run(run_id, target)
@@ -155,6 +163,7 @@ def render_notebook(run_id: str, out: str | os.PathLike, tracking_uri: str | Non
 
 def evaluate_command(data: str | os.PathLike, out: str | os.PathLike, methods, shots, seed: int = 0,
                      model_config=None, track: bool = True, experiment: str | None = None, notebook: bool = False,
+                     notebook_code: bool = False,
                      progress: bool = True, onboarding: bool = False, overwrite: bool = False) -> str:
     """``recsys-hyper evaluate``: the results table, where the notebook went, and a summary line.
     ``onboarding``: also the elicitation protocol and the explanations' faithfulness on the
@@ -191,7 +200,7 @@ def evaluate_command(data: str | os.PathLike, out: str | os.PathLike, methods, s
                   f"explanations: removing the most-blamed event lowers the score by {faith['drop_top']:.3f} on "
                   f"average, a random event by {faith['drop_random']:.3f} ({faith['pairs']:,} recommendations)"]
     if notebook:
-        lines.append(f"analysis notebook -> {render_notebook(run_id, out)}")
+        lines.append(f"analysis notebook -> {render_notebook(run_id, out, code=notebook_code)}")
     lines.append(f"\n{result.n_eligible} of {result.n_test_users} test users evaluated (>= "
                  f"{max(protocol.shots) + protocol.min_query} interactions); split {result.split.digest[:12]}; "
                  f"{result.seconds:.0f}s -> {out}" + (f"; MLflow run {run_id}" if run_id else ""))

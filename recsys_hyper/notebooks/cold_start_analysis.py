@@ -31,11 +31,16 @@ bootstrap_samples = 500
 import tempfile
 from pathlib import Path
 
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from recsys_hyper import tracking
+
+warnings.filterwarnings("ignore", category=FutureWarning)      # libraries' notes, not findings
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 # without a URI: $MLFLOW_TRACKING_URI, else the nearest mlflow.db (the one `make run` writes at the
 # repository's root, found from notebooks/ too)
@@ -114,12 +119,22 @@ if users_file.exists():
         segments.append("age_group")
     if "gender" in per_user:
         segments.append("gender")
+def ordered(column):
+    """A segment's values in their natural order (light -> heavy, <25 -> 50+), else by size."""
+    present = column.dropna()
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return [v for v in column.cat.categories if (present == v).any()]
+    return list(present.value_counts().index)
+
 for segment in segments:
-    values = [v for v in per_user[segment].dropna().unique()]
-    fig, axes = plt.subplots(1, len(values), figsize=(5 * len(values), 3.5), squeeze=False)
-    for ax, value in zip(axes[0], sorted(values, key=str)):
-        curves(per_user[per_user[segment] == value], ax, "ndcg@10")
-        ax.set_title(f"nDCG@10, {segment} = {value}")
+    values = ordered(per_user[segment])
+    # one y-axis for the row: the panels compare segments, so they share a scale
+    fig, axes = plt.subplots(1, len(values), figsize=(5 * len(values), 3.5), squeeze=False, sharey=True)
+    for ax, value in zip(axes[0], values):
+        part = per_user[per_user[segment] == value]
+        curves(part, ax, "ndcg@10")
+        ax.set_title(f"nDCG@10, {segment} = {value} ({part['user_id'].nunique():,} users)")
+    axes[0][0].set_ylabel("nDCG@10 (95% bootstrap interval)")
     axes[0][0].legend(fontsize=7)
     plt.tight_layout()
     plt.show()
@@ -161,18 +176,34 @@ from sklearn.decomposition import PCA
 
 heads_file = artifact("heads.parquet")
 heads = pd.read_parquet(heads_file) if heads_file else pd.DataFrame({"user_id": [], "rank_head": []})
-xy = (np.zeros((0, 2)) if heads.empty
-      else PCA(n_components=2, random_state=0).fit_transform(np.stack(heads["rank_head"].to_numpy())))
+pca = None if len(heads) < 2 else PCA(n_components=2, random_state=0)
+xy = np.zeros((len(heads), 2)) if pca is None else pca.fit_transform(np.stack(heads["rank_head"].to_numpy()))
 truth = users_file.with_name("ground_truth_users.parquet")
 if truth.exists():
     heads = heads.merge(pd.read_parquet(truth), on="user_id", how="left")
+# users' numeric features (age) as a colour scale; categories (true cluster, occupation, gender)
+# as a legend, the largest first (at most 10 named, the rest "other")
 colour_by = [c for c in ("cluster", "occupation", "gender", "age") if c in heads.columns]
-fig, axes = plt.subplots(1, max(1, len(colour_by)), figsize=(5 * max(1, len(colour_by)), 4), squeeze=False)
+fig, axes = plt.subplots(1, max(1, len(colour_by)), figsize=(5.5 * max(1, len(colour_by)), 4.5), squeeze=False)
 for ax, col in zip(axes[0], colour_by or [None]):
-    numeric = col is not None and pd.api.types.is_numeric_dtype(heads[col])
-    colours = None if col is None else (heads[col] if numeric else pd.factorize(heads[col])[0])
-    ax.scatter(xy[:, 0], xy[:, 1], c=colours, cmap="tab10" if col != "age" else "viridis", s=14)
-    ax.set_title(f"emitted heads, coloured by {col}" if col else "emitted heads")
+    if col is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=14)
+    elif pd.api.types.is_numeric_dtype(heads[col]) and col != "cluster":
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=heads[col], cmap="viridis", s=14)
+        fig.colorbar(points, ax=ax, label=col)
+    else:
+        top = heads[col].value_counts().index[:10]
+        for i, value in enumerate(top):
+            mask = (heads[col] == value).to_numpy()
+            ax.scatter(xy[mask, 0], xy[mask, 1], s=14, color=plt.cm.tab10(i), label=f"{value} ({mask.sum()})")
+        rest = (~heads[col].isin(top)).to_numpy()
+        if rest.any():
+            ax.scatter(xy[rest, 0], xy[rest, 1], s=10, color="lightgrey", label=f"other ({rest.sum()})")
+        ax.legend(title=col, fontsize=7, title_fontsize=8, loc="best", markerscale=1.2)
+    share = pca.explained_variance_ratio_ if pca is not None else (0.0, 0.0)
+    ax.set_xlabel(f"PC1 of the emitted head ({share[0]:.0%} of the variance)")
+    ax.set_ylabel(f"PC2 ({share[1]:.0%})")
+    ax.set_title(f"emitted heads of {len(heads):,} test users" + (f", by {col}" if col else ""))
 plt.tight_layout()
 plt.show()
 
