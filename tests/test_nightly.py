@@ -103,7 +103,8 @@ def test_two_nights_against_a_real_mlflow_server(landing, tmp_path, mlflow_serve
     exp = client.get_experiment_by_name("recsys-hyper-nightly")
     nights = client.search_runs([exp.experiment_id], "tags.kind = 'nightly'")
     assert sorted(r.data.tags["date"] for r in nights) == DATES
-    assert all(len(r.data.tags.get("data_digest", "")) == 64 for r in nights)
+    assert all(len(r.data.tags.get("snapshot_digest", "")) == 64 for r in nights)
+    assert not any("data_digest" in r.data.tags for r in nights)      # one name, one kind of digest
     assert all(r.data.tags.get("code_version") for r in nights)
     for night in nights:
         steps = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{night.info.run_id}'")

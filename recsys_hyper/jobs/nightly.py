@@ -210,7 +210,8 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
                     tracking.log_step(outputs)
                 state.complete(name, **outputs)
                 report.steps_run.append(name)
-            tracking.tag_night(data_digest=state.done["merge"]["digest"], date=date)
+            # the whole snapshot's; the train step and its version carry their training data's data_digest
+            tracking.tag_night(snapshot_digest=state.done["merge"]["digest"], date=date)
     d = state.done
     report.quarantined = d["validate"].get("quarantined", [])
     report.repeated_events = int(d["merge"].get("repeated_events", 0))
