@@ -605,17 +605,24 @@ def entry() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from . import progress
+
+    shown, mlflow_level = progress.enabled(), os.environ.get("MLFLOW_LOGGING_LEVEL")
+    loggers = {name: logging.getLogger(name).level for name in ("mlflow", "recsys_hyper")}
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr)
     logging.getLogger("recsys_hyper").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    from . import progress
-
-    shown = progress.enabled()
     progress.set_enabled(not getattr(args, "no_progress", False))
     try:
         return _run(args)
-    finally:
-        progress.set_enabled(shown)                  # main() called again in one process starts as it was
+    finally:                                         # main() called again in one process starts as it was
+        progress.set_enabled(shown)
+        for name, level in loggers.items():
+            logging.getLogger(name).setLevel(level)
+        if mlflow_level is None:
+            os.environ.pop("MLFLOW_LOGGING_LEVEL", None)
+        else:
+            os.environ["MLFLOW_LOGGING_LEVEL"] = mlflow_level
 
 
 def _run(args: argparse.Namespace) -> int:
