@@ -2,11 +2,24 @@
 register, serve, batch scoring, cold-start evaluation, the nightly pipeline, dataset jobs). The
 command line only parses arguments and calls these."""
 
-from .evaluate import render_notebook, run_cold_start_evaluation
-from .models import load_alias, load_model
-from .nightly import NightlyConfig, NightReport, run_nightly
-from .score import score_with_spark
-from .train import Trained, train_and_register
+import importlib
 
-__all__ = ["render_notebook", "run_cold_start_evaluation", "load_alias", "load_model", "NightlyConfig",
-           "NightReport", "run_nightly", "score_with_spark", "Trained", "train_and_register"]
+#: loaded on first use: ``recsys-hyper score`` imports the scoring job, not MLflow and the nightly
+_EXPORTS = {
+    "evaluate": ("render_notebook", "run_cold_start_evaluation"),
+    "models": ("load_alias", "load_model"),
+    "nightly": ("NightlyConfig", "NightReport", "run_nightly"),
+    "score": ("score_with_spark",),
+    "train": ("Trained", "train_and_register"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,8 +16,9 @@ from ..recommender import HyperRecommender, recommend_grouped
 def load_model(spec: str | os.PathLike) -> HyperRecommender:
     """A model directory (the ``--out`` of ``train``) or an MLflow model URI (``models:/...``, ``runs:/...``;
     the tracking store is checked first, so an unreachable server fails in seconds, not minutes of retries)."""
-    if tracking.is_model_uri(str(spec)):
-        tracking.ensure_reachable(write=False)
+    if not tracking.is_model_uri(str(spec)):
+        return HyperRecommender.load(tracking.model_folder(spec))      # a folder: no tracking store involved
+    tracking.ensure_reachable(write=False)
     return HyperRecommender.load(tracking.resolve_model(spec))
 
 

@@ -9,17 +9,52 @@
 It receives frames, figures and files to log; it imports neither evaluation nor scoring.
 """
 
-from .registry import (MODEL_ARTIFACT, REGISTERED_MODEL, alias_uri, alias_version, find_version, is_model_uri, load_pyfunc,
-                       log_pyfunc_model, promote, resolve_model, rollback, set_alias, version_tags, version_uri)
-from .runs import (EVALUATION_EXPERIMENT, TRAINING_EXPERIMENT, TrainingRun, log_artifact_to_run, log_choices, log_epoch,
-                   log_evaluation, log_metrics, log_onboarding, log_table, log_step, log_dataset, log_training_inputs, night_run, step_run, tag_night,
-                   tag_run)
-from .store import (DEFAULT_TRACKING_URI, check_sqlite_store, child_runs, configure, describe_store_error,
-                    download_artifact, ensure_reachable, find_runs, metric_name, open_store)
+import importlib
+from pathlib import Path
 
-__all__ = ["MODEL_ARTIFACT", "REGISTERED_MODEL", "alias_uri", "alias_version", "find_version", "is_model_uri", "load_pyfunc",
-           "log_pyfunc_model", "promote", "resolve_model", "rollback", "set_alias", "version_tags", "version_uri", "EVALUATION_EXPERIMENT", "TRAINING_EXPERIMENT",
-           "TrainingRun", "log_artifact_to_run", "log_choices", "log_epoch", "log_evaluation", "log_metrics", "log_onboarding", "log_table", "log_step", "log_dataset", "log_training_inputs", "night_run", "step_run",
-           "tag_night", "tag_run", "DEFAULT_TRACKING_URI", "check_sqlite_store", "child_runs", "configure",
-           "describe_store_error", "download_artifact", "ensure_reachable",
-           "find_runs", "metric_name", "open_store"]
+from ..config import EVALUATION_EXPERIMENT, REGISTERED_MODEL, TRAINING_EXPERIMENT
+
+#: the submodules' names, imported on first use: MLflow (a second to import) is loaded only by a
+#: command that tracks or reads the store, not by one that scores a model directory
+_EXPORTS = {
+    "registry": ("MODEL_ARTIFACT", "alias_uri", "alias_version", "find_version", "load_pyfunc", "log_pyfunc_model",
+                 "promote", "resolve_model", "rollback", "set_alias", "version_tags", "version_uri"),
+    "runs": ("TrainingRun", "log_artifact_to_run", "log_choices", "log_epoch", "log_evaluation", "log_metrics",
+             "log_onboarding", "log_table", "log_step", "log_dataset", "log_training_inputs", "night_run", "step_run",
+             "tag_night", "tag_run"),
+    "store": ("DEFAULT_TRACKING_URI", "check_sqlite_store", "child_runs", "configure", "describe_store_error",
+              "download_artifact", "ensure_reachable", "find_runs", "metric_name", "open_store"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = ["EVALUATION_EXPERIMENT", "REGISTERED_MODEL", "TRAINING_EXPERIMENT", "is_model_uri", "model_folder", *_WHERE]
+
+
+def is_model_uri(text: str) -> bool:
+    """Whether ``text`` names an MLflow model (``models:/...``, ``runs:/...``) rather than a folder."""
+    return str(text).startswith(("models:/", "runs:/"))
+
+
+def model_folder(model) -> Path:
+    """``model`` as a local model directory (no MLflow involved), or the error that says what to pass."""
+    from ..errors import RecsysHyperError
+
+    path = Path(str(model))
+    if not path.is_dir():
+        raise RecsysHyperError(f"{path}: model not found; pass a model directory (the --out of "
+                               f"`recsys-hyper train`) or an MLflow URI such as models:/{REGISTERED_MODEL}@champion")
+    return path
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:                                   # a submodule (tracking.registry, ...)
+        return importlib.import_module(f".{name}", __name__)
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from ..config import REGISTERED_MODEL
 from ..errors import RecsysHyperError
 from ..interrupts import whole
+from . import is_model_uri, model_folder
 from .store import configure
 
 MODEL_ARTIFACT = "model_dir"
@@ -128,8 +129,6 @@ def _requirements() -> list[str]:
 
 
 
-def is_model_uri(text: str) -> bool:
-    return text.startswith(("models:/", "runs:/"))
 
 
 def cache_root() -> Path:
@@ -162,11 +161,7 @@ def resolve_model(model: str | os.PathLike, cache_dir: str | os.PathLike | None 
 
     text = str(model)
     if not is_model_uri(text):
-        path = Path(text)
-        if not path.is_dir():
-            raise RecsysHyperError(f"{path}: model not found; pass a model directory (the --out of "
-                                   f"`recsys-hyper train`) or an MLflow URI such as models:/{REGISTERED_MODEL}@champion")
-        return path
+        return model_folder(text)
     configure()
     try:
         target = Path(cache_dir or cache_root()) / _cache_key(text)
