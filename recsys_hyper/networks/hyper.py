@@ -31,7 +31,7 @@ from ..numerics.features import FeatureSpec, FeatureTensors, dense_features, den
 from ..numerics.fold_in import fold_in
 from ..numerics.padding import Padded
 from ..numerics.scores import linear_scores
-from .features import FeatureEncoder
+from .features import FeatureEncoder, embedding, normal_init
 
 
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
@@ -54,8 +54,8 @@ class ItemTower(nn.Module):
     def __init__(self, n_items: int, spec: FeatureSpec, dim: int, hidden: int, id_dropout: float):
         super().__init__()
         self.n_items = n_items
-        self.id_emb = nn.Embedding(n_items + 1, dim)
-        nn.init.normal_(self.id_emb.weight, std=0.1)
+        self.id_emb = embedding(n_items + 1, dim)
+        normal_init(self.id_emb.weight, std=0.1)
         with torch.no_grad():
             self.id_emb.weight[n_items].zero_()
         self.features = FeatureEncoder(spec)
@@ -173,10 +173,10 @@ class ItemContext(nn.Module):
 
     def __init__(self, n_items: int, item_dim: int, dim: int):
         super().__init__()
-        self.q_id = nn.Embedding(n_items + 1, dim, padding_idx=n_items)
-        self.p_id = nn.Embedding(n_items + 1, dim, padding_idx=n_items)
+        self.q_id = embedding(n_items + 1, dim, padding_idx=n_items)
+        self.p_id = embedding(n_items + 1, dim, padding_idx=n_items)
         for emb in (self.q_id, self.p_id):
-            nn.init.normal_(emb.weight, std=0.05)
+            normal_init(emb.weight, std=0.05)
             with torch.no_grad():
                 emb.weight[n_items].zero_()
         self.q_map = nn.Linear(item_dim, dim, bias=False)
