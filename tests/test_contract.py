@@ -194,3 +194,19 @@ def test_a_pair_rated_twice_counts_once_with_its_latest_rating(fitted, data):
     a = fitted.recommend(with_duplicates, k=5)
     b = fitted.recommend(support, k=5)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_grouped_histories_take_whole_number_float_user_ids_and_explain_the_rest(data):
+    """JSON and columns with gaps turn integer ids into floats: 1.0 is user 1; 1.5 is refused
+    with a message, not a TypeError from deep inside."""
+    from recsys_hyper.errors import RecsysHyperError
+    from recsys_hyper.recommender import recommend_grouped
+
+    model = BUILDERS["popularity"]().fit(data["train"], progress=False)
+    item = int(data["train"].interactions["item_id"].iloc[0])
+    grouped = pd.DataFrame({"user_id": [7.0, 8.0], "item_id": [[item], []], "rating": [[4.0], []],
+                            "timestamp": [[1_700_000_000], []]})
+    out = recommend_grouped(model, grouped, k=3)
+    assert out["user_id"].tolist() == [7, 8] and all(len(v) == 3 for v in out["item_ids"])
+    with pytest.raises(RecsysHyperError, match=r"1 user ids are not whole numbers \(e.g. \[7.5\]\)"):
+        recommend_grouped(model, grouped.assign(user_id=[7.5, 8.0]))

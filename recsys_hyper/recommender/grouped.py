@@ -22,8 +22,8 @@ def recommend_grouped(model: Recommender, grouped: pd.DataFrame, k: int = 10, ex
     :meth:`~recsys_hyper.recommender.HyperRecommender.explain`); ``ask`` (questions per user): also
     ``questions``, the items to ask about next (see :meth:`~recsys_hyper.recommender.HyperRecommender.ask`).
     Both need a model that explains and asks (the hypernetwork)."""
-    users = pd.DataFrame({S.USER_ID: grouped[S.USER_ID].to_numpy()})
-    history = explode_histories(grouped)
+    users = pd.DataFrame({S.USER_ID: _user_ids(grouped)})
+    history = explode_histories(grouped.assign(**{S.USER_ID: users[S.USER_ID].to_numpy()}))
     recs = model.recommend(history, k=k, exclude_seen=exclude_seen, users=users, user_ids=users[S.USER_ID].to_numpy())
     agg = {"item_ids": (S.ITEM_ID, list), "scores": ("score", list)}
     if explain:
@@ -43,6 +43,25 @@ def recommend_grouped(model: Recommender, grouped: pd.DataFrame, k: int = 10, ex
         lists = questions.groupby(S.USER_ID, sort=False)[S.ITEM_ID].agg(list).reindex(users[S.USER_ID])
         out["questions"] = [v if isinstance(v, list) else [] for v in lists]
     return out
+
+
+def _user_ids(grouped: pd.DataFrame):
+    """The rows' user ids as the data contract types them: whole-number floats (what JSON and a
+    column with gaps turn integers into) as int64; anything else that is no id is refused."""
+    import numpy as np
+
+    from ..errors import RecsysHyperError
+
+    ids = grouped[S.USER_ID].to_numpy() if S.USER_ID in grouped else None
+    if ids is None:
+        raise RecsysHyperError(f"grouped histories: no user_id column (columns present: {list(grouped.columns)})")
+    if ids.dtype.kind == "f":
+        if not (np.isfinite(ids).all() and (ids == np.floor(ids)).all()):
+            bad = ids[~(np.isfinite(ids) & (ids == np.floor(ids)))]
+            raise RecsysHyperError(f"grouped histories: {len(bad)} user ids are not whole numbers (e.g. "
+                                   f"{bad[:5].tolist()}); user ids must be int64 or string")
+        return ids.astype(np.int64)
+    return ids
 
 
 def _capability(model: Recommender, name: str):
