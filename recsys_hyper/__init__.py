@@ -9,9 +9,8 @@ recsys_hyper`` and the command line's ``--help`` stay fast):
 
 from __future__ import annotations
 
-import importlib
-
 from .errors import DataValidationError, NotFittedError, RecsysHyperError
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -21,17 +20,9 @@ _EXPORTS = {
     "config": ("Config", "ModelConfig", "TrainConfig", "load_config"),
     "data": ("Dataset", "Histories", "IdMap", "load_dataset", "validate_frames", "write_dataset"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+_NAMES, __getattr__ = lazy_exports(__name__, _EXPORTS, globals())
 
-__all__ = ["__version__", "DataValidationError", "NotFittedError", "RecsysHyperError", *_WHERE]
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["__version__", "DataValidationError", "NotFittedError", "RecsysHyperError", *_NAMES]
 
 
 def __dir__() -> list[str]:

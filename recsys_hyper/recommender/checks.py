@@ -16,7 +16,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..data import schema as S
 from ..data.idmap import UNKNOWN, IdMap
@@ -24,7 +24,18 @@ from ..errors import RecsysHyperError
 
 if TYPE_CHECKING:
     from ..data.dataset import Dataset
-    from .base import Recommender
+
+
+class Recommender(Protocol):
+    """What the checks read of a fitted recommender (see :class:`~recsys_hyper.recommender.base.Recommender`)."""
+
+    item_map_: IdMap
+    implicit_: bool
+    rating_range_: tuple[float, float] | None
+
+    def _check_fitted(self) -> None: ...
+
+    def _scores_new_items(self) -> bool: ...
 
 log = logging.getLogger(__name__)
 

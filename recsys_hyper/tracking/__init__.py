@@ -9,10 +9,10 @@
 It receives frames, figures and files to log; it imports neither evaluation nor scoring.
 """
 
-import importlib
 from pathlib import Path
 
 from ..config import EVALUATION_EXPERIMENT, REGISTERED_MODEL, TRAINING_EXPERIMENT
+from ..lazy import lazy_exports
 
 #: the submodules' names, imported on first use: MLflow (a second to import) is loaded only by a
 #: command that tracks or reads the store, not by one that scores a model directory
@@ -25,9 +25,9 @@ _EXPORTS = {
     "store": ("DEFAULT_TRACKING_URI", "check_sqlite_store", "child_runs", "configure", "describe_store_error",
               "download_artifact", "ensure_reachable", "find_runs", "metric_name", "open_store"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+_NAMES, __getattr__ = lazy_exports(__name__, _EXPORTS, globals())
 
-__all__ = ["EVALUATION_EXPERIMENT", "REGISTERED_MODEL", "TRAINING_EXPERIMENT", "is_model_uri", "model_folder", *_WHERE]
+__all__ = ["EVALUATION_EXPERIMENT", "REGISTERED_MODEL", "TRAINING_EXPERIMENT", "is_model_uri", "model_folder", *_NAMES]
 
 
 def is_model_uri(text: str) -> bool:
@@ -44,16 +44,6 @@ def model_folder(model) -> Path:
         raise RecsysHyperError(f"{path}: model not found; pass a model directory (the --out of "
                                f"`recsys-hyper train`) or an MLflow URI such as models:/{REGISTERED_MODEL}@champion")
     return path
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:                                   # a submodule (tracking.registry, ...)
-        return importlib.import_module(f".{name}", __name__)
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
