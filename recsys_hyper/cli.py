@@ -82,6 +82,13 @@ def _finite(text: str) -> float:
     return value
 
 
+def _level(text: str) -> float:
+    value = _finite(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1) such as 0.9, got {text!r}")
+    return value
+
+
 def _positive(text: str) -> float:
     value = _finite(text)
     if value <= 0:
@@ -282,6 +289,9 @@ def _model_commands(sub) -> None:
     pr.add_argument("--pairs", required=True, metavar="PAIRS.parquet", help="Parquet file with user_id, item_id")
     pr.add_argument("--out", required=True, metavar="PRED.parquet", help="output Parquet file")
     pr.add_argument("--allow-rating-mismatch", action="store_true", help=MISMATCH_HELP)
+    pr.add_argument("--interval", type=_level, metavar="P",
+                    help="add lower / upper (a prediction interval covering the rating with probability P for "
+                         "a new user with as many events, calibrated on the model's validation users) and std")
     pr.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     pr.set_defaults(func=cmd_predict)
 
@@ -513,7 +523,8 @@ def cmd_onboard(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .jobs import serve
 
-    print(serve.predict(args.model, args.data, args.pairs, args.out, allow_rating_mismatch=args.allow_rating_mismatch))
+    print(serve.predict(args.model, args.data, args.pairs, args.out, allow_rating_mismatch=args.allow_rating_mismatch,
+                        interval=args.interval))
     return 0
 
 

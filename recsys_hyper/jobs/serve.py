@@ -114,19 +114,28 @@ def check_pair_ids(pairs: pd.DataFrame, name: str, ds, item_kind: str) -> None:
 
 
 def predict(model: str, data: str | os.PathLike, pairs: str | os.PathLike, out: str | os.PathLike,
-            allow_rating_mismatch: bool = False) -> str:
-    """Predictions for the pairs of ``pairs``, heads from the histories of ``data``; returns the summary line."""
+            allow_rating_mismatch: bool = False, interval: float | None = None) -> str:
+    """Predictions for the pairs of ``pairs``, heads from the histories of ``data``; returns the
+    summary line. ``interval``: also ``lower``, ``upper`` (a prediction interval at that level)
+    and ``std`` per pair."""
     check_file_out(out, [*input_files(data, model), pairs])
     frame = read_pairs(pairs)
     ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
     check_compatible(rec, ds, allow_rating_mismatch)
     check_pair_ids(frame, Path(pairs).name, ds, rec.item_map_.kind)
-    pred = rec.predict(ds.interactions, frame, users=ds.users, item_features=ds.items,
-                       allow_rating_mismatch=allow_rating_mismatch)
+    if interval is not None:
+        table = rec.predict_interval(ds.interactions, frame, level=interval, users=ds.users, item_features=ds.items,
+                                     allow_rating_mismatch=allow_rating_mismatch)
+        pred = table["prediction"].to_numpy()
+        extra = {c: pd.array(table[c].to_numpy(), dtype="Float32") for c in ("lower", "upper", "std")}
+    else:
+        pred = rec.predict(ds.interactions, frame, users=ds.users, item_features=ds.items,
+                           allow_rating_mismatch=allow_rating_mismatch)
+        extra = {}
     # a pair the model cannot score (an item it has never seen, with no features) is written as a
     # missing value (null), never as NaN
-    result = frame.assign(prediction=pd.array(pred.astype(np.float32), dtype="Float32"))
+    result = frame.assign(prediction=pd.array(pred.astype(np.float32), dtype="Float32"), **extra)
     write_parquet(result, out)
     n_missing = int(np.isnan(pred).sum())
     return (f"predicted {len(result):,} pairs" + (f" ({n_missing:,} unscoreable: null)" if n_missing else "")

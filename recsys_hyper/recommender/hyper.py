@@ -35,6 +35,7 @@ from ..numerics.mf import GRID as MF_GRID
 from ..errors import RecsysHyperError
 from ..networks.hyper import BLEND, BLEND_MAX_K, Heads, HyperRecModel, ItemTable
 from ..numerics.features import FeatureSpec, FeatureTensors, dense_features, with_pad_row
+from ..numerics.intervals import Intervals
 from ..numerics.padding import Padded, chunks_by_events
 from ..numerics.scores import membership
 from ..training import TrainingData, TrainResult, finetune_heads, init_biases, train, warm_start
@@ -215,6 +216,53 @@ class HyperRecommender(Recommender):
         self.tuning_ = _tuning(fitted, result, cases.searches)
         self._cache = {}
         self._item_vectors(self._catalogue())  # item vectors are computed once, not per request
+        # prediction intervals: the finished model's errors on the validation users, per k
+        self.intervals_ = None if dataset.implicit else self._calibrate_intervals(h.select(tune_rows))
+
+    def _calibrate_intervals(self, validation: Histories) -> Intervals | None:
+        """The intervals' half-widths per k and level from the validation users' held-out
+        ratings, each predicted from their k earliest events (see :mod:`recsys_hyper.numerics.intervals`)."""
+        from ..numerics.measure import measure_episode
+        from .base import indexed
+
+        view, errors = indexed(self), {}
+        for ep in validation_episodes(validation):
+            m = measure_episode(view, ep.support, ep.query, rank=False, per_user=False)
+            errors[ep.k] = m.predicted - m.actual
+        return Intervals.calibrate(errors)
+
+    def predict_interval(self, histories: pd.DataFrame | None, pairs: pd.DataFrame, level: float = 0.9,
+                         users: pd.DataFrame | None = None, item_features: pd.DataFrame | None = None,
+                         allow_rating_mismatch: bool = False) -> pd.DataFrame:
+        """:meth:`predict` with a prediction interval: ``pairs`` with ``prediction``, ``lower``,
+        ``upper`` (covering the actual rating with probability ``level`` for a new user with as
+        many events, as calibrated on validation users; clipped to the rating scale) and ``std``
+        (the predictive standard deviation at the user's k). Explicit ratings only: an implicit
+        model gives relevance scores, which have no rating interval."""
+        if not 0 < level < 1:
+            raise RecsysHyperError(f"predict_interval: level must be in (0, 1), got {level!r} (e.g. 0.9)")
+        self._check_fitted()
+        if self.implicit_:
+            raise RecsysHyperError("this model was trained on implicit feedback: it gives relevance scores, "
+                                   "not ratings, so there is no rating interval; drop --interval")
+        if getattr(self, "intervals_", None) is None:
+            raise RecsysHyperError("this model was saved without interval calibration (a version before "
+                                   "intervals existed): retrain it to predict intervals")
+        require_columns(pairs, (S.USER_ID, S.ITEM_ID), "pairs")
+        checked = checked_histories(self, histories, self._catalogue(item_features).ids,
+                                    allow_rating_mismatch=allow_rating_mismatch)
+        pred = self.predict(checked, pairs, users=users, item_features=item_features, allow_rating_mismatch=True)
+        known = (checked.groupby(S.USER_ID).size() if checked is not None and len(checked)
+                 else pd.Series(dtype=np.int64))
+        k = known.reindex(pairs[S.USER_ID].to_numpy()).fillna(0).to_numpy(np.int64)
+        half, std = self.intervals_.lookup(k, level)
+        lo, hi = self.rating_range_
+        out = pairs.reset_index(drop=True).copy()
+        out["prediction"] = pred.astype(np.float32)
+        out["lower"] = np.clip(pred - half, lo, hi).astype(np.float32)
+        out["upper"] = np.clip(pred + half, lo, hi).astype(np.float32)
+        out["std"] = np.where(np.isnan(pred), np.nan, std).astype(np.float32)
+        return out
 
     def _fit_problems(self) -> list[str]:
         problems = []
@@ -530,6 +578,7 @@ class HyperRecommender(Recommender):
             "user_spec": self.user_spec_.to_dict(),
             "prior_multiplier": list(self.training_.prior_multiplier),
             "tuning": getattr(self, "tuning_", None),
+            "intervals": self.intervals_.to_dict() if getattr(self, "intervals_", None) is not None else None,
             "training": {"best_epoch": self.training_.best_epoch, "epochs_run": len(self.training_.history),
                          "stopped_early": self.training_.stopped_early, "seconds": self.training_.seconds,
                          "steps": self.training_.steps, "step_seconds": self.training_.step_seconds,
@@ -547,6 +596,7 @@ class HyperRecommender(Recommender):
         return cls(Config.from_dict(meta["config"], source=str(root / "model.json")))
 
     def _restore(self, state: dict, meta: dict, root: Path) -> None:
+        self.intervals_ = Intervals.from_dict(meta.get("intervals"))
         if meta["n_items"] != len(self.item_map_):
             raise ValueError(f"{ITEM_IDS_FILE} holds {len(self.item_map_):,} item ids but the weights are for "
                              f"{meta['n_items']:,} items")

@@ -1,0 +1,64 @@
+"""Prediction intervals for new users' ratings, calibrated on validation users (split conformal).
+
+At fit time the model predicts the held-out ratings of validation users from their k earliest
+events, for each k of the validation shots; the absolute errors at each k give the interval's
+half-width at every level (the finite-sample conformal quantile), and their root mean square the
+predictive standard deviation. A new user with k known events gets the half-width of the largest
+calibrated k not above theirs, so the interval narrows as events arrive exactly as much as the
+errors did on validation users. Coverage is marginal (over users and their rated items, each
+rated pair counting once), not per user or per item.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: the levels stored (a requested level is rounded up to the next stored one)
+LEVELS = tuple(round(0.01 * i, 2) for i in range(1, 100))
+
+
+@dataclass
+class Intervals:
+    """Half-widths per calibrated k (rows) and level (columns), the predictive standard
+    deviation per k, and the number of validation pairs behind each k."""
+
+    shots: list[int]
+    half_width: np.ndarray               # (len(shots), len(LEVELS))
+    std: np.ndarray                      # (len(shots),)
+    pairs: list[int]
+
+    @classmethod
+    def calibrate(cls, errors_by_k: dict[int, np.ndarray]) -> "Intervals | None":
+        """From the absolute errors of validation pairs at each k (k -> errors)."""
+        kept = {k: np.sort(np.abs(e[np.isfinite(e)])) for k, e in sorted(errors_by_k.items()) if len(e)}
+        kept = {k: e for k, e in kept.items() if len(e)}
+        if not kept:
+            return None
+        widths, stds = [], []
+        for e in kept.values():
+            n = len(e)
+            # the conformal quantile: the ceil((n + 1) p)-th smallest error (all of them beyond n)
+            ranks = [min(n, math.ceil((n + 1) * p)) - 1 for p in LEVELS]
+            widths.append(e[ranks])
+            stds.append(float(np.sqrt(np.mean(e ** 2))))
+        return cls(list(kept), np.array(widths, dtype=np.float64), np.array(stds), [len(e) for e in kept.values()])
+
+    def lookup(self, k: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """(half-width, standard deviation) for users with ``k`` known events at ``level``."""
+        column = next(i for i, p in enumerate(LEVELS) if p >= level - 1e-9) if level <= LEVELS[-1] else len(LEVELS) - 1
+        row = np.searchsorted(np.array(self.shots), np.asarray(k), side="right") - 1
+        row = np.clip(row, 0, len(self.shots) - 1)
+        return self.half_width[row, column], self.std[row]
+
+    def to_dict(self) -> dict:
+        return {"shots": self.shots, "levels": list(LEVELS), "half_width": self.half_width.round(6).tolist(),
+                "std": self.std.round(6).tolist(), "pairs": self.pairs}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Intervals | None":
+        if not d or list(d.get("levels", [])) != list(LEVELS):
+            return None
+        return cls(list(d["shots"]), np.array(d["half_width"], dtype=np.float64), np.array(d["std"]), list(d["pairs"]))
