@@ -139,9 +139,9 @@ class RunLock:
             except BlockingIOError:
                 os.close(fd)
                 owner = self._owner()
-                raise RecsysHyperError(
-                    f"another nightly run holds {self.path} (pid {owner.get('pid')} on {owner.get('host')} since "
-                    f"{owner.get('since')}); wait for it to finish") from None
+                who = (f"pid {owner.get('pid')} on {owner.get('host')} since {owner.get('since')}" if owner
+                       else "a run that is starting")
+                raise RecsysHyperError(f"another nightly run holds {self.path} ({who}); wait for it to finish") from None
             except OSError as exc:
                 os.close(fd)
                 raise RecsysHyperError(f"cannot lock {self.path} ({exc.strerror}): the file system of the work "

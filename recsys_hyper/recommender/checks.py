@@ -12,11 +12,10 @@ library's calls (:func:`checked_histories`: ``adapt``, ``predict``, ``recommend`
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
-
-from typing import TYPE_CHECKING, Protocol
 
 from ..data import schema as S
 from ..data.idmap import UNKNOWN, IdMap
