@@ -1,6 +1,6 @@
-"""Progress on long work, one way everywhere: a bar on a terminal, a log line every
-``RECSYS_HYPER_PROGRESS_EVERY`` seconds (default 30) otherwise (a nightly's log, a notebook's
-cell, a CI job), so that no long step is silent wherever it runs.
+"""Progress on long work, one way everywhere: a bar on a terminal (a widget in a notebook), a log
+line every ``RECSYS_HYPER_PROGRESS_EVERY`` seconds (default 30) otherwise (a nightly's log, a CI
+job), so that no long step is silent wherever it runs.
 
 >>> with progress(total=45, desc="calibration", unit="candidate") as bar:   # doctest: +SKIP
 ...     for c in candidates:
@@ -48,7 +48,7 @@ def progress(iterable=None, *, total: int | None = None, desc: str = "", unit: s
     delay = DELAY_S if delay is None else delay
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
         total = len(iterable)
-    if enabled and sys.stderr.isatty():
+    if enabled and (sys.stderr.isatty() or _in_notebook()):
         from tqdm.auto import tqdm
 
         return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, unit_scale=unit_scale, delay=delay)
@@ -127,6 +127,13 @@ class LogLines:
         log.info("%s: %s %s%s, %s elapsed%s%s", self.desc, done, _plural(self.unit), share, _duration(elapsed), left,
                  f" [{self.postfix}]" if self.postfix else "")
         self.lines += 1
+
+
+def _in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (its cells show tqdm's widget)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def _tick(tracker, stop, first: float, every: float) -> None:
