@@ -79,6 +79,8 @@ def test_the_cli_writes_intervals_and_implicit_models_refuse_them(fitted, tmp_pa
         main(["predict", "--model", str(tmp_path / "model"), "--data", str(data), "--pairs",
               str(tmp_path / "pairs.parquet"), "--out", str(tmp_path / "q.parquet"), "--interval", "1.5"])
     assert refused.value.code == 2 and "expected a probability in (0, 1)" in capsys.readouterr().err
+    with pytest.raises(RecsysHyperError, match="between 0.01 and 0.99"):
+        model.predict_interval(support, pairs, level=0.995)
     implicit = HyperRecommender(FAST)
     implicit.implicit_, implicit.item_map_, implicit.intervals_ = True, model.item_map_, None
     with pytest.raises(RecsysHyperError, match="relevance scores, not ratings, so there is no rating interval"):

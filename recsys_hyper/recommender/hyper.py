@@ -239,8 +239,9 @@ class HyperRecommender(Recommender):
         many events, as calibrated on validation users; clipped to the rating scale) and ``std``
         (the predictive standard deviation at the user's k). Explicit ratings only: an implicit
         model gives relevance scores, which have no rating interval."""
-        if not 0 < level < 1:
-            raise RecsysHyperError(f"predict_interval: level must be in (0, 1), got {level!r} (e.g. 0.9)")
+        if not 0.01 <= level <= 0.99:
+            raise RecsysHyperError(f"the interval's level must be between 0.01 and 0.99 (the levels calibrated), "
+                                   f"got {level!r}; e.g. 0.9")
         self._check_fitted()
         if self.implicit_:
             raise RecsysHyperError("this model was trained on implicit feedback: it gives relevance scores, "
