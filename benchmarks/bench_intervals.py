@@ -20,25 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from recsys_hyper import HyperRecommender
-from recsys_hyper.data import load_dataset
-from recsys_hyper.data.movielens import read_movielens
-from recsys_hyper.data.synthetic import generate, preset
-from recsys_hyper.evaluation.protocol import TEST, VALIDATION, Protocol, split_users, training_dataset
+import benchdata
+from recsys_hyper.evaluation.protocol import TEST
 
-ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 SHOTS = (0, 1, 3, 5, 10, 20)
 LEVELS = (0.5, 0.8, 0.9)
 MIN_QUERY = 10
-
-
-def dataset(name: str, work: Path):
-    if name == "ml-100k":
-        if not (ML100K / "u.data").is_file():
-            sys.exit(f"MovieLens 100K is not at {ML100K}")
-        return read_movielens(ML100K)
-    generate(preset(name, seed=0), work / name, overwrite=True, progress=False)
-    return load_dataset(work / name)
 
 
 def main() -> None:
@@ -49,10 +36,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
             t0 = time.perf_counter()
-            ds = dataset(name, Path(tmp))
-            split = split_users(ds, Protocol(seed=0))
-            model = HyperRecommender().fit(training_dataset(ds, split), validation_users=split.users(VALIDATION),
-                                           progress=False)
+            ds = benchdata.dataset(name, Path(tmp))
+            split, model = benchdata.fitted_on_split(ds)
             test = ds.interactions[ds.interactions["user_id"].isin(split.users(TEST))]
             test = test.sort_values(["user_id", "timestamp"], kind="stable")
             test = test[test.groupby("user_id")["item_id"].transform("size") >= max(SHOTS) + MIN_QUERY]

@@ -31,27 +31,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys_hyper import HyperRecommender
-from recsys_hyper.data import load_dataset
-from recsys_hyper.data.movielens import read_movielens
-from recsys_hyper.data.synthetic import generate, preset
+import benchdata
 from recsys_hyper.evaluation.onboarding import REPORTED
-from recsys_hyper.evaluation.protocol import VALIDATION, Protocol, split_users, training_dataset
+from recsys_hyper.evaluation.protocol import VALIDATION
 from recsys_hyper.jobs.evaluate import run_onboarding_evaluation
-
-ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 
 
 def dataset(name: str, work: Path):
-    if name == "ml-100k":
-        if not (ML100K / "u.data").is_file():
-            sys.exit(f"MovieLens 100K is not at {ML100K}")
-        return read_movielens(ML100K)
-    if name == "synthetic":
-        generate(preset("default", seed=0), work / "synthetic", overwrite=True, progress=False)
-        return load_dataset(work / "synthetic")
-    sys.exit(f"unknown dataset {name!r}: ml-100k or synthetic")
+    if name not in ("ml-100k", "synthetic"):
+        sys.exit(f"unknown dataset {name!r}: ml-100k or synthetic")
+    return benchdata.dataset(name, work, synthetic_preset="default")
 
 
 def sweep_table(rows: list[dict]) -> str:
@@ -79,9 +69,7 @@ def main() -> None:
         for name in args.datasets:
             t0 = time.perf_counter()
             ds = dataset(name, Path(tmp))
-            split = split_users(ds, Protocol(seed=0))
-            model = HyperRecommender().fit(training_dataset(ds, split), validation_users=split.users(VALIDATION),
-                                           progress=False)
+            split, model = benchdata.fitted_on_split(ds)
             print(f"{name}: fitted in {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
             text += [f"## {name}", ""]
             if not args.no_sweep:
