@@ -110,6 +110,7 @@ def main() -> None:
     from recsys_hyper import HyperRecommender, MeLU, load_dataset
     from recsys_hyper.cli import main as cli
     from recsys_hyper.data.dataset import Dataset
+    from recsys_hyper.data.frames import explode_histories
     from recsys_hyper.data.synthetic import generate, preset
     from recsys_hyper.recommender import recommend_grouped
 
@@ -155,8 +156,6 @@ def main() -> None:
             http_many = timed(lambda f: post(port, f), many)
             lib_one = timed(lambda f: recommend_grouped(rec, f, k=TOP_K), one)
             lib_many = timed(lambda f: recommend_grouped(rec, f, k=TOP_K), many)
-            from recsys_hyper.data.frames import explode_histories
-
             melu_one = timed(lambda f: melu.recommend(explode_histories(f), k=TOP_K), one[:50])
             rows.append((k, http_one, http_many, lib_one, lib_many, melu_one))
     finally:

@@ -33,7 +33,7 @@ class Intervals:
     @classmethod
     def calibrate(cls, errors_by_k: dict[int, np.ndarray]) -> "Intervals | None":
         """From the absolute errors of validation pairs at each k (k -> errors)."""
-        kept = {k: np.sort(np.abs(e[np.isfinite(e)])) for k, e in sorted(errors_by_k.items()) if len(e)}
+        kept = {k: np.sort(np.abs(e[np.isfinite(e)])) for k, e in sorted(errors_by_k.items())}
         kept = {k: e for k, e in kept.items() if len(e)}
         if not kept:
             return None
@@ -47,10 +47,10 @@ class Intervals:
         return cls(list(kept), np.array(widths, dtype=np.float64), np.array(stds), [len(e) for e in kept.values()])
 
     def lookup(self, k: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-        """(half-width, standard deviation) for users with ``k`` known events at ``level``."""
-        column = next(i for i, p in enumerate(LEVELS) if p >= level - 1e-9) if level <= LEVELS[-1] else len(LEVELS) - 1
-        row = np.searchsorted(np.array(self.shots), np.asarray(k), side="right") - 1
-        row = np.clip(row, 0, len(self.shots) - 1)
+        """(half-width, standard deviation) for users with ``k`` known events at ``level`` (one of
+        :data:`LEVELS`' range; a level between two is rounded up)."""
+        column = int(np.searchsorted(np.array(LEVELS), level - 1e-9))
+        row = np.clip(np.searchsorted(np.array(self.shots), np.asarray(k), side="right") - 1, 0, len(self.shots) - 1)
         return self.half_width[row, column], self.std[row]
 
     def to_dict(self) -> dict:

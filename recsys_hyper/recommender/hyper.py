@@ -250,12 +250,11 @@ class HyperRecommender(Recommender):
             raise RecsysHyperError("this model was saved without interval calibration (a version before "
                                    "intervals existed): retrain it to predict intervals")
         require_columns(pairs, (S.USER_ID, S.ITEM_ID), "pairs")
-        checked = checked_histories(self, histories, self._catalogue(item_features).ids,
-                                    allow_rating_mismatch=allow_rating_mismatch)
-        pred = self.predict(checked, pairs, users=users, item_features=item_features, allow_rating_mismatch=True)
-        known = (checked.groupby(S.USER_ID).size() if checked is not None and len(checked)
-                 else pd.Series(dtype=np.int64))
-        k = known.reindex(pairs[S.USER_ID].to_numpy()).fillna(0).to_numpy(np.int64)
+        # the heads once (histories checked there); each user's k is the events their head used
+        heads = self.adapt(histories, users, user_ids=pd.unique(pairs[S.USER_ID]), item_features=item_features,
+                           allow_rating_mismatch=allow_rating_mismatch)
+        pred = self.predict(None, pairs, users=users, item_features=item_features, heads=heads)
+        k = heads.support_sizes[IdMap(heads.user_ids, name="user").index(pairs[S.USER_ID].to_numpy())]
         half, std = self.intervals_.lookup(k, level)
         lo, hi = self.rating_range_
         out = pairs.reset_index(drop=True).copy()

@@ -251,11 +251,15 @@ def promote(version: str, name: str = REGISTERED_MODEL, alias: str = "champion")
     """Move ``name@alias`` to ``version``, recording on it the version it replaces (its
     ``previous_champion`` tag) so that :func:`rollback` can undo the move. Returns the replaced
     version (``None``: the alias was not set). Promoting the current champion changes nothing."""
+    from mlflow.exceptions import MlflowException
+
     client = MlflowClient()
     version = str(version)
     try:
         client.get_model_version(name, version)
-    except Exception:
+    except MlflowException as exc:            # only a missing version is "no such version"; the rest is raised
+        if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+            raise
         raise RecsysHyperError(f"{name} has no version {version} in the MLflow store at {mlflow.get_tracking_uri()}; "
                                f"list its versions in the MLflow UI (Models) and pass one of them") from None
     previous = alias_version(alias, name)
