@@ -49,23 +49,18 @@ def explode_histories(grouped: pd.DataFrame) -> pd.DataFrame:
             raise RecsysHyperError(f"grouped histories: column '{col}' of {int(bad.sum())} rows is not a list "
                                    f"(users {list(users[bad][:5])}); each row holds one user's events as lists")
     n = lengths[S.ITEM_ID]
-    for col in present[1:]:
-        bad = (lengths[col] != n) & (lengths[col] != 0)          # an empty or null list: the column is absent
-        if bad.any():
-            rows = np.flatnonzero(bad)
+    # a rating / timestamp column whose lists are all empty is absent; otherwise each list matches
+    kept = [S.ITEM_ID] + [col for col in present[1:] if lengths[col][n > 0].any()]
+    for col in kept[1:]:
+        rows = np.flatnonzero(lengths[col] != n)
+        if len(rows):
             raise RecsysHyperError(
                 f"grouped histories: {len(rows)} rows have a '{col}' list of another length than their "
                 f"'item_id' list (users {list(users[rows[:5]])}: {list(lengths[col][rows[:5]])} vs "
-                f"{list(n[rows[:5]])} values); each event needs one value in every list")
+                f"{list(n[rows[:5]])} values); each event needs one value in every list, or leave '{col}' "
+                f"out for every user")
     out = {S.USER_ID: np.repeat(users, n)}
-    for col in present:
-        if col != S.ITEM_ID and (lengths[col][n > 0] == 0).any():
-            if (lengths[col][n > 0] != 0).any():
-                rows = np.flatnonzero((lengths[col] == 0) & (n > 0))
-                raise RecsysHyperError(f"grouped histories: {len(rows)} rows have events but an empty '{col}' "
-                                       f"list (users {list(users[rows[:5]])}); give every user's '{col}' values, "
-                                       f"or leave the column out for every user")
-            continue                                               # the column is empty for every user
+    for col in kept:
         parts = [np.asarray(v) for v, m in zip(grouped[col], n) if m]
         out[col] = np.concatenate(parts) if parts else np.zeros(0)
     return pd.DataFrame(out)                       # values as given: the model checks them before use
