@@ -107,7 +107,7 @@ def test_support_items_never_in_query_nor_among_scored_candidates(ds):
     sup, qry = chronological_split(h, 5, min_query=10)
     for u in range(len(sup)):
         assert not set(sup.user(u)[0]) & set(qry.user(u)[0])
-    metrics, users = measure(_Cheater(sup, qry, len(items)), {}, sup, qry, p)
+    metrics, users, _ = measure(_Cheater(sup, qry, len(items)), {}, sup, qry, p)
     assert metrics["mae"] == 0.0 and metrics["ndcg@3"] == pytest.approx(1.0)
     ideal = np.minimum(10, users["n_relevant"]) / users["n_relevant"]
     ranked = users["n_relevant"] > 0
@@ -140,6 +140,34 @@ def test_own_validation_fits_a_method_as_train_does_and_the_others_on_the_split(
     assert handed.n_val_users_ == len(split.users("validation"))
 
 
+def test_interval_coverage_is_measured_on_the_intervals_predict_interval_gives(ds):
+    """The protocol's coverage of the prediction intervals (the emitted heads only: a fine-tuned
+    head is not what they were calibrated on) is the share of the query ratings inside the very
+    intervals ``predict_interval`` gives the same users from the same support events."""
+    from recsys_hyper.data.episodes import chronological_split
+
+    p = Protocol(shots=(0, 3), min_query=5)
+    r = evaluate(ds, p, methods=("bias", "hyper", "hyper-finetune"), progress=False, model_config=_tiny_config())
+    c = r.coverage
+    assert set(c["method"]) == {"hyper"} and set(c["k"]) == {0, 3} and {0.5, 0.8, 0.9} <= set(c["level"])
+    assert (c["pairs"] > 0).all() and c.groupby("k")["covered"].is_monotonic_increasing.all()
+    table = r.table.set_index(["method", "k"])
+    assert np.isnan(table.loc[("bias", 3), "coverage@90"]) and np.isnan(table.loc[("hyper-finetune", 3), "coverage@90"])
+
+    def frame(h):
+        return pd.DataFrame({"user_id": np.repeat(h.user_ids, h.lengths), "item_id": r.item_ids.values[h.items],
+                             "rating": h.ratings, "timestamp": h.timestamps})
+
+    for k in (0, 3):
+        sup, qry = chronological_split(r.test_histories, k, min_query=p.min_query)
+        query = frame(qry)
+        out = r.fitted["hyper"].predict_interval(frame(sup), query[["user_id", "item_id"]], level=0.8, users=ds.users)
+        inside = ((out["lower"] <= query["rating"] + 1e-6) & (query["rating"] <= out["upper"] + 1e-6)).mean()
+        row = c[(c["k"] == k) & (c["level"] == 0.8)].iloc[0]
+        assert row["covered"] == pytest.approx(inside, abs=1e-9) and row["pairs"] == len(query)
+        assert table.loc[("hyper", k), "coverage@80"] == pytest.approx(inside, abs=1e-9)
+
+
 def _tiny_config():
     from recsys_hyper import Config, ModelConfig, TrainConfig
 
@@ -160,9 +188,11 @@ def test_evaluate_command_writes_outputs_and_the_mlflow_layout(ds, tmp_path, mon
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| method | k | MAE |" in printed and "| hyper | 3 |" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["example_user.parquet", "heads.parquet", "k_curve.png",
-                                                      "per_user.parquet", "results.json", "results.md",
+    assert "Prediction intervals" in printed and "| 90% covered | width |" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["coverage.parquet", "example_user.parquet", "heads.parquet",
+                                                      "k_curve.png", "per_user.parquet", "results.json", "results.md",
                                                       "split.parquet"]
+    assert "Prediction intervals" in (out / "results.md").read_text()
     summary = json.loads((out / "results.json").read_text())
     assert len(summary["results"]) == 9 and summary["protocol"]["shots"] == [0, 1, 3]
 
@@ -184,6 +214,8 @@ def test_evaluate_command_writes_outputs_and_the_mlflow_layout(ds, tmp_path, mon
     assert {(c.data.tags["method"], c.data.tags["k"]) for c in children} == {
         (m, k) for m in ("popularity", "bias", "hyper") for k in ("0", "1", "3")}
     assert {"mae", "rmse", "ndcg_at_3", "recall_at_10", "ndcg_at_10", "adapt_ms_per_user"} <= set(children[0].data.metrics)
+    assert all({"coverage_at_50", "coverage_at_90"} <= set(c.data.metrics) for c in children
+               if c.data.tags["method"] == "hyper")
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"k_curve.png", "cold_start_results.json", "results.md", "split.parquet", "per_user.parquet",
-            "heads.parquet", "example_user.parquet"} <= artifacts
+            "heads.parquet", "example_user.parquet", "coverage.parquet"} <= artifacts

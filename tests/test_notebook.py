@@ -36,9 +36,10 @@ def test_the_notebook_runs_on_a_real_evaluation_and_draws_its_figures(tmp_path, 
     assert not [o for o in outputs if o.get("output_type") == "error"]
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
     # quality vs k, 3 segment figures (history, age group, gender), zero-shot vs finetune + latency, head map,
-    # onboarding curves
-    assert len(figures) >= 7
+    # onboarding curves, the intervals' reliability
+    assert len(figures) >= 8
     text = "".join(o.get("text", "") for o in outputs)
+    assert "share inside the 50%, 80% and 90% intervals; largest miss" in text
     assert "removing the most-blamed event lowers" in text                    # the onboarding run was found
     example = executed.cells[-1].outputs
     assert any("after 5 interactions" in o.get("text", "") for o in example)

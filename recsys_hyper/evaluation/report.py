@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from ..numerics.intervals import REPORTED
 from .runner import EvalResult
 
 COLUMNS = [("mae", "MAE", 4), ("rmse", "RMSE", 4), ("ndcg@3", "nDCG@3", 4), ("recall@10", "Recall@10", 4),
@@ -31,6 +32,23 @@ def markdown_table(result: EvalResult) -> str:
                 text = f"**{text}**"
             cells.append(text)
         lines.append(f"| {row['method']} | {row['k']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def coverage_table(result: EvalResult) -> str:
+    """The prediction intervals' coverage of the query ratings at the reported levels, per method
+    and k (empty when no method gives intervals)."""
+    c = result.coverage
+    if c.empty:
+        return ""
+    c = c[c["level"].isin(REPORTED)]
+    head = " | ".join(f"{level:.0%} covered | width" for level in REPORTED)
+    lines = ["Prediction intervals: share of the query ratings inside (each rated pair once), and mean width", "",
+             f"| method | k | {head} | pairs |", "|---|---:|" + "---:|---:|" * len(REPORTED) + "---:|"]
+    for (method, k), g in c.groupby(["method", "k"], sort=False):
+        g = g.set_index("level")
+        cells = " | ".join(f"{100 * g.at[level, 'covered']:.1f}% | {g.at[level, 'mean_width']:.2f}" for level in REPORTED)
+        lines.append(f"| {method} | {k} | {cells} | {int(g['pairs'].iloc[0]):,} |")
     return "\n".join(lines)
 
 
@@ -69,6 +87,7 @@ def _summary(result: EvalResult) -> dict:
                    for k, t in result.tuning.items()},
         "seconds": result.seconds,
         "results": result.table.to_dict(orient="records"),
+        "interval_coverage": result.coverage.to_dict(orient="records"),
     }
 
 
@@ -91,5 +110,32 @@ def k_curve_figure(result: EvalResult):
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Cold-start quality vs k ({result.n_eligible} test users, split {result.split.digest[:8]})")
+    fig.tight_layout()
+    return fig
+
+
+def reliability_figure(coverage):
+    """The prediction intervals' reliability: left, the share of query ratings inside the interval
+    against its nominal level, one line per (method, k), the diagonal and a +-3 point band; right,
+    the mean width. ``coverage``: :attr:`EvalResult.coverage` (or its ``coverage.parquet``). A
+    standalone figure: the caller's pyplot state and backend are left alone."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2)
+    axes[0].plot([0, 1], [0, 1], color="black", linewidth=0.8)
+    axes[0].fill_between([0, 1], [-0.03, 0.97], [0.03, 1.03], color="grey", alpha=0.2, label="+-3 points")
+    for method, g in coverage.groupby("method", sort=False):
+        colours = colormaps["viridis"](np.linspace(0, 0.9, g["k"].nunique()))
+        for colour, (k, gk) in zip(colours, g.groupby("k")):
+            for ax, col in zip(axes, ("covered", "mean_width")):
+                ax.plot(gk["level"], gk[col], marker=".", color=colour, label=f"{method}, k = {k}")
+    axes[0].set(xlabel="nominal level", ylabel="share of the query ratings inside", xlim=(0, 1), ylim=(0, 1),
+                title=f"reliability ({coverage['pairs'].max():,} rated pairs per k)")
+    axes[1].set(xlabel="nominal level", ylabel="mean interval width (rating points)", title="interval width")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -23,6 +23,7 @@ from ..data.episodes import Histories, chronological_split
 from ..data.idmap import IdMap
 from ..errors import RecsysHyperError
 from ..config import EVALUATION_METHODS
+from ..numerics.intervals import REPORTED, RELIABILITY
 from ..numerics.measure import measure_episode
 from ..recommender.base import indexed
 from .protocol import TEST, VALIDATION, Protocol, Split, split_users, training_dataset
@@ -60,6 +61,9 @@ class EvalResult:
     fitted: dict = field(default_factory=dict, repr=False)   # fit key -> fitted model
     test_histories: Histories | None = field(default=None, repr=False)  # the evaluated users
     item_ids: IdMap | None = field(default=None, repr=False)            # the items test_histories index
+    #: the prediction intervals' coverage: one row per (method, k, level) of the methods that give
+    #: intervals (``level, covered, mean_width, pairs``; see ``Intervals.coverage``)
+    coverage: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
     @property
     def tuning(self) -> dict:
@@ -100,7 +104,7 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
                                f"lower the shots or min_query, or use a larger dataset")
     episodes = {k: chronological_split(eligible, k, min_query=protocol.min_query) for k in protocol.shots}
 
-    fitted, fit_seconds, rows, per_user = dict(fitted or {}), {}, [], []
+    fitted, fit_seconds, rows, per_user, coverage = dict(fitted or {}), {}, [], [], []
     fit_seconds.update({key: 0.0 for key in fitted})
     bar = progress_bar(total=len(methods) * len(protocol.shots), desc="evaluate", unit="run", enabled=progress)
     for method in methods:
@@ -115,12 +119,16 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
             log.debug("fitted %s in %.1fs", fit_key, fit_seconds[fit_key])
         # a model fitted elsewhere (another vocabulary) is measured through the protocol's items
         model = InVocabulary.of(fitted[fit_key], item_map, train_ds.items, users=ds.users)
+        # the intervals are calibrated for the emitted heads (a fine-tuned head's errors are others)
+        intervals = getattr(fitted[fit_key], "intervals_", None) if adapt_kw.get("mode", "zero-shot") == "zero-shot" \
+            else None
         for k, (sup, qry) in episodes.items():
             bar.set_postfix_str(f"{method} k={k}")
-            metrics, users = measure(model, adapt_kw, sup, qry, protocol)
+            metrics, users, covered = measure(model, adapt_kw, sup, qry, protocol, intervals=intervals)
             metrics.update({"fit_seconds": fit_seconds[fit_key]})
             rows.append({"method": method, "k": k, **metrics})
             per_user.append(users.assign(method=method, k=k))
+            coverage += [{"method": method, "k": k, **row} for row in covered]
             if on_result is not None:
                 on_result(method, k, metrics)
             bar.update(1)
@@ -129,20 +137,33 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
     per_user_df = pd.concat(per_user, ignore_index=True)[
         ["method", "k", S.USER_ID, "n_query", "n_relevant", *METRICS]]
     return EvalResult(table, per_user_df, split, protocol, len(h_test), len(eligible), fit_seconds,
-                      time.perf_counter() - t_start, fitted, eligible, item_map)
+                      time.perf_counter() - t_start, fitted, eligible, item_map, coverage=pd.DataFrame(coverage))
 
 
-def measure(model, adapt_kw: dict, sup: Histories, qry: Histories, protocol: Protocol) -> tuple[dict, pd.DataFrame]:
+def measure(model, adapt_kw: dict, sup: Histories, qry: Histories, protocol: Protocol,
+            intervals=None) -> tuple[dict, pd.DataFrame, list[dict]]:
     """One method at one k (``model``: a fitted model on the episode's item indices, see
     :func:`~recsys_hyper.recommender.indexed`): the episode measured by
     :func:`~recsys_hyper.numerics.measure.measure_episode`, adaptation timed. Returns the mean
-    metrics and the per-user frame."""
+    metrics, the per-user frame and, given the model's ``intervals``
+    (:class:`~recsys_hyper.numerics.intervals.Intervals`), their coverage of the query ratings
+    at each level of the reliability curve (``coverage@50`` ... in the metrics too; else no rows)."""
     m = measure_episode(model, sup, qry, threshold=protocol.relevance_threshold, cutoff=protocol.cutoff,
                         repeats=LATENCY_REPEATS, **adapt_kw)
     B = len(sup)
     metrics = {"users": B, "ranked_users": int((m.n_relevant > 0).sum()), **{name: m.mean(name) for name in METRICS},
                "adapt_ms_per_user": 1000.0 * m.adapt_seconds / max(1, B)}
-    return metrics, m.frame()
+    covered = []
+    if intervals is not None and m.predicted is not None and model.rating_range is not None:
+        covered = intervals.coverage(m.predicted, m.actual, sup.lengths[m.owner], model.rating_range,
+                                     sorted(set(RELIABILITY) | set(REPORTED)))
+        metrics.update({coverage_metric(r["level"]): r["covered"] for r in covered if r["level"] in REPORTED})
+    return metrics, m.frame(), covered
+
+
+def coverage_metric(level: float) -> str:
+    """The results' name of the coverage of the ``level`` intervals (``coverage@90``)."""
+    return f"coverage@{round(100 * level)}"
 
 
 def measure_models(models: dict, ds: Dataset, users, shots, min_query: int = 5) -> dict[str, dict]:
@@ -170,7 +191,7 @@ def measure_models(models: dict, ds: Dataset, users, shots, min_query: int = 5) 
         maes, ndcgs = [], []
         for k in shots:
             sup, qry = chronological_split(h, k, min_query=min_query)
-            m, _ = measure(indexed(model, ds.users), {}, sup, qry, protocol)
+            m, _, _ = measure(indexed(model, ds.users), {}, sup, qry, protocol)
             maes.append(m["mae"])
             ndcgs.append(m["ndcg@10"])
         out[name] = {"users": len(h), "mae": float(np.mean(maes)), "ndcg@10": float(np.nanmean(ndcgs))}

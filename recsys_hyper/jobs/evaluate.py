@@ -14,7 +14,7 @@ from ..atomic import atomic_directory
 from ..data.dataset import Dataset
 from ..errors import RecsysHyperError
 from ..evaluation.protocol import TEST, Protocol
-from ..evaluation.report import k_curve_figure, markdown_table, summary
+from ..evaluation.report import coverage_table, k_curve_figure, markdown_table, reliability_figure, summary
 from ..evaluation.runner import DEFAULT_METHODS, EvalResult, evaluate
 from ..evaluation.views import hypernetwork_views
 
@@ -22,17 +22,22 @@ log = logging.getLogger(__name__)
 
 #: files of an evaluation's output folder that are logged to its run
 LOGGED_FILES = ("results.md", "results.json", "split.parquet", "per_user.parquet", "heads.parquet",
-                "example_user.parquet")
+                "example_user.parquet", "coverage.parquet", "reliability.png")
 NOTEBOOK = "cold_start_analysis.ipynb"
 
 
 def write_outputs(result: EvalResult, out: str | os.PathLike, extra: dict | None = None) -> Path:
-    """results.md, results.json, split.parquet, per_user.parquet, k_curve.png and ``extra``
-    tables (name -> frame), atomically."""
+    """results.md, results.json, split.parquet, per_user.parquet, k_curve.png, coverage.parquet and
+    reliability.png (when a method gives prediction intervals) and ``extra`` tables (name ->
+    frame), atomically."""
     with atomic_directory(out, overwrite=True) as tmp:
         for name, frame in (extra or {}).items():
             frame.to_parquet(tmp / name, index=False)
-        (tmp / "results.md").write_text(markdown_table(result) + "\n")
+        (tmp / "results.md").write_text("\n\n".join(filter(None, (markdown_table(result),
+                                                                 coverage_table(result)))) + "\n")
+        if not result.coverage.empty:
+            result.coverage.to_parquet(tmp / "coverage.parquet", index=False)
+            reliability_figure(result.coverage).savefig(tmp / "reliability.png", dpi=110)
         (tmp / "results.json").write_text(json.dumps(summary(result), indent=2, default=float, allow_nan=False))
         result.split.table.to_parquet(tmp / "split.parquet", index=False)
         result.per_user.to_parquet(tmp / "per_user.parquet", index=False)
@@ -191,6 +196,8 @@ def evaluate_command(data: str | os.PathLike, out: str | os.PathLike, methods, s
                                                model_config=model_config, track=track, experiment=experiment,
                                                progress=progress)
     lines = [markdown_table(result)]
+    if not result.coverage.empty:
+        lines += ["", coverage_table(result)]
     if onboarding:
         onb, faith, _ = run_onboarding_evaluation(ds, result.split, result.fitted["hyper"], track=track,
                                                   experiment=experiment, parent_run_id=run_id, progress=progress)

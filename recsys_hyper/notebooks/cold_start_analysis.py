@@ -166,6 +166,31 @@ plt.show()
 lat.round(4)
 
 # %% [markdown]
+# ## Are the prediction intervals honest? Reliability per k
+# `predict --interval P` gives each new user's predicted rating a range meant to hold the actual
+# rating with probability P. Left: the share of test users' query ratings inside the interval
+# against P, one line per k: on the diagonal the intervals say what they do; above it they are
+# wider than needed, below it overconfident (the grey band is +-3 points). Right: the interval's
+# mean width, which should shrink as the user's events arrive.
+
+# %%
+from IPython.display import display
+
+from recsys_hyper.evaluation.report import reliability_figure
+
+coverage_file = artifact("coverage.parquet")
+if coverage_file is None:
+    print("no interval coverage in this run: it needs the hypernetwork on explicit ratings (`--methods hyper`)")
+else:
+    coverage = pd.read_parquet(coverage_file)
+    display(reliability_figure(coverage))
+    reported = coverage[coverage["level"].isin([0.5, 0.8, 0.9])]
+    covered = reported.pivot_table(index=["method", "k"], columns="level", values="covered")
+    miss = 100 * (covered - covered.columns.to_numpy()).abs().max().max()
+    print(f"share inside the 50%, 80% and 90% intervals; largest miss {miss:.1f} points")
+    display(covered.round(3))
+
+# %% [markdown]
 # ## The mapping history -> head: a 2-D map of emitted heads
 # Each point is a test user's head emitted from their 5 earliest interactions, projected with PCA.
 # Colours: user features and, on synthetic data, the user's true taste cluster. Heads of users

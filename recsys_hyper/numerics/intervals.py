@@ -18,6 +18,10 @@ import numpy as np
 
 #: the levels stored (a requested level is rounded up to the next stored one)
 LEVELS = tuple(round(0.01 * i, 2) for i in range(1, 100))
+#: the levels the cold-start evaluation reports in its results (and logs to MLflow)
+REPORTED = (0.5, 0.8, 0.9)
+#: the levels of the evaluation's reliability curve (nominal against observed coverage)
+RELIABILITY = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 
 @dataclass
@@ -52,6 +56,31 @@ class Intervals:
         column = int(np.searchsorted(np.array(LEVELS), level - 1e-9))
         row = np.clip(np.searchsorted(np.array(self.shots), np.asarray(k), side="right") - 1, 0, len(self.shots) - 1)
         return self.half_width[row, column], self.std[row]
+
+    def bounds(self, predicted: np.ndarray, k: np.ndarray, level: float,
+               rating_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lower, upper, std) of predictions ``predicted`` of users with ``k`` known events (per
+        prediction) at ``level``, the bounds clipped to ``rating_range``; NaN where the prediction is."""
+        half, std = self.lookup(k, level)
+        lo, hi = rating_range
+        return (np.clip(predicted - half, lo, hi), np.clip(predicted + half, lo, hi),
+                np.where(np.isnan(predicted), np.nan, std))
+
+    def coverage(self, predicted: np.ndarray, actual: np.ndarray, k: np.ndarray, rating_range: tuple[float, float],
+                 levels=RELIABILITY) -> list[dict]:
+        """How often the intervals of ``predicted`` (users with ``k`` known events, per pair) hold
+        ``actual``, at each of ``levels``: one row per level with ``level``, ``covered`` (the share
+        of the scoreable pairs inside), ``mean_width`` and ``pairs`` (each pair counts once)."""
+        ok = np.isfinite(predicted)
+        predicted, actual, k = predicted[ok], np.asarray(actual, np.float64)[ok], np.asarray(k)[ok]
+        rows = []
+        for level in levels:
+            lower, upper, _ = self.bounds(predicted, k, level, rating_range)
+            inside = (lower <= actual + 1e-6) & (actual <= upper + 1e-6)
+            rows.append({"level": float(level), "covered": float(inside.mean()) if len(inside) else float("nan"),
+                         "mean_width": float((upper - lower).mean()) if len(inside) else float("nan"),
+                         "pairs": int(len(inside))})
+        return rows
 
     def to_dict(self) -> dict:
         return {"shots": self.shots, "levels": list(LEVELS), "half_width": self.half_width.round(6).tolist(),

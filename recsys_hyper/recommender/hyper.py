@@ -255,13 +255,10 @@ class HyperRecommender(Recommender):
                            allow_rating_mismatch=allow_rating_mismatch)
         pred = self.predict(None, pairs, users=users, item_features=item_features, heads=heads)
         k = heads.support_sizes[IdMap(heads.user_ids, name="user").index(pairs[S.USER_ID].to_numpy())]
-        half, std = self.intervals_.lookup(k, level)
-        lo, hi = self.rating_range_
+        lower, upper, std = self.intervals_.bounds(pred, k, level, self.rating_range_)
         out = pairs.reset_index(drop=True).copy()
         out["prediction"] = pred.astype(np.float32)
-        out["lower"] = np.clip(pred - half, lo, hi).astype(np.float32)
-        out["upper"] = np.clip(pred + half, lo, hi).astype(np.float32)
-        out["std"] = np.where(np.isnan(pred), np.nan, std).astype(np.float32)
+        out["lower"], out["upper"], out["std"] = (a.astype(np.float32) for a in (lower, upper, std))
         return out
 
     def _fit_problems(self) -> list[str]:
