@@ -143,7 +143,7 @@ def test_pyfunc_and_model_directory_agree(trained, store):
 
 def test_the_served_model_checks_its_input_as_the_library_does(trained, store, tmp_path):
     """`mlflow models serve` on the registered model (127.0.0.1): a good request gets the library's
-    answer; a rating outside the training scale, lists of different lengths and a history of
+    answer, with the library's prediction intervals when asked (`interval`); a rating outside the training scale, lists of different lengths and a history of
     unknown items only get a 400 whose message says what to fix, with no stack trace."""
     import socket
     import urllib.error
@@ -163,9 +163,9 @@ def test_the_served_model_checks_its_input_as_the_library_does(trained, store, t
                             cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    def post(frame: pd.DataFrame) -> tuple[int, dict]:
+    def post(frame: pd.DataFrame, **params) -> tuple[int, dict]:
         body = json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split", index=False)),
-                           "params": {"k": 5}}).encode()
+                           "params": {"k": 5, **params}}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
                                      {"Content-Type": "application/json"})
         try:
@@ -187,8 +187,19 @@ def test_the_served_model_checks_its_input_as_the_library_does(trained, store, t
         grouped = group_histories(events)
         status, answer = post(grouped)
         assert status == 200, answer
-        direct = recommend_grouped(HyperRecommender.load(trained["model"]), grouped, k=5)
+        library = HyperRecommender.load(trained["model"])
+        direct = recommend_grouped(library, grouped, k=5)
         assert [row["item_ids"] for row in answer["predictions"]] == [list(v) for v in direct["item_ids"]]
+        status, answer = post(grouped, interval=0.8)
+        assert status == 200, answer
+        direct = recommend_grouped(library, grouped, k=5, interval=0.8)
+        for row, (_, want) in zip(answer["predictions"], direct.iterrows()):
+            assert row["item_ids"] == list(want["item_ids"])
+            for col in ("ratings", "lower", "upper"):
+                np.testing.assert_allclose(row[col], want[col], rtol=1e-5)
+            assert all(lo <= r <= hi for lo, r, hi in zip(row["lower"], row["ratings"], row["upper"]))
+        status, answer = post(grouped, interval=1.5)
+        assert status == 400 and "between 0.01 and 0.99" in answer["message"], answer
         hi = float(events["rating"].max())
         bad = grouped.copy()
         bad.at[0, "rating"] = [hi + 4.0] + list(bad.at[0, "rating"])[1:]

@@ -85,3 +85,23 @@ def test_the_cli_writes_intervals_and_implicit_models_refuse_them(fitted, tmp_pa
     implicit.implicit_, implicit.item_map_, implicit.intervals_ = True, model.item_map_, None
     with pytest.raises(RecsysHyperError, match="relevance scores, not ratings, so there is no rating interval"):
         implicit.predict_interval(support, pairs)
+
+
+def test_grouped_recommendations_carry_the_intervals_of_predict_interval(fitted):
+    """The pyfunc's shape (one row per user, lists): with ``interval``, each recommended item's
+    predicted rating and interval, exactly ``predict_interval``'s for those pairs."""
+    from recsys_hyper.data.frames import group_histories
+    from recsys_hyper.recommender import recommend_grouped
+
+    model, events, users = fitted
+    support = events.sort_values(["user_id", "timestamp"]).groupby("user_id").head(4)
+    grouped = group_histories(support).head(20)
+    out = recommend_grouped(model, grouped, k=5, interval=0.9)
+    assert list(out.columns) == ["user_id", "item_ids", "scores", "ratings", "lower", "upper"]
+    pairs = out[["user_id", "item_ids"]].explode("item_ids").rename(columns={"item_ids": "item_id"})
+    pairs["item_id"] = pairs["item_id"].astype(events["item_id"].dtype)
+    # the grouped rows carry no user features (the pyfunc's input): the same call without them
+    want = model.predict_interval(support[support["user_id"].isin(grouped["user_id"])], pairs, level=0.9)
+    for col, src in (("ratings", "prediction"), ("lower", "lower"), ("upper", "upper")):
+        np.testing.assert_allclose(np.concatenate(out[col].to_list()), want[src].to_numpy(), rtol=1e-6)
+    assert recommend_grouped(model, grouped, k=5).columns.tolist() == ["user_id", "item_ids", "scores"]

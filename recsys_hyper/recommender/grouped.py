@@ -14,14 +14,18 @@ from .base import Recommender
 
 
 def recommend_grouped(model: Recommender, grouped: pd.DataFrame, k: int = 10, exclude_seen: bool = True,
-                      explain: int | None = None, ask: int | None = None) -> pd.DataFrame:
+                      explain: int | None = None, ask: int | None = None,
+                      interval: float | None = None) -> pd.DataFrame:
     """Grouped histories in (one row per user: ``user_id`` and the lists ``item_id``, ``rating``,
     ``timestamp``), one row per input row out: ``user_id``, ``item_ids``, ``scores`` (top ``k``,
     best first). ``explain`` (events per item): also ``explanations``, one JSON object per
     recommended item (``score_prior``, ``score_features``, ``score_history``, ``because``; see
     :meth:`~recsys_hyper.recommender.HyperRecommender.explain`); ``ask`` (questions per user): also
-    ``questions``, the items to ask about next (see :meth:`~recsys_hyper.recommender.HyperRecommender.ask`).
-    Both need a model that explains and asks (the hypernetwork)."""
+    ``questions``, the items to ask about next (see :meth:`~recsys_hyper.recommender.HyperRecommender.ask`);
+    ``interval`` (a level, e.g. 0.9): also ``ratings``, ``lower`` and ``upper``, each recommended
+    item's predicted rating and its prediction interval at that level (see
+    :meth:`~recsys_hyper.recommender.HyperRecommender.predict_interval`; explicit ratings only).
+    They need a model that explains, asks and gives intervals (the hypernetwork)."""
     users = pd.DataFrame({S.USER_ID: _user_ids(grouped)})
     history = explode_histories(grouped.assign(**{S.USER_ID: users[S.USER_ID].to_numpy()}))
     recs = model.recommend(history, k=k, exclude_seen=exclude_seen, users=users, user_ids=users[S.USER_ID].to_numpy())
@@ -35,6 +39,12 @@ def recommend_grouped(model: Recommender, grouped: pd.DataFrame, k: int = 10, ex
                                for p, f, h, because in zip(recs["score_prior"], recs["score_features"],
                                                            recs["score_history"], recs["because"])]
         agg["explanations"] = ("explanation", list)
+    if interval:
+        rated = _capability(model, "predict_interval")(history, recs[[S.USER_ID, S.ITEM_ID]], level=interval,
+                                                       users=users)
+        recs = recs.assign(**{col: rated[src].to_numpy() for col, src in (("_rating", "prediction"),
+                                                                          ("_lower", "lower"), ("_upper", "upper"))})
+        agg.update({"ratings": ("_rating", list), "lower": ("_lower", list), "upper": ("_upper", list)})
     aligned = recs.groupby(S.USER_ID, sort=False).agg(**agg).reindex(users[S.USER_ID])
     out = pd.DataFrame({S.USER_ID: users[S.USER_ID].to_numpy(),
                         **{col: [v if isinstance(v, list) else [] for v in aligned[col]] for col in agg}})
@@ -69,6 +79,7 @@ def _capability(model: Recommender, name: str):
 
     method = getattr(model, name, None)
     if method is None:
-        what = "explain its recommendations" if name == "explain" else "choose onboarding questions"
+        what = {"explain": "explain its recommendations", "ask": "choose onboarding questions",
+                "predict_interval": "give prediction intervals"}[name]
         raise RecsysHyperError(f"{type(model).__name__} does not {what}; HyperRecommender does")
     return method

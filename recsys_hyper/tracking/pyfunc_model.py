@@ -9,7 +9,10 @@ is a user with no history), and returns one row per input row: ``user_id``, ``it
 Params: ``k`` (default 10), ``exclude_seen`` (default true), ``explain`` (default 0: off; N > 0
 adds ``explanations``, one JSON object per recommended item with its N most influential history
 events; see ``HyperRecommender.explain``), ``ask`` (default 0: off; N > 0 adds ``questions``, the
-N items to ask the user about next; see ``HyperRecommender.ask``).
+N items to ask the user about next; see ``HyperRecommender.ask``), ``interval`` (default 0: off;
+a level P in (0, 1) adds ``ratings``, ``lower``, ``upper``: each recommended item's predicted
+rating and the interval holding the user's rating with probability P, as ``predict --interval P``
+gives it; explicit-rating models only).
 
 The input is checked as the commands check a dataset (``recommender.checks.checked_histories``):
 a rating outside the training scale, an item id of another type, a batch with no known item,
@@ -42,7 +45,8 @@ class HyperRecommenderPyfunc(PythonModel):
             return recommend_grouped(self.rec, model_input, k=int(params.get("k", 10)),
                                      exclude_seen=bool(params.get("exclude_seen", True)),
                                      explain=int(params.get("explain", 0)) or None,
-                                     ask=int(params.get("ask", 0)) or None)
+                                     ask=int(params.get("ask", 0)) or None,
+                                     interval=float(params.get("interval", 0.0)) or None)
         except RecsysHyperError as exc:   # the caller's input: a 400 that says what to fix, no stack trace
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 

@@ -78,7 +78,8 @@ def log_pyfunc_model(model_dir: str | os.PathLike, example: pd.DataFrame, exampl
     printed = io.StringIO()
     with _pass_on(printed), warnings.catch_warnings(), contextlib.redirect_stderr(printed):
         warnings.simplefilter("ignore", UserWarning)
-        signature = infer_signature(example, example_out, params={"k": k, "exclude_seen": True, "explain": 0, "ask": 0})
+        signature = infer_signature(example, example_out, params={"k": k, "exclude_seen": True, "explain": 0, "ask": 0,
+                                                                            "interval": 0.0})
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_FILE),
