@@ -20,6 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 import benchdata
 from recsys_hyper.evaluation.protocol import Protocol
 from recsys_hyper.evaluation.report import reliability_figure
@@ -58,6 +61,7 @@ def main() -> None:
                              + " | " + " | ".join(f"{c.at[(k, lv), 'mean_width']:.2f}" for lv in LEVELS)
                              + f" | {std:.3f} |")
             lines.append("")
+            lines += score_std_table(ds, r, model)
             if i == 0 and args.figure:
                 fig = reliability_figure(r.coverage)
                 fig.suptitle(f"Prediction intervals of new users, {name} (cold-start protocol, seed 0)")
@@ -68,6 +72,31 @@ def main() -> None:
                 lines.append("")
             print("\n".join(lines[-12:]), file=sys.stderr, flush=True)
     print("\n".join(lines))
+
+
+def score_std_table(ds, r, model) -> list[str]:
+    """The scores' standard deviation (``recommend --score-std``) on the same users and episodes:
+    its mean, how well ``noise + std^2`` matches the squared rating errors (1 = calibrated), and the
+    RMSE of the pairs it is least / most sure of (lowest / highest third)."""
+    from recsys_hyper.data.episodes import chronological_split
+
+    def frame(h):
+        return pd.DataFrame({"user_id": np.repeat(h.user_ids, h.lengths), "item_id": r.item_ids.values[h.items],
+                             "rating": h.ratings, "timestamp": h.timestamps})
+
+    lines = [f"Score standard deviation (noise variance fitted on validation users: {model.intervals_.noise_var:.3f})",
+             "", "| k | mean score_std | mean error^2 / (noise + std^2) | RMSE, surest third | RMSE, least sure third |",
+             "|---:|---:|---:|---:|---:|"]
+    for k in r.protocol.shots:
+        sup, qry = chronological_split(r.test_histories, k, min_query=r.protocol.min_query)
+        support, query = frame(sup), frame(qry)
+        pairs = query[["user_id", "item_id"]]
+        sd = model.score_std(support, pairs, users=ds.users).astype(np.float64)
+        err = model.predict(support, pairs, users=ds.users) - query["rating"].to_numpy()
+        low, high = sd <= np.quantile(sd, 1 / 3), sd >= np.quantile(sd, 2 / 3)
+        lines.append(f"| {k} | {sd.mean():.3f} | {np.mean(err ** 2 / (model.intervals_.noise_var + sd ** 2)):.3f} | "
+                     f"{np.sqrt(np.mean(err[low] ** 2)):.3f} | {np.sqrt(np.mean(err[high] ** 2)):.3f} |")
+    return lines + [""]
 
 
 if __name__ == "__main__":

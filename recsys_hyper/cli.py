@@ -192,6 +192,9 @@ def _data_commands(sub) -> None:
     m.set_defaults(func=cmd_import_movielens)
 
 
+SCORE_STD_HELP = ("add score_std: each recommendation's score standard deviation under the user's head posterior "
+                  "(how sure the model is of this user's score of this item; it shrinks as the user's events "
+                  "arrive). Explicit-rating models only")
 MISMATCH_HELP = ("accept histories whose feedback differs from the model's (implicit events into an explicit model, "
                  "or the reverse) or whose ratings fall outside its training scale; refused by default, because "
                  "every prediction would silently be wrong")
@@ -256,6 +259,7 @@ def _model_commands(sub) -> None:
     r.add_argument("--allow-rating-mismatch", action="store_true", help=MISMATCH_HELP)
     r.add_argument("--explain", nargs="?", type=_positive_int, const=5, default=None, metavar="EVENTS",
                    help=EXPLAIN_HELP)
+    r.add_argument("--score-std", action="store_true", help=SCORE_STD_HELP)
     r.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     r.set_defaults(func=cmd_recommend)
 
@@ -319,6 +323,7 @@ def _model_commands(sub) -> None:
     sc.add_argument("--allow-rating-mismatch", action="store_true", help=MISMATCH_HELP)
     sc.add_argument("--explain", nargs="?", type=_positive_int, const=5, default=None, metavar="EVENTS",
                     help=EXPLAIN_HELP)
+    sc.add_argument("--score-std", action="store_true", help=SCORE_STD_HELP)
     sc.add_argument("--engine", choices=("local", "spark"), default="local",
                     help="where to score: this machine (streaming, bounded memory) or Spark (the [spark] extra; "
                          "the same checks, rows, tables and manifest; DIR and OUT may be s3a:// or hdfs:// URIs); "
@@ -508,7 +513,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from .jobs import serve
 
     print(serve.recommend(args.model, args.data, args.top_k, args.out, include_seen=args.include_seen,
-                          allow_rating_mismatch=args.allow_rating_mismatch, explain=args.explain))
+                          allow_rating_mismatch=args.allow_rating_mismatch, explain=args.explain,
+                          score_std=args.score_std))
     return 0
 
 
@@ -548,7 +554,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     report = score.score(args.model, args.data, args.out, args.date, top_k=args.top_k, chunk_users=args.chunk_users,
                          candidates=args.candidates, include_seen=args.include_seen, progress=not args.no_progress,
                          allow_rating_mismatch=args.allow_rating_mismatch, explain=args.explain,
-                         engine=args.engine, spark_master=args.spark_master)
+                         engine=args.engine, spark_master=args.spark_master, score_std=args.score_std)
     print(score.summary(report, args.out))
     return 0
 

@@ -105,3 +105,69 @@ def test_grouped_recommendations_carry_the_intervals_of_predict_interval(fitted)
     for col, src in (("ratings", "prediction"), ("lower", "lower"), ("upper", "upper")):
         np.testing.assert_allclose(np.concatenate(out[col].to_list()), want[src].to_numpy(), rtol=1e-6)
     assert recommend_grouped(model, grouped, k=5).columns.tolist() == ["user_id", "item_ids", "scores"]
+
+
+# -- the scores' standard deviation under the head's posterior
+
+
+def _episode(events, k, min_query=5):
+    ordered = events.sort_values(["user_id", "timestamp"])
+    ordered = ordered[ordered.groupby("user_id")["item_id"].transform("size") >= k + min_query]
+    support = ordered.groupby("user_id").head(k)
+    return support, ordered.drop(support.index)
+
+
+def test_score_std_is_calibrated_narrows_with_events_and_points_at_the_larger_errors(fitted):
+    """On users the model never saw (ratings with known noise): the posterior's variance plus the
+    fitted noise variance matches the squared errors on average; the spread falls as events arrive;
+    and the pairs it is least sure of are those it gets most wrong."""
+    model, events, users = fitted
+    means = {}
+    for k in (1, 10):
+        support, query = _episode(events, k)
+        pairs = query[["user_id", "item_id"]]
+        sd = model.score_std(support, pairs, users=users).astype(np.float64)
+        err = model.predict(support, pairs, users=users) - query["rating"].to_numpy()
+        assert np.isfinite(sd).all() and (sd > 0).all()
+        assert 0.8 <= np.mean(err ** 2 / (model.intervals_.noise_var + sd ** 2)) <= 1.25, k
+        means[k] = sd.mean()
+        if k == 10:
+            least, most = sd <= np.quantile(sd, 1 / 3), sd >= np.quantile(sd, 2 / 3)
+            assert np.sqrt(np.mean(err[most] ** 2)) > 1.15 * np.sqrt(np.mean(err[least] ** 2))
+    assert means[10] < means[1]
+
+
+def test_score_std_belongs_to_its_pair_whatever_the_order_and_the_batch(fitted):
+    model, events, users = fitted
+    support, query = _episode(events, 3)
+    pairs = query[["user_id", "item_id"]].reset_index(drop=True)
+    whole = model.score_std(support, pairs, users=users)
+    shuffled = pairs.sample(frac=1.0, random_state=0)
+    np.testing.assert_allclose(model.score_std(support, shuffled, users=users), whole[shuffled.index], rtol=1e-5)
+    one = pairs["user_id"].iloc[0]
+    alone = model.score_std(support[support["user_id"] == one], pairs[pairs["user_id"] == one], users=users)
+    np.testing.assert_allclose(alone, whole[(pairs["user_id"] == one).to_numpy()], rtol=1e-5)
+
+
+def test_the_commands_write_score_std_and_implicit_models_refuse_it(fitted, tmp_path, capsys):
+    from recsys_hyper.cli import main
+    from tests.conftest import write_frames
+
+    model, events, users = fitted
+    model.save(tmp_path / "model")
+    support, _ = _episode(events, 4)
+    data = write_frames(tmp_path / "new", support, users)
+    assert main(["recommend", "--model", str(tmp_path / "model"), "--data", str(data), "--top-k", "5",
+                 "--out", str(tmp_path / "recs.parquet"), "--score-std"]) == 0
+    recs = pd.read_parquet(tmp_path / "recs.parquet")
+    np.testing.assert_allclose(recs["score_std"].to_numpy(), model.score_std(support, recs, users=users), rtol=1e-5)
+    assert main(["score", "--model", str(tmp_path / "model"), "--data", str(data), "--top-k", "5",
+                 "--out", str(tmp_path / "scored"), "--date", "2026-01-01", "--score-std", "--no-progress"]) == 0
+    scored = pd.read_parquet(tmp_path / "scored" / "recommendations" / "date=2026-01-01")
+    merged = recs.merge(scored, on=["user_id", "item_id"], suffixes=("", "_batch"))
+    assert len(merged) == len(recs)
+    np.testing.assert_allclose(merged["score_std_batch"], merged["score_std"], rtol=1e-4)
+    implicit = HyperRecommender(FAST)
+    implicit.implicit_, implicit.item_map_, implicit.intervals_ = True, model.item_map_, None
+    with pytest.raises(RecsysHyperError, match="implicit feedback: the score's standard deviation"):
+        implicit.score_std(support, recs)

@@ -41,9 +41,10 @@ def read_candidates(path: str | os.PathLike | None):
 def score(model: str, data: str | os.PathLike, out: str | os.PathLike, date: str | None = None, top_k: int = 100,
           chunk_users: int = 4096, candidates: str | os.PathLike | None = None, include_seen: bool = False,
           progress: bool = True, allow_rating_mismatch: bool = False, explain: int | None = None,
-          engine: str = "local", spark=None, spark_master: str | None = None) -> ScoreReport:
+          engine: str = "local", spark=None, spark_master: str | None = None, score_std: bool = False) -> ScoreReport:
     """Score every user of ``data`` with ``model`` into ``out`` (partition ``date``, default today UTC);
-    ``explain``: explanation columns with that many events per recommendation. ``engine``:
+    ``explain``: explanation columns with that many events per recommendation; ``score_std``: each
+    recommendation's score standard deviation. ``engine``:
     ``"local"`` (this machine, streaming) or ``"spark"`` (``spark``: a session, else one is
     started on ``spark_master`` / ``$SPARK_MASTER`` / spark-submit's master / ``local[*]`` and
     stopped at the end); both give the same rows, tables and errors."""
@@ -52,9 +53,10 @@ def score(model: str, data: str | os.PathLike, out: str | os.PathLike, date: str
 
     if engine not in ("local", "spark"):
         raise RecsysHyperError(f"--engine {engine!r}: use local or spark")
-    if engine == "spark" and explain:
-        raise RecsysHyperError("--explain is not available with --engine spark; score with the local engine "
-                               "to add explanations")
+    if engine == "spark" and (explain or score_std):
+        option = "--explain" if explain else "--score-std"
+        raise RecsysHyperError(f"{option} is not available with --engine spark; score with the local engine "
+                               "to add it")
     date = date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     if engine == "local" or not _is_uri(out):
         check_dir_out(out, [*input_files(data, model), *([candidates] if candidates else [])],
@@ -70,7 +72,7 @@ def score(model: str, data: str | os.PathLike, out: str | os.PathLike, date: str
                                allow_rating_mismatch=allow_rating_mismatch)
     return score_dataset(rec, data, out, date, top_k=top_k, chunk_users=chunk_users,
                          candidates=items, exclude_seen=not include_seen, progress=progress,
-                         allow_rating_mismatch=allow_rating_mismatch, explain=explain)
+                         allow_rating_mismatch=allow_rating_mismatch, explain=explain, score_std=score_std)
 
 
 def _is_uri(path) -> bool:

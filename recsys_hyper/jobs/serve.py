@@ -17,6 +17,7 @@ from ..data import load_dataset
 from ..data import schema as S
 from ..data.validation import Collector, coerce_id, read_parquet_checked
 from ..recommender import check_compatible
+from ..recommender.base import capability
 from .models import load_model
 from .paths import check_file_out
 
@@ -39,9 +40,11 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.PathLike,
-              include_seen: bool = False, allow_rating_mismatch: bool = False, explain: int | None = None) -> str:
+              include_seen: bool = False, allow_rating_mismatch: bool = False, explain: int | None = None,
+              score_std: bool = False) -> str:
     """Top ``top_k`` for every user of ``data`` into ``out``; returns the summary line. ``explain``:
-    add each recommendation's explanation with that many history events."""
+    add each recommendation's explanation with that many history events; ``score_std``: each
+    score's standard deviation under the user's head posterior."""
     check_file_out(out, input_files(data, model))
     ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
@@ -49,6 +52,9 @@ def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.Pat
     t0 = time.perf_counter()
     recs = rec.recommend(ds.interactions, k=top_k, exclude_seen=not include_seen, users=ds.users,
                          item_features=ds.items, allow_rating_mismatch=allow_rating_mismatch)
+    if score_std:
+        recs["score_std"] = capability(rec, "score_std")(ds.interactions, recs, users=ds.users, item_features=ds.items,
+                                                          allow_rating_mismatch=allow_rating_mismatch)
     if explain:
         recs = rec.explain(ds.interactions, recs, users=ds.users, item_features=ds.items, top_events=explain,
                            allow_rating_mismatch=allow_rating_mismatch)

@@ -373,6 +373,15 @@ class HyperRecModel(nn.Module):
             ctx = torch.cat([ctx, ii], -1)
         return Heads(w, v, ctx, x), deltas
 
+    def head_covariance(self, e_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor,
+                        user_feats: FeatureTensors | None) -> torch.Tensor:
+        """The fold-in's Gaussian posterior over the (unblended) rating head, which the ranking head
+        ``v + w`` shares: ``Sigma_u = (Phi_S^T Phi_S + Lambda_u)^-1`` (B, D, D), in units of the rating
+        noise (support item vectors, emitted prior precision, calibrated multiplier applied)."""
+        _, lam, _ = self.prior(e_support, r_support, mask, user_feats)                    # (B, D)
+        phi = self.phi(e_support) * mask.unsqueeze(-1)                                     # (B, K, D)
+        return torch.linalg.inv(phi.transpose(1, 2) @ phi + torch.diag_embed(lam))
+
     def bias_head(self, items_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The bias baseline's rating head (B, D): ``[0, ..., 0, b_u]`` with ``b_u = sum(r - mu - b_j)
         / (k + user_reg)``, so that ``mu + b_i + head . phi_i`` is its rating exactly."""

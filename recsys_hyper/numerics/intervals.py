@@ -27,12 +27,14 @@ RELIABILITY = tuple(round(0.05 * i, 2) for i in range(1, 20))
 @dataclass
 class Intervals:
     """Half-widths per calibrated k (rows) and level (columns), the predictive standard
-    deviation per k, and the number of validation pairs behind each k."""
+    deviation per k, and the number of validation pairs behind each k. ``noise_var``: the rating
+    noise variance that puts the heads' posterior in rating units (see :meth:`fit_noise`), or None."""
 
     shots: list[int]
     half_width: np.ndarray               # (len(shots), len(LEVELS))
     std: np.ndarray                      # (len(shots),)
     pairs: list[int]
+    noise_var: float | None = None
 
     @classmethod
     def calibrate(cls, errors_by_k: dict[int, np.ndarray]) -> "Intervals | None":
@@ -56,6 +58,14 @@ class Intervals:
         column = int(np.searchsorted(np.array(LEVELS), level - 1e-9))
         row = np.clip(np.searchsorted(np.array(self.shots), np.asarray(k), side="right") - 1, 0, len(self.shots) - 1)
         return self.half_width[row, column], self.std[row]
+
+    def fit_noise(self, errors: np.ndarray, head_variance: np.ndarray) -> None:
+        """The rating noise variance ``s2`` from validation pairs' errors and the variance of their
+        head's score in units of the noise (``phi_i^T Sigma_u phi_i``): the Gaussian model says
+        ``E[error^2] = s2 (1 + phi_i^T Sigma_u phi_i)``, so ``s2`` is the ratio of the sums."""
+        ok = np.isfinite(errors) & np.isfinite(head_variance)
+        if ok.any():
+            self.noise_var = float(np.sum(np.square(errors[ok])) / np.sum(1.0 + head_variance[ok]))
 
     def bounds(self, predicted: np.ndarray, k: np.ndarray, level: float,
                rating_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -84,10 +94,11 @@ class Intervals:
 
     def to_dict(self) -> dict:
         return {"shots": self.shots, "levels": list(LEVELS), "half_width": self.half_width.round(6).tolist(),
-                "std": self.std.round(6).tolist(), "pairs": self.pairs}
+                "std": self.std.round(6).tolist(), "pairs": self.pairs, "noise_var": self.noise_var}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Intervals | None":
         if not d or list(d.get("levels", [])) != list(LEVELS):
             return None
-        return cls(list(d["shots"]), np.array(d["half_width"], dtype=np.float64), np.array(d["std"]), list(d["pairs"]))
+        return cls(list(d["shots"]), np.array(d["half_width"], dtype=np.float64), np.array(d["std"]), list(d["pairs"]),
+                   d.get("noise_var"))

@@ -416,3 +416,14 @@ def _json_default(o):
     if isinstance(o, (np.floating,)):
         return float(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def capability(model: Recommender, name: str):
+    """``model``'s method ``name``, or a clear error naming the models that have it."""
+    method = getattr(model, name, None)
+    if method is None:
+        what = {"explain": "explain its recommendations", "ask": "choose onboarding questions",
+                "predict_interval": "give prediction intervals",
+                "score_std": "give its scores' standard deviations"}[name]
+        raise RecsysHyperError(f"{type(model).__name__} does not {what}; HyperRecommender does")
+    return method

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..data import schema as S
 from ..data.frames import explode_histories
-from .base import Recommender
+from .base import Recommender, capability
 
 
 def recommend_grouped(model: Recommender, grouped: pd.DataFrame, k: int = 10, exclude_seen: bool = True,
@@ -31,7 +31,7 @@ def recommend_grouped(model: Recommender, grouped: pd.DataFrame, k: int = 10, ex
     recs = model.recommend(history, k=k, exclude_seen=exclude_seen, users=users, user_ids=users[S.USER_ID].to_numpy())
     agg = {"item_ids": (S.ITEM_ID, list), "scores": ("score", list)}
     if explain:
-        recs = _capability(model, "explain")(history, recs, users=users, top_events=explain)
+        recs = capability(model, "explain")(history, recs, users=users, top_events=explain)
         recs["explanation"] = [json.dumps({"score_prior": float(p), "score_features": float(f),
                                            "score_history": float(h),
                                            "because": [{k_: (v.item() if hasattr(v, "item") else v)
@@ -40,7 +40,7 @@ def recommend_grouped(model: Recommender, grouped: pd.DataFrame, k: int = 10, ex
                                                            recs["score_history"], recs["because"])]
         agg["explanations"] = ("explanation", list)
     if interval:
-        rated = _capability(model, "predict_interval")(history, recs[[S.USER_ID, S.ITEM_ID]], level=interval,
+        rated = capability(model, "predict_interval")(history, recs[[S.USER_ID, S.ITEM_ID]], level=interval,
                                                        users=users)
         recs = recs.assign(**{col: rated[src].to_numpy() for col, src in (("_rating", "prediction"),
                                                                           ("_lower", "lower"), ("_upper", "upper"))})
@@ -49,7 +49,7 @@ def recommend_grouped(model: Recommender, grouped: pd.DataFrame, k: int = 10, ex
     out = pd.DataFrame({S.USER_ID: users[S.USER_ID].to_numpy(),
                         **{col: [v if isinstance(v, list) else [] for v in aligned[col]] for col in agg}})
     if ask:
-        questions = _capability(model, "ask")(history, n=ask, users=users, user_ids=users[S.USER_ID].to_numpy())
+        questions = capability(model, "ask")(history, n=ask, users=users, user_ids=users[S.USER_ID].to_numpy())
         lists = questions.groupby(S.USER_ID, sort=False)[S.ITEM_ID].agg(list).reindex(users[S.USER_ID])
         out["questions"] = [v if isinstance(v, list) else [] for v in lists]
     return out
@@ -72,14 +72,3 @@ def _user_ids(grouped: pd.DataFrame):
                                    f"{bad[:5].tolist()}); user ids must be int64 or string")
         return ids.astype(np.int64)
     return ids
-
-
-def _capability(model: Recommender, name: str):
-    from ..errors import RecsysHyperError
-
-    method = getattr(model, name, None)
-    if method is None:
-        what = {"explain": "explain its recommendations", "ask": "choose onboarding questions",
-                "predict_interval": "give prediction intervals"}[name]
-        raise RecsysHyperError(f"{type(model).__name__} does not {what}; HyperRecommender does")
-    return method

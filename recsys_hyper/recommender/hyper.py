@@ -55,6 +55,7 @@ ADDED_BUFFERS = {"rating_blend": lambda n: torch.zeros(BLEND_MAX_K + 1, len(BLEN
                  "mf_prior_weights": lambda n: torch.zeros(0, 1)}
 EMIT_CHUNK_USERS = 4096
 EMIT_MAX_CELLS = 131_072  # users x longest history per emission sub-batch
+HEAD_VARIANCE_CELLS = 1 << 18  # users x pairs per sub-batch of the scores' variances
 #: ask's default weight of the uncertainty term, chosen on validation users (see ``ask``)
 ASK_UNCERTAINTY = 0.0
 
@@ -217,19 +218,92 @@ class HyperRecommender(Recommender):
         self._cache = {}
         self._item_vectors(self._catalogue())  # item vectors are computed once, not per request
         # prediction intervals: the finished model's errors on the validation users, per k
-        self.intervals_ = None if dataset.implicit else self._calibrate_intervals(h.select(tune_rows))
+        self.intervals_ = None if dataset.implicit else self._calibrate_intervals(h.select(tune_rows), dataset.users)
 
-    def _calibrate_intervals(self, validation: Histories) -> Intervals | None:
+    def _calibrate_intervals(self, validation: Histories, users: pd.DataFrame | None = None) -> Intervals | None:
         """The intervals' half-widths per k and level from the validation users' held-out
-        ratings, each predicted from their k earliest events (see :mod:`recsys_hyper.numerics.intervals`)."""
+        ratings, each predicted from their k earliest events and features, as served (see
+        :mod:`recsys_hyper.numerics.intervals`); and the rating noise variance that puts the
+        heads' posterior in rating units (:meth:`score_std`)."""
         from ..numerics.measure import measure_episode
         from .base import indexed
 
-        view, errors = indexed(self), {}
+        view, errors, variances = indexed(self, users), {}, []
         for ep in validation_episodes(validation):
             m = measure_episode(view, ep.support, ep.query, rank=False, per_user=False)
             errors[ep.k] = m.predicted - m.actual
-        return Intervals.calibrate(errors)
+            variances.append(self._head_variance(ep.support, m.owner, ep.query.items, view.catalogue, users))
+        intervals = Intervals.calibrate(errors)
+        if intervals is not None:
+            intervals.fit_noise(np.concatenate(list(errors.values())), np.concatenate(variances))
+        return intervals
+
+    def _head_variance(self, h: Histories, rows: np.ndarray, items: np.ndarray, cat: HyperCatalogue,
+                       users: pd.DataFrame | None) -> np.ndarray:
+        """``phi_i^T Sigma_u phi_i`` of pairs (``rows`` into ``h``, ``items`` catalogue rows): the
+        variance of the head's part of the pair's score under the user's posterior, in units of
+        the rating noise (:meth:`HyperRecModel.head_covariance`). Users in sub-batches of bounded
+        size, each user's pairs gathered into one (pairs, D) block."""
+        model = self.model_
+        e_all, table = self._item_vectors(cat)
+        phi_all = table.phi
+        uf_all = None if self.user_spec_.empty else self.user_spec_.transform(users, h.user_ids)
+        rows, items = np.asarray(rows, np.int64), np.asarray(items, np.int64)
+        out = np.full(len(rows), np.nan)
+        order = np.argsort(rows, kind="stable")
+        first = np.searchsorted(rows[order], np.arange(len(h)))
+        count = np.searchsorted(rows[order], np.arange(len(h)), side="right") - first
+        by_length = np.argsort(h.lengths, kind="stable")
+        with torch.no_grad():
+            for part in chunks_by_events(h.lengths[by_length], EMIT_CHUNK_USERS, max_cells=EMIT_MAX_CELLS):
+                chunk = by_length[part]
+                step = max(1, HEAD_VARIANCE_CELLS // max(1, int(count[chunk].max())))
+                for start in range(0, len(chunk), step):
+                    sub = chunk[start:start + step]
+                    n = int(count[sub].max())
+                    if n == 0:
+                        continue
+                    pad = Padded.from_histories(h.select(sub), pad_item=cat.size)
+                    uf = None if uf_all is None else uf_all.take(torch.from_numpy(sub))
+                    sigma = model.head_covariance(e_all[pad.items], pad.ratings, pad.mask, uf)        # (b, D, D)
+                    valid = np.arange(n)[None] < count[sub][:, None]                                 # (b, n)
+                    pos = order[np.where(valid, first[sub][:, None] + np.arange(n)[None], 0)]       # pair of each slot
+                    phi = phi_all[torch.from_numpy(np.where(valid, items[pos], cat.size))]          # (b, n, D)
+                    q = ((phi @ sigma) * phi).sum(-1).numpy()
+                    out[pos[valid]] = q[valid]
+        return out
+
+    def score_std(self, histories: pd.DataFrame | None, items: pd.DataFrame, users: pd.DataFrame | None = None,
+                  item_features: pd.DataFrame | None = None, allow_rating_mismatch: bool = False) -> np.ndarray:
+        """The standard deviation of each ``(user_id, item_id)`` row's score (for instance the
+        output of :meth:`recommend`) under the user's head posterior: ``sqrt(s2 phi_i^T Sigma_u
+        phi_i)``, where ``Sigma_u`` is the fold-in's Gaussian posterior over the rating head that
+        the ranking score shares and ``s2`` the rating noise variance fitted on validation users.
+        It shrinks as the user's events arrive, and is larger for items unlike those events: how
+        sure the model is of this user's score of this item (the rating's predictive spread adds
+        the noise, see :meth:`predict_interval`). Explicit ratings only (the noise is a rating's);
+        NaN for items the model cannot score. Users without events (k = 0) get their prior's spread."""
+        self._check_fitted()
+        require_columns(items, (S.USER_ID, S.ITEM_ID), "items")
+        noise = self._noise_variance()
+        cat = self._catalogue(item_features)
+        # as predict: a user of ``items`` with no events has the population's (or their features') prior
+        h = histories_from_frame(checked_histories(self, histories, cat.ids, allow_rating_mismatch=allow_rating_mismatch),
+                                 cat.ids, users, pd.unique(items[S.USER_ID]))
+        idx = cat.ids.index(items[S.ITEM_ID].to_numpy(), unknown="mark")
+        rows = IdMap(h.user_ids, name="user").index(items[S.USER_ID].to_numpy())
+        q = self._head_variance(h, rows, np.where(idx == UNKNOWN, cat.size, idx), cat, users)
+        return np.where(idx == UNKNOWN, np.nan, np.sqrt(noise * q)).astype(np.float32)
+
+    def _noise_variance(self) -> float:
+        if self.implicit_:
+            raise RecsysHyperError("this model was trained on implicit feedback: the score's standard deviation is "
+                                   "in units of a rating's noise, which implicit data does not have")
+        noise = getattr(getattr(self, "intervals_", None), "noise_var", None)
+        if noise is None:
+            raise RecsysHyperError("this model was saved without the noise calibration of its scores' standard "
+                                   "deviation (a version before it existed): retrain it")
+        return noise
 
     def predict_interval(self, histories: pd.DataFrame | None, pairs: pd.DataFrame, level: float = 0.9,
                          users: pd.DataFrame | None = None, item_features: pd.DataFrame | None = None,
@@ -655,6 +729,13 @@ class HyperIndexed(Indexed):
         item rows)."""
         return self.model._explain_rows(h, rows, items, users=self.users, catalogue=self.catalogue,
                                         top_events=top_events)
+
+    def score_std(self, h: Histories, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """:meth:`HyperRecommender.score_std` for pairs in indices (``rows`` into ``h``, ``items``
+        catalogue rows), (P,) float32."""
+        noise = self.model._noise_variance()
+        q = self.model._head_variance(h, rows, items, self.catalogue, self.users)
+        return np.sqrt(noise * q).astype(np.float32)
 
     def item_table(self) -> ItemTable:
         """The catalogue's item table (phi, rating and ranking biases, mu), one row per item: with

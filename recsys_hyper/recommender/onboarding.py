@@ -70,9 +70,7 @@ def _greedy(model, e_all, item_index, table, support, uf, excluded, n, targets, 
         return chosen, values
     top = scores.topk(min(targets, N), dim=1)                                # the items that matter
     weight = torch.softmax(top.values, -1).nan_to_num(0.0)                   # (B, M)
-    _, lam, _ = model.prior(e_s, support.ratings, support.mask, uf)          # (B, D)
-    phi_s = model.phi(e_s) * support.mask.unsqueeze(-1)                      # (B, K, D)
-    sigma = torch.linalg.inv(phi_s.transpose(1, 2) @ phi_s + torch.diag_embed(lam))   # (B, D, D) posterior
+    sigma = model.head_covariance(e_s, support.ratings, support.mask, uf)    # (B, D, D) posterior
     phi = table.phi                                                          # (N, D)
     phi_t = phi[top.indices]                                                 # (B, M, D)
     chosen = torch.zeros(len(scores), n, dtype=torch.long)

@@ -268,10 +268,13 @@ def _read_bucket(work: Path, kind: str, b: int) -> pd.DataFrame | None:
 def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir: str | os.PathLike, date: str,
                   top_k: int = 100, chunk_users: int = 4096, candidates=None, exclude_seen: bool = True,
                   rows_per_bucket: int = 500_000, progress: bool = True,
-                  allow_rating_mismatch: bool = False, explain: int | None = None) -> ScoreReport:
+                  allow_rating_mismatch: bool = False, explain: int | None = None,
+                  score_std: bool = False) -> ScoreReport:
     """Score every user of ``data_dir`` (histories + optional users file) into ``out_dir``.
     ``explain``: add each recommendation's explanation with that many events (see
-    :meth:`~recsys_hyper.recommender.HyperRecommender.explain`)."""
+    :meth:`~recsys_hyper.recommender.HyperRecommender.explain`); ``score_std``: each
+    recommendation's score standard deviation (see
+    :meth:`~recsys_hyper.recommender.HyperRecommender.score_std`)."""
     from ..progress import progress as progress_bar
 
     t_start = time.perf_counter()
@@ -281,7 +284,7 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
     report.date = date
     users_file = data_dir / S.USERS_FILE
     users_file = users_file if users_file.exists() else None
-    scorer = ChunkScorer(model, top_k, exclude_seen, candidates, explain=explain)
+    scorer = ChunkScorer(model, top_k, exclude_seen, candidates, explain=explain, score_std=score_std)
 
     created = [p for p in (out, *out.parents) if not p.exists()]          # removed again if the run fails
     staging = out / f".staging-{date}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -305,7 +308,7 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
 
         bar = progress_bar(desc=f"score {date}", unit="users", unit_scale=True, enabled=progress)
         t_score = time.perf_counter()
-        recs_type, heads_type = recs_schema(user_type, item_type, bool(explain)), heads_schema(user_type)
+        recs_type, heads_type = recs_schema(user_type, item_type, bool(explain), score_std), heads_schema(user_type)
         with ThreadPoolExecutor(1, thread_name_prefix="score-writer") as pool:
             pending = None                    # the previous chunk's write, overlapping this chunk's scoring
             for b in range(n_buckets):

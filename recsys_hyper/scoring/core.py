@@ -36,11 +36,15 @@ from ..recommender import HyperRecommender, indexed
 EXPLANATION_COLUMNS = ("score_prior", "score_features", "score_history", "because")
 
 
-def recs_schema(user_type: pa.DataType, item_type: pa.DataType, explain: bool = False) -> pa.Schema:
-    """The recommendations' schema; ``explain`` adds the explanation columns of
-    :meth:`~recsys_hyper.recommender.HyperRecommender.explain`."""
+def recs_schema(user_type: pa.DataType, item_type: pa.DataType, explain: bool = False,
+                score_std: bool = False) -> pa.Schema:
+    """The recommendations' schema; ``score_std`` adds ``score_std`` (see
+    :meth:`~recsys_hyper.recommender.HyperRecommender.score_std`), ``explain`` the explanation
+    columns of :meth:`~recsys_hyper.recommender.HyperRecommender.explain`."""
     fields = [pa.field(S.USER_ID, user_type), pa.field(S.ITEM_ID, item_type),
               pa.field("score", pa.float32()), pa.field("rank", pa.int32())]
+    if score_std:
+        fields.append(pa.field("score_std", pa.float32()))
     if explain:
         fields += [pa.field(name, pa.float32()) for name in EXPLANATION_COLUMNS[:3]]
         fields.append(pa.field("because", pa.list_(pa.struct([pa.field(S.ITEM_ID, item_type),
@@ -81,8 +85,11 @@ class ChunkScorer:
     """Holds what is fixed for a run (model, catalogue, candidate mask) and scores chunks."""
 
     def __init__(self, model: HyperRecommender, top_k: int, exclude_seen: bool = True, candidates=None,
-                 explain: int | None = None):
+                 explain: int | None = None, score_std: bool = False):
         self.model, self.top_k, self.exclude_seen, self.explain = model, top_k, exclude_seen, explain
+        self.score_std = score_std
+        if score_std:
+            model._noise_variance()                    # an implicit or older model is refused before any work
         self.view = indexed(model)
         self.item_ids, self.items = self.view.catalogue.ids, self.view.item_table()
         self.allowed = allowed_mask(candidates, self.item_ids) if candidates is not None else None
@@ -105,6 +112,9 @@ class ChunkScorer:
         heads = view.adapt(h)
         recs = view.recommend(h, self.top_k, heads=heads, exclude_seen=self.exclude_seen,
                                               allowed=self.allowed)
+        if self.score_std:
+            rows = IdMap(h.user_ids, name="user").index(recs[S.USER_ID].to_numpy())
+            recs["score_std"] = view.score_std(h, rows, self.item_ids.index(recs[S.ITEM_ID].to_numpy()))
         if self.explain:
             # the same heads' scores, split over each user's events (see HyperRecommender.explain)
             rows = IdMap(h.user_ids, name="user").index(recs[S.USER_ID].to_numpy())
