@@ -1,5 +1,6 @@
 """Prediction intervals, measured: do the 50%, 80% and 90% intervals of `predict --interval` cover
-new users' ratings as often as they say, at every k?
+new users' ratings as often as they say, at every k? And the scores' standard deviation
+(`--score-std`) and the exploration built on it (`recommend --explore`), on the same users.
 
     python benchmarks/bench_intervals.py [--datasets ml-100k longtail]      # about 3 minutes
 
@@ -45,8 +46,8 @@ def main() -> None:
             ds = benchdata.dataset(name, Path(tmp))
             split, model = benchdata.fitted_on_split(ds)
             # the cold-start protocol's own measurement (what `evaluate` reports and logs)
-            r = evaluate(ds, Protocol(seed=0), methods=("hyper",), split=split, fitted={"hyper": model},
-                         progress=False)
+            r = evaluate(ds, Protocol(seed=0), methods=("hyper", "hyper-ucb", "hyper-thompson"), split=split,
+                         fitted={"hyper": model}, progress=False)
             c = r.coverage.set_index(["k", "level"])
             shots = sorted(r.coverage["k"].unique())
             worst = max(abs(c.at[(k, lv), "covered"] - lv) for k in shots for lv in LEVELS)
@@ -61,7 +62,7 @@ def main() -> None:
                              + " | " + " | ".join(f"{c.at[(k, lv), 'mean_width']:.2f}" for lv in LEVELS)
                              + f" | {std:.3f} |")
             lines.append("")
-            lines += score_std_table(ds, r, model)
+            lines += score_std_table(ds, r, model) + exploration_table(r)
             if i == 0 and args.figure:
                 fig = reliability_figure(r.coverage)
                 fig.suptitle(f"Prediction intervals of new users, {name} (cold-start protocol, seed 0)")
@@ -72,6 +73,19 @@ def main() -> None:
                 lines.append("")
             print("\n".join(lines[-12:]), file=sys.stderr, flush=True)
     print("\n".join(lines))
+
+
+def exploration_table(r) -> list[str]:
+    """nDCG@10 and the share of the catalogue in some user's top 10, ranking plainly and with
+    ``recommend --explore`` (weight 1), on the same users and episodes."""
+    t = r.table.set_index(["method", "k"])
+    methods = ("hyper", "hyper-ucb", "hyper-thompson")
+    lines = ["Exploration (`recommend --explore`, weight 1): nDCG@10 / share of the catalogue in some user's top 10",
+             "", "| k | " + " | ".join(methods) + " |", "|---:|" + "---:|" * len(methods)]
+    for k in r.protocol.shots:
+        lines.append(f"| {k} | " + " | ".join(f"{t.at[(m, k), 'ndcg@10']:.4f} / {t.at[(m, k), 'catalogue@10']:.3f}"
+                                              for m in methods) + " |")
+    return lines + [""]
 
 
 def score_std_table(ds, r, model) -> list[str]:

@@ -96,6 +96,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _non_negative(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="recsys-hyper",
@@ -260,6 +267,13 @@ def _model_commands(sub) -> None:
     r.add_argument("--explain", nargs="?", type=_positive_int, const=5, default=None, metavar="EVENTS",
                    help=EXPLAIN_HELP)
     r.add_argument("--score-std", action="store_true", help=SCORE_STD_HELP)
+    r.add_argument("--explore", choices=("ucb", "thompson"), default=None,
+                   help="rank with exploration from each user's head posterior (explicit-rating models): ucb adds "
+                        "--explore-weight standard deviations to each score; thompson ranks by one draw of the "
+                        "head (seeded by --seed). Off by default; see the README's measurement before turning it on")
+    r.add_argument("--explore-weight", type=_non_negative, default=1.0, metavar="W",
+                   help="ucb: standard deviations added; thompson: the draw's scale")
+    r.add_argument("--seed", type=_seed, default=0, help="thompson's draw")
     r.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     r.set_defaults(func=cmd_recommend)
 
@@ -418,6 +432,7 @@ def _pipeline_commands(sub) -> None:
 
 
 def _evaluate_command(sub) -> None:
+    from .config import DEFAULT_EVALUATION_METHODS
     from .config import EVALUATION_METHODS as METHODS
     from .evaluation.protocol import Protocol
 
@@ -430,12 +445,15 @@ def _evaluate_command(sub) -> None:
                                    "interactions is adapted from their k "
                                    "earliest interactions and scored on the rest: MAE, RMSE, nDCG@3 among the query "
                                    "items, full-catalogue Recall@10 / nDCG@10 (relevant = query items rated >= 4, "
-                                   "support items excluded), and adaptation latency per user. Writes results.md, "
-                                   "results.json, split.parquet, per_user.parquet and k_curve.png to --out, and logs "
-                                   "an MLflow parent run with a nested run per (method, k). Methods: "
-                                   + ", ".join(METHODS) + ".")
+                                   "support items excluded), the share of the catalogue in some user's top 10, the "
+                                   "prediction intervals' coverage, and adaptation latency per user. Writes "
+                                   "results.md, results.json, split.parquet, per_user.parquet and k_curve.png to "
+                                   "--out, and logs an MLflow parent run with a nested run per (method, k). Methods: "
+                                   + ", ".join(METHODS) + " (hyper-ucb and hyper-thompson: the hypernetwork ranking "
+                                   "with recommend --explore; only when named).")
     e.add_argument("--data", required=True, metavar="DIR", help="dataset directory")
-    e.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), metavar="METHOD",
+    e.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(DEFAULT_EVALUATION_METHODS),
+                   metavar="METHOD",
                    help="methods to compare")
     e.add_argument("--shots", nargs="+", type=_count, default=list(default(Protocol, "shots")), metavar="K",
                    help="support sizes k")
@@ -514,7 +532,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     print(serve.recommend(args.model, args.data, args.top_k, args.out, include_seen=args.include_seen,
                           allow_rating_mismatch=args.allow_rating_mismatch, explain=args.explain,
-                          score_std=args.score_std))
+                          score_std=args.score_std, explore=args.explore, explore_weight=args.explore_weight,
+                          seed=args.seed))
     return 0
 
 

@@ -40,7 +40,12 @@ EVALUATION_METHODS: dict[str, tuple[str, dict]] = {
     "melu": ("melu", {}),
     "hyper": ("hyper", {"mode": "zero-shot"}),
     "hyper-finetune": ("hyper", {"mode": "finetune", "steps": 5, "lr": 0.002}),
+    # ranking that explores from the heads' posterior (recommend --explore): measured on request
+    "hyper-ucb": ("hyper", {"explore": "ucb"}),
+    "hyper-thompson": ("hyper", {"explore": "thompson"}),
 }
+#: the methods an evaluation runs unless told otherwise
+DEFAULT_EVALUATION_METHODS = tuple(m for m in EVALUATION_METHODS if m not in ("hyper-ucb", "hyper-thompson"))
 
 
 @dataclass(frozen=True)

@@ -147,9 +147,11 @@ def test_interval_coverage_is_measured_on_the_intervals_predict_interval_gives(d
     from recsys_hyper.data.episodes import chronological_split
 
     p = Protocol(shots=(0, 3), min_query=5)
-    r = evaluate(ds, p, methods=("bias", "hyper", "hyper-finetune"), progress=False, model_config=_tiny_config())
+    r = evaluate(ds, p, methods=("bias", "hyper", "hyper-finetune", "hyper-thompson"), progress=False,
+                 model_config=_tiny_config())
     c = r.coverage
     assert set(c["method"]) == {"hyper"} and set(c["k"]) == {0, 3} and {0.5, 0.8, 0.9} <= set(c["level"])
+    assert r.table["catalogue@10"].between(0, 1).all()
     assert (c["pairs"] > 0).all() and c.groupby("k")["covered"].is_monotonic_increasing.all()
     table = r.table.set_index(["method", "k"])
     assert np.isnan(table.loc[("bias", 3), "coverage@90"]) and np.isnan(table.loc[("hyper-finetune", 3), "coverage@90"])
@@ -190,8 +192,8 @@ def test_evaluate_command_writes_outputs_and_the_mlflow_layout(ds, tmp_path, mon
     assert "| method | k | MAE |" in printed and "| hyper | 3 |" in printed
     assert "Prediction intervals" in printed and "| 90% covered | width |" in printed
     assert sorted(p.name for p in out.iterdir()) == ["coverage.parquet", "example_user.parquet", "heads.parquet",
-                                                      "k_curve.png", "per_user.parquet", "results.json", "results.md",
-                                                      "split.parquet"]
+                                                      "k_curve.png", "per_user.parquet", "reliability.png",
+                                                      "results.json", "results.md", "split.parquet"]
     assert "Prediction intervals" in (out / "results.md").read_text()
     summary = json.loads((out / "results.json").read_text())
     assert len(summary["results"]) == 9 and summary["protocol"]["shots"] == [0, 1, 3]
@@ -218,4 +220,4 @@ def test_evaluate_command_writes_outputs_and_the_mlflow_layout(ds, tmp_path, mon
                if c.data.tags["method"] == "hyper")
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"k_curve.png", "cold_start_results.json", "results.md", "split.parquet", "per_user.parquet",
-            "heads.parquet", "example_user.parquet", "coverage.parquet"} <= artifacts
+            "heads.parquet", "example_user.parquet", "coverage.parquet", "reliability.png"} <= artifacts

@@ -171,3 +171,56 @@ def test_the_commands_write_score_std_and_implicit_models_refuse_it(fitted, tmp_
     implicit.implicit_, implicit.item_map_, implicit.intervals_ = True, model.item_map_, None
     with pytest.raises(RecsysHyperError, match="implicit feedback: the score's standard deviation"):
         implicit.score_std(support, recs)
+
+
+
+# -- exploration from the posterior
+
+
+def test_exploring_heads_rank_by_the_posterior_and_leave_ratings_alone(fitted):
+    """``ucb`` adds exactly ``weight`` x :meth:`score_std` to each score (0: the plain ranking);
+    ``thompson`` is seeded (the same seed, the same lists; another seed, others) and spreads the
+    recommendations over more of the catalogue; neither changes a prediction."""
+    model, events, users = fitted
+    support, query = _episode(events, 3)
+    ids = pd.unique(support["user_id"])
+    plain = model.recommend(support, k=10, users=users, user_ids=ids)
+    ucb0 = model.adapt(support, users, user_ids=ids, explore="ucb", explore_weight=0.0)
+    pd.testing.assert_frame_equal(model.recommend(support, k=10, users=users, heads=ucb0), plain)
+    ucb = model.adapt(support, users, user_ids=ids, explore="ucb", explore_weight=2.0)
+    bonus = model.recommend(support, k=10, users=users, heads=ucb)
+    base = model.adapt(support, users, user_ids=ids)
+    pairs = bonus[["user_id", "item_id"]]
+    own = model.predict(support, pairs.assign(), users=users, heads=base)                  # ratings: unchanged
+    np.testing.assert_allclose(model.predict(support, pairs, users=users, heads=ucb), own, rtol=1e-6)
+    plain_scores = plain.set_index(["user_id", "item_id"])["score"]
+    common = bonus.join(plain_scores.rename("plain"), on=["user_id", "item_id"], how="inner")
+    np.testing.assert_allclose(common["score"] - common["plain"],
+                               2.0 * model.score_std(support, common, users=users), rtol=1e-3, atol=1e-5)
+    draws = [model.recommend(support, k=10, users=users,
+                             heads=model.adapt(support, users, user_ids=ids, explore="thompson", seed=s))
+             for s in (1, 1, 2)]
+    pd.testing.assert_frame_equal(draws[0], draws[1])
+    assert not draws[0]["item_id"].equals(draws[2]["item_id"])
+    assert draws[0]["item_id"].nunique() > plain["item_id"].nunique()
+    with pytest.raises(RecsysHyperError, match="explore must be 'ucb' or 'thompson'"):
+        model.adapt(support, users, explore="greedy")
+
+
+def test_recommend_explores_from_the_command_line(fitted, tmp_path):
+    from recsys_hyper.cli import main
+    from tests.conftest import write_frames
+
+    model, events, users = fitted
+    model.save(tmp_path / "model")
+    support, _ = _episode(events, 2)
+    data = write_frames(tmp_path / "new", support, users)
+    outs = []
+    for seed in ("3", "3"):
+        out = tmp_path / f"recs{len(outs)}.parquet"
+        assert main(["recommend", "--model", str(tmp_path / "model"), "--data", str(data), "--top-k", "5",
+                     "--out", str(out), "--explore", "thompson", "--seed", seed]) == 0
+        outs.append(pd.read_parquet(out))
+    pd.testing.assert_frame_equal(outs[0], outs[1])
+    plain = model.recommend(support, k=5, users=users)
+    assert not outs[0]["item_id"].reset_index(drop=True).equals(plain["item_id"].reset_index(drop=True))

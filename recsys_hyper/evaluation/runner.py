@@ -22,7 +22,7 @@ from ..data.dataset import Dataset
 from ..data.episodes import Histories, chronological_split
 from ..data.idmap import IdMap
 from ..errors import RecsysHyperError
-from ..config import EVALUATION_METHODS
+from ..config import DEFAULT_EVALUATION_METHODS, EVALUATION_METHODS
 from ..numerics.intervals import REPORTED, RELIABILITY
 from ..numerics.measure import measure_episode
 from ..recommender.base import indexed
@@ -32,7 +32,7 @@ from .vocabulary import InVocabulary
 log = logging.getLogger(__name__)
 
 METHODS = EVALUATION_METHODS
-DEFAULT_METHODS = tuple(METHODS)
+DEFAULT_METHODS = DEFAULT_EVALUATION_METHODS
 METRICS = ("mae", "rmse", "ndcg@3", "recall@10", "t-recall@10", "ndcg@10")
 LATENCY_REPEATS = 3
 
@@ -119,9 +119,9 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
             log.debug("fitted %s in %.1fs", fit_key, fit_seconds[fit_key])
         # a model fitted elsewhere (another vocabulary) is measured through the protocol's items
         model = InVocabulary.of(fitted[fit_key], item_map, train_ds.items, users=ds.users)
-        # the intervals are calibrated for the emitted heads (a fine-tuned head's errors are others)
-        intervals = getattr(fitted[fit_key], "intervals_", None) if adapt_kw.get("mode", "zero-shot") == "zero-shot" \
-            else None
+        # the intervals are calibrated for the emitted heads (a fine-tuned head's errors are others;
+        # exploring changes the ranking only, so its ratings' coverage would repeat the plain heads')
+        intervals = getattr(fitted[fit_key], "intervals_", None) if adapt_kw in ({}, {"mode": "zero-shot"}) else None
         for k, (sup, qry) in episodes.items():
             bar.set_postfix_str(f"{method} k={k}")
             metrics, users, covered = measure(model, adapt_kw, sup, qry, protocol, intervals=intervals)
@@ -152,7 +152,8 @@ def measure(model, adapt_kw: dict, sup: Histories, qry: Histories, protocol: Pro
                         repeats=LATENCY_REPEATS, **adapt_kw)
     B = len(sup)
     metrics = {"users": B, "ranked_users": int((m.n_relevant > 0).sum()), **{name: m.mean(name) for name in METRICS},
-               "adapt_ms_per_user": 1000.0 * m.adapt_seconds / max(1, B)}
+               "adapt_ms_per_user": 1000.0 * m.adapt_seconds / max(1, B),
+               f"catalogue@{protocol.cutoff}": m.catalogue_coverage}
     covered = []
     if intervals is not None and m.predicted is not None and model.rating_range is not None:
         covered = intervals.coverage(m.predicted, m.actual, sup.lengths[m.owner], model.rating_range,

@@ -16,6 +16,7 @@ from ..atomic import atomic_file
 from ..data import load_dataset
 from ..data import schema as S
 from ..data.validation import Collector, coerce_id, read_parquet_checked
+from ..errors import RecsysHyperError
 from ..recommender import check_compatible
 from ..recommender.base import capability
 from .models import load_model
@@ -41,17 +42,25 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
 
 def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.PathLike,
               include_seen: bool = False, allow_rating_mismatch: bool = False, explain: int | None = None,
-              score_std: bool = False) -> str:
+              score_std: bool = False, explore: str | None = None, explore_weight: float = 1.0,
+              seed: int = 0) -> str:
     """Top ``top_k`` for every user of ``data`` into ``out``; returns the summary line. ``explain``:
     add each recommendation's explanation with that many history events; ``score_std``: each
-    score's standard deviation under the user's head posterior."""
+    score's standard deviation under the user's head posterior; ``explore`` ("ucb" or "thompson",
+    ``explore_weight``, ``seed``): rank with exploration (see ``HyperRecommender.adapt``)."""
     check_file_out(out, input_files(data, model))
     ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
     check_compatible(rec, ds, allow_rating_mismatch)
     t0 = time.perf_counter()
+    heads = None
+    if explore:
+        if not hasattr(rec, "score_std"):
+            raise RecsysHyperError(f"{type(rec).__name__} does not explore; HyperRecommender does")
+        heads = rec.adapt(ds.interactions, ds.users, item_features=ds.items, allow_rating_mismatch=allow_rating_mismatch,
+                          explore=explore, explore_weight=explore_weight, seed=seed)
     recs = rec.recommend(ds.interactions, k=top_k, exclude_seen=not include_seen, users=ds.users,
-                         item_features=ds.items, allow_rating_mismatch=allow_rating_mismatch)
+                         item_features=ds.items, allow_rating_mismatch=allow_rating_mismatch, heads=heads)
     if score_std:
         recs["score_std"] = capability(rec, "score_std")(ds.interactions, recs, users=ds.users, item_features=ds.items,
                                                           allow_rating_mismatch=allow_rating_mismatch)
@@ -60,7 +69,7 @@ def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.Pat
                            allow_rating_mismatch=allow_rating_mismatch)
     write_parquet(recs, out)
     return (f"recommended {top_k} items to {recs[S.USER_ID].nunique():,} users"
-            + (" with explanations" if explain else "") + f" in {time.perf_counter() - t0:.1f}s -> {out}")
+            + (f", exploring ({explore})" if explore else "") + (" with explanations" if explain else "") + f" in {time.perf_counter() - t0:.1f}s -> {out}")
 
 
 def onboard(model: str, data: str | os.PathLike, n: int, out: str | os.PathLike, asked: str | os.PathLike | None = None,

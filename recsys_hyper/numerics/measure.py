@@ -25,7 +25,7 @@ import torch
 
 from ..data import schema as S
 from ..data.episodes import Episode, Histories
-from .metrics import mean_absolute_error, ndcg_at_k, ndcg_graded, per_user_errors, recall_at_k
+from .metrics import catalogue_shown, mean_absolute_error, ndcg_at_k, ndcg_graded, per_user_errors, recall_at_k
 from .scores import exclude_seen, finish_predictions, membership
 
 
@@ -57,6 +57,8 @@ class EpisodeMeasure:
     predicted: np.ndarray | None = None
     per_user: dict = field(default_factory=dict)
     adapt_seconds: float = 0.0
+    #: the share of the catalogue in some ranked user's top ``cutoff`` (NaN when not ranked)
+    catalogue_coverage: float = float("nan")
 
     @property
     def pair_mae(self) -> float:
@@ -113,16 +115,20 @@ def measure_episode(model: Measurable, support: Histories, query: Histories, *, 
         has = out.n_relevant > 0
         recall, t_recall, ndcg = np.full(B, np.nan), np.full(B, np.nan), np.full(B, np.nan)
         ranked = np.arange(B) if rank_users == "all" else np.flatnonzero(has)
+        shown = None
         for start in range(0, len(ranked), chunk):
             rows = ranked[start:start + chunk]
             with torch.no_grad():
                 scores = exclude_seen(model.rank(adapted, rows).clone(), support.select(rows))     # (b, N)
             hits = membership(relevant_items.select(rows), scores.shape[1])
+            shown = catalogue_shown(scores, cutoff, shown)
             recall[rows] = recall_at_k(scores, hits, cutoff).numpy()
             t_recall[rows] = recall_at_k(scores, hits, cutoff, truncated=True).numpy()
             ndcg[rows] = ndcg_at_k(scores, hits, cutoff).numpy()
         for values in (recall, t_recall, ndcg):
             values[~has] = np.nan
+        if shown is not None:
+            out.catalogue_coverage = float(shown.float().mean())
         out.per_user.update({f"recall@{cutoff}": recall, f"t-recall@{cutoff}": t_recall, f"ndcg@{cutoff}": ndcg})
     return out
 

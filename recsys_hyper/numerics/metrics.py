@@ -114,3 +114,12 @@ def ranked_list_metrics(recs: pd.DataFrame, relevant: pd.DataFrame, users: np.nd
     recall = np.where(has, n_hits / np.maximum(n_relevant, 1), 0.0)
     ndcg = np.where(has, dcg.to_numpy() / ideal, 0.0)
     return float(recall.mean()), float(ndcg.mean())
+
+
+def catalogue_shown(scores: torch.Tensor, k: int, shown: torch.Tensor | None = None) -> torch.Tensor:
+    """The items (N,) bool in some user's top ``k`` of ``scores`` (B, N) (items at ``-inf``, never
+    recommendable, excluded), or-ed into ``shown``: its mean is the catalogue coverage."""
+    top = scores.topk(min(k, scores.shape[1]), dim=1)
+    shown = torch.zeros(scores.shape[1], dtype=torch.bool) if shown is None else shown
+    shown[top.indices[torch.isfinite(top.values)]] = True
+    return shown

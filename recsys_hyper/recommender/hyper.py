@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -56,6 +56,7 @@ ADDED_BUFFERS = {"rating_blend": lambda n: torch.zeros(BLEND_MAX_K + 1, len(BLEN
 EMIT_CHUNK_USERS = 4096
 EMIT_MAX_CELLS = 131_072  # users x longest history per emission sub-batch
 HEAD_VARIANCE_CELLS = 1 << 18  # users x pairs per sub-batch of the scores' variances
+UCB_CELLS = 1 << 23            # users x items x head width per sub-batch of the upper bound's spreads
 #: ask's default weight of the uncertainty term, chosen on validation users (see ``ask``)
 ASK_UNCERTAINTY = 0.0
 
@@ -76,6 +77,11 @@ class UserHeads(AdaptedUsers):
     v: np.ndarray
     ctx: np.ndarray
     x: np.ndarray | None = None
+    #: exploration by an upper bound (``adapt(explore="ucb")``): the Cholesky factors (n, D, D) of
+    #: each user's head covariance in rating units, and the multiple of the score's standard
+    #: deviation added to the ranking score; None: rank by the score itself
+    ucb_factor: np.ndarray | None = None
+    ucb_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.x is None:
@@ -242,35 +248,24 @@ class HyperRecommender(Recommender):
                        users: pd.DataFrame | None) -> np.ndarray:
         """``phi_i^T Sigma_u phi_i`` of pairs (``rows`` into ``h``, ``items`` catalogue rows): the
         variance of the head's part of the pair's score under the user's posterior, in units of
-        the rating noise (:meth:`HyperRecModel.head_covariance`). Users in sub-batches of bounded
-        size, each user's pairs gathered into one (pairs, D) block."""
-        model = self.model_
-        e_all, table = self._item_vectors(cat)
-        phi_all = table.phi
-        uf_all = None if self.user_spec_.empty else self.user_spec_.transform(users, h.user_ids)
+        the rating noise (:meth:`HyperRecModel.head_covariance`). Each user's pairs are gathered
+        into one (pairs, D) block, users in sub-batches of bounded size."""
+        phi_all = self._item_vectors(cat)[1].phi
         rows, items = np.asarray(rows, np.int64), np.asarray(items, np.int64)
         out = np.full(len(rows), np.nan)
         order = np.argsort(rows, kind="stable")
         first = np.searchsorted(rows[order], np.arange(len(h)))
         count = np.searchsorted(rows[order], np.arange(len(h)), side="right") - first
-        by_length = np.argsort(h.lengths, kind="stable")
-        with torch.no_grad():
-            for part in chunks_by_events(h.lengths[by_length], EMIT_CHUNK_USERS, max_cells=EMIT_MAX_CELLS):
-                chunk = by_length[part]
-                step = max(1, HEAD_VARIANCE_CELLS // max(1, int(count[chunk].max())))
-                for start in range(0, len(chunk), step):
-                    sub = chunk[start:start + step]
-                    n = int(count[sub].max())
-                    if n == 0:
-                        continue
-                    pad = Padded.from_histories(h.select(sub), pad_item=cat.size)
-                    uf = None if uf_all is None else uf_all.take(torch.from_numpy(sub))
-                    sigma = model.head_covariance(e_all[pad.items], pad.ratings, pad.mask, uf)        # (b, D, D)
-                    valid = np.arange(n)[None] < count[sub][:, None]                                 # (b, n)
-                    pos = order[np.where(valid, first[sub][:, None] + np.arange(n)[None], 0)]       # pair of each slot
-                    phi = phi_all[torch.from_numpy(np.where(valid, items[pos], cat.size))]          # (b, n, D)
-                    q = ((phi @ sigma) * phi).sum(-1).numpy()
-                    out[pos[valid]] = q[valid]
+        cap = max(1, HEAD_VARIANCE_CELLS // max(1, int(count.max(initial=0))))
+        for sub, sigma in self._head_covariances(h, cat, users, max_users=min(EMIT_CHUNK_USERS, cap)):
+            n = int(count[sub].max())
+            if n == 0:
+                continue
+            valid = np.arange(n)[None] < count[sub][:, None]                                 # (b, n)
+            pos = order[np.where(valid, first[sub][:, None] + np.arange(n)[None], 0)]       # pair of each slot
+            phi = phi_all[torch.from_numpy(np.where(valid, items[pos], cat.size))]          # (b, n, D)
+            q = ((phi @ sigma) * phi).sum(-1).numpy()
+            out[pos[valid]] = q[valid]
         return out
 
     def score_std(self, histories: pd.DataFrame | None, items: pd.DataFrame, users: pd.DataFrame | None = None,
@@ -429,24 +424,73 @@ class HyperRecommender(Recommender):
 
     def adapt(self, histories: pd.DataFrame | None, users: pd.DataFrame | None = None, user_ids=None,
               item_features: pd.DataFrame | None = None, mode: Literal["zero-shot", "finetune"] = "zero-shot",
-              steps: int = 5, lr: float = 0.002, allow_rating_mismatch: bool = False) -> UserHeads:
+              steps: int = 5, lr: float = 0.002, allow_rating_mismatch: bool = False,
+              explore: Literal["ucb", "thompson"] | None = None, explore_weight: float = 1.0,
+              seed: int = 0) -> UserHeads:
         """Heads for new users. ``zero-shot``: the emitted heads (one forward pass). ``finetune``:
         then ``steps`` gradient steps on the heads' own parameters only, on each user's support
-        set (its history), with an L2 pull towards the emitted head. The model is never changed."""
+        set (its history), with an L2 pull towards the emitted head. The model is never changed.
+
+        ``explore`` (explicit ratings; zero-shot heads): heads whose *ranking* explores, from each
+        user's head posterior: ``"thompson"`` ranks by one draw of the head (seeded by ``seed``;
+        ``explore_weight`` scales the draw), ``"ucb"`` by the score plus ``explore_weight`` times
+        its standard deviation (see :meth:`score_std`). Pass them to :meth:`recommend` (``heads=``);
+        predictions are unchanged."""
         return super().adapt(histories, users, user_ids=user_ids, item_features=item_features,
-                             allow_rating_mismatch=allow_rating_mismatch, mode=mode, steps=steps, lr=lr)
+                             allow_rating_mismatch=allow_rating_mismatch, mode=mode, steps=steps, lr=lr,
+                             explore=explore, explore_weight=explore_weight, seed=seed)
 
     def _adapt(self, h: Histories, users: pd.DataFrame | None, cat: HyperCatalogue,
-               mode: Literal["zero-shot", "finetune"] = "zero-shot", steps: int = 5, lr: float = 0.002) -> UserHeads:
+               mode: Literal["zero-shot", "finetune"] = "zero-shot", steps: int = 5, lr: float = 0.002,
+               explore: Literal["ucb", "thompson"] | None = None, explore_weight: float = 1.0,
+               seed: int = 0) -> UserHeads:
         if mode not in ("zero-shot", "finetune"):
             raise ValueError(f"The 'mode' parameter of adapt must be 'zero-shot' or 'finetune'. Got {mode!r} instead.")
         heads = self._emit(h, cat, users)
+        if explore is not None:
+            return self._explore(heads, h, cat, users, explore, explore_weight, seed)
         if mode == "zero-shot" or steps <= 0:
             return heads
         tuned = finetune_heads(self.model_, heads.heads(), self._item_vectors(cat)[1],
                                Padded.from_histories(h, pad_item=cat.size), self.implicit_, self.config.train,
                                steps, lr)
         return UserHeads(heads.user_ids, heads.support_sizes, tuned.w.numpy(), tuned.v.numpy(), heads.ctx, heads.x)
+
+    def _explore(self, heads: UserHeads, h: Histories, cat: HyperCatalogue, users: pd.DataFrame | None,
+                 explore: str, weight: float, seed: int) -> UserHeads:
+        """The heads ranking with exploration, from each user's head posterior ``N(w_u, s2 Sigma_u)``
+        (see :meth:`score_std`): ``thompson`` ranks by one seeded draw of the head (the ranking
+        head moved by the draw's difference from the mean, ``weight`` scaling the draw), ``ucb``
+        by the score plus ``weight`` times its standard deviation. Ratings are left as they were."""
+        if explore not in ("ucb", "thompson"):
+            raise RecsysHyperError(f"explore must be 'ucb' or 'thompson', got {explore!r}")
+        if not (np.isfinite(weight) and weight >= 0):
+            raise RecsysHyperError(f"the exploration weight must be a finite number >= 0, got {weight!r}")
+        noise = self._noise_variance()
+        D = heads.w.shape[1]
+        factor = np.zeros((len(h), D, D), np.float32)
+        for rows, sigma in self._head_covariances(h, cat, users):
+            factor[rows] = torch.linalg.cholesky(noise * sigma.double()).float().numpy()
+        if explore == "ucb":
+            return replace(heads, ucb_factor=factor, ucb_weight=float(weight))
+        draw = np.random.default_rng([int(seed), 4099]).standard_normal((len(h), D, 1)).astype(np.float32)
+        return replace(heads, v=heads.v + weight * (factor @ draw)[..., 0])
+
+    def _head_covariances(self, h: Histories, cat: HyperCatalogue, users: pd.DataFrame | None, max_users: int = 0):
+        """``(rows, Sigma)`` for the users of ``h`` in sub-batches (rows into ``h``; Sigma (b, D, D),
+        :meth:`HyperRecModel.head_covariance`), users of similar history length together;
+        ``max_users`` caps a sub-batch."""
+        model = self.model_
+        e_all, _ = self._item_vectors(cat)
+        uf_all = None if self.user_spec_.empty else self.user_spec_.transform(users, h.user_ids)
+        by_length = np.argsort(h.lengths, kind="stable")
+        for part in chunks_by_events(h.lengths[by_length], max_users or EMIT_CHUNK_USERS, max_cells=EMIT_MAX_CELLS):
+            rows = by_length[part]
+            pad = Padded.from_histories(h.select(rows), pad_item=cat.size)
+            uf = None if uf_all is None else uf_all.take(torch.from_numpy(rows))
+            with torch.no_grad():                  # not across the yield: the caller's mode is its own
+                sigma = model.head_covariance(e_all[pad.items], pad.ratings, pad.mask, uf)
+            yield rows, sigma
 
     def _emit(self, h: Histories, cat: HyperCatalogue, users: pd.DataFrame | None) -> UserHeads:
         """Heads for every row of ``h``. Users are taken in order of history length, in
@@ -480,7 +524,15 @@ class HyperRecommender(Recommender):
         return heads.ranking(table, pairs=True) if self.implicit_ else heads.rating(table, pairs=True)
 
     def _rank(self, adapted: UserHeads, rows: np.ndarray, cat: HyperCatalogue) -> torch.Tensor:
-        return adapted.heads(rows).ranking(self._item_vectors(cat)[1].take(slice(0, cat.size)))
+        table = self._item_vectors(cat)[1].take(slice(0, cat.size))
+        scores = adapted.heads(rows).ranking(table)
+        if adapted.ucb_factor is not None:                  # + weight x the score's standard deviation
+            phi, factor = table.phi, torch.from_numpy(adapted.ucb_factor[rows])
+            step = max(1, UCB_CELLS // (phi.shape[0] * phi.shape[1]))
+            for s in range(0, len(rows), step):
+                spread = (phi @ factor[s:s + step]).square().sum(-1).sqrt()             # (b, N) = ||L_u^T phi_i||
+                scores[s:s + step] += adapted.ucb_weight * spread
+        return scores
 
     # ------------------------------------------------------------------------------ onboarding and explanations
 
