@@ -312,3 +312,31 @@ def test_non_finite_rows_finds_exactly_the_rows_with_a_nan_or_a_positive_infinit
         scores[row % b, col % n] = value
     exact = torch.isnan(scores).any(1) | torch.isposinf(scores).any(1)
     assert torch.equal(non_finite_rows(scores), exact)
+
+
+# -- side features of every pandas dtype a library caller may hand over
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(st.data())
+def test_side_features_of_any_pandas_dtype_encode_as_their_plain_values(data):
+    """Nullable and categorical dtypes (pd.NA, not NaN, as the missing value) are encoded exactly
+    as the same values in plain object / float columns: missing is missing, never an error."""
+    from recsys_hyper.numerics.features import FeatureSpec
+
+    n = data.draw(st.integers(1, 12))
+    cats = [data.draw(st.sampled_from(["a", "b", "c", None])) for _ in range(n)]
+    nums = [data.draw(st.one_of(st.none(), st.integers(-5, 90))) for _ in range(n)]
+    flags = [data.draw(st.sampled_from([True, False, None])) for _ in range(n)]
+    plain = pd.DataFrame({"user_id": np.arange(n), "cat": pd.Series(cats, dtype=object),
+                          "num": [np.nan if v is None else float(v) for v in nums],
+                          "flag": pd.Series([None if v is None else str(v) for v in flags], dtype=object)})
+    typed = pd.DataFrame({"user_id": np.arange(n),
+                          "cat": pd.array(cats, dtype=data.draw(st.sampled_from(["string", "string[pyarrow]",
+                                                                                 "category", "str"]))),
+                          "num": pd.array(nums, dtype=data.draw(st.sampled_from(["Int64", "Float64", "float64"]))),
+                          "flag": pd.array(flags, dtype="boolean")})
+    spec = FeatureSpec.fit(plain, "user_id", min_count=1)
+    ids = np.array([*data.draw(st.lists(st.integers(0, n + 2), min_size=1, max_size=8))])
+    a, b = spec.transform(plain, ids), spec.transform(typed, ids)
+    assert a.cat.tolist() == b.cat.tolist() and a.num.tolist() == b.num.tolist()

@@ -99,7 +99,7 @@ class FeatureSpec:
         """Tensors for the rows of ``ids`` (ids missing from ``df`` get unknown / missing values)."""
         n = len(ids)
         # ids are unique in a validated side table: row positions are an exact left join
-        pos = (pd.Index(df[self.id_column]).get_indexer(pd.Index(ids)) if df is not None and not self.empty
+        pos = (pd.Index(df[self.id_column]).get_indexer(np.asarray(ids)) if df is not None and not self.empty
                else np.full(n, -1))
         found = pos >= 0
         cat, num, multi = [], [], []
@@ -119,12 +119,12 @@ class FeatureSpec:
             values = np.full(n, None, dtype=object)
             if present:
                 values[found] = df[col.name].to_numpy(dtype=object)[pos[found]]
-            if col.kind == "categorical":
-                text = np.array([v if isinstance(v, str) else (None if v is None or v != v else str(v))
-                                 for v in values], dtype=object)
-                cat.append(self._vocab_index(col).get_indexer(text).astype(np.int64) + 1)  # unknown / missing -> 0
+            if col.kind == "categorical":                      # unknown / missing (None, NaN, pd.NA) -> 0
+                lookup = self._vocab_lookup(col)
+                cat.append(np.fromiter((0 if gone else lookup.get(v if isinstance(v, str) else str(v), 0)
+                                        for v, gone in zip(values, pd.isna(values))), dtype=np.int64, count=n))
             else:
-                lookup = {v: i + 1 for i, v in enumerate(col.vocab)}
+                lookup = self._vocab_lookup(col)
                 bags = [[lookup.get(str(x), 0) for x in v] if isinstance(v, (list, np.ndarray)) else [] for v in values]
                 width = max(1, max((len(b) for b in bags), default=1))
                 padded = np.zeros((n, width), dtype=np.int64)
@@ -137,11 +137,11 @@ class FeatureSpec:
             multi=[torch.from_numpy(m) for m in multi],
         )
 
-    def _vocab_index(self, col: ColumnSpec) -> pd.Index:
-        """A hash index of a column's vocabulary, built once (a fitted spec never changes)."""
-        cache = self.__dict__.setdefault("_vocab_indexes", {})
+    def _vocab_lookup(self, col: ColumnSpec) -> dict:
+        """A column's vocabulary as value -> index (from 1), built once (a fitted spec never changes)."""
+        cache = self.__dict__.setdefault("_vocab_lookups", {})
         if col.name not in cache:
-            cache[col.name] = pd.Index(col.vocab)
+            cache[col.name] = {v: i + 1 for i, v in enumerate(col.vocab)}
         return cache[col.name]
 
     def to_dict(self) -> dict:
