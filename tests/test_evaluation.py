@@ -73,6 +73,19 @@ def test_split_is_deterministic_and_test_users_never_train(ds):
     assert len(a.users(TEST)) == round(0.2 * ds.interactions["user_id"].nunique())
 
 
+def test_users_the_split_leaves_out_are_never_learned_from(ds):
+    """A capped evaluation drops test users from the split (the nightly's): they are neither
+    evaluated nor in the training data."""
+    from recsys_hyper.evaluation.protocol import Split
+
+    full = split_users(ds, Protocol(seed=3))
+    dropped = full.users(TEST)[: len(full.users(TEST)) // 2]
+    capped = Split(full.table[~full.table["user_id"].isin(dropped)].reset_index(drop=True))
+    learned = training_dataset(ds, capped).interactions["user_id"]
+    assert not learned.isin(dropped).any() and not learned.isin(capped.users(TEST)).any()
+    assert set(learned) == set(capped.users("train")) | set(capped.users("validation"))
+
+
 class _Cheater:
     """Puts each user's support items first and the relevant query items next: if support items
     were ever scored as candidates, its Recall@10 would fall below the ideal."""

@@ -77,7 +77,8 @@ def split_digest(table: pd.DataFrame) -> str:
 
 
 def training_dataset(ds: Dataset, split: Split) -> Dataset:
-    """The dataset methods may learn from: training and validation users only."""
-    keep = ds.interactions[S.USER_ID].isin(split.users(TEST))
-    return Dataset(ds.interactions[~keep].reset_index(drop=True), ds.users, ds.items, implicit=ds.implicit,
+    """The dataset methods may learn from: training and validation users only (users the split
+    does not label, e.g. test users left out of a capped evaluation, are not learned from either)."""
+    keep = ds.interactions[S.USER_ID].isin(np.concatenate([split.users(TRAIN), split.users(VALIDATION)]))
+    return Dataset(ds.interactions[keep].reset_index(drop=True), ds.users, ds.items, implicit=ds.implicit,
                    source=ds.source)

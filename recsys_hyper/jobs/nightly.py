@@ -570,10 +570,9 @@ def _cold_start_eval(date, cfg, state, work_id) -> dict:
     labels = _load_split(state)
     test = labels.index[labels == "test"]
     unsampled = np.setdiff1d(test, _sample(test, cfg.max_eval_users))
-    if len(unsampled):              # test users beyond the cap: neither evaluated nor learned from
-        labels = labels.drop(unsampled)
-        ds = Dataset(ds.interactions[~ds.interactions[S.USER_ID].isin(unsampled)].reset_index(drop=True), ds.users,
-                     ds.items, implicit=ds.implicit, source=ds.source)
+    # test users beyond the cap: unlabelled, so neither evaluated nor learned from (the protocol
+    # learns from labelled training and validation users only), without a copy of the events
+    labels = labels.drop(unsampled)
     split = Split(labels.rename("split").reset_index())
     result, run_id = run_cold_start_evaluation(
         ds, out, Protocol(shots=tuple(cfg.eval_shots), min_query=5), methods=cfg.eval_methods,
