@@ -288,7 +288,7 @@ class HyperRecommender(Recommender):
         idx = cat.ids.index(items[S.ITEM_ID].to_numpy(), unknown="mark")
         rows = IdMap(h.user_ids, name="user").index(items[S.USER_ID].to_numpy())
         q = self._head_variance(h, rows, np.where(idx == UNKNOWN, cat.size, idx), cat, users)
-        return np.where(idx == UNKNOWN, np.nan, np.sqrt(noise * q)).astype(np.float32)
+        return np.where(idx == UNKNOWN, np.nan, np.sqrt(noise * np.maximum(q, 0.0))).astype(np.float32)
 
     def _noise_variance(self) -> float:
         if self.implicit_:
@@ -468,13 +468,19 @@ class HyperRecommender(Recommender):
             raise RecsysHyperError(f"the exploration weight must be a finite number >= 0, got {weight!r}")
         noise = self._noise_variance()
         D = heads.w.shape[1]
-        factor = np.zeros((len(h), D, D), np.float32)
+        # UCB keeps each user's factor (n, D, D) for the ranking; Thompson only the draw it moves v by
+        factor = np.zeros((len(h), D, D), np.float32) if explore == "ucb" else None
+        draw = np.random.default_rng([int(seed), 4099]).standard_normal((len(h), D, 1)).astype(np.float32)
+        v = heads.v.copy()
         for rows, sigma in self._head_covariances(h, cat, users):
-            factor[rows] = torch.linalg.cholesky(noise * sigma.double()).float().numpy()
+            chol = torch.linalg.cholesky(noise * sigma.double()).float().numpy()
+            if factor is not None:
+                factor[rows] = chol
+            else:
+                v[rows] += weight * (chol @ draw[rows])[..., 0]
         if explore == "ucb":
             return replace(heads, ucb_factor=factor, ucb_weight=float(weight))
-        draw = np.random.default_rng([int(seed), 4099]).standard_normal((len(h), D, 1)).astype(np.float32)
-        return replace(heads, v=heads.v + weight * (factor @ draw)[..., 0])
+        return replace(heads, v=v)
 
     def _head_covariances(self, h: Histories, cat: HyperCatalogue, users: pd.DataFrame | None, max_users: int = 0):
         """``(rows, Sigma)`` for the users of ``h`` in sub-batches (rows into ``h``; Sigma (b, D, D),
@@ -787,7 +793,7 @@ class HyperIndexed(Indexed):
         catalogue rows), (P,) float32."""
         noise = self.model._noise_variance()
         q = self.model._head_variance(h, rows, items, self.catalogue, self.users)
-        return np.sqrt(noise * q).astype(np.float32)
+        return np.sqrt(noise * np.maximum(q, 0.0)).astype(np.float32)
 
     def item_table(self) -> ItemTable:
         """The catalogue's item table (phi, rating and ranking biases, mu), one row per item: with
