@@ -23,6 +23,7 @@ from ..data.episodes import Histories, chronological_split
 from ..data.idmap import IdMap
 from ..errors import RecsysHyperError
 from ..config import DEFAULT_EVALUATION_METHODS, EVALUATION_METHODS
+from ..memory import release_freed_memory
 from ..numerics.intervals import REPORTED, RELIABILITY
 from ..numerics.measure import measure_episode
 from ..recommender.base import indexed
@@ -115,6 +116,7 @@ def evaluate(ds: Dataset, protocol: Protocol = Protocol(), methods=DEFAULT_METHO
             model = build(fit_key, model_config)
             given = None if method in own_validation or fit_key in own_validation else split.users(VALIDATION)
             fitted[fit_key] = model.fit(train_ds, validation_users=given, progress=False)
+            release_freed_memory()                       # a fit's transients are not carried into the next
             fit_seconds[fit_key] = time.perf_counter() - t0
             log.debug("fitted %s in %.1fs", fit_key, fit_seconds[fit_key])
         # a model fitted elsewhere (another vocabulary) is measured through the protocol's items

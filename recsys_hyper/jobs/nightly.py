@@ -61,6 +61,7 @@ from ..data.episodes import capped_sample
 from ..errors import DataValidationError, RecsysHyperError
 from ..evaluation.protocol import Protocol
 from ..evaluation.runner import measure_models
+from ..memory import release_freed_memory
 from ..recommender import HyperRecommender
 from . import cohorts
 from . import snapshot as snapshot_store
@@ -205,6 +206,7 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
                     if state.started.get(name) != step_run_id:
                         state.start(name, step_run_id)
                     outputs = steps[name](date, cfg, state, work_id) or {}
+                    release_freed_memory()      # a step's freed heap is not carried into the next one
                     outputs["seconds"] = round(time.perf_counter() - t_step, 2)
                     outputs["peak_rss_mib"] = peak_rss_mib()               # the process's high-water mark so far
                     tracking.log_step(outputs)
