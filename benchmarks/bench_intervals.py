@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 import benchdata
 from recsys_hyper.evaluation.protocol import Protocol
@@ -94,16 +93,12 @@ def score_std_table(ds, r, model) -> list[str]:
     RMSE of the pairs it is least / most sure of (lowest / highest third)."""
     from recsys_hyper.data.episodes import chronological_split
 
-    def frame(h):
-        return pd.DataFrame({"user_id": np.repeat(h.user_ids, h.lengths), "item_id": r.item_ids.values[h.items],
-                             "rating": h.ratings, "timestamp": h.timestamps})
-
     lines = [f"Score standard deviation (noise variance fitted on validation users: {model.intervals_.noise_var:.3f})",
              "", "| k | mean score_std | mean error^2 / (noise + std^2) | RMSE, surest third | RMSE, least sure third |",
              "|---:|---:|---:|---:|---:|"]
     for k in r.protocol.shots:
         sup, qry = chronological_split(r.test_histories, k, min_query=r.protocol.min_query)
-        support, query = frame(sup), frame(qry)
+        support, query = sup.frame(r.item_ids), qry.frame(r.item_ids)
         pairs = query[["user_id", "item_id"]]
         sd = model.score_std(support, pairs, users=ds.users).astype(np.float64)
         err = model.predict(support, pairs, users=ds.users) - query["rating"].to_numpy()

@@ -169,14 +169,10 @@ def test_interval_coverage_is_measured_on_the_intervals_predict_interval_gives(d
     table = r.table.set_index(["method", "k"])
     assert np.isnan(table.loc[("bias", 3), "coverage@90"]) and np.isnan(table.loc[("hyper-finetune", 3), "coverage@90"])
 
-    def frame(h):
-        return pd.DataFrame({"user_id": np.repeat(h.user_ids, h.lengths), "item_id": r.item_ids.values[h.items],
-                             "rating": h.ratings, "timestamp": h.timestamps})
-
     for k in (0, 3):
         sup, qry = chronological_split(r.test_histories, k, min_query=p.min_query)
-        query = frame(qry)
-        out = r.fitted["hyper"].predict_interval(frame(sup), query[["user_id", "item_id"]], level=0.8, users=ds.users)
+        query = qry.frame(r.item_ids)
+        out = r.fitted["hyper"].predict_interval(sup.frame(r.item_ids), query[["user_id", "item_id"]], level=0.8, users=ds.users)
         inside = ((out["lower"] <= query["rating"] + 1e-6) & (query["rating"] <= out["upper"] + 1e-6)).mean()
         row = c[(c["k"] == k) & (c["level"] == 0.8)].iloc[0]
         assert row["covered"] == pytest.approx(inside, abs=1e-9) and row["pairs"] == len(query)

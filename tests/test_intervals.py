@@ -191,7 +191,7 @@ def test_exploring_heads_rank_by_the_posterior_and_leave_ratings_alone(fitted):
     bonus = model.recommend(support, k=10, users=users, heads=ucb)
     base = model.adapt(support, users, user_ids=ids)
     pairs = bonus[["user_id", "item_id"]]
-    own = model.predict(support, pairs.assign(), users=users, heads=base)                  # ratings: unchanged
+    own = model.predict(support, pairs, users=users, heads=base)                           # ratings: unchanged
     np.testing.assert_allclose(model.predict(support, pairs, users=users, heads=ucb), own, rtol=1e-6)
     plain_scores = plain.set_index(["user_id", "item_id"])["score"]
     common = bonus.join(plain_scores.rename("plain"), on=["user_id", "item_id"], how="inner")

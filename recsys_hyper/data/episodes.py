@@ -73,6 +73,12 @@ class Histories:
         """For every event, the row of the user it belongs to: (n_events,)."""
         return np.repeat(np.arange(len(self)), self.lengths)
 
+    def frame(self, item_map: IdMap) -> pd.DataFrame:
+        """The events as an interactions frame (the inverse of :meth:`from_interactions` for the
+        items of ``item_map``): ``user_id, item_id, rating, timestamp``."""
+        return pd.DataFrame({S.USER_ID: np.repeat(self.user_ids, self.lengths), S.ITEM_ID: item_map.values[self.items],
+                             S.RATING: self.ratings, S.TIMESTAMP: self.timestamps})
+
     def positions_in_user(self) -> np.ndarray:
         """For every event, its 0-based position within its user's history."""
         return np.arange(len(self.items)) - np.repeat(self.indptr[:-1], self.lengths)

@@ -69,7 +69,8 @@ def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.Pat
                            allow_rating_mismatch=allow_rating_mismatch)
     write_parquet(recs, out)
     return (f"recommended {top_k} items to {recs[S.USER_ID].nunique():,} users"
-            + (f", exploring ({explore})" if explore else "") + (" with explanations" if explain else "") + f" in {time.perf_counter() - t0:.1f}s -> {out}")
+            + (f", exploring ({explore})" if explore else "") + (" with explanations" if explain else "")
+            + f" in {time.perf_counter() - t0:.1f}s -> {out}")
 
 
 def onboard(model: str, data: str | os.PathLike, n: int, out: str | os.PathLike, asked: str | os.PathLike | None = None,

@@ -121,7 +121,8 @@ def measure_episode(model: Measurable, support: Histories, query: Histories, *, 
             with torch.no_grad():
                 scores = exclude_seen(model.rank(adapted, rows).clone(), support.select(rows))     # (b, N)
             hits = membership(relevant_items.select(rows), scores.shape[1])
-            shown = catalogue_shown(scores, cutoff, shown)
+            if rank_users == "all":                  # the catalogue's coverage is every user's lists
+                shown = catalogue_shown(scores, cutoff, shown)
             recall[rows] = recall_at_k(scores, hits, cutoff).numpy()
             t_recall[rows] = recall_at_k(scores, hits, cutoff, truncated=True).numpy()
             ndcg[rows] = ndcg_at_k(scores, hits, cutoff).numpy()

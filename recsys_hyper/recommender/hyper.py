@@ -280,15 +280,21 @@ class HyperRecommender(Recommender):
         NaN for items the model cannot score. Users without events (k = 0) get their prior's spread."""
         self._check_fitted()
         require_columns(items, (S.USER_ID, S.ITEM_ID), "items")
-        noise = self._noise_variance()
+        self._noise_variance()                       # an implicit or older model is refused before any work
         cat = self._catalogue(item_features)
         # as predict: a user of ``items`` with no events has the population's (or their features') prior
         h = histories_from_frame(checked_histories(self, histories, cat.ids, allow_rating_mismatch=allow_rating_mismatch),
                                  cat.ids, users, pd.unique(items[S.USER_ID]))
         idx = cat.ids.index(items[S.ITEM_ID].to_numpy(), unknown="mark")
         rows = IdMap(h.user_ids, name="user").index(items[S.USER_ID].to_numpy())
-        q = self._head_variance(h, rows, np.where(idx == UNKNOWN, cat.size, idx), cat, users)
-        return np.where(idx == UNKNOWN, np.nan, np.sqrt(noise * np.maximum(q, 0.0))).astype(np.float32)
+        std = self._score_std(h, rows, np.where(idx == UNKNOWN, cat.size, idx), cat, users)
+        return np.where(idx == UNKNOWN, np.nan, std).astype(np.float32)
+
+    def _score_std(self, h: Histories, rows: np.ndarray, items: np.ndarray, cat: HyperCatalogue,
+                   users: pd.DataFrame | None) -> np.ndarray:
+        """:meth:`score_std` for pairs in indices (``rows`` into ``h``, ``items`` catalogue rows)."""
+        q = self._head_variance(h, rows, items, cat, users)
+        return np.sqrt(self._noise_variance() * np.maximum(q, 0.0)).astype(np.float32)
 
     def _noise_variance(self) -> float:
         if self.implicit_:
@@ -791,9 +797,7 @@ class HyperIndexed(Indexed):
     def score_std(self, h: Histories, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         """:meth:`HyperRecommender.score_std` for pairs in indices (``rows`` into ``h``, ``items``
         catalogue rows), (P,) float32."""
-        noise = self.model._noise_variance()
-        q = self.model._head_variance(h, rows, items, self.catalogue, self.users)
-        return np.sqrt(noise * np.maximum(q, 0.0)).astype(np.float32)
+        return self.model._score_std(h, rows, items, self.catalogue, self.users)
 
     def item_table(self) -> ItemTable:
         """The catalogue's item table (phi, rating and ranking biases, mu), one row per item: with
