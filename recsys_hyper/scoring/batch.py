@@ -38,7 +38,7 @@ from ..errors import DataValidationError, Problem, RecsysHyperError, annotate
 from ..memory import release_freed_memory
 from ..recommender import HyperRecommender, check_item_ids, check_item_kind, check_ratings
 from ..recommender.checks import OutsideScale
-from .core import ChunkScorer, heads_columns, heads_schema, item_arrow_type, recs_schema
+from .core import ChunkScorer, dictionary_columns, heads_columns, heads_schema, item_arrow_type, recs_schema
 
 log = logging.getLogger(__name__)
 
@@ -318,8 +318,10 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
                 if events is not None:
                     events, dropped = latest_per_pair(events)
                     report.duplicates_dropped += dropped
-                rec_writer = pq.ParquetWriter(staging / "recommendations" / f"part-{b:05d}.parquet", recs_type)
-                head_writer = pq.ParquetWriter(staging / "user_heads" / f"part-{b:05d}.parquet", heads_type)
+                rec_writer = pq.ParquetWriter(staging / "recommendations" / f"part-{b:05d}.parquet", recs_type,
+                                              use_dictionary=dictionary_columns(recs_type))
+                head_writer = pq.ParquetWriter(staging / "user_heads" / f"part-{b:05d}.parquet", heads_type,
+                                               use_dictionary=dictionary_columns(heads_type))
                 try:
                     h = histories_from_frame(events, scorer.item_ids, users, warn=False)
                     report.unknown_item_events += (len(events) if events is not None else 0) - len(h.items)
@@ -332,14 +334,14 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
                         pending = pool.submit(_write_chunk, res, rec_writer, recs_type, head_writer, heads_type)
                         report.users += len(rows)
                         bar.update(len(rows))
-                        release_freed_memory()  # the last chunk's: the peak stays a chunk's, not the run's
                 finally:
                     if pending is not None:     # the bucket's last write (or the failed one's error)
                         pending, done = None, pending
                         done.result()
                     rec_writer.close()
                     head_writer.close()
-                del events, users
+                events = users = h = res = None
+                release_freed_memory()  # the bucket's: the peak stays a bucket's, not the run's
         bar.close()
         report.scoring_seconds = time.perf_counter() - t_score
         shutil.rmtree(work)
