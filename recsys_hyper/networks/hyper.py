@@ -99,14 +99,24 @@ class HistoryEncoder(nn.Module):
     def forward(self, e_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor,
                 user_feats: FeatureTensors | None) -> torch.Tensor:
         """e_support (B, K, d), r_support (B, K) standardised ratings, mask (B, K) -> (B, Z)."""
-        h = self.events(e_support, r_support, mask)                         # (B, K, H)
-        return self.pool(h.sum(1), mask.sum(1, keepdim=True), self.user_part(user_feats, h.shape[0]))
+        return self.pool(self.event_sum(e_support, r_support, mask), mask.sum(1, keepdim=True),
+                         self.user_part(user_feats, e_support.shape[0]))
 
     def events(self, e_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Each event's encoding on its own, padding zeroed: (B, K, H). The set enters only
         through their sum, so a history without event j is ``sum - h_j`` (exact leave-one-out)."""
         ev = torch.cat([e_support, r_support.unsqueeze(-1), torch.ones_like(r_support).unsqueeze(-1)], -1)
         return self.event(ev) * mask.unsqueeze(-1)                          # (B, K, H)
+
+    def event_sum(self, e_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``events(...).sum(1)`` (B, H), with the event network's last (linear) layer applied once
+        to the pooled hidden units instead of to every event: ``sum_j (W g_j + b) = W sum_j g_j + k b``.
+        The same function; the per-event work is one layer instead of two."""
+        first, act, last = self.event
+        ev = torch.cat([e_support, r_support.unsqueeze(-1), torch.ones_like(r_support).unsqueeze(-1)], -1)
+        g = act(first(ev))                                                  # (B, K, H)
+        pooled = (mask.unsqueeze(1) @ g).squeeze(1)                         # (B, H): sum over the events
+        return F.linear(pooled, last.weight) + mask.sum(1, keepdim=True) * last.bias
 
     def user_part(self, user_feats: FeatureTensors | None, n: int) -> torch.Tensor | None:
         """The user-feature pathway (n, H): zeros for users without features, ``None`` when the
@@ -186,8 +196,10 @@ class ItemContext(nn.Module):
 
     def user(self, e_support: torch.Tensor, items_support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """e_support (B, K, d), items_support (B, K), mask (B, K) -> the users' context (B, c)."""
-        q = (self.q_map(e_support) + self.q_id(items_support)) * mask.unsqueeze(-1)    # (B, K, c)
-        return q.sum(1) * self.gate(mask)
+        m = mask.unsqueeze(1)                                                          # (B, 1, K)
+        # the map is linear: applied once to the summed item vectors, not to every event
+        q = self.q_map((m @ e_support).squeeze(1)) + (m @ self.q_id(items_support)).squeeze(1)   # (B, c)
+        return q * self.gate(mask)
 
     def per_event(self, e_support: torch.Tensor, items_support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Each event's share of :meth:`user`: ``g(k) q_j`` (B, K, c); they sum to the context."""
@@ -428,9 +440,9 @@ class HyperRecModel(nn.Module):
               user_feats: FeatureTensors | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """What the hypernetwork emits before the fold-in: the rating head's prior mean ``m`` and
         precision (the calibrated multiplier applied) and the ranking residual ``v``, 3 x (B, D)."""
-        h = self.encoder.events(e_support, self.standardise(r_support, mask), mask)           # (B, K, H)
-        return self.prior_from_events(h.sum(1), mask.sum(1, keepdim=True),
-                                      self.encoder.user_part(user_feats, h.shape[0]))
+        h_sum = self.encoder.event_sum(e_support, self.standardise(r_support, mask), mask)    # (B, H)
+        return self.prior_from_events(h_sum, mask.sum(1, keepdim=True),
+                                      self.encoder.user_part(user_feats, h_sum.shape[0]))
 
     def prior_from_events(self, h_sum: torch.Tensor, k: torch.Tensor, user: torch.Tensor | None
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
