@@ -314,6 +314,22 @@ def test_non_finite_rows_finds_exactly_the_rows_with_a_nan_or_a_positive_infinit
     assert torch.equal(non_finite_rows(scores), exact)
 
 
+# -- histories' order: the packed-key sort is the lexsort, for any times (negative, tied, spanning 2^62)
+
+
+@settings(max_examples=200, **SETTINGS)
+@given(st.integers(1, 2_000), st.integers(1, 3_000), st.integers(0, 300),
+       st.sampled_from([0, -2**40, 2**62, 1_790_000_000]), st.sampled_from([1, 2, 1_000, 2**61]))
+def test_events_are_ordered_by_user_time_and_item_as_the_lexsort_orders_them(n_users, n_items, n, t0, step):
+    from recsys_hyper.data.episodes import chronological_order
+
+    rng = np.random.default_rng(n_users * 7 + n)
+    u = rng.integers(0, n_users, n)
+    i = rng.integers(0, n_items, n)
+    t = t0 + rng.integers(-3, 4, n) * step                  # ties, negative times, spans past 63 bits
+    assert np.array_equal(chronological_order(u, t, i, n_users, n_items), np.lexsort((i, t, u)))
+
+
 # -- side features of every pandas dtype a library caller may hand over
 
 

