@@ -120,9 +120,9 @@ class FeatureSpec:
             if present:
                 values[found] = df[col.name].to_numpy(dtype=object)[pos[found]]
             if col.kind == "categorical":                      # unknown / missing (None, NaN, pd.NA) -> 0
-                lookup = self._vocab_lookup(col)
-                cat.append(np.fromiter((0 if gone else lookup.get(v if isinstance(v, str) else str(v), 0)
-                                        for v, gone in zip(values, pd.isna(values))), dtype=np.int64, count=n))
+                vocab, codes = self._vocab_index(col)
+                at = vocab.get_indexer(pd.Series(values, dtype=object).astype(str).to_numpy())
+                cat.append(np.where(pd.isna(values), 0, codes[at]))              # at = -1: unknown -> 0
             else:
                 lookup = self._vocab_lookup(col)
                 bags = [[lookup.get(str(x), 0) for x in v] if isinstance(v, (list, np.ndarray)) else [] for v in values]
@@ -142,6 +142,15 @@ class FeatureSpec:
         cache = self.__dict__.setdefault("_vocab_lookups", {})
         if col.name not in cache:
             cache[col.name] = {v: i + 1 for i, v in enumerate(col.vocab)}
+        return cache[col.name]
+
+    def _vocab_index(self, col: ColumnSpec) -> tuple[pd.Index, np.ndarray]:
+        """:meth:`_vocab_lookup` as a hashed index and its codes, for a whole column at a time; the
+        codes end with a 0, which position -1 (``get_indexer``'s "not found") reads."""
+        cache = self.__dict__.setdefault("_vocab_indexes", {})
+        if col.name not in cache:
+            lookup = self._vocab_lookup(col)
+            cache[col.name] = (pd.Index(list(lookup), dtype=object), np.append(np.fromiter(lookup.values(), np.int64), 0))
         return cache[col.name]
 
     def to_dict(self) -> dict:
