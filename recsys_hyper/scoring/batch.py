@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from ..data import schema as S
@@ -238,8 +239,8 @@ def partition(source: pads.Dataset, users_file: Path | None, work: Path, n_bucke
             table = table.take(pa.array(order))
             for b in range(n_buckets):
                 if starts[b + 1] > starts[b]:
-                    pq.write_table(table.slice(starts[b], starts[b + 1] - starts[b]),
-                                   work / f"{kind}-{b:05d}-{i:06d}.parquet")
+                    feather.write_feather(table.slice(starts[b], starts[b + 1] - starts[b]),
+                                          work / f"{kind}-{b:05d}-{i:06d}.arrow", compression="lz4")
 
 
 def latest_per_pair(events: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -256,10 +257,10 @@ def latest_per_pair(events: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 
 def _read_bucket(work: Path, kind: str, b: int) -> pd.DataFrame | None:
-    files = sorted(work.glob(f"{kind}-{b:05d}-*.parquet"))
+    files = sorted(work.glob(f"{kind}-{b:05d}-*.arrow"))
     if not files:
         return None
-    frame = pa.concat_tables([pq.read_table(f) for f in files]).to_pandas()
+    frame = pa.concat_tables([feather.read_table(f, memory_map=False) for f in files]).to_pandas()
     for f in files:
         f.unlink()
     return frame
