@@ -42,6 +42,27 @@ def test_ease_low_rank_scores_equal_the_closed_form(n_users, lam):
     np.testing.assert_allclose(low_rank.numpy()[outside], lam * direct[outside], rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("rank", [3, 8])
+def test_the_low_rank_eigenpairs_are_the_gram_matrix_top_ones(rank):
+    """The EASE term's rank-r factors: the top eigenpairs of X^T X (a repeated event once), as a
+    dense eigendecomposition gives them, from histories with duplicates and in time order."""
+    rng = np.random.default_rng(rank)
+    U, N = 400, 40
+    taste = rng.integers(0, rank, U)                                   # users of `rank` tastes, plus noise
+    liked = rng.random((rank, N)) < 0.4
+    X = ((liked[taste] & (rng.random((U, N)) < 0.8)) | (rng.random((U, N)) < 0.03)).astype(np.float64)
+    h = _histories(X)
+    doubled = Histories(h.user_ids, h.indptr * 2, np.repeat(h.items, 2), np.repeat(h.ratings, 2),
+                        np.repeat(h.timestamps, 2))                 # every event twice
+    sigma_all, V_all = np.linalg.eigh(X.T @ X)
+    top = np.argsort(sigma_all)[::-1][:rank]
+    for hist in (h, doubled):
+        F, sigma = item_item.gram_eigen(hist, N, rank=rank)
+        np.testing.assert_allclose(sigma.numpy(), sigma_all[top], rtol=1e-6)
+        # the same subspace: each exact eigenvector is inside span(F)
+        np.testing.assert_allclose(np.linalg.norm(F.numpy().T @ V_all[:, top], axis=0), 1.0, atol=1e-5)
+
+
 def test_bias_fits_converge_to_the_ridge_solution():
     rng = np.random.default_rng(0)
     U, N = 15, 9
