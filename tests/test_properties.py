@@ -327,7 +327,9 @@ def test_events_are_ordered_by_user_time_and_item_as_the_lexsort_orders_them(n_u
     u = rng.integers(0, n_users, n)
     i = rng.integers(0, n_items, n)
     t = t0 + rng.integers(-3, 4, n) * step                  # ties, negative times, spans past 63 bits
-    assert np.array_equal(chronological_order(u, t, i, n_users, n_items), np.lexsort((i, t, u)))
+    expected = np.lexsort((i, t, u))
+    assert np.array_equal(chronological_order(u, t, i, n_users, n_items), expected)
+    assert np.array_equal(chronological_order(u.copy(), t, i, n_users, n_items, overwrite_u=True), expected)
 
 
 # -- side features of every pandas dtype a library caller may hand over

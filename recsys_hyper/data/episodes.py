@@ -107,30 +107,31 @@ class Histories:
         # chronological within each user; ties broken by item index (= sorted item id). Each
         # intermediate is let go as soon as it is used (measured on 2.7M events: the peak above the
         # frame is 33 bytes an event, the histories themselves; it was 61)
-        order = chronological_order(u, t, i, len(users), len(item_map))
         counts = np.bincount(u, minlength=len(users))
+        order = chronological_order(u, t, i, len(users), len(item_map), overwrite_u=True)
         del u
         items = i[order]
         del i
         return cls(users.values, _indptr(counts), items, r[order], t[order]), n_unknown
 
 
-def chronological_order(u: np.ndarray, t: np.ndarray, i: np.ndarray, n_users: int, n_items: int) -> np.ndarray:
+def chronological_order(u: np.ndarray, t: np.ndarray, i: np.ndarray, n_users: int, n_items: int,
+                        overwrite_u: bool = False) -> np.ndarray:
     """``np.lexsort((i, t, u))``: events by user, then time, then item index. One stable sort of a
     packed key (user, time since the first event, item) where it fits 63 bits (a million users,
     eight years of seconds and ten thousand items do), 4x faster than the lexsort; the lexsort
-    otherwise."""
+    otherwise. ``overwrite_u``: the key is built in ``u``'s own memory (int64), so the sort holds no
+    more than the lexsort does (the order)."""
     if len(t) == 0:
         return np.zeros(0, np.int64)
     t0, span = int(t.min()), int(t.max()) - int(t.min())
     bits_t, bits_i = span.bit_length(), int(n_items).bit_length()
     if int(n_users).bit_length() + bits_t + bits_i > 63:
         return np.lexsort((i, t, u))
-    key = u.astype(np.int64)                                  # built in place: one key, one offset array
+    key = u if overwrite_u and u.dtype == np.int64 else u.astype(np.int64)
     key <<= bits_t
-    offset = t.astype(np.int64) - t0
-    key |= offset
-    del offset
+    key -= t0                       # + (t - t0) without a temporary: int64 arithmetic wraps, and the
+    key += t.astype(np.int64, copy=False)   # sum itself fits, so it is exact
     key <<= bits_i
     key |= i
     return np.argsort(key, kind="stable")
