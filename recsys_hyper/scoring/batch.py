@@ -51,6 +51,11 @@ READ_BATCH_ROWS = 1_000_000
 # measured on 27M rows: peak RSS 1,263 MiB with the defaults, 574 MiB (flat over batches) with these.
 STREAM = {"batch_size": READ_BATCH_ROWS, "batch_readahead": 1, "fragment_readahead": 1, "use_threads": False,
           "fragment_scan_options": pads.ParquetFragmentScanOptions(pre_buffer=False)}
+# Freed memory is handed back (glibc's heap, Arrow's pool) every few chunks, on the writer thread
+# after that chunk's write, and after each bucket: emitting a chunk's heads leaves ~60 MB of heap
+# the next chunk does not reuse, so without it a bucket's high-water mark climbs chunk by chunk
+# (1M users: 0.84 GB instead of 0.76); a hand-back costs ~12 ms
+RELEASE_EVERY_CHUNKS = 2
 
 
 @dataclass
@@ -335,6 +340,8 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
                         pending = pool.submit(_write_chunk, res, rec_writer, recs_type, head_writer, heads_type)
                         report.users += len(rows)
                         bar.update(len(rows))
+                        if start // chunk_users % RELEASE_EVERY_CHUNKS == RELEASE_EVERY_CHUNKS - 1:
+                            pool.submit(release_freed_memory)       # on the writer, after this write
                 finally:
                     if pending is not None:     # the bucket's last write (or the failed one's error)
                         pending, done = None, pending
@@ -342,7 +349,7 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
                     rec_writer.close()
                     head_writer.close()
                 events = users = h = res = None
-                release_freed_memory()  # the bucket's: the peak stays a bucket's, not the run's
+                release_freed_memory()
         bar.close()
         report.scoring_seconds = time.perf_counter() - t_score
         shutil.rmtree(work)
