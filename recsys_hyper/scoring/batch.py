@@ -54,7 +54,7 @@ STREAM = {"batch_size": READ_BATCH_ROWS, "batch_readahead": 1, "fragment_readahe
 # Freed memory is handed back (glibc's heap, Arrow's pool) every few chunks, on the writer thread
 # after that chunk's write, and after each bucket: emitting a chunk's heads leaves ~60 MB of heap
 # the next chunk does not reuse, so without it a bucket's high-water mark climbs chunk by chunk
-# (1M users: 0.84 GB instead of 0.76); a hand-back costs ~12 ms
+# (1M users: 0.79 GB high-water mark instead of 0.84 GB); a hand-back costs ~12 ms
 RELEASE_EVERY_CHUNKS = 2
 
 
