@@ -358,3 +358,16 @@ def test_side_features_of_any_pandas_dtype_encode_as_their_plain_values(data):
     ids = np.array([*data.draw(st.lists(st.integers(0, n + 2), min_size=1, max_size=8))])
     a, b = spec.transform(plain, ids), spec.transform(typed, ids)
     assert a.cat.tolist() == b.cat.tolist() and a.num.tolist() == b.num.tolist()
+
+
+def test_a_categorical_column_of_bytes_is_encoded_with_the_vocabulary_it_was_fitted_on():
+    """A Parquet binary column reads as bytes; fitting reads its values as text, and so must serving
+    (each value its own code, as the same column of strings gets), never the unknown code 0."""
+    from recsys_hyper.numerics.features import FeatureSpec
+
+    raw = pd.DataFrame({"user_id": np.arange(60), "job": [b"eng", b"art", b"law"] * 20})
+    text = raw.assign(job=raw["job"].map(bytes.decode))
+    spec = FeatureSpec.fit(raw, "user_id")
+    codes = spec.transform(raw, raw["user_id"].to_numpy()).cat
+    assert (codes > 0).all()
+    assert codes.tolist() == spec.transform(text, text["user_id"].to_numpy()).cat.tolist()
