@@ -105,16 +105,19 @@ class HistoryEncoder(nn.Module):
     def events(self, e_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Each event's encoding on its own, padding zeroed: (B, K, H). The set enters only
         through their sum, so a history without event j is ``sum - h_j`` (exact leave-one-out)."""
-        ev = torch.cat([e_support, r_support.unsqueeze(-1), torch.ones_like(r_support).unsqueeze(-1)], -1)
-        return self.event(ev) * mask.unsqueeze(-1)                          # (B, K, H)
+        return self.event(self._event_input(e_support, r_support)) * mask.unsqueeze(-1)    # (B, K, H)
+
+    @staticmethod
+    def _event_input(e_support: torch.Tensor, r_support: torch.Tensor) -> torch.Tensor:
+        """What the event network reads per event: ``[e_j, r_j, 1]`` (B, K, d + 2)."""
+        return torch.cat([e_support, r_support.unsqueeze(-1), torch.ones_like(r_support).unsqueeze(-1)], -1)
 
     def event_sum(self, e_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``events(...).sum(1)`` (B, H), with the event network's last (linear) layer applied once
         to the pooled hidden units instead of to every event: ``sum_j (W g_j + b) = W sum_j g_j + k b``.
         The same function; the per-event work is one layer instead of two."""
         first, act, last = self.event
-        ev = torch.cat([e_support, r_support.unsqueeze(-1), torch.ones_like(r_support).unsqueeze(-1)], -1)
-        g = act(first(ev))                                                  # (B, K, H)
+        g = act(first(self._event_input(e_support, r_support)))            # (B, K, H)
         pooled = (mask.unsqueeze(1) @ g).squeeze(1)                         # (B, H): sum over the events
         return F.linear(pooled, last.weight) + mask.sum(1, keepdim=True) * last.bias
 

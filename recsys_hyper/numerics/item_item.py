@@ -95,7 +95,7 @@ def _top_eigen(X, rank: int, seed: int, niter: int = 4, oversample: int = 8,
     T = Q.T @ gram_times(Q)
     sigma, U = np.linalg.eigh((T + T.T) / 2)                 # ascending
     top = np.argsort(sigma)[::-1][:rank]
-    return sigma[top].copy(), Q @ U[:, top]
+    return sigma[top], Q @ U[:, top]
 
 
 def gram_matrix(h: Histories, n_items: int, block: int = 1024) -> torch.Tensor:

@@ -54,7 +54,8 @@ ADDED_BUFFERS = {"rating_blend": lambda n: torch.zeros(BLEND_MAX_K + 1, len(BLEN
                  "mf_delta": lambda n: torch.zeros(n + 1), "mf_reg": lambda n: torch.ones(2, 1),
                  "mf_prior_weights": lambda n: torch.zeros(0, 1)}
 EMIT_CHUNK_USERS = 4096
-EMIT_MAX_CELLS = 65_536  # users x longest history per emission sub-batch (its working set ~100 MB)
+# users x longest history per emission sub-batch (at 131,072 a bucket's first chunk took +170-250 MB)
+EMIT_MAX_CELLS = 65_536
 HEAD_VARIANCE_CELLS = 1 << 18  # users x pairs per sub-batch of the scores' variances
 UCB_CELLS = 1 << 23            # users x items x head width per sub-batch of the upper bound's spreads
 #: ask's default weight of the uncertainty term, chosen on validation users (see ``ask``)
