@@ -179,6 +179,9 @@ class TrainConfig:
     val_fraction: float = 0.15         # of the training users, held out for early stopping
     val_shots: tuple[int, ...] = (0, 1, 3, 5, 10, 20)
     patience: int = 8                  # validation is noisy with few users: stopping early costs quality
+    # what the best epoch (and early stopping) is chosen by on validation users: "loss" the training
+    # objective; "metrics" the measured figures, log(MAE) - log(nDCG@10) (nDCG@10 alone on implicit data)
+    select_epoch_by: str = "metrics"
     calibrate: bool = True             # choose the prior-strength multipliers on validation users
     # the head's prior-strength multiplier; the large values all but switch the head's vector off
     # (leaving the bias baseline's user-bias fold-in) where it does not help the validation users
@@ -210,6 +213,7 @@ class TrainConfig:
         "rank_weight": Rule("float", 0, 1e6), "positive_threshold": Rule("float"), "head_l2": Rule("float", 0, 1e6),
         "val_fraction": Rule("float", 0, 1, open_lo=True, open_hi=True),
         "val_shots": Rule("ints", 0, 100_000, empty=False), "patience": Rule("int", 1, 1_000_000),
+        "select_epoch_by": Rule("str", choices=("loss", "metrics")),
         "calibrate": Rule("bool"), "calibration_grid": Rule("floats", 0, 1e12, open_lo=True, empty=False),
         "calibration_bias_grid": Rule("floats", 0, 1e12, open_lo=True),
         "item_item_lambdas": Rule("floats", 0, 1e30, open_lo=True, empty=False),

@@ -314,3 +314,44 @@ def test_only_the_ease_columns_in_use_enter_the_heads_and_the_item_table(fitted)
                                    table.rating_bias, table.rank_bias, table.mu, table.D, table.extra)
             assert full_table.vectors.shape[1] == dim + 1 + c0 + r
             torch.testing.assert_close(heads.ranking(table), full_heads.ranking(full_table), rtol=1e-5, atol=1e-5)
+
+
+
+@pytest.mark.parametrize("by", ["metrics", "loss"])
+def test_the_kept_epoch_is_the_one_with_the_best_measured_figures(world, monkeypatch, by):
+    """By default the kept epoch is the validation users' best ``log(MAE) - log(nDCG@10)``, not the
+    objective's loss (whose catalogue softmax can worsen while nDCG@10 improves); ``"loss"`` keeps
+    the objective's best. Validation's figures are scripted: the loss falls every epoch while
+    nDCG@10 peaks at the third; the weights kept are those that epoch ended with."""
+    import recsys_hyper.training.loop as loop
+
+    ndcg = [0.30, 0.34, 0.40, 0.37, 0.36, 0.35]
+    seen = iter(range(len(ndcg)))
+
+    def scripted(model, data, cfg, episodes, measured=True):
+        e = next(seen)
+        return {"loss": 5.0 - e, "mse": 1.0, "rank": 4.0 - e, "mae": 0.8, "ndcg10": ndcg[e]}
+
+    monkeypatch.setattr(loop, "validate", scripted)
+    states = {}
+
+    def keep(epoch, metrics):
+        states[epoch] = {n: p.detach().clone() for n, p in rec.model_.named_parameters()}
+
+    rec = HyperRecommender(Config(model=SMALL.model, train=dataclasses.replace(
+        SMALL.train, epochs=len(ndcg), patience=10, select_epoch_by=by)))
+    rec.model_ = None
+    original = loop._train
+
+    def capture(model, *args):                  # the model being trained, for the callback
+        rec.model_ = model
+        return original(model, *args)
+
+    monkeypatch.setattr(loop, "_train", capture)
+    rec.fit(world["train"], progress=False, callback=keep)
+    best = 2 if by == "metrics" else len(ndcg) - 1
+    assert rec.training_.best_epoch == best
+    kept = dict(rec.model_.named_parameters())
+    assert all(torch.equal(kept[n], v) for n, v in states[best].items())
+    other = {2: len(ndcg) - 1, len(ndcg) - 1: 2}[best]                       # the other rule's epoch
+    assert not all(torch.equal(kept[n], v) for n, v in states[other].items())

@@ -341,7 +341,7 @@ class HyperRecommender(Recommender):
         problems = []
         result = self.training_
         if result.best_epoch < 0 or not result.history:
-            problems.append("the validation loss was never finite")
+            problems.append("the validation figures the best epoch is chosen by were never finite")
         else:
             best = result.history[result.best_epoch]
             bad = [f"{name} {best.get(key)}" for key, name in (("val_loss", "loss"), ("val_mae", "MAE"),

@@ -6,8 +6,10 @@ loss is on the queries: standardised rating MSE + ``rank_weight`` x a softmax ov
 catalogue (support items masked, positives = query items rated >= ``positive_threshold``) +
 ``head_l2`` x the squared emitted residuals.
 
-Validation users (held out of training) decide early stopping and the prior-strength
-calibration; nothing here ever sees test users. A checkpoint is written after every epoch; each
+Validation users (held out of training) decide the best epoch and early stopping (by their
+measured MAE and nDCG@10, the figures a model is judged by: the objective's softmax can worsen on
+them while their nDCG@10 still improves, on sparse catalogues from the first epoch on; or by the
+loss, ``select_epoch_by``) and the prior-strength calibration; nothing here ever sees test users. A checkpoint is written after every epoch; each
 epoch's randomness is derived from (seed, epoch), so a resumed run reaches the same weights as an
 uninterrupted one.
 """
@@ -72,6 +74,16 @@ def train(model: HyperRecModel, data: TrainingData, cfg: Config, checkpoint_dir:
         return _train(model, data, cfg, checkpoint_dir, resume, progress, callback, identity, restart_stale)
     finally:
         torch.use_deterministic_algorithms(previous)
+
+
+def selection_score(val: dict, by: str, implicit: bool) -> float:
+    """What an epoch is judged by (lower is better): the validation loss, or the measured figures
+    as ``log(MAE) - log(nDCG@10)``, relative changes weighed alike (nDCG@10 alone on implicit data,
+    whose MAE is not a rating's)."""
+    if by == "loss":
+        return val["loss"]
+    ndcg = -math.log(max(val["ndcg10"], 1e-12))
+    return ndcg if implicit else ndcg + math.log(max(val["mae"], 1e-12))
 
 
 class StepLoss(torch.nn.Module):
@@ -169,12 +181,13 @@ def _train(model, data, cfg, checkpoint_dir, resume, progress, callback, identit
                 break
         bar.close()
         val = validate(model, data, cfg, val_eps)
+        score = selection_score(val, t.select_epoch_by, data.implicit)
+        improved = score < best_score - 1e-5
         metrics = {"epoch": epoch, "train_loss": float(np.mean(running)) if running else float("nan"),
                    **{f"val_{k}": v for k, v in val.items()}}
         result.history.append(metrics)
-        improved = val["loss"] < best_score - 1e-5
         if improved:
-            best_score, bad_epochs, result.best_epoch = val["loss"], 0, epoch
+            best_score, bad_epochs, result.best_epoch = score, 0, epoch
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
