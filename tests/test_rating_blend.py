@@ -106,3 +106,53 @@ def test_the_chosen_blend_is_recorded_and_saved(split, tmp_path):
     assert torch.equal(again.model_.rating_blend, model.model_.rating_blend)
     np.testing.assert_allclose(again.predict(split["support"], split["query"]),
                                model.predict(split["support"], split["query"]), atol=1e-6)
+
+
+def test_the_one_standard_error_rule():
+    """A blend is kept over a baseline alone only when its gain is larger than one standard error
+    of the paired difference over users."""
+    from recsys_hyper.numerics.search import within_one_standard_error
+
+    rng = np.random.default_rng(0)
+    simple = rng.gamma(5.0, 2.0, size=500)                       # per-user sums of absolute errors
+    pairs = 500 * 12
+    assert not within_one_standard_error(simple - 0.5, simple, pairs)          # better for every user
+    noisy = simple + rng.normal(0.0, 3.0, size=500)
+    gain = (simple.sum() - noisy.sum()) / pairs
+    se = np.sqrt(500) * np.std(noisy - simple, ddof=1) / pairs
+    assert within_one_standard_error(noisy, simple, pairs) == (gain <= se)
+    assert within_one_standard_error(noisy - 0.5 * se * pairs / 500, simple, pairs) == (gain + 0.5 * se <= se)
+    assert within_one_standard_error(simple + 0.1, simple, pairs)              # worse: the simpler is kept
+    assert not within_one_standard_error(noisy - 3 * se * pairs / 500, simple, pairs)
+
+
+def test_a_baseline_alone_is_kept_where_the_blend_is_not_better_by_a_standard_error():
+    """One k's choice: the lowest validation MAE's weights, unless the best case alone is within
+    one standard error of it."""
+    from recsys_hyper.training.selection import blend_or_alone
+
+    rng = np.random.default_rng(1)
+    names, users, pairs = ("bias", "mf"), 300, 300 * 10
+    alone_bias = rng.gamma(5.0, 2.0, size=users)                 # per-user sums of absolute errors
+    alone_mf = alone_bias + rng.normal(0.2, 1.0, size=users)
+    model = alone_bias + rng.normal(0.5, 1.0, size=users)
+
+    def choose(mixed):
+        per_user = {(0.0, 0.0): model, (1.0, 0.0): alone_bias, (0.0, 1.0): alone_mf, (0.5, 0.0): mixed}
+        scores = [{"bias": b, "mf": m, "score": float(v.sum() / pairs)} for (b, m), v in per_user.items()]
+        return blend_or_alone(scores, names, per_user, pairs)
+
+    assert choose(alone_bias - 0.5) == (0.5, 0.0)                                  # better for every user
+    assert choose(alone_bias + rng.normal(-0.02, 2.0, size=users)) == (1.0, 0.0)    # a gain within noise
+    assert choose(alone_bias + 0.1) == (1.0, 0.0)                                  # the case alone is best
+    scores = [{"bias": 0.0, "mf": 0.0, "score": float("nan")}, {"bias": 0.5, "mf": 0.0, "score": 0.8}]
+    assert blend_or_alone(scores, names, {}, pairs) == (0.5, 0.0)                  # no case alone measured
+
+
+def test_the_chosen_weights_are_the_lowest_mae_or_a_case_alone(split):
+    result = split["model"].training_.rating_blend
+    for k, weights in result["weights"].items():
+        scores = result["scores"][k]
+        best = min(scores, key=lambda c: c["score"])
+        chosen = [c for c in scores if [c.get(name, 0.0) for name in ("bias", "mf", "mf_features")] == weights]
+        assert len(chosen) == 1 and (chosen[0] is best or sorted(weights) == [0.0, 0.0, 1.0])

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
+
 
 @dataclass
 class SearchResult:
@@ -60,3 +62,16 @@ def grid_search(grid: dict[str, Sequence], score: Callable[..., float], metric: 
         best = (min if lower_is_better else max)(finite, key=lambda r: r[1])
     return SearchResult(dict(best[0]), best[1], [{**p, "score": s} for p, s in results],
                         {n: list(grid[n]) for n in names}, metric)
+
+
+def within_one_standard_error(best: np.ndarray, simpler: np.ndarray, pairs: int) -> bool:
+    """The one-standard-error rule (Breiman et al. 1984; glmnet's ``lambda.1se``) for a pair-weighted
+    mean error: ``best`` and ``simpler`` are two candidates' per-user sums of absolute errors over
+    the same users and pairs (``pairs`` in all); True when the best candidate's mean error is not
+    lower than the simpler one's by more than one standard error of their paired difference, so that
+    the simpler candidate should be kept: a gain of that size on a few hundred users is noise."""
+    d = np.asarray(best, np.float64) - np.asarray(simpler, np.float64)       # per user; negative: best better
+    if d.size < 2 or pairs <= 0:
+        return True
+    se = math.sqrt(d.size) * float(d.std(ddof=1)) / pairs
+    return -float(d.sum()) / pairs <= se

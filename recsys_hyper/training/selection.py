@@ -10,7 +10,9 @@ one grid search (:func:`~recsys_hyper.numerics.search.grid_search`):
 * the rating head's blend with its exact special cases (the tuned bias baseline, MF fold-in from
   a zero and from a features prior), weights per support size k by validation MAE (all 0 is the
   model alone, a weight of 1 that baseline exactly), so that the rating path is never worse than
-  those baselines on the validation users at any k.
+  those baselines on the validation users at any k; where the best blend beats the best of those
+  baselines alone by less than one standard error over the validation users, that baseline is
+  kept (the one-standard-error rule).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..networks.hyper import BLEND, HyperRecModel
 from ..numerics.item_item import ease_factors, gram_eigen
 from ..numerics.padding import Padded
 from ..numerics.metrics import mean_absolute_error
-from ..numerics.search import grid_search
+from ..numerics.search import grid_search, within_one_standard_error
 from .data import TrainingData, batch_user_feats
 from .validation import NetworkView, validate
 
@@ -142,7 +144,10 @@ def fit_rating_blend(model: HyperRecModel, data: TrainingData, cfg: Config, val_
     k, the weights of the rating's special cases (:data:`~recsys_hyper.networks.hyper.BLEND`: the
     bias baseline, and MF fold-in from a zero and from a features prior when the model has MF; each
     on the grid, summing to at most 1) with the lowest validation MAE (predictions clipped to the
-    scale); a support size between two validated ones takes the smaller one's weights. Each
+    scale), unless it beats the best case alone (a weight of 1) by less than one standard error of
+    their paired difference over the validation users: then that case alone (the one-standard-error
+    rule: a baseline exactly, where the data do not show the blend better); a support size between
+    two validated ones takes the smaller one's weights. Each
     candidate is measured through the model itself: the rating is linear in the weights, so every
     blend's predictions are the weighted sum of the pure cases'. Returns the weights and scores."""
     grid = list(cfg.train.rating_blend_grid)
@@ -166,16 +171,39 @@ def fit_rating_blend(model: HyperRecModel, data: TrainingData, cfg: Config, val_
             pure.append(view.rate(view.adapt(e.support), owner, items))
         model.rating_blend.zero_()
         actual = e.query.ratings.astype(np.float64)
+        per_user = {}                                  # candidate -> per-user sums of absolute errors
 
         def mae(**point) -> float:
             ws = [point[name] for name in names]
             blend = (1 - sum(ws)) * pure[0] + sum(w * p for w, p in zip(ws, pure[1:]))
-            return mean_absolute_error(blend.clamp(lo, hi).double().numpy(), actual)
+            predicted = blend.clamp(lo, hi).double().numpy()
+            per_user[tuple(ws)] = np.bincount(owner.numpy(), np.abs(predicted - actual), minlength=len(e.query))
+            return mean_absolute_error(predicted, actual)
 
         search = grid_search(axes, mae, "validation MAE", candidates=candidates)
-        weights[e.k], scores[e.k] = [search.chosen.get(name, 0.0) for name in BLEND], search.scores
+        chosen = blend_or_alone(search.scores, names, per_user, len(actual))
+        weights[e.k] = [dict(zip(names, chosen)).get(name, 0.0) for name in BLEND]
+        scores[e.k] = search.scores
     for k in range(model.rating_blend.shape[0]):
         below = [w for kk, w in weights.items() if kk <= k]
         model.rating_blend[k] = torch.tensor(below[-1] if below else [0.0] * len(BLEND))
     log.debug("the rating's blend with %s per k, chosen on validation users: %s", ", ".join(BLEND), weights)
-    return {"weights": weights, "scores": scores, "grid": {name: grid if name in names else [0.0] for name in BLEND}}
+    return {"weights": weights, "scores": scores, "grid": {name: grid if name in names else [0.0] for name in BLEND},
+            "rule": "lowest validation MAE; a baseline alone where the blend beats it by less than one standard error"}
+
+
+def blend_or_alone(scores: list[dict], names: tuple[str, ...], per_user: dict, pairs: int) -> tuple[float, ...]:
+    """One k's weights (in the order of ``names``) from every candidate's validation MAE
+    (``scores``: the search's records) and per-user sums of absolute errors (``per_user``: weights
+    -> (users,)): the lowest MAE, unless a case alone (a weight of 1; the best of them) is within
+    one standard error of it (:func:`~recsys_hyper.numerics.search.within_one_standard_error`)."""
+    weights = lambda c: tuple(c[name] for name in names)  # noqa: E731
+    finite = [c for c in scores if np.isfinite(c["score"])]
+    if not finite:
+        return weights(scores[0])
+    best = weights(min(finite, key=lambda c: c["score"]))
+    alone = [c for c in finite if sorted(weights(c)) == [0.0] * (len(names) - 1) + [1.0]]
+    if not alone:
+        return best
+    simple = weights(min(alone, key=lambda c: c["score"]))
+    return simple if simple != best and within_one_standard_error(per_user[best], per_user[simple], pairs) else best
