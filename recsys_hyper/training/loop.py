@@ -9,9 +9,9 @@ catalogue (support items masked, positives = query items rated >= ``positive_thr
 Validation users (held out of training) decide the best epoch and early stopping (by their
 measured MAE and nDCG@10, the figures a model is judged by: the objective's softmax can worsen on
 them while their nDCG@10 still improves, on sparse catalogues from the first epoch on; or by the
-loss, ``select_epoch_by``) and the prior-strength calibration; nothing here ever sees test users. A checkpoint is written after every epoch; each
-epoch's randomness is derived from (seed, epoch), so a resumed run reaches the same weights as an
-uninterrupted one.
+loss, ``select_epoch_by``) and the prior-strength calibration; nothing here ever sees test users.
+A checkpoint is written after every epoch; each epoch's randomness is derived from (seed, epoch),
+so a resumed run reaches the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
