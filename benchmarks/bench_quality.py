@@ -13,7 +13,7 @@ test users, and the interval is a paired bootstrap over those users of (hypernet
 
 Prints Markdown tables (and writes them, with every number, to --out):
 
-    python benchmarks/bench_quality.py                      # the whole suite (~45 min on 2 cores)
+    python benchmarks/bench_quality.py                      # the whole suite (~10 min on 2 cores)
     python benchmarks/bench_quality.py --datasets ml-100k   # one dataset
     python benchmarks/bench_quality.py --append --datasets synthetic-implicit   # re-run one, keep the rest
     python benchmarks/bench_quality.py --report             # the tables again from --out
