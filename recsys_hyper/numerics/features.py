@@ -19,6 +19,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data import schema as S
+from ..errors import RecsysHyperError
+
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +46,34 @@ def _moments(x: np.ndarray) -> tuple[float, float]:
     if not (math.isfinite(mean) and math.isfinite(std)) or std == 0.0:
         return (mean if math.isfinite(mean) else 0.0), 1.0
     return mean, std
+
+
+def as_text(values: pd.Series, column: str, table: str) -> pd.Series:
+    """A categorical column's values as the text fitting and encoding both read: ``astype(str)``,
+    which decodes bytes as UTF-8. Bytes that are not UTF-8 text are refused with a clear error
+    (naming the table, the column, how many values and examples) instead of a decoding traceback."""
+    try:
+        return values.astype(str)
+    except UnicodeDecodeError:
+        def undecodable(v) -> bool:
+            if not isinstance(v, (bytes, bytearray)):
+                return False
+            try:
+                bytes(v).decode("utf-8")
+                return False
+            except UnicodeDecodeError:
+                return True
+
+        bad = values[values.map(undecodable).astype(bool)]
+        raise RecsysHyperError(
+            f"{table}: column '{column}': {len(bad):,} value(s) are bytes that are not UTF-8 text (e.g. "
+            f"{list(pd.unique(bad)[:3])}); side features must be text, numbers, booleans or lists of text: decode "
+            f"the column, or drop it") from None
+
+
+def _table(id_column: str) -> str:
+    """The side table a spec's id column belongs to, as the data contract names it."""
+    return {S.USER_ID: S.USERS_FILE, S.ITEM_ID: S.ITEMS_FILE}.get(id_column, f"the {id_column} table")
 
 
 @dataclass
@@ -84,7 +115,7 @@ class FeatureSpec:
                 mean, std = _moments(s.to_numpy(dtype=np.float64, na_value=np.nan))
                 spec.columns.append(ColumnSpec(name, "numeric", mean=mean, std=std))
             else:
-                values = s.dropna().astype(str)
+                values = as_text(s.dropna(), name, _table(id_column))
                 if values.nunique() > max(50, max_cardinality_ratio * len(s)):
                     log.debug("feature %r skipped: %d distinct values in %d rows is near-unique", name,
                              values.nunique(), len(s))
@@ -121,7 +152,8 @@ class FeatureSpec:
                 values[found] = df[col.name].to_numpy(dtype=object)[pos[found]]
             if col.kind == "categorical":                      # unknown / missing (None, NaN, pd.NA) -> 0
                 vocab, codes = self._vocab_index(col)
-                at = vocab.get_indexer(pd.Series(values, dtype=object).astype(str).to_numpy())
+                at = vocab.get_indexer(as_text(pd.Series(values, dtype=object), col.name,
+                                               _table(self.id_column)).to_numpy())
                 cat.append(np.where(pd.isna(values), 0, codes[at]))              # at = -1: unknown -> 0
             else:
                 lookup = self._vocab_lookup(col)
