@@ -52,6 +52,10 @@ METRICS = {"mae": True, "rmse": True, "ndcg@10": False, "recall@10": False, "t-r
 #: not compared on implicit feedback, where every event's "rating" is 1 and a model's score is not one
 RATING_METRICS = ("mae", "rmse")
 BOOTSTRAP = 2000
+#: a difference below this is the model reproducing a baseline (float32 predictions), so level
+LEVEL = 1e-6
+#: nDCG@10 is to be this share above the best baseline at these k
+AHEAD_BY, AHEAD_AT = 0.05, (1, 3, 5)
 #: configurations whose model is fitted as `train` fits it (choosing its own validation users)
 OWN_VALIDATION = {"ml-100k-cli": (MODEL,)}
 #: configurations on another one's split, whose baselines are that one's (--baselines-from)
@@ -167,8 +171,8 @@ def main() -> None:
             pd.concat(tables).to_csv(out / "results.csv", index=False)
             (out / "tuning.json").write_text(json.dumps(tuning, indent=2, default=float))
     cmp = pd.DataFrame(comparisons)
-    text = [summary_table(cmp), "", by_k_table(cmp, "mae"), "", by_k_table(cmp, "ndcg@10"), "",
-            detail_table(cmp), "", tuning_table(tuning)]
+    text = [summary_table(cmp), "", targets_table(cmp), "", by_k_table(cmp, "mae"), "", by_k_table(cmp, "ndcg@10"),
+            "", detail_table(cmp), "", tuning_table(tuning)]
     (out / "suite.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
 
@@ -204,6 +208,30 @@ def summary_table(cmp: pd.DataFrame) -> str:
         v = g["verdict"].value_counts()
         lines.append(f"| {name} | {metric} | {v.get('win', 0)} | {v.get('tie', 0)} | {v.get('loss', 0)} | "
                      f"{g['diff'].mean():+.4f} |")
+    return "\n".join(lines)
+
+
+def targets_table(cmp: pd.DataFrame) -> str:
+    """Every cell (run, k = 0..20) per metric against the targets: significant losses, the share of
+    cells whose point estimate is at least the best baseline's (a difference under ``LEVEL``, the
+    model reproducing that baseline, counts as level), and for nDCG@10 the cells at ``AHEAD_AT``
+    at least ``AHEAD_BY`` above the best baseline, with the ones that are not."""
+    lines = ["| metric | cells | significant losses | point estimate >= best baseline | "
+             f"nDCG@10 >= {AHEAD_BY:.0%} above it at k = {', '.join(map(str, AHEAD_AT))} |", "|---|---:|---:|---:|---|"]
+    for metric in ("mae", "ndcg@10"):
+        c = cmp[cmp["metric"] == metric]
+        if c.empty:
+            continue
+        level = (c["better_by"] > -LEVEL).sum()
+        ahead = ""
+        if metric == "ndcg@10":
+            at = c[c["k"].isin(AHEAD_AT)]
+            share = at["diff"] / at["baseline"]
+            misses = at[share < AHEAD_BY]
+            ahead = f"{len(at) - len(misses)} of {len(at)}" + "".join(
+                f"; {r.dataset} (seed {r.seed}) k = {r.k}: {100 * r.diff / r.baseline:+.1f}%" for r in misses.itertuples())
+        lines.append(f"| {metric} | {len(c)} | {(c['verdict'] == 'loss').sum()} | {level} ({level / len(c):.0%}) | "
+                     f"{ahead} |")
     return "\n".join(lines)
 
 
