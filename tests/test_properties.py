@@ -361,6 +361,37 @@ def test_side_features_of_any_pandas_dtype_encode_as_their_plain_values(data):
     assert a.cat.tolist() == b.cat.tolist() and a.num.tolist() == b.num.tolist()
 
 
+@settings(max_examples=60, **SETTINGS)
+@given(st.data())
+def test_a_small_batch_of_categories_encodes_as_the_whole_column_path_does(data):
+    """Serving-sized batches look categories up value by value; every batch, of any dtype and mix of
+    missing, unknown, numeric, boolean and bytes values, gets the codes of the whole-column path."""
+    import recsys_hyper.numerics.features as features
+
+    values = st.one_of(st.sampled_from(["a", "b", "c", "zz", "", "1", "True", "b'a'"]),
+                       st.sampled_from([None, np.nan, pd.NA, 1, 1.0, True, b"a", b"c"]))
+    n = data.draw(st.integers(1, 14))
+    fitted = [data.draw(st.sampled_from(["a", "b", "c", "1", "True", None])) for _ in range(n)]
+    served = [data.draw(values) for _ in range(n)]
+    dtype = data.draw(st.sampled_from(["object", "str", "category"]))
+    frame = pd.DataFrame({"user_id": np.arange(n), "cat": pd.Series(served, dtype=object)})
+    if dtype != "object":
+        try:
+            frame["cat"] = frame["cat"].astype(dtype)
+        except (TypeError, ValueError):
+            pass                                            # a mix this dtype cannot hold: kept as objects
+    spec = features.FeatureSpec.fit(pd.DataFrame({"user_id": np.arange(n), "cat": pd.Series(fitted, dtype=object)}),
+                                    "user_id", min_count=1)
+    ids = np.array(data.draw(st.lists(st.integers(0, n + 2), min_size=1, max_size=10)))
+    small, saved = spec.transform(frame, ids).cat, features.SMALL_BATCH
+    try:
+        features.SMALL_BATCH = 0
+        whole = spec.transform(frame, ids).cat
+    finally:
+        features.SMALL_BATCH = saved
+    assert small.tolist() == whole.tolist()
+
+
 def test_a_categorical_column_of_bytes_is_encoded_with_the_vocabulary_it_was_fitted_on():
     """A Parquet binary column reads as bytes; fitting reads its values as text, and so must serving
     (each value its own code, as the same column of strings gets), never the unknown code 0."""

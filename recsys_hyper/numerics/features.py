@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 #: standardised numeric features are clipped to this magnitude: a value far outside the training
 #: range (say 1e300 where training saw ages) must not overflow float32 into inf / NaN heads
 MAX_STANDARDISED = 1e4
+#: batches of at most this many rows with plain string values are encoded value by value (faster
+#: than the whole-column path's fixed cost below a few hundred rows; the same codes)
+SMALL_BATCH = 512
 
 
 def _moments(x: np.ndarray) -> tuple[float, float]:
@@ -151,10 +154,7 @@ class FeatureSpec:
             if present:
                 values[found] = df[col.name].to_numpy(dtype=object)[pos[found]]
             if col.kind == "categorical":                      # unknown / missing (None, NaN, pd.NA) -> 0
-                vocab, codes = self._vocab_index(col)
-                at = vocab.get_indexer(as_text(pd.Series(values, dtype=object), col.name,
-                                               _table(self.id_column)).to_numpy())
-                cat.append(np.where(pd.isna(values), 0, codes[at]))              # at = -1: unknown -> 0
+                cat.append(self._categorical_codes(col, values))
             else:
                 lookup = self._vocab_lookup(col)
                 bags = [[lookup.get(str(x), 0) for x in v] if isinstance(v, (list, np.ndarray)) else [] for v in values]
@@ -168,6 +168,22 @@ class FeatureSpec:
             num=torch.from_numpy(np.stack(num, axis=1).astype(np.float32)) if num else torch.zeros(n, 0),
             multi=[torch.from_numpy(m) for m in multi],
         )
+
+    def _categorical_codes(self, col: ColumnSpec, values: np.ndarray) -> np.ndarray:
+        """A categorical column's codes (n,) for its values (objects; missing -> 0, unknown -> 0). A
+        small batch of plain strings (a serving call) is looked up value by value: the same codes
+        as the whole-column path, which it skips the fixed cost of (``as_text`` leaves a string
+        as it is); any other batch goes through ``as_text`` and a hashed index."""
+        missing = pd.isna(values)
+        present = values[~missing]
+        if len(values) <= SMALL_BATCH and all(type(v) is str for v in present):
+            lookup = self._vocab_lookup(col)
+            out = np.zeros(len(values), np.int64)
+            out[~missing] = [lookup.get(v, 0) for v in present]
+            return out
+        vocab, codes = self._vocab_index(col)
+        at = vocab.get_indexer(as_text(pd.Series(values, dtype=object), col.name, _table(self.id_column)).to_numpy())
+        return np.where(missing, 0, codes[at])                                  # at = -1: unknown -> 0
 
     def _vocab_lookup(self, col: ColumnSpec) -> dict:
         """A column's vocabulary as value -> index (from 1), built once (a fitted spec never changes)."""
