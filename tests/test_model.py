@@ -316,7 +316,6 @@ def test_only_the_ease_columns_in_use_enter_the_heads_and_the_item_table(fitted)
             torch.testing.assert_close(heads.ranking(table), full_heads.ranking(full_table), rtol=1e-5, atol=1e-5)
 
 
-
 @pytest.mark.parametrize("by", ["metrics", "loss"])
 def test_the_kept_epoch_is_the_one_with_the_best_measured_figures(world, monkeypatch, by):
     """By default the kept epoch is the validation users' best ``log(MAE) - log(nDCG@10)``, not the
