@@ -129,6 +129,7 @@ def test_the_one_standard_error_rule():
 def test_a_baseline_alone_is_kept_where_the_blend_is_not_better_by_a_standard_error():
     """One k's choice: the lowest validation MAE's weights, unless the best case alone is within
     one standard error of it."""
+    from recsys_hyper.numerics.search import grid_search
     from recsys_hyper.training.selection import blend_or_alone
 
     rng = np.random.default_rng(1)
@@ -137,16 +138,19 @@ def test_a_baseline_alone_is_kept_where_the_blend_is_not_better_by_a_standard_er
     alone_mf = alone_bias + rng.normal(0.2, 1.0, size=users)
     model = alone_bias + rng.normal(0.5, 1.0, size=users)
 
+    def search(per_user):
+        return grid_search({"bias": [0.0, 0.5, 1.0], "mf": [0.0, 1.0]},
+                           lambda bias, mf: per_user[(bias, mf)].sum() / pairs if (bias, mf) in per_user else float("nan"),
+                           "validation MAE", candidates=[{"bias": b, "mf": m} for b, m in per_user])
+
     def choose(mixed):
         per_user = {(0.0, 0.0): model, (1.0, 0.0): alone_bias, (0.0, 1.0): alone_mf, (0.5, 0.0): mixed}
-        scores = [{"bias": b, "mf": m, "score": float(v.sum() / pairs)} for (b, m), v in per_user.items()]
-        return blend_or_alone(scores, names, per_user, pairs)
+        return blend_or_alone(search(per_user), names, per_user, pairs)
 
     assert choose(alone_bias - 0.5) == (0.5, 0.0)                                  # better for every user
     assert choose(alone_bias + rng.normal(-0.02, 2.0, size=users)) == (1.0, 0.0)    # a gain within noise
     assert choose(alone_bias + 0.1) == (1.0, 0.0)                                  # the case alone is best
-    scores = [{"bias": 0.0, "mf": 0.0, "score": float("nan")}, {"bias": 0.5, "mf": 0.0, "score": 0.8}]
-    assert blend_or_alone(scores, names, {}, pairs) == (0.5, 0.0)                  # no case alone measured
+    assert blend_or_alone(search({(0.0, 0.0): model, (0.5, 0.0): alone_bias}), names, {}, pairs) == (0.5, 0.0)  # none alone
 
 
 def test_the_chosen_weights_are_the_lowest_mae_or_a_case_alone(split):

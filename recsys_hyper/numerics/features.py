@@ -175,12 +175,13 @@ class FeatureSpec:
         as the whole-column path, which it skips the fixed cost of (``as_text`` leaves a string
         as it is); any other batch goes through ``as_text`` and a hashed index."""
         missing = pd.isna(values)
-        present = values[~missing]
-        if len(values) <= SMALL_BATCH and all(type(v) is str for v in present):
-            lookup = self._vocab_lookup(col)
-            out = np.zeros(len(values), np.int64)
-            out[~missing] = [lookup.get(v, 0) for v in present]
-            return out
+        if len(values) <= SMALL_BATCH:
+            present = values[~missing]
+            if all(type(v) is str for v in present):
+                lookup = self._vocab_lookup(col)
+                out = np.zeros(len(values), np.int64)
+                out[~missing] = [lookup.get(v, 0) for v in present]
+                return out
         vocab, codes = self._vocab_index(col)
         at = vocab.get_indexer(as_text(pd.Series(values, dtype=object), col.name, _table(self.id_column)).to_numpy())
         return np.where(missing, 0, codes[at])                                  # at = -1: unknown -> 0

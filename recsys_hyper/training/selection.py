@@ -29,7 +29,7 @@ from ..networks.hyper import BLEND, HyperRecModel
 from ..numerics.item_item import ease_factors, gram_eigen
 from ..numerics.padding import Padded
 from ..numerics.metrics import mean_absolute_error
-from ..numerics.search import grid_search, within_one_standard_error
+from ..numerics.search import SearchResult, grid_search, within_one_standard_error
 from .data import TrainingData, batch_user_feats
 from .validation import NetworkView, validate
 
@@ -181,29 +181,26 @@ def fit_rating_blend(model: HyperRecModel, data: TrainingData, cfg: Config, val_
             return mean_absolute_error(predicted, actual)
 
         search = grid_search(axes, mae, "validation MAE", candidates=candidates)
-        chosen = blend_or_alone(search.scores, names, per_user, len(actual))
+        chosen = blend_or_alone(search, names, per_user, len(actual))
         weights[e.k] = [dict(zip(names, chosen)).get(name, 0.0) for name in BLEND]
         scores[e.k] = search.scores
     for k in range(model.rating_blend.shape[0]):
         below = [w for kk, w in weights.items() if kk <= k]
         model.rating_blend[k] = torch.tensor(below[-1] if below else [0.0] * len(BLEND))
     log.debug("the rating's blend with %s per k, chosen on validation users: %s", ", ".join(BLEND), weights)
-    return {"weights": weights, "scores": scores, "grid": {name: grid if name in names else [0.0] for name in BLEND},
-            "rule": "lowest validation MAE; a baseline alone where the blend beats it by less than one standard error"}
+    return {"weights": weights, "scores": scores, "grid": {name: grid if name in names else [0.0] for name in BLEND}}
 
 
-def blend_or_alone(scores: list[dict], names: tuple[str, ...], per_user: dict, pairs: int) -> tuple[float, ...]:
-    """One k's weights (in the order of ``names``) from every candidate's validation MAE
-    (``scores``: the search's records) and per-user sums of absolute errors (``per_user``: weights
-    -> (users,)): the lowest MAE, unless a case alone (a weight of 1; the best of them) is within
-    one standard error of it (:func:`~recsys_hyper.numerics.search.within_one_standard_error`)."""
+def blend_or_alone(search: SearchResult, names: tuple[str, ...], per_user: dict, pairs: int) -> tuple[float, ...]:
+    """One k's weights (in the order of ``names``) from the grid search over them (its choice: the
+    lowest validation MAE) and every candidate's per-user sums of absolute errors (``per_user``:
+    weights -> (users,)): that choice, unless the best case alone (a weight of 1) is within one
+    standard error of it (:func:`~recsys_hyper.numerics.search.within_one_standard_error`)."""
     weights = lambda c: tuple(c[name] for name in names)  # noqa: E731
-    finite = [c for c in scores if np.isfinite(c["score"])]
-    if not finite:
-        return weights(scores[0])
-    best = weights(min(finite, key=lambda c: c["score"]))
-    alone = [c for c in finite if sorted(weights(c)) == [0.0] * (len(names) - 1) + [1.0]]
-    if not alone:
+    best = weights(search.chosen)
+    alone = [c for c in search.scores if np.isfinite(c["score"])
+             and sorted(weights(c)) == [0.0] * (len(names) - 1) + [1.0]]
+    if not alone or not np.isfinite(search.score):
         return best
     simple = weights(min(alone, key=lambda c: c["score"]))
     return simple if simple != best and within_one_standard_error(per_user[best], per_user[simple], pairs) else best
