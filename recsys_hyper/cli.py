@@ -414,6 +414,10 @@ def _pipeline_commands(sub) -> None:
     n.add_argument("--allow-out-of-order", action="store_true",
                    help="run a night older than one already merged (refused by default: it would train on the "
                         "later nights' events and could replace their champion)")
+    n.add_argument("--allow-rating-mismatch", action="store_true",
+                   help="merge landing files whose ratings fall outside the scale of the snapshot's ratings so far "
+                        "(quarantined by default: one mistyped rating would change the scale every model of the "
+                        "pipeline predicts on); the night's steps then serve ratings outside the champion's scale")
     n.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     n.set_defaults(func=cmd_nightly)
     sl = psub.add_parser("synth-landing", formatter_class=_Formatter, help="a synthetic landing folder of daily partitions",
@@ -598,7 +602,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
                         first_max_steps=args.first_max_steps, max_eval_users=args.max_eval_users,
                         tolerance_mae=args.tolerance_mae, tolerance_ndcg=args.tolerance_ndcg,
                         top_k=args.top_k, progress=not args.no_progress, registered_model=args.registered_model,
-                        allow_out_of_order=args.allow_out_of_order)
+                        allow_out_of_order=args.allow_out_of_order, allow_rating_mismatch=args.allow_rating_mismatch)
     refused = []
     for date in dates:
         try:

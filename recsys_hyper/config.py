@@ -329,6 +329,7 @@ class NightlyConfig:
     experiment: str = NIGHTLY_EXPERIMENT
     progress: bool = True
     allow_out_of_order: bool = False   # run a night older than one already merged (it trains on the later data)
+    allow_rating_mismatch: bool = False  # merge landing files whose ratings fall outside the snapshot's scale
     registered_model: str = REGISTERED_MODEL
 
     RULES: ClassVar[dict[str, Rule]] = {

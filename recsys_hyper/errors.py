@@ -51,11 +51,13 @@ class Problem:
 
 
 def _plain(value: object) -> object:
-    """numpy scalars -> Python scalars, so messages read ``4.5`` and not ``np.float32(4.5)``."""
+    """numpy scalars -> Python scalars, so messages read ``4.5`` and not ``np.float32(4.5)`` (a
+    float32 by its own shortest digits: ``1e+30``, not ``1.0000000150474662e+30``)."""
     item = getattr(value, "item", None)
     if callable(item):
         try:
-            return item()
+            plain = item()
+            return float(str(value)) if isinstance(plain, float) and getattr(value, "itemsize", 8) < 8 else plain
         except (TypeError, ValueError):
             return value
     return value

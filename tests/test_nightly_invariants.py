@@ -119,6 +119,37 @@ def test_a_quarantined_file_fixed_and_put_back_is_merged_by_running_the_night_ag
     assert run_nightly(DATES[0], _cfg(landing, work)).steps_run == []      # nothing unseen: done
 
 
+def test_a_rating_off_the_snapshots_scale_is_quarantined_and_merged_only_when_allowed(landing, tmp_path, monkeypatch):
+    from recsys_hyper.jobs import snapshot
+
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "work"
+    run_nightly(DATES[0], _cfg(landing, work))
+    scale = snapshot.rating_range(work / "snapshot")
+    assert scale == (1.0, 5.0)
+    target = _night_files(landing, DATES[1])[0]
+    typo = pd.read_parquet(target)
+    typo.loc[3, "rating"] = 1e30                                   # finite, and a float32 holds it
+    typo.to_parquet(target, index=False)
+    night = run_nightly(DATES[1], _cfg(landing, work))             # used to merge it, then fail every night
+    assert [q["file"] for q in night.quarantined] == [target.name]
+    reason = night.quarantined[0]["reason"]
+    assert "column 'rating': has 1 ratings of" in reason and "[1, 5]" in reason and "e.g. 1e+30" in reason
+    assert "--allow-rating-mismatch" in reason
+    assert snapshot.rating_range(work / "snapshot") == scale and night.champion_version is not None
+    # the scale really changed (a 10-point scale from now on): put back, allowed, merged; the night's
+    # steps serve the new ratings even with the champion of the old scale kept (the gate refuses)
+    moved = work / "quarantine" / f"date={DATES[1]}" / target.name
+    fixed = pd.read_parquet(moved).assign(rating=lambda d: d["rating"].clip(upper=10.0))
+    moved.unlink()
+    fixed.to_parquet(target, index=False)
+    kept = _cfg(landing, work, allow_rating_mismatch=True, tolerance_mae=-100.0, tolerance_ndcg=-100.0)
+    again = run_nightly(DATES[1], kept)
+    assert again.rerun_for == [target.name] and again.quarantined == [] and again.promoted is False
+    assert snapshot.rating_range(work / "snapshot") == (1.0, 10.0)
+    assert again.steps_run[-3:] == ["score", "cohort", "cold_start_eval"]
+
+
 def test_a_night_reads_its_sub_folders_and_leaves_uploads_in_flight_for_later(landing, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     work = tmp_path / "work"
@@ -249,6 +280,20 @@ def test_one_inf_in_a_user_feature_stops_the_night_before_anything_is_trained(la
         run_nightly(DATES[0], _cfg(landing, tmp_path / "work"))
     done = json.loads((tmp_path / "work" / "state" / f"date={DATES[0]}.json").read_text())["done"]
     assert "merge" not in done and "train" not in done and _versions() == []
+
+
+def test_a_steps_figure_that_could_not_be_measured_never_stops_the_night():
+    from recsys_hyper import tracking
+
+    # a cohort whose returning users rated nothing relevant has no recall: NaN, under an '@' name
+    outputs = {"cohort_recall@10": float("nan"), "cohort_mae": float("inf"), "cohort_users": 12,
+               "cohort_measured": "2026-11-21", "served_by@night": "3"}
+    mlflow.set_experiment("steps")
+    with mlflow.start_run() as run:
+        tracking.log_step(outputs)
+    logged = mlflow.get_run(run.info.run_id).data
+    assert logged.metrics == {"cohort_users": 12.0}
+    assert logged.params == {"cohort_measured": "2026-11-21", "served_by_at_night": "3"}
 
 
 def test_the_gate_never_promotes_on_a_missing_or_non_finite_figure():

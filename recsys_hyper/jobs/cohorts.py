@@ -43,11 +43,14 @@ def record(work: Path, date: str, day_events: pd.DataFrame, known_users) -> int:
     return int(new[S.USER_ID].nunique())
 
 
-def serve(work: Path, date: str, champion: HyperRecommender, version: str, users: pd.DataFrame | None) -> int:
-    """The champion's top 10 for the night's cohort, from their first day's events alone."""
+def serve(work: Path, date: str, champion: HyperRecommender, version: str, users: pd.DataFrame | None,
+          allow_rating_mismatch: bool = False) -> int:
+    """The champion's top 10 for the night's cohort, from their first day's events alone
+    (``allow_rating_mismatch``: as for :meth:`~recsys_hyper.recommender.base.Recommender.recommend`)."""
     folder = cohort_dir(work, date)
     events = pd.read_parquet(folder / "events.parquet")
-    recs = champion.recommend(events, k=TOP_K, users=users, user_ids=pd.unique(events[S.USER_ID]))
+    recs = champion.recommend(events, k=TOP_K, users=users, user_ids=pd.unique(events[S.USER_ID]),
+                              allow_rating_mismatch=allow_rating_mismatch)
     _write(recs, folder / "recommendations.parquet")
     with atomic_file(folder / "served.json") as tmp:
         tmp.write_text(json.dumps({"version": str(version), "catalogue": len(champion.item_map_)}))
@@ -55,7 +58,8 @@ def serve(work: Path, date: str, champion: HyperRecommender, version: str, users
 
 
 def measure(work: Path, cohort_date: str, next_events: pd.DataFrame, load_version, implicit: bool,
-            user_features: pd.DataFrame | None = None, threshold: float = 4.0) -> dict | None:
+            user_features: pd.DataFrame | None = None, threshold: float = 4.0,
+            allow_rating_mismatch: bool = False) -> dict | None:
     """The cohort of ``cohort_date`` against its users' events of the next night; ``None`` when
     that cohort was never served. ``load_version(v)`` loads the model that served it;
     ``user_features``: the users table it was served with."""
@@ -76,7 +80,8 @@ def measure(work: Path, cohort_date: str, next_events: pd.DataFrame, load_versio
         row["recall@10"], row["ndcg@10"] = ranked_list_metrics(recs, relevant, users, TOP_K)
     if len(nxt) and not implicit:
         model = load_version(served["version"])
-        pred = model.predict(first, nxt[[S.USER_ID, S.ITEM_ID]], users=user_features)
+        pred = model.predict(first, nxt[[S.USER_ID, S.ITEM_ID]], users=user_features,
+                             allow_rating_mismatch=allow_rating_mismatch)
         row["mae"] = mean_absolute_error(pred, nxt[S.RATING].to_numpy().astype(np.float64))
     return row
 

@@ -63,6 +63,7 @@ from ..evaluation.protocol import Protocol
 from ..evaluation.runner import measure_models
 from ..memory import release_freed_memory
 from ..recommender import HyperRecommender
+from ..recommender.checks import SCALE_TOLERANCE
 from . import cohorts
 from . import snapshot as snapshot_store
 from .evaluate import run_cold_start_evaluation
@@ -260,17 +261,22 @@ def _sample(users, cap: int, seed: int = 0) -> np.ndarray:
 
 def _validate(date, cfg, state, work_id) -> dict:
     """Every landing file of the night checked on its own; the ids' types and the kind of feedback
-    must be the snapshot's (on the first night: those of the most events)."""
+    must be the snapshot's (on the first night: those of the most events), and so must the scale of
+    the ratings (the earlier nights' lowest and highest; unless ``allow_rating_mismatch``): a file
+    that differs is quarantined with the reason, so the snapshot never takes it in."""
     from ..data.validation import Collector, ValidationReport, check_interactions, read_parquet_checked
 
     part = cfg.landing / "events" / f"date={date}"
     quarantine = cfg.work / "quarantine" / f"date={date}"
     checked = []                                                 # (file, problems, kinds, rows)
     files, _ = landing_files(cfg.landing, date)
+    scale = None if cfg.allow_rating_mismatch else snapshot_store.rating_range(cfg.work / "snapshot", exclude=date)
     for f in files:
         c, rep = Collector(), ValidationReport()
         table = read_parquet_checked(f, c, required=True)
         frame = check_interactions(table, c, rep, file=str(f.relative_to(part))) if table is not None else None
+        if frame is not None and scale is not None and not rep.implicit:
+            _check_scale(frame[S.RATING].to_numpy(), scale, str(f.relative_to(part)), c)
         checked.append((f, c, _kinds(frame, rep.implicit) if frame is not None else None,
                         len(frame) if frame is not None else 0))
     reference = _snapshot_kinds(cfg.work / "snapshot")
@@ -313,6 +319,18 @@ def _validate(date, cfg, state, work_id) -> dict:
     if not good:
         log.warning("night %s: no valid event file; the snapshot stays as it was", date)
     return {"valid_files": good, "seen": seen, "quarantined": bad, "n_valid": len(good), "n_quarantined": len(bad)}
+
+
+def _check_scale(ratings: np.ndarray, scale: tuple[float, float], file: str, c) -> None:
+    """Ratings of a landing file outside the snapshot's scale ``[lo, hi]`` (the tolerance of the
+    serving checks, :class:`~recsys_hyper.recommender.checks.OutsideScale`) become a problem of ``c``."""
+    lo, hi = scale
+    outside = (ratings < lo - SCALE_TOLERANCE) | (ratings > hi + SCALE_TOLERANCE)
+    if outside.any():
+        c.add(file, S.RATING, f"has {int(outside.sum())} ratings of {len(ratings)} outside the scale of the "
+              f"snapshot's ratings so far, [{lo:g}, {hi:g}]",
+              f"correct them (rescale to [{lo:g}, {hi:g}]); if the scale really changed, run the night with "
+              f"--allow-rating-mismatch", mask=outside, values=ratings)
 
 
 def _kinds(frame: pd.DataFrame, implicit: bool) -> dict:
@@ -531,7 +549,8 @@ def _score(date, cfg, state, work_id) -> dict:
 
     champion = _night_champion(cfg, state, work_id)
     out = cfg.work / "scores"
-    report = score_dataset(champion, cfg.work / "snapshot", out, date, top_k=cfg.top_k, progress=cfg.progress)
+    report = score_dataset(champion, cfg.work / "snapshot", out, date, top_k=cfg.top_k, progress=cfg.progress,
+                           allow_rating_mismatch=cfg.allow_rating_mismatch)
     return {"path": report.outputs["recommendations"], "users": report.users,
             "users_per_second": round(report.users_per_second, 1)}
 
@@ -545,13 +564,15 @@ def _cohort(date, cfg, state, work_id) -> dict:
     users = pd.read_parquet(snapshot / S.USERS_FILE) if (snapshot / S.USERS_FILE).exists() else None
     out = {"cohort_users": 0}
     if (cohorts.cohort_dir(work, date) / "events.parquet").exists():
-        out["cohort_users"] = cohorts.serve(work, date, champion, state.done["gate"]["champion_version"], users)
+        out["cohort_users"] = cohorts.serve(work, date, champion, state.done["gate"]["champion_version"], users,
+                                            allow_rating_mismatch=cfg.allow_rating_mismatch)
     earlier = [d for d in snapshot_store.partition_dates(snapshot) if d < date]
     tonight = snapshot_store.night_events(snapshot, date)
     if earlier and tonight is not None and len(tonight):
         row = cohorts.measure(work, earlier[-1], tonight,
                               lambda version: load_version(version, cfg.registered_model),
-                              champion.implicit_, user_features=users)
+                              champion.implicit_, user_features=users,
+                              allow_rating_mismatch=cfg.allow_rating_mismatch)
         if row is not None:
             table = cohorts.append_history(work, row)
             tracking.log_table(table, "cohorts.json")

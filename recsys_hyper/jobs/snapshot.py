@@ -99,6 +99,30 @@ def schema(snapshot: Path) -> pa.Schema | None:
     return pq.read_schema(parts[0]) if parts else None
 
 
+def rating_range(snapshot: Path, exclude: str | None = None) -> tuple[float, float] | None:
+    """The lowest and highest rating of the nights (but ``exclude``): the scale the snapshot's
+    models are trained on. Read from the partitions' footers (their row groups' statistics; a
+    partition written without them is read by column projection). ``None`` when there is no
+    partition or no rating column (implicit feedback)."""
+    lo, hi = float("inf"), float("-inf")
+    parts = partitions(snapshot, exclude=exclude)
+    for part in parts:
+        meta = pq.read_metadata(part)
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+        if S.RATING not in names:
+            return None
+        col = names.index(S.RATING)
+        stats = [meta.row_group(g).column(col).statistics for g in range(meta.num_row_groups)]
+        if all(s is not None and s.has_min_max for s in stats):
+            pairs = [(float(s.min), float(s.max)) for s in stats]
+        else:
+            found = pc.min_max(pq.read_table(part, columns=[S.RATING]).column(0))
+            pairs = [] if found["min"].as_py() is None else [(found["min"].as_py(), found["max"].as_py())]
+        for a, b in pairs:
+            lo, hi = min(lo, a), max(hi, b)
+    return (lo, hi) if parts and lo <= hi else None
+
+
 def distinct(snapshot: Path, columns: tuple[str, ...] = (S.USER_ID, S.ITEM_ID), exclude: str | None = None,
              ) -> tuple[dict[str, np.ndarray], int]:
     """The distinct values of ``columns`` over the nights (but ``exclude``) and the number of rows,

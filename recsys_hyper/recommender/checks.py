@@ -38,6 +38,8 @@ class Recommender(Protocol):
 
 log = logging.getLogger(__name__)
 
+#: how far beyond its scale a rating may be before it counts as outside (float32 rounding)
+SCALE_TOLERANCE = 1e-6
 MISMATCH_FIX = "use the model trained on this kind of data, or pass --allow-rating-mismatch if this is intended"
 
 
@@ -80,7 +82,7 @@ class OutsideScale:
 
     def add(self, batch: np.ndarray, first_row: int | None = None) -> None:
         start = self.n if first_row is None else first_row
-        outside = np.flatnonzero((batch < self.lo - 1e-6) | (batch > self.hi + 1e-6))
+        outside = np.flatnonzero((batch < self.lo - SCALE_TOLERANCE) | (batch > self.hi + SCALE_TOLERANCE))
         self.n_out += len(outside)
         self.rows += (outside[: 5 - len(self.rows)] + start).tolist()
         self.examples += batch[outside[: 5 - len(self.examples)]].tolist()

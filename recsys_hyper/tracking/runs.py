@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import tempfile
 import warnings
@@ -272,11 +273,13 @@ def step_run(name: str, run_id: str | None = None, system_metrics: bool = False)
 
 @whole
 def log_step(outputs: dict) -> None:
-    """A step's numeric outputs as metrics, the rest as params (long values are cut)."""
-    metrics = {metric_name(k): float(v) for k, v in outputs.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
-    params = {k: (json.dumps(v, default=str) if not isinstance(v, str) else v)[:500]
-              for k, v in outputs.items() if metric_name(k) not in metrics}
+    """A step's numeric outputs as metrics, the rest as params (long values are cut), every name
+    by :func:`metric_name`. A figure that could not be measured (NaN or infinite: a cohort with no
+    relevant return has no recall) is left out; the night's state keeps it."""
+    numbers = {k for k, v in outputs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics = {metric_name(k): float(outputs[k]) for k in numbers if math.isfinite(outputs[k])}
+    params = {metric_name(k): (json.dumps(v, default=str) if not isinstance(v, str) else v)[:500]
+              for k, v in outputs.items() if k not in numbers}
     if metrics:
         mlflow.log_metrics(metrics)
     if params:
