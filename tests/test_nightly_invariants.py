@@ -245,6 +245,19 @@ def test_two_work_folders_on_one_store_never_take_each_others_models(landing_src
     assert va.tags["work_id"] != vb.tags["work_id"] and va.tags["night"] == vb.tags["night"] == DATES[0]
 
 
+def test_a_version_deleted_from_the_registry_between_nights_never_stops_the_next(landing, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = run_nightly(DATES[0], _cfg(landing, tmp_path / "work"))
+    assert first.champion_version == "1" and first.cohort["cohort_users"] > 0
+    mlflow.MlflowClient().delete_model_version("recsys-hyper", "1")      # a person tidies the registry up
+    night = run_nightly(DATES[1], _cfg(landing, tmp_path / "work"))
+    assert night.steps_run[-3:] == ["score", "cohort", "cold_start_eval"] and night.champion_version == "2"
+    history = pd.read_parquet(tmp_path / "work" / "cohorts" / "history.parquet")
+    measured = history[history["cohort_date"] == DATES[0]].iloc[0]
+    assert measured["served_by"] == "1" and measured["returning"] > 0
+    assert np.isnan(measured["mae"]) and 0 < measured["coverage"] <= 1      # the rest of the cohort's figures stay
+
+
 def test_a_killed_night_resumes_from_another_working_directory(landing, tmp_path, monkeypatch):
     from recsys_hyper.jobs import nightly
     from recsys_hyper.jobs.state import NightState, work_identity

@@ -61,8 +61,9 @@ def measure(work: Path, cohort_date: str, next_events: pd.DataFrame, load_versio
             user_features: pd.DataFrame | None = None, threshold: float = 4.0,
             allow_rating_mismatch: bool = False) -> dict | None:
     """The cohort of ``cohort_date`` against its users' events of the next night; ``None`` when
-    that cohort was never served. ``load_version(v)`` loads the model that served it;
-    ``user_features``: the users table it was served with."""
+    that cohort was never served. ``load_version(v)`` loads the model that served it (``None``:
+    it is gone, and the MAE, which needs it, is left unmeasured); ``user_features``: the users
+    table it was served with."""
     folder = cohort_dir(work, cohort_date)
     if not (folder / "served.json").is_file():
         return None
@@ -78,8 +79,8 @@ def measure(work: Path, cohort_date: str, next_events: pd.DataFrame, load_versio
     users = pd.unique(relevant[S.USER_ID])
     if len(users):
         row["recall@10"], row["ndcg@10"] = ranked_list_metrics(recs, relevant, users, TOP_K)
-    if len(nxt) and not implicit:
-        model = load_version(served["version"])
+    model = load_version(served["version"]) if len(nxt) and not implicit else None
+    if model is not None:
         pred = model.predict(first, nxt[[S.USER_ID, S.ITEM_ID]], users=user_features,
                              allow_rating_mismatch=allow_rating_mismatch)
         row["mae"] = mean_absolute_error(pred, nxt[S.RATING].to_numpy().astype(np.float64))

@@ -569,8 +569,7 @@ def _cohort(date, cfg, state, work_id) -> dict:
     earlier = [d for d in snapshot_store.partition_dates(snapshot) if d < date]
     tonight = snapshot_store.night_events(snapshot, date)
     if earlier and tonight is not None and len(tonight):
-        row = cohorts.measure(work, earlier[-1], tonight,
-                              lambda version: load_version(version, cfg.registered_model),
+        row = cohorts.measure(work, earlier[-1], tonight, lambda version: _served_model(cfg, version),
                               champion.implicit_, user_features=users,
                               allow_rating_mismatch=cfg.allow_rating_mismatch)
         if row is not None:
@@ -580,6 +579,16 @@ def _cohort(date, cfg, state, work_id) -> dict:
             out["cohort_users_measured"] = row["users"]
             out["cohort_measured"] = row["cohort_date"]
     return out
+
+
+def _served_model(cfg, version: str) -> HyperRecommender | None:
+    """The registered version that served a cohort; ``None`` (with a warning) when a person has
+    deleted it from the registry since: its cohort's MAE is then not measured, the rest is."""
+    if not tracking.version_exists(version, cfg.registered_model):
+        log.warning("%s version %s, which served the previous cohort, is no longer in the registry: that cohort's "
+                    "MAE is not measured (its ranking figures are)", cfg.registered_model, version)
+        return None
+    return load_version(version, cfg.registered_model)
 
 
 def _cold_start_eval(date, cfg, state, work_id) -> dict:

@@ -18,7 +18,8 @@ from ..lazy import lazy_exports
 #: command that tracks or reads the store, not by one that scores a model directory
 _EXPORTS = {
     "registry": ("MODEL_ARTIFACT", "alias_uri", "alias_version", "find_version", "load_pyfunc", "log_pyfunc_model",
-                 "promote", "resolve_model", "rollback", "set_alias", "version_tags", "version_uri"),
+                 "promote", "resolve_model", "rollback", "set_alias", "version_exists", "version_tags",
+                 "version_uri"),
     "runs": ("TrainingRun", "log_artifact_to_run", "log_choices", "log_epoch", "log_evaluation", "log_metrics",
              "log_onboarding", "log_table", "log_step", "log_dataset", "log_training_inputs", "night_run", "step_run",
              "tag_night", "tag_run"),

@@ -44,6 +44,20 @@ def find_version(tags: dict, name: str = REGISTERED_MODEL, run_id: str | None = 
     return str(max(int(v.version) for v in found)) if found else None
 
 
+def version_exists(version: str, name: str = REGISTERED_MODEL) -> bool:
+    """Whether ``name`` still has ``version`` (a person can delete one in the MLflow UI). Only "no
+    such version or model" reads as ``False``; any other failure (timeout, server error) is raised."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient().get_model_version(name, str(version))
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return False
+    return True
+
+
 def version_tags(version: str, name: str = REGISTERED_MODEL) -> dict:
     """The tags of a registered version (its lineage: night, work folder, data digest ...)."""
     return dict(MlflowClient().get_model_version(name, str(version)).tags)
@@ -252,17 +266,11 @@ def promote(version: str, name: str = REGISTERED_MODEL, alias: str = "champion")
     """Move ``name@alias`` to ``version``, recording on it the version it replaces (its
     ``previous_champion`` tag) so that :func:`rollback` can undo the move. Returns the replaced
     version (``None``: the alias was not set). Promoting the current champion changes nothing."""
-    from mlflow.exceptions import MlflowException
-
     client = MlflowClient()
     version = str(version)
-    try:
-        client.get_model_version(name, version)
-    except MlflowException as exc:            # only a missing version is "no such version"; the rest is raised
-        if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
-            raise
+    if not version_exists(version, name):
         raise RecsysHyperError(f"{name} has no version {version} in the MLflow store at {mlflow.get_tracking_uri()}; "
-                               f"list its versions in the MLflow UI (Models) and pass one of them") from None
+                               f"list its versions in the MLflow UI (Models) and pass one of them")
     previous = alias_version(alias, name)
     if previous == version:
         return previous
