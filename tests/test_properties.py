@@ -418,3 +418,87 @@ def test_bytes_that_are_not_utf8_text_are_refused_with_the_column_named():
     spec = FeatureSpec.fit(good, "user_id")
     with pytest.raises(RecsysHyperError, match=r"column 'job': 1 value\(s\).*\\xff\\xfe"):
         spec.transform(bad, np.array([0, 1, 2]))
+
+
+# -- the nightly's boundary: any landing file is merged clean or quarantined with its reason
+
+
+@pytest.fixture(scope="module")
+def merged_night(tmp_path_factory) -> tuple[Path, Path, str]:
+    """A landing folder of two nights and a work folder with the first night merged (no training)."""
+    from recsys_hyper.jobs.landing import make_synthetic_landing
+
+    root = tmp_path_factory.mktemp("nightly-boundary")
+    first, second = make_synthetic_landing(root / "landing", days=2, preset_name="tiny", seed=3, n_users=60,
+                                           n_items=40)
+    _night_steps(root / "landing", root / "work", first)
+    return root / "landing", root / "work", second
+
+
+def _night_steps(landing: Path, work: Path, date: str) -> None:
+    """The night's validate and merge steps, as run_nightly runs them."""
+    from recsys_hyper.config import NightlyConfig
+    from recsys_hyper.jobs import nightly
+    from recsys_hyper.jobs.state import NightState, work_identity
+
+    cfg = NightlyConfig(landing=landing, work=work, progress=False)
+    state = NightState.load(cfg.work, date)
+    for step in ("validate", "merge"):
+        state.complete(step, **getattr(nightly, f"_{step}")(date, cfg, state, work_identity(cfg.work)))
+
+
+@st.composite
+def landing_exports(draw):
+    """A landing file as an export job writes it: well-formed ids and times with ratings on the
+    scale, or some of them off it (finite: a typo, another scale), or missing / infinite; or any
+    hostile table."""
+    mode = draw(st.sampled_from(["on scale", "off scale", "off scale", "not finite", "any"]))
+    if mode == "any":
+        return draw(datasets())["interactions.parquet"]
+    n = draw(st.integers(1, 30))
+    odd = {"on scale": st.nothing(), "off scale": st.sampled_from([0.0, -3.0, 5.5, 10.0, 100.0, 1e30, 1e-300, -1e30]),
+           "not finite": st.sampled_from([float("nan"), float("inf"), float("-inf")])}[mode]
+    ratings = [draw(st.sampled_from([1.0, 2.0, 3.0, 4.0, 5.0])) for _ in range(n)]
+    for _ in range(draw(st.integers(1, 3)) if mode != "on scale" else 0):
+        ratings[draw(st.integers(0, n - 1))] = draw(odd)
+    return pa.table({"user_id": pa.array([draw(st.integers(0, 80)) for _ in range(n)], pa.int64()),
+                     "item_id": pa.array([draw(st.integers(0, 50)) for _ in range(n)], pa.int64()),
+                     "rating": pa.array(ratings, pa.float64()),
+                     "timestamp": pa.array([NOW - draw(st.integers(0, 10**6)) for _ in range(n)], pa.int64())})
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(landing_exports())
+def test_a_nights_landing_file_is_merged_clean_or_quarantined_with_its_reason(merged_night, export):
+    import shutil
+
+    from recsys_hyper.data import load_dataset
+    from recsys_hyper.errors import RecsysHyperError
+    from recsys_hyper.jobs import snapshot
+
+    landing_src, work_src, date = merged_night
+    with tempfile.TemporaryDirectory() as tmp:
+        landing, work = Path(shutil.copytree(landing_src, Path(tmp) / "landing")), Path(tmp) / "work"
+        shutil.copytree(work_src, work)
+        scale = snapshot.rating_range(work / "snapshot")
+        night = landing / "events" / f"date={date}"
+        pq.write_table(export, night / "export.parquet")
+        sent = (night / "export.parquet").read_bytes()
+        try:
+            _night_steps(landing, work, date)
+        except RecsysHyperError as exc:                              # a clear stop, the snapshot as it was
+            assert str(exc) and not (work / "snapshot" / "interactions.parquet" / f"date={date}").exists()
+            return
+        quarantined = work / "quarantine" / f"date={date}" / "export.parquet"
+        if quarantined.exists():                                     # kept as sent, with why and how to fix it
+            assert quarantined.read_bytes() == sent and not (night / "export.parquet").exists()
+            reason = quarantined.with_name("export.parquet.reason.txt").read_text()
+            assert "export.parquet" in reason and "move it back to" in reason
+        else:                                                        # merged: left where it was
+            assert (night / "export.parquet").read_bytes() == sent
+        ds = load_dataset(work / "snapshot")
+        ratings = ds.interactions["rating"].to_numpy()
+        assert np.isfinite(ratings).all() and scale[0] <= ratings.min() and ratings.max() <= scale[1]
+        assert (ds.interactions["timestamp"] > 0).all()
+        assert pd.api.types.is_integer_dtype(ds.interactions["user_id"])
+        assert pd.api.types.is_integer_dtype(ds.interactions["item_id"])
