@@ -210,3 +210,28 @@ def test_grouped_histories_take_whole_number_float_user_ids_and_explain_the_rest
     assert out["user_id"].tolist() == [7, 8] and all(len(v) == 3 for v in out["item_ids"])
     with pytest.raises(RecsysHyperError, match=r"1 user ids are not whole numbers \(e.g. \[7.5\]\)"):
         recommend_grouped(model, grouped.assign(user_id=[7.5, 8.0]))
+
+
+def test_a_grouped_batch_that_is_empty_gives_an_empty_answer_and_one_that_is_ambiguous_is_explained(data):
+    """What a served model or a Spark task gets: an empty batch (an empty partition), the same user
+    in two rows, ``k`` below 1; each used to escape as a TypeError / ValueError (HTTP 500)."""
+    from recsys_hyper.errors import RecsysHyperError
+    from recsys_hyper.recommender import recommend_grouped
+
+    model = BUILDERS["popularity"]().fit(data["train"], progress=False)
+    item = int(data["train"].interactions["item_id"].iloc[0])
+    grouped = pd.DataFrame({"user_id": [7, 8], "item_id": [[item], []], "rating": [[4.0], []],
+                            "timestamp": [[1_700_000_000], []]})
+    empty = recommend_grouped(model, grouped.iloc[:0], k=3)
+    assert len(empty) == 0 and list(empty.columns) == ["user_id", "item_ids", "scores"]
+    with pytest.raises(RecsysHyperError, match=r"grouped histories: 1 user ids are in more than one row "
+                                               r"\(e\.g\. \[7\]\)"):
+        recommend_grouped(model, grouped.assign(user_id=[7, 7]))
+    for k in (0, -1):
+        with pytest.raises(RecsysHyperError, match=f"k must be a whole number >= 1; got {k}"):
+            recommend_grouped(model, grouped, k=k)
+    ragged = grouped.assign(item_id=[[item, item], [item]], rating=[[4.0], [3.0]],
+                            timestamp=[[1_700_000_000] * 2, [1_700_000_000]])
+    with pytest.raises(RecsysHyperError, match=r"1 rows have a 'rating' list of another length than their 'item_id' "
+                                               r"list \(users \[7\]: \[1\] vs \[2\] values\)"):
+        recommend_grouped(model, ragged)

@@ -47,7 +47,7 @@ def explode_histories(grouped: pd.DataFrame) -> pd.DataFrame:
         bad = n_col < 0
         if bad.any():
             raise RecsysHyperError(f"grouped histories: column '{col}' of {int(bad.sum())} rows is not a list "
-                                   f"(users {list(users[bad][:5])}); each row holds one user's events as lists")
+                                   f"(users {users[bad][:5].tolist()}); each row holds one user's events as lists")
     n = lengths[S.ITEM_ID]
     # a rating / timestamp column whose lists are all empty is absent; otherwise each list matches
     kept = [S.ITEM_ID] + [col for col in present[1:] if lengths[col][n > 0].any()]
@@ -56,8 +56,8 @@ def explode_histories(grouped: pd.DataFrame) -> pd.DataFrame:
         if len(rows):
             raise RecsysHyperError(
                 f"grouped histories: {len(rows)} rows have a '{col}' list of another length than their "
-                f"'item_id' list (users {list(users[rows[:5]])}: {list(lengths[col][rows[:5]])} vs "
-                f"{list(n[rows[:5]])} values); each event needs one value in every list, or leave '{col}' "
+                f"'item_id' list (users {users[rows[:5]].tolist()}: {lengths[col][rows[:5]].tolist()} vs "
+                f"{n[rows[:5]].tolist()} values); each event needs one value in every list, or leave '{col}' "
                 f"out for every user")
     out = {S.USER_ID: np.repeat(users, n)}
     for col in kept:

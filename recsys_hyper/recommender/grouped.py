@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 
 from ..data import schema as S
 from ..data.frames import explode_histories
+from ..errors import RecsysHyperError
 from .base import Recommender, capability
 
 
@@ -26,7 +28,19 @@ def recommend_grouped(model: Recommender, grouped: pd.DataFrame, k: int = 10, ex
     item's predicted rating and its prediction interval at that level (see
     :meth:`~recsys_hyper.recommender.HyperRecommender.predict_interval`; explicit ratings only).
     They need a model that explains, asks and gives intervals (the hypernetwork)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise RecsysHyperError(f"grouped histories: k must be a whole number >= 1; got {k!r}")
     users = pd.DataFrame({S.USER_ID: _user_ids(grouped)})
+    if len(users) == 0:                           # an empty batch (a Spark partition with no user)
+        columns = ["item_ids", "scores"] + ["explanations"] * bool(explain) + ["ratings", "lower", "upper"] * bool(
+            interval) + ["questions"] * bool(ask)
+        return pd.DataFrame({S.USER_ID: users[S.USER_ID].to_numpy(), **{col: [] for col in columns}})
+    twice = users[S.USER_ID].duplicated(keep=False).to_numpy()
+    if twice.any():
+        repeated = pd.unique(users[S.USER_ID].to_numpy()[twice])
+        raise RecsysHyperError(f"grouped histories: {len(repeated)} user ids are in more than one row (e.g. "
+                               f"{repeated[:5].tolist()}); each row holds all of one user's events: group them by "
+                               f"user first (Spark: groupBy('user_id').agg(collect_list(...)))")
     history = explode_histories(grouped.assign(**{S.USER_ID: users[S.USER_ID].to_numpy()}))
     recs = model.recommend(history, k=k, exclude_seen=exclude_seen, users=users, user_ids=users[S.USER_ID].to_numpy())
     agg = {"item_ids": (S.ITEM_ID, list), "scores": ("score", list)}
@@ -58,10 +72,6 @@ def recommend_grouped(model: Recommender, grouped: pd.DataFrame, k: int = 10, ex
 def _user_ids(grouped: pd.DataFrame):
     """The rows' user ids as the data contract types them: whole-number floats (what JSON and a
     column with gaps turn integers into) as int64; anything else that is no id is refused."""
-    import numpy as np
-
-    from ..errors import RecsysHyperError
-
     ids = grouped[S.USER_ID].to_numpy() if S.USER_ID in grouped else None
     if ids is None:
         raise RecsysHyperError(f"grouped histories: no user_id column (columns present: {list(grouped.columns)})")
