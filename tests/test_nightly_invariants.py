@@ -150,6 +150,23 @@ def test_a_rating_off_the_snapshots_scale_is_quarantined_and_merged_only_when_al
     assert again.steps_run[-3:] == ["score", "cohort", "cold_start_eval"]
 
 
+def test_on_the_first_night_the_side_tables_decide_the_id_types_not_the_most_events(landing, tmp_path, monkeypatch):
+    from recsys_hyper.jobs import nightly
+    from recsys_hyper.jobs.state import NightState, work_identity
+
+    monkeypatch.chdir(tmp_path)
+    biggest = max(_night_files(landing, DATES[0]), key=lambda f: len(pd.read_parquet(f)))
+    export = pd.read_parquet(biggest)
+    export.assign(user_id=export["user_id"].astype(str)).to_parquet(biggest, index=False)   # users.parquet: int64
+    cfg = _cfg(landing, tmp_path / "work")
+    state = NightState.load(cfg.work, DATES[0])
+    for step in ("validate", "merge"):                 # the merge used to stop: users.parquet's ids are int64
+        state.complete(step, **getattr(nightly, f"_{step}")(DATES[0], cfg, state, work_identity(cfg.work)))
+    assert [q["file"] for q in state.done["validate"]["quarantined"]] == [biggest.name]
+    assert "has string ids but the snapshot has int64" in state.done["validate"]["quarantined"][0]["reason"]
+    assert pd.api.types.is_integer_dtype(_snapshot(cfg.work)["user_id"])
+
+
 def test_a_night_reads_its_sub_folders_and_leaves_uploads_in_flight_for_later(landing, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     work = tmp_path / "work"

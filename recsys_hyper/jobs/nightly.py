@@ -261,7 +261,8 @@ def _sample(users, cap: int, seed: int = 0) -> np.ndarray:
 
 def _validate(date, cfg, state, work_id) -> dict:
     """Every landing file of the night checked on its own; the ids' types and the kind of feedback
-    must be the snapshot's (on the first night: those of the most events), and so must the scale of
+    must be the snapshot's (on the first night: the side tables' id types where there are side
+    tables, otherwise those of the most events), and so must the scale of
     the ratings (the earlier nights' lowest and highest; unless ``allow_rating_mismatch``): a file
     that differs is quarantined with the reason, so the snapshot never takes it in."""
     from ..data.validation import Collector, ValidationReport, check_interactions, read_parquet_checked
@@ -285,7 +286,7 @@ def _validate(date, cfg, state, work_id) -> dict:
         for _, _, kinds, rows in checked:
             if kinds is not None:
                 votes[tuple(sorted(kinds.items()))] = votes.get(tuple(sorted(kinds.items())), 0) + rows
-        reference = dict(max(votes, key=votes.get))
+        reference = {**dict(max(votes, key=votes.get)), **_side_table_kinds(cfg.landing)}
     good, bad, seen = [], [], {}
     for f, c, kinds, _ in checked:
         rel = f.relative_to(part)
@@ -338,6 +339,23 @@ def _kinds(frame: pd.DataFrame, implicit: bool) -> dict:
     kind = lambda s: "int64" if pd.api.types.is_integer_dtype(s) else "string"  # noqa: E731
     return {S.USER_ID: kind(frame[S.USER_ID]), S.ITEM_ID: kind(frame[S.ITEM_ID]),
             "feedback": "implicit" if implicit else "explicit (rated)"}
+
+
+def _side_table_kinds(landing: Path) -> dict:
+    """The id types of the landing's users / items tables, from their schemas (nothing else is
+    read): what the events must agree with. A table that is absent or unreadable says nothing here
+    (the merge reports an unreadable one)."""
+    import pyarrow as pa
+
+    kinds = {}
+    for name, column in ((S.USERS_FILE, S.USER_ID), (S.ITEMS_FILE, S.ITEM_ID)):
+        try:
+            schema = pq.read_schema(landing / name)
+        except (OSError, pa.ArrowException):
+            continue
+        if column in schema.names:
+            kinds[column] = "int64" if pa.types.is_integer(schema.field(column).type) else "string"
+    return kinds
 
 
 def _snapshot_kinds(snapshot: Path) -> dict | None:
