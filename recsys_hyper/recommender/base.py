@@ -226,7 +226,7 @@ class Recommender:
         unknown = i == UNKNOWN
         if unknown.any():
             log.warning("%d pairs are on items the model has never seen and that have no features; "
-                        "their prediction is NaN", int(unknown.sum()))
+                        "their prediction is left missing", int(unknown.sum()))
         out = view.rate(heads, torch.from_numpy(u), torch.from_numpy(np.where(unknown, 0, i)))
         pred = finish_predictions(out.numpy(), self.rating_range_, unknown)
         broken = ~unknown & ~np.isfinite(pred)

@@ -119,7 +119,7 @@ def check_item_ids(model: Recommender, ids: np.ndarray, source: str, kind: str |
     if not known.any():
         raise RecsysHyperError(
             f"{source}: none of its {len(ids):,} item ids is known to the model "
-            f"(e.g. {list(ids[:5])}); vocabulary mismatch: use the model trained on this catalogue")
+            f"(e.g. {np.asarray(ids)[:5].tolist()}); vocabulary mismatch: use the model trained on this catalogue")
     n_new = int((~known).sum())
     if n_new and warn:
         with_features = 0
@@ -127,7 +127,7 @@ def check_item_ids(model: Recommender, ids: np.ndarray, source: str, kind: str |
             with_features = int(pd.Index(ids[~known]).isin(featured).sum())
         log.warning("%d of %d item ids are unknown to the model: %d have features and are scored from them, "
                     "%d have none and are skipped (e.g. %s)", n_new, len(ids), with_features,
-                    n_new - with_features, list(ids[~known][:5]))
+                    n_new - with_features, np.asarray(ids)[~known][:5].tolist())
     return n_new
 
 

@@ -640,7 +640,7 @@ class HyperRecommender(Recommender):
         if (idx == UNKNOWN).any():
             bad = items[S.ITEM_ID].to_numpy()[idx == UNKNOWN]
             raise RecsysHyperError(f"explain: {len(bad):,} rows of items are on items the model cannot score "
-                                   f"(e.g. {list(pd.unique(bad)[:5])}); pass their features in item_features, or drop them")
+                                   f"(e.g. {np.asarray(pd.unique(bad))[:5].tolist()}); pass their features in item_features, or drop them")
         rows = IdMap(h.user_ids, name="user").index(items[S.USER_ID].to_numpy())
         parts = self._explain_rows(h, rows, idx, users=users, catalogue=cat, top_events=top_events)
         out = items.reset_index(drop=True).copy()
