@@ -262,9 +262,9 @@ def _sample(users, cap: int, seed: int = 0) -> np.ndarray:
 def _validate(date, cfg, state, work_id) -> dict:
     """Every landing file of the night checked on its own; the ids' types and the kind of feedback
     must be the snapshot's (on the first night: the side tables' id types where there are side
-    tables, otherwise those of the most events), and so must the scale of
-    the ratings (the earlier nights' lowest and highest; unless ``allow_rating_mismatch``): a file
-    that differs is quarantined with the reason, so the snapshot never takes it in."""
+    tables, otherwise those of the most events), and so must the scale of the ratings (the earlier
+    nights' lowest and highest; unless ``allow_rating_mismatch``): a file that differs is
+    quarantined with the reason, so the snapshot never takes it in."""
     from ..data.validation import Collector, ValidationReport, check_interactions, read_parquet_checked
 
     part = cfg.landing / "events" / f"date={date}"
@@ -343,8 +343,8 @@ def _kinds(frame: pd.DataFrame, implicit: bool) -> dict:
 
 def _side_table_kinds(landing: Path) -> dict:
     """The id types of the landing's users / items tables, from their schemas (nothing else is
-    read): what the events must agree with. A table that is absent or unreadable says nothing here
-    (the merge reports an unreadable one)."""
+    read): what the events must agree with. A table that is absent or unreadable, or whose ids are
+    neither integers nor strings, says nothing here (the merge reports it)."""
     import pyarrow as pa
 
     kinds = {}
@@ -353,8 +353,11 @@ def _side_table_kinds(landing: Path) -> dict:
             schema = pq.read_schema(landing / name)
         except (OSError, pa.ArrowException):
             continue
-        if column in schema.names:
-            kinds[column] = "int64" if pa.types.is_integer(schema.field(column).type) else "string"
+        kind = schema.field(column).type if column in schema.names else pa.null()
+        if pa.types.is_integer(kind):
+            kinds[column] = "int64"
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            kinds[column] = "string"
     return kinds
 
 
