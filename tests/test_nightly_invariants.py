@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from recsys_hyper import Config, ModelConfig, TrainConfig
@@ -273,6 +274,24 @@ def test_a_version_deleted_from_the_registry_between_nights_never_stops_the_next
     measured = history[history["cohort_date"] == DATES[0]].iloc[0]
     assert measured["served_by"] == "1" and measured["returning"] > 0
     assert np.isnan(measured["mae"]) and 0 < measured["coverage"] <= 1      # the rest of the cohort's figures stay
+    assert _non_finite_floats(tmp_path / "work") == []      # an unmeasured figure is stored as null, never as NaN
+
+
+def _non_finite_floats(work: Path) -> list[str]:
+    """Every float column of the work folder's Parquet outputs (the quarantine holds inputs as
+    sent) that holds a NaN or an infinity."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    found = []
+    for f in sorted(work.rglob("*.parquet")):
+        if "quarantine" in f.parts:
+            continue
+        table = pq.read_table(f)
+        for name, col in zip(table.column_names, table.columns):
+            if pa.types.is_floating(col.type) and pc.any(pc.invert(pc.is_finite(col))).as_py():
+                found.append(f"{f.relative_to(work)}:{name}")
+    return found
 
 
 def test_a_killed_night_resumes_from_another_working_directory(landing, tmp_path, monkeypatch):
