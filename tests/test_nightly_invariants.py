@@ -168,6 +168,25 @@ def test_on_the_first_night_the_side_tables_decide_the_id_types_not_the_most_eve
     assert pd.api.types.is_integer_dtype(_snapshot(cfg.work)["user_id"])
 
 
+def test_a_link_to_a_file_that_is_gone_is_quarantined_with_what_it_pointed_to(landing, tmp_path, monkeypatch):
+    from recsys_hyper.jobs import nightly
+    from recsys_hyper.jobs.state import NightState, work_identity
+
+    monkeypatch.chdir(tmp_path)
+    part = landing / "events" / f"date={DATES[0]}"
+    (part / "staged.parquet").symlink_to(tmp_path / "exports" / "gone.parquet")     # used to be skipped unseen
+    cfg = _cfg(landing, tmp_path / "work")
+    state = NightState.load(cfg.work, DATES[0])
+    for step in ("validate", "merge"):
+        state.complete(step, **getattr(nightly, f"_{step}")(DATES[0], cfg, state, work_identity(cfg.work)))
+    (quarantined,) = state.done["validate"]["quarantined"]
+    assert quarantined["file"] == "staged.parquet"
+    assert f"is a link to {tmp_path / 'exports' / 'gone.parquet'}, which does not exist" in quarantined["reason"]
+    moved = cfg.work / "quarantine" / f"date={DATES[0]}" / "staged.parquet"
+    assert moved.is_symlink() and not (part / "staged.parquet").is_symlink()
+    assert state.done["validate"]["n_valid"] == len(_night_files(landing, DATES[0]))
+
+
 def test_a_night_reads_its_sub_folders_and_leaves_uploads_in_flight_for_later(landing, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     work = tmp_path / "work"

@@ -102,12 +102,13 @@ def in_flight(name: str, folder: bool = False) -> bool:
 
 def landing_files(landing: str | os.PathLike, date: str) -> tuple[list[Path], list[Path]]:
     """(the night's files to read, the in-flight files left for later): every file below
-    ``LANDING/events/date=D``, recursively, in path order."""
+    ``LANDING/events/date=D``, recursively, in path order; a link to a file that is gone counts as
+    a file (the night quarantines it with what it pointed to, rather than skip it unseen)."""
     part = Path(landing) / "events" / f"date={date}"
     if not part.is_dir():
         return [], []
     read, later = [], []
-    for f in sorted(p for p in part.rglob("*") if p.is_file()):
+    for f in sorted(p for p in part.rglob("*") if p.is_file() or (p.is_symlink() and not p.exists())):
         rel = f.relative_to(part).parts
         if any(in_flight(n, folder=True) for n in rel[:-1]) or in_flight(rel[-1]):
             later.append(f)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -274,7 +275,10 @@ def _validate(date, cfg, state, work_id) -> dict:
     scale = None if cfg.allow_rating_mismatch else snapshot_store.rating_range(cfg.work / "snapshot", exclude=date)
     for f in files:
         c, rep = Collector(), ValidationReport()
-        table = read_parquet_checked(f, c, required=True)
+        if f.is_symlink() and not f.exists():
+            c.add(str(f.relative_to(part)), None, f"is a link to {os.readlink(f)}, which does not exist",
+                  "put the file it points to back, or copy the file itself here")
+        table = read_parquet_checked(f, c, required=True) if f.exists() else None
         frame = check_interactions(table, c, rep, file=str(f.relative_to(part))) if table is not None else None
         if frame is not None and scale is not None and not rep.implicit:
             _check_scale(frame[S.RATING].to_numpy(), scale, str(f.relative_to(part)), c)
