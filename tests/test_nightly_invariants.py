@@ -185,6 +185,11 @@ def test_a_link_to_a_file_that_is_gone_is_quarantined_with_what_it_pointed_to(la
     moved = cfg.work / "quarantine" / f"date={DATES[0]}" / "staged.parquet"
     assert moved.is_symlink() and not (part / "staged.parquet").is_symlink()
     assert state.done["validate"]["n_valid"] == len(_night_files(landing, DATES[0]))
+    # one more appears after the night: a file it has not seen, so the night runs again (and quarantines it)
+    from recsys_hyper.jobs.landing import landing_files
+
+    (part / "late.parquet").symlink_to(tmp_path / "exports" / "late.parquet")
+    assert state.unseen(landing_files(landing, DATES[0])[0], part) == ["late.parquet"]
 
 
 def test_a_night_reads_its_sub_folders_and_leaves_uploads_in_flight_for_later(landing, tmp_path, monkeypatch):

@@ -88,8 +88,9 @@ class NightState:
 
 
 def fingerprint(path: Path) -> list[int]:
-    """What tells a landing file apart from a changed one: its size and modification time (ns)."""
-    st = path.stat()
+    """What tells a landing file apart from a changed one: its size and modification time (ns);
+    a link's own when the file it points to is gone."""
+    st = path.stat() if path.exists() else path.lstat()
     return [int(st.st_size), int(st.st_mtime_ns)]
 
 
