@@ -77,6 +77,23 @@ class DataValidationError(RecsysHyperError, ValueError):
         super().__init__(message)
 
 
+class ParameterError(RecsysHyperError, ValueError):
+    """A call's parameter outside what it accepts (``k = 0``, ``n = -3``)."""
+
+
+def check_count(value, name: str, method: str, at_most: int | None = None) -> int:
+    """``value`` as a whole number >= 1 (and <= ``at_most``, the catalogue's size), or a clear
+    :class:`ParameterError` naming the parameter and the method."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ParameterError(f"The '{name}' parameter of {method} must be a whole number >= 1. Got {value!r} instead.")
+    if at_most is not None and value > at_most:
+        raise ParameterError(f"The '{name}' parameter of {method} must be at most the catalogue's {at_most:,} items. "
+                             f"Got {value!r} instead.")
+    return int(value)
+
+
 class NotFittedError(RecsysHyperError, AttributeError):
     """A model was used before ``fit`` or ``load``."""
 

@@ -228,7 +228,7 @@ def test_a_grouped_batch_that_is_empty_gives_an_empty_answer_and_one_that_is_amb
                                                r"\(e\.g\. \[7\]\)"):
         recommend_grouped(model, grouped.assign(user_id=[7, 7]))
     for k in (0, -1):
-        with pytest.raises(RecsysHyperError, match=f"k must be a whole number >= 1; got {k}"):
+        with pytest.raises(RecsysHyperError, match=f"'k' parameter of recommend must be a whole number >= 1. Got {k} instead"):
             recommend_grouped(model, grouped, k=k)
     ragged = grouped.assign(item_id=[[item, item], [item]], rating=[[4.0], [3.0]],
                             timestamp=[[1_700_000_000] * 2, [1_700_000_000]])

@@ -19,7 +19,7 @@ import torch
 from ..data import schema as S
 from ..data.episodes import Histories
 from ..data.idmap import UNKNOWN, IdMap
-from ..errors import non_finite_users
+from ..errors import check_count, non_finite_users
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,7 @@ def top_k_frame(score_rows: Callable[[np.ndarray], torch.Tensor], h: Histories, 
     this function may modify (not a view of shared state); seen items (the users' histories, when
     ``exclude``) and items outside ``allowed`` are never returned.
     """
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"The 'k' parameter of recommend must be a positive int. Got {k!r} instead.")
+    k = check_count(k, "k", "recommend")
     N = len(item_map)
     out_u, out_i, out_s, out_r = [], [], [], []
     with torch.no_grad():

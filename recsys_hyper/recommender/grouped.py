@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..data import schema as S
 from ..data.frames import explode_histories
-from ..errors import RecsysHyperError
+from ..errors import RecsysHyperError, check_count
 from .base import Recommender, capability
 
 
@@ -28,8 +28,7 @@ def recommend_grouped(model: Recommender, grouped: pd.DataFrame, k: int = 10, ex
     item's predicted rating and its prediction interval at that level (see
     :meth:`~recsys_hyper.recommender.HyperRecommender.predict_interval`; explicit ratings only).
     They need a model that explains, asks and gives intervals (the hypernetwork)."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise RecsysHyperError(f"grouped histories: k must be a whole number >= 1; got {k!r}")
+    check_count(k, "k", "recommend")
     users = pd.DataFrame({S.USER_ID: _user_ids(grouped)})
     if len(users) == 0:                           # an empty batch (a Spark partition with no user)
         columns = ["item_ids", "scores"] + ["explanations"] * bool(explain) + ["ratings", "lower", "upper"] * bool(

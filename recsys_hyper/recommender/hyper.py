@@ -32,7 +32,7 @@ from ..data.frames import histories_from_frame, require_columns
 from ..numerics.biases import tune_biases
 from ..numerics.mf import FEATURE_REG, feature_prior, tune_fold_in, tune_mf
 from ..numerics.mf import GRID as MF_GRID
-from ..errors import RecsysHyperError
+from ..errors import RecsysHyperError, check_count
 from ..networks.hyper import BLEND, BLEND_MAX_K, Heads, HyperRecModel, ItemTable
 from ..numerics.features import FeatureSpec, FeatureTensors, dense_features, with_pad_row
 from ..numerics.intervals import Intervals
@@ -576,8 +576,8 @@ class HyperRecommender(Recommender):
         """
         self._check_fitted()
         cat = self._catalogue(item_features)
-        n = _check_count(n, "n", "ask", cat.size)
-        targets = _check_count(targets, "targets", "ask")
+        n = check_count(n, "n", "ask", cat.size)
+        targets = check_count(targets, "targets", "ask")
         ids = _known_users(histories, users, user_ids, "ask")
         h = histories_from_frame(checked_histories(self, histories, cat.ids, allow_rating_mismatch=allow_rating_mismatch),
                                  cat.ids, users, ids)
@@ -631,7 +631,7 @@ class HyperRecommender(Recommender):
         self._check_fitted()
         require_columns(items, (S.USER_ID, S.ITEM_ID), "items")
         if top_events is not None:
-            top_events = _check_count(top_events, "top_events", "explain")
+            top_events = check_count(top_events, "top_events", "explain")
         cat = self._catalogue(item_features)
         ids = _known_users(histories, users, pd.unique(items[S.USER_ID]), "explain")
         h = histories_from_frame(checked_histories(self, histories, cat.ids, allow_rating_mismatch=allow_rating_mismatch),
@@ -832,16 +832,6 @@ def _tuning(fitted: dict | None, result: TrainResult, mf_searches: dict | None =
         grid.update(fitted["search"].grid)
     return {"grid": grid, "chosen": chosen, "metric": "validation loss",
             "score": min(result.calibration.values()) if result.calibration else float("nan")}
-
-
-def _check_count(value, name: str, method: str, at_most: int | None = None) -> int:
-    """A whole number >= 1 (and <= ``at_most``), or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise RecsysHyperError(f"The '{name}' parameter of {method} must be a whole number >= 1. Got {value!r} instead.")
-    if at_most is not None and value > at_most:
-        raise RecsysHyperError(f"The '{name}' parameter of {method} must be at most the catalogue's {at_most:,} items. "
-                               f"Got {value!r} instead.")
-    return int(value)
 
 
 def _known_users(histories: pd.DataFrame | None, users: pd.DataFrame | None, user_ids, method: str):
