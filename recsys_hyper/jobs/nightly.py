@@ -64,7 +64,7 @@ from ..evaluation.protocol import Protocol
 from ..evaluation.runner import measure_models
 from ..memory import release_freed_memory
 from ..recommender import HyperRecommender
-from ..recommender.checks import SCALE_TOLERANCE
+from ..recommender.checks import outside_scale
 from . import cohorts
 from . import snapshot as snapshot_store
 from .evaluate import run_cold_start_evaluation
@@ -327,10 +327,10 @@ def _validate(date, cfg, state, work_id) -> dict:
 
 
 def _check_scale(ratings: np.ndarray, scale: tuple[float, float], file: str, c) -> None:
-    """Ratings of a landing file outside the snapshot's scale ``[lo, hi]`` (the tolerance of the
-    serving checks, :class:`~recsys_hyper.recommender.checks.OutsideScale`) become a problem of ``c``."""
+    """Ratings of a landing file outside the snapshot's scale ``[lo, hi]`` (as the serving checks
+    read it) become a problem of ``c``."""
     lo, hi = scale
-    outside = (ratings < lo - SCALE_TOLERANCE) | (ratings > hi + SCALE_TOLERANCE)
+    outside = outside_scale(ratings, lo, hi)
     if outside.any():
         c.add(file, S.RATING, f"has {int(outside.sum())} ratings of {len(ratings)} outside the scale of the "
               f"snapshot's ratings so far, [{lo:g}, {hi:g}]",

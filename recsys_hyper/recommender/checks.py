@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 
 #: how far beyond its scale a rating may be before it counts as outside (float32 rounding)
 SCALE_TOLERANCE = 1e-6
+
+
+def outside_scale(ratings: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Which of ``ratings`` lie outside the scale ``[lo, hi]`` (beyond ``SCALE_TOLERANCE``)."""
+    return (ratings < lo - SCALE_TOLERANCE) | (ratings > hi + SCALE_TOLERANCE)
+
 MISMATCH_FIX = "use the model trained on this kind of data, or pass --allow-rating-mismatch if this is intended"
 
 
@@ -82,7 +88,7 @@ class OutsideScale:
 
     def add(self, batch: np.ndarray, first_row: int | None = None) -> None:
         start = self.n if first_row is None else first_row
-        outside = np.flatnonzero((batch < self.lo - SCALE_TOLERANCE) | (batch > self.hi + SCALE_TOLERANCE))
+        outside = np.flatnonzero(outside_scale(batch, self.lo, self.hi))
         self.n_out += len(outside)
         self.rows += (outside[: 5 - len(self.rows)] + start).tolist()
         self.examples += batch[outside[: 5 - len(self.examples)]].tolist()
