@@ -190,13 +190,15 @@ class TrainConfig:
     item_item_lambdas: tuple[float, ...] = (1e2, 1e3, 1e4, 1e5, 1e6, 1e7)   # EASE's ridge, chosen on validation
     item_item_weights: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)         # its weight (x a data scale), ditto
     item_item_min_gain: float = 0.01   # kept only if it lifts validation nDCG@10 by this share
-    # how far the rating may move toward its exact special cases (the bias baseline, MF fold-in from
-    # a zero and from a features prior), chosen per support size k on validation users (the weight
-    # of each on this grid, summing to at most 1); () = never (all need bias_init "fitted" and
-    # explicit ratings)
-    rating_blend_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    # the rating's blend with its exact special cases (the bias baseline, MF fold-in from a zero and
+    # from a features prior), per support size k, on this grid of weights: the special cases' own
+    # weights (summing to 1) by cross-fitting over every training user, then the network's share on
+    # the validation users; () = never (all need bias_init "fitted" and explicit ratings)
+    rating_blend_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     mf_special_case: bool = True       # MF fold-in among them (MF tuned as the MF baseline is); False: bias only
-    mf_max_users: int = 50_000         # MF is tuned and fitted on at most this many training users (a seeded sample)
+    mf_max_users: int = 50_000         # MF is fitted on at most this many training users (a seeded sample)
+    crossfit_folds: int = 5            # folds of the cross-fitting the closed-form choices are made by
+    crossfit_max_users: int = 50_000   # users the cross-fitting holds at most (a seeded sample of the training users)
     bias_init: str = "fitted"          # item biases start as the bias baseline's fit (tuned), or "shrunk-mean"
     train_item_bias: bool = False      # False: item biases stay at their initial values
     seed: int = 0
@@ -219,7 +221,8 @@ class TrainConfig:
         "item_item_lambdas": Rule("floats", 0, 1e30, open_lo=True, empty=False),
         "item_item_weights": Rule("floats", 0, 1e6, empty=False), "item_item_min_gain": Rule("float", 0, 1e6),
         "rating_blend_grid": Rule("floats", 0, 1), "mf_special_case": Rule("bool"),
-        "mf_max_users": Rule("int", 1, 10**9),
+        "mf_max_users": Rule("int", 1, 10**9), "crossfit_folds": Rule("int", 2, 100),
+        "crossfit_max_users": Rule("int", 2, 10**9),
         "bias_init": Rule("str", choices=("shrunk-mean", "fitted")), "train_item_bias": Rule("bool"),
         "seed": Rule("int", 0, 2**32 - 1),
     }

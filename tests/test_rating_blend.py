@@ -1,12 +1,15 @@
 """The rating's exact special cases: the bias baseline and MF fold-in live inside the model's rating
-head, so that a blend weight of 1 gives that baseline's predictions exactly (same training users,
-same hyper-parameters) and the weights chosen on validation users leave the ranking untouched."""
+head, so that a blend weight of 1 gives that baseline's predictions exactly (same training data,
+same hyper-parameters, on users never seen, through the library and through the command line), and
+the blend leaves the ranking untouched; how the blend is chosen (cross-fitted weights for the
+special cases, the network's share on validation users, smooth and monotone in k)."""
 
 from __future__ import annotations
 
 import contextlib
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -60,28 +63,85 @@ def _bias(chosen):
 
 
 def _mf(chosen):
-    return MatrixFactorization(dim=chosen["mf_dim"], reg=chosen["mf_reg"], fold_in_reg=chosen["mf_fold_in_reg"],
-                               bias_fold_in_reg=chosen["mf_bias_fold_in_reg"], seed=CFG.train.seed)
+    return MatrixFactorization(dim=chosen["mf_dim"], reg=chosen["mf_reg"], reg_per_event=chosen["mf_reg_per_event"],
+                               fold_in_reg=chosen["mf_fold_in_reg"], bias_fold_in_reg=chosen["mf_bias_fold_in_reg"],
+                               seed=CFG.train.seed)
 
 
 def _mf_features(chosen):
-    return MatrixFactorization(dim=chosen["mf_dim"], reg=chosen["mf_reg"], fold_in_reg=chosen["mf_features_fold_in_reg"],
+    return MatrixFactorization(dim=chosen["mf_dim"], reg=chosen["mf_reg"], reg_per_event=chosen["mf_reg_per_event"],
+                               fold_in_reg=chosen["mf_features_fold_in_reg"],
                                bias_fold_in_reg=chosen["mf_features_bias_fold_in_reg"], use_features=True,
                                seed=CFG.train.seed)
 
 
-@pytest.mark.parametrize("weights, baseline", [((1, 0, 0), _bias), ((0, 1, 0), _mf), ((0, 0, 1), _mf_features)],
-                         ids=["bias", "mf", "mf-features"])
+CASES = [((1, 0, 0), _bias), ((0, 1, 0), _mf), ((0, 0, 1), _mf_features)]
+
+
+@pytest.mark.parametrize("weights, baseline", CASES, ids=["bias", "mf", "mf-features"])
 def test_a_weight_of_one_gives_that_baselines_predictions(split, weights, baseline):
-    """Each special case, alone, is its baseline fitted on the same training users with the
-    hyper-parameters the model chose for it (the features prior reads the users' side features)."""
+    """Each special case, alone, is its baseline fitted on the same training data (every training
+    user, the model's validation users included) with the hyper-parameters the model chose for it
+    (the features prior reads the users' side features), on users neither ever saw."""
     model = split["model"]
     assert not model.user_spec_.empty
-    reference = baseline(model.tuning_["chosen"]).fit(split["train"], validation_users=split["val"], progress=False)
+    reference = baseline(model.tuning_["chosen"]).fit(split["train"], progress=False)
     with blended(model, *weights):
         got = model.predict(split["support"], split["query"], users=split["users"])
     want = reference.predict(split["support"], split["query"], users=split["users"])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def cli_split(tmp_path_factory):
+    """A model trained through the command line on the training users of a user split (users 80 /
+    20), and the held-out users' first k events (k = 0 .. 12) in a data folder, with their other
+    events as the pairs to predict: the path a user takes."""
+    from recsys_hyper.cli import main
+    from recsys_hyper.data.dataset import write_dataset
+
+    root = tmp_path_factory.mktemp("cli-blend")
+    generate(preset("tiny", n_users=300, n_items=150, seed=5), root / "all")
+    ds = load_dataset(root / "all")
+    users = ds.users["user_id"].to_numpy()
+    new = np.random.default_rng(0).permutation(users)[:60]
+    train = Dataset(ds.interactions[~ds.interactions["user_id"].isin(new)].reset_index(drop=True),
+                    ds.users[~ds.users["user_id"].isin(new)].reset_index(drop=True), ds.items)
+    write_dataset(train, root / "train")
+    events = ds.interactions[ds.interactions["user_id"].isin(new)].sort_values(["user_id", "timestamp", "item_id"])
+    pos = events.groupby("user_id").cumcount()
+    k = events["user_id"].map({u: i % 13 for i, u in enumerate(new)})
+    support, query = events[pos < k], events[pos >= k]
+    new_users = ds.users[ds.users["user_id"].isin(new)].reset_index(drop=True)
+    write_dataset(Dataset(support.reset_index(drop=True), new_users, ds.items), root / "new", overwrite=True)
+    query[["user_id", "item_id"]].to_parquet(root / "pairs.parquet", index=False)
+    (root / "config.toml").write_text(
+        "[model]\ndim = 8\nhidden = 16\nz_dim = 16\n[train]\nepochs = 2\nbatch_users = 32\nk_max = 10\n")
+    assert main(["train", "--data", str(root / "train"), "--out", str(root / "model"), "--config",
+                 str(root / "config.toml"), "--seed", "3", "--no-track", "--no-progress"]) == 0
+    return {"root": root, "train": load_dataset(root / "train"), "support": support, "query": query,
+            "users": new_users}
+
+
+@pytest.mark.parametrize("weights, baseline", CASES, ids=["bias", "mf", "mf-features"])
+def test_through_the_command_line_a_weight_of_one_is_that_baseline_on_users_never_seen(cli_split, weights, baseline,
+                                                                                         tmp_path):
+    """``recsys-hyper train`` then ``recsys-hyper predict`` for held-out users, with a weight of 1 on
+    one special case, gives that baseline's predictions (the library's, fitted on the same training
+    folder with the hyper-parameters in model.json) to 1e-5."""
+    from recsys_hyper.cli import main
+
+    root = cli_split["root"]
+    model = HyperRecommender.load(root / "model")
+    model.model_.rating_blend[:] = torch.tensor(weights, dtype=torch.float32)
+    model.save(tmp_path / "model")
+    assert main(["predict", "--model", str(tmp_path / "model"), "--data", str(root / "new"), "--pairs",
+                 str(root / "pairs.parquet"), "--out", str(tmp_path / "pred.parquet")]) == 0
+    got = pd.read_parquet(tmp_path / "pred.parquet")
+    reference = baseline(model.tuning_["chosen"]).fit(cli_split["train"], progress=False)
+    want = reference.predict(cli_split["support"], got[["user_id", "item_id"]], users=cli_split["users"])
+    assert len(got) == len(cli_split["query"])
+    np.testing.assert_allclose(got["prediction"].to_numpy(), want, rtol=0, atol=1e-5)
 
 
 def test_the_blend_changes_ratings_but_never_the_ranking(split):
@@ -109,54 +169,91 @@ def test_the_chosen_blend_is_recorded_and_saved(split, tmp_path):
 
 
 def test_the_one_standard_error_rule():
-    """A blend is kept over a baseline alone only when its gain is larger than one standard error
-    of the paired difference over users."""
+    """A candidate is preferred to the simpler one only when its mean gain over users is larger than
+    one standard error of the paired per-user difference."""
     from recsys_hyper.numerics.search import within_one_standard_error
 
     rng = np.random.default_rng(0)
-    simple = rng.gamma(5.0, 2.0, size=500)                       # per-user sums of absolute errors
-    pairs = 500 * 12
-    assert not within_one_standard_error(simple - 0.5, simple, pairs)          # better for every user
-    noisy = simple + rng.normal(0.0, 3.0, size=500)
-    gain = (simple.sum() - noisy.sum()) / pairs
-    se = np.sqrt(500) * np.std(noisy - simple, ddof=1) / pairs
-    assert within_one_standard_error(noisy, simple, pairs) == (gain <= se)
-    assert within_one_standard_error(noisy - 0.5 * se * pairs / 500, simple, pairs) == (gain + 0.5 * se <= se)
-    assert within_one_standard_error(simple + 0.1, simple, pairs)              # worse: the simpler is kept
-    assert not within_one_standard_error(noisy - 3 * se * pairs / 500, simple, pairs)
+    simple = rng.gamma(5.0, 0.15, size=500)                     # per-user MAE
+    assert not within_one_standard_error(simple - 0.05, simple)                 # better for every user
+    noisy = simple + rng.normal(0.0, 0.2, size=500)
+    gain, se = (simple - noisy).mean(), np.std(noisy - simple, ddof=1) / np.sqrt(500)
+    assert within_one_standard_error(noisy, simple) == (gain <= se)
+    assert within_one_standard_error(noisy - 0.5 * se, simple) == (gain + 0.5 * se <= se)
+    assert not within_one_standard_error(noisy - (se - gain) - 1e-3, simple)
+    assert within_one_standard_error(simple + 0.01, simple)                     # worse: the simpler is kept
+    nan = simple.copy()
+    nan[:10] = np.nan                                                            # users without pairs: left out
+    assert not within_one_standard_error(nan - 0.05, simple)
 
 
-def test_a_baseline_alone_is_kept_where_the_blend_is_not_better_by_a_standard_error():
-    """One k's choice: the lowest validation MAE's weights, unless the best case alone is within
-    one standard error of it."""
-    from recsys_hyper.numerics.search import grid_search
-    from recsys_hyper.training.selection import blend_or_alone
+def _predictions(errors_by_candidate_row: np.ndarray, actual: float = 3.0):
+    """Predictions of 2 models for ``users`` users with one pair each, the first model exact and the
+    second off by the given per-user amount: a blend ``(1 - a, a)`` errs by ``a`` times it."""
+    from recsys_hyper.numerics.crossfit import Predictions
 
-    rng = np.random.default_rng(1)
-    names, users, pairs = ("bias", "mf"), 300, 300 * 10
-    alone_bias = rng.gamma(5.0, 2.0, size=users)                 # per-user sums of absolute errors
-    alone_mf = alone_bias + rng.normal(0.2, 1.0, size=users)
-    model = alone_bias + rng.normal(0.5, 1.0, size=users)
-
-    def search(per_user):
-        return grid_search({"bias": [0.0, 0.5, 1.0], "mf": [0.0, 1.0]},
-                           lambda bias, mf: per_user[(bias, mf)].sum() / pairs if (bias, mf) in per_user else float("nan"),
-                           "validation MAE", candidates=[{"bias": b, "mf": m} for b, m in per_user])
-
-    def choose(mixed):
-        per_user = {(0.0, 0.0): model, (1.0, 0.0): alone_bias, (0.0, 1.0): alone_mf, (0.5, 0.0): mixed}
-        return blend_or_alone(search(per_user), names, per_user, pairs)
-
-    assert choose(alone_bias - 0.5) == (0.5, 0.0)                                  # better for every user
-    assert choose(alone_bias + rng.normal(-0.02, 2.0, size=users)) == (1.0, 0.0)    # a gain within noise
-    assert choose(alone_bias + 0.1) == (1.0, 0.0)                                  # the case alone is best
-    assert blend_or_alone(search({(0.0, 0.0): model, (0.5, 0.0): alone_bias}), names, {}, pairs) == (0.5, 0.0)  # none alone
+    n = len(errors_by_candidate_row)
+    parts = np.stack([np.full(n, actual), actual + errors_by_candidate_row])
+    return Predictions(parts, np.full(n, actual), np.arange(n), n)
 
 
-def test_the_chosen_weights_are_the_lowest_mae_or_a_case_alone(split):
-    result = split["model"].training_.rating_blend
-    for k, weights in result["weights"].items():
-        scores = result["scores"][k]
-        best = min(scores, key=lambda c: c["score"])
-        chosen = [c for c in scores if [c.get(name, 0.0) for name in ("bias", "mf", "mf_features")] == weights]
-        assert len(chosen) == 1 and (chosen[0] is best or sorted(weights) == [0.0, 0.0, 1.0])
+def test_choose_weights_keeps_the_simpler_blend_unless_the_gain_is_clear():
+    from recsys_hyper.numerics.crossfit import Predictions, choose_weights
+
+    rng = np.random.default_rng(3)
+    n, candidates = 400, [(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)]
+    base = rng.gamma(4.0, 0.2, size=n)
+    # model 0 errs by base, model 1 by base - gain: gain clear (every user) or noise (around zero)
+    for gain, expected in ((0.1 * np.ones(n), (0.0, 1.0)), (rng.normal(0.0, 0.5, size=n), (1.0, 0.0))):
+        p = Predictions(np.stack([3.0 + base, 3.0 + base - gain]), np.full(n, 3.0), np.arange(n), n)
+        choice = choose_weights({1: p}, candidates, (1.0, 5.0), simpler=(1.0, 0.0))
+        assert choice.weights[1] == expected
+
+
+def test_choose_weights_one_more_rating_never_hurts_where_a_candidate_allows():
+    """A size whose best candidate scores worse than the previous size's choice takes the best one
+    that does not; with no such candidate, its best."""
+    from recsys_hyper.numerics.crossfit import choose_weights
+
+    n, candidates = 50, [(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)]
+    # errors of the blend (1 - a, a) are a * e; k=1: second model off by -1 (blend weight 0 is exact)
+    ones = np.ones(n)
+    preds = {1: _predictions(0.4 * ones), 3: _predictions(0.0 * ones)}
+    assert choose_weights(preds, candidates, None).weights == {1: (1.0, 0.0), 3: (1.0, 0.0)}
+    # at k=3 the first model errs by 0.5 everywhere: best is (0, 1) (error 0.3) but k=1 scored 0
+    from recsys_hyper.numerics.crossfit import Predictions
+
+    p3 = Predictions(np.stack([np.full(n, 3.5), np.full(n, 3.3)]), np.full(n, 3.0), np.arange(n), n)
+    choice = choose_weights({1: preds[1], 3: p3}, candidates, None)
+    assert choice.weights[3] == (0.0, 1.0)                # no candidate reaches 0: the best one
+    p3b = Predictions(np.stack([np.full(n, 3.0), np.full(n, 3.0) + 0.01]), np.full(n, 3.0), np.arange(n), n)
+    p1b = Predictions(np.stack([np.full(n, 3.2), np.full(n, 3.0)]), np.full(n, 3.0), np.arange(n), n)
+    shared = choose_weights({1: p1b, 3: p3b}, candidates, None, shared=lambda k: 0)
+    # one shared choice would be (0, 1) (mean 0.005 vs 0.1); at k=3 it scores 0.01 > k=1's 0: k=3 moves
+    assert shared.weights[1] == (0.0, 1.0) and shared.weights[3] == (1.0, 0.0)
+
+
+def test_the_models_blend_is_smooth_in_k_and_its_parts_are_recorded(split):
+    """The special cases' own weights (cross-fitted) sum to 1 per k; the network keeps one share for
+    users without events and one for every k >= 1; the table the model serves from is linear in k
+    between the validated sizes."""
+    from recsys_hyper.networks.hyper import BLEND
+
+    model = split["model"]
+    chosen = model.tuning_["chosen"]
+    cases = chosen["special_cases_blend"]
+    assert all(abs(sum(w.values()) - 1) < 1e-9 for w in cases.values())
+    network = {int(k): v for k, v in chosen["rating_blend_network"].items()}
+    ks = sorted(network)
+    table = model.model_.rating_blend.numpy()
+    for k in ks:
+        expected = [(1 - network[k]) * cases[str(k)][name] for name in BLEND]
+        np.testing.assert_allclose(table[k], expected, atol=1e-6)
+    for a, b in zip(ks, ks[1:]):
+        for j in range(b - a + 1):
+            np.testing.assert_allclose(table[a + j], table[a] + (table[b] - table[a]) * j / (b - a), atol=1e-6)
+    np.testing.assert_allclose(table[ks[-1]:], np.broadcast_to(table[ks[-1]], table[ks[-1]:].shape), atol=1e-6)
+    scores = model.training_.rating_blend["scores"]
+    for a, b in zip(ks[1:], ks[2:]):                # one more rating never hurts, where a share allows
+        prev = scores[a][f"{network[a]:g}"]
+        assert scores[b][f"{network[b]:g}"] <= prev + 1e-9 or min(scores[b].values()) > prev

@@ -1,17 +1,17 @@
-"""Population and bias baselines, each tuned on validation users: Popularity, ItemMean (shrinkage
-tuned) and the bias baseline (item and user biases fitted alternately, both regularisers tuned,
-a new user's bias folded in)."""
+"""Population and bias baselines: Popularity, ItemMean (shrinkage tuned) and the bias baseline (item
+and user biases fitted alternately, both regularisers tuned, a new user's bias folded in); what is
+tuned is chosen by cross-fitting over every training user (:mod:`~recsys_hyper.numerics.crossfit`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..data.episodes import Histories, validation_episodes
+from ..data.episodes import Histories
 from ..numerics.biases import REG_GRID, fit_biases, fold_in_bias, tune_biases
-from ..numerics.measure import mean_mae
+from ..numerics.crossfit import Folds, crossfit_mae
 from ..numerics.search import grid_search
-from ..recommender.base import FoldIn, Recommender, indexed, train_validation_rows
+from ..recommender.base import FoldIn, Recommender, train_validation_rows
 
 #: shrinkage (pseudo-ratings) of the item-mean baseline
 SHRINK_GRID = (0.0, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0)
@@ -32,6 +32,21 @@ def item_stats(h: Histories, rows: np.ndarray, n_items: int, shrink: float) -> t
 def support_sizes(h: Histories) -> FoldIn:
     """The state of a population method: nothing but how many events each user brought."""
     return FoldIn.of(h, {"n": torch.from_numpy(h.lengths.astype(np.float32))})
+
+
+class _Means:
+    """``mu + b_i`` for every user, as :func:`~recsys_hyper.numerics.measure.measure_episode` measures it."""
+
+    implicit = False
+
+    def __init__(self, mu: float, b_i: torch.Tensor, rating_range: tuple | None):
+        self.mu, self.b_i, self.rating_range = mu, b_i, rating_range
+
+    def adapt(self, h: Histories) -> None:
+        return None
+
+    def rate(self, adapted, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.mu + self.b_i[items]
 
 
 class Popularity(Recommender):
@@ -57,7 +72,8 @@ class Popularity(Recommender):
 
 class ItemMean(Recommender):
     """Rates and ranks every item by its shrunk mean rating: ``shrink`` pseudo-ratings at the
-    global mean (chosen on validation users from :data:`SHRINK_GRID` when not given)."""
+    global mean (chosen from :data:`SHRINK_GRID` by cross-fitting over every training user when not
+    given; see :mod:`~recsys_hyper.numerics.crossfit`)."""
 
     name = "item-mean"
     _tensors = ("mu_", "item_bias_")
@@ -66,20 +82,17 @@ class ItemMean(Recommender):
         super().__init__(shrink=shrink)
 
     def _fit(self, dataset, h, validation_users, progress) -> None:
-        train_rows, val_rows = train_validation_rows(h, validation_users)
-
-        def use(shrink):
-            self.mu_, self.item_bias_, _ = item_stats(h, train_rows, len(self.item_map_), shrink)
-            self.mu_ = torch.tensor(self.mu_)
-
-        if self.params["shrink"] is not None or not len(val_rows):
-            use(10.0 if self.params["shrink"] is None else self.params["shrink"])
-            return
-        episodes, view = validation_episodes(h.select(val_rows)), indexed(self)
-        search = grid_search({"shrink": SHRINK_GRID}, lambda shrink: (use(shrink), mean_mae(view, episodes))[1],
-                             "validation MAE")
-        use(**search.chosen)
-        self.tuning_ = search.record()
+        N = len(self.item_map_)
+        shrink = self.params["shrink"]
+        if shrink is None and len(h) >= 2:
+            folds = Folds.split(h)
+            search = grid_search({"shrink": SHRINK_GRID}, lambda shrink: crossfit_mae(
+                folds, lambda j: _Means(*item_stats(folds.train[j], np.arange(len(folds.train[j])), N, shrink)[:2],
+                                        self.rating_range_)), "cross-fitted MAE (mean over users)")
+            shrink = search.chosen["shrink"]
+            self.tuning_ = search.record()
+        mu, self.item_bias_, _ = item_stats(h, np.arange(len(h)), N, 10.0 if shrink is None else shrink)
+        self.mu_ = torch.tensor(mu)
 
     def _adapt(self, h, users, catalogue) -> FoldIn:
         return support_sizes(h)
@@ -94,8 +107,9 @@ class ItemMean(Recommender):
 class BiasBaseline(Recommender):
     """``mu + b_i + b_u``: item and user biases fitted alternately on the training users (ridge
     regularisers ``item_reg`` and ``user_reg``); a new user's bias is folded in from the support
-    set the same way, ``b_u = sum(r - mu - b_i) / (k + user_reg)``. Both regularisers are chosen on
-    validation users (the cold-start protocol on their earliest events) when not given."""
+    set the same way, ``b_u = sum(r - mu - b_i) / (k + user_reg)``. Both regularisers are chosen by
+    cross-fitting over every training user (validation users are training users too: see
+    :mod:`~recsys_hyper.numerics.crossfit`) when not given, then the biases fitted on all of them."""
 
     name = "bias"
     _tensors = ("mu_", "item_bias_", "user_shrink_")
@@ -104,15 +118,13 @@ class BiasBaseline(Recommender):
         super().__init__(item_reg=item_reg, user_reg=user_reg)
 
     def _fit(self, dataset, h, validation_users, progress) -> None:
-        train_rows, val_rows = train_validation_rows(h, validation_users)
-        train = h.select(train_rows)
         N = len(self.item_map_)
         given = {k: v for k, v in self.params.items() if v is not None}
-        if len(given) == 2 or not len(val_rows):
+        if len(given) == 2 or len(h) < 2:
             item_reg, user_reg = given.get("item_reg", 10.0), given.get("user_reg", 5.0)
-            mu, b_i, _ = fit_biases(train, N, item_reg, user_reg)
+            mu, b_i, _ = fit_biases(h, N, item_reg, user_reg)
         else:
-            fit = tune_biases(train, validation_episodes(h.select(val_rows)), N, self.rating_range_,
+            fit = tune_biases(h, Folds.split(h), N, self.rating_range_,
                               item_grid=[given["item_reg"]] if "item_reg" in given else REG_GRID,
                               user_grid=[given["user_reg"]] if "user_reg" in given else REG_GRID)
             mu, b_i, item_reg, user_reg = fit["mu"], fit["item_bias"], fit["item_reg"], fit["user_reg"]

@@ -223,9 +223,9 @@ class ItemTable:
     """The item side of the linear heads, row-aligned: ``vectors`` (..., D + c) = ``[phi_i, p_i]``
     (``phi_i = [e_i, 1]``, ``p_i`` the item-item target vector, empty when the path is off), the
     rating bias ``b_i`` and ranking bias ``c_i`` (...,), the global mean rating ``mu``, ``D``, and
-    ``extra`` (..., E): the rating-only columns of MF fold-in, the special case blended into the
-    rating (``[q_i, delta_i]``: MF's item factors and its item bias minus the model's; E = 0 when
-    there is none)."""
+    ``extra`` (..., E): the rating-only columns of the special cases blended into the rating (MF
+    fold-in's ``[q_i, delta_i]``: its item factors and its item bias minus the model's; then the
+    bias baseline's item bias minus the model's; E = 0 when there are none)."""
 
     vectors: torch.Tensor
     rating_bias: torch.Tensor
@@ -346,6 +346,7 @@ class HyperRecModel(nn.Module):
         # support size k (the last for every larger k), in the order of BLEND: 0, 0, 0 = the model alone
         self.register_buffer("rating_blend", torch.zeros(BLEND_MAX_K + 1, len(BLEND)))
         self.register_buffer("bias_user_reg", torch.ones(()))
+        self.register_buffer("bias_delta", torch.zeros(n_items + 1))     # the bias baseline's mu + b_i minus the model's
         self.mf_rank = mf_rank
         self.user_spec = user_spec
         self.register_buffer("mf_factors", torch.zeros(n_items + 1, mf_rank))
@@ -398,9 +399,11 @@ class HyperRecModel(nn.Module):
         return torch.linalg.inv(phi.transpose(1, 2) @ phi + torch.diag_embed(lam))
 
     def bias_head(self, items_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The bias baseline's rating head (B, D): ``[0, ..., 0, b_u]`` with ``b_u = sum(r - mu - b_j)
-        / (k + user_reg)``, so that ``mu + b_i + head . phi_i`` is its rating exactly."""
-        b_u = (self.residual_targets(items_support, r_support) * mask).sum(1) / (mask.sum(1) + self.bias_user_reg)
+        """The bias baseline's rating head (B, D): ``[0, ..., 0, b_u]`` with ``b_u = sum(r - mu_b - b_j^b)
+        / (k + user_reg)`` (its own global mean and item biases, ``mu + b_j + bias_delta_j``), so that
+        ``mu + b_i + head . phi_i + bias_delta_i`` is its rating exactly."""
+        resid = self.residual_targets(items_support, r_support) - self.bias_delta[items_support]
+        b_u = (resid * mask).sum(1) / (mask.sum(1) + self.bias_user_reg)
         return torch.cat([b_u.new_zeros(b_u.shape[0], self.dim), b_u.unsqueeze(-1)], -1)
 
     def mf_head(self, items_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor,
@@ -421,23 +424,40 @@ class HyperRecModel(nn.Module):
                              r_support: torch.Tensor, mask: torch.Tensor, user_feats: FeatureTensors | None = None
                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The rating head blended with its special cases (:data:`BLEND`) by the weights of each
-        user's support size (:attr:`rating_blend`): ``w`` (B, D) and MF's coefficients ``x`` (B,
-        mf_rank + 1: the MF weights times ``[p_u, 1]``); the ranking head ``v + w`` is left as it was."""
+        user's support size (:attr:`rating_blend`): ``w`` (B, D) and the coefficients ``x`` (B, E)
+        of the items' rating-only columns (:meth:`item_table`'s ``extra``: MF's weights times ``[p_u,
+        1]``, then the bias baseline's weight); the ranking head ``v + w`` is left as it was."""
         k = mask.sum(1).long().clamp(max=self.rating_blend.shape[0] - 1)
         alpha, beta, gamma = self.rating_blend[k].unbind(-1)                               # (B,) x 3
-        x = w.new_zeros(w.shape[0], self.mf_rank + 1 if self.mf_rank else 0)
+        x = w.new_zeros(w.shape[0], self.extra_dim)
         if not bool(self.rating_blend[k].any()):
             return w, v, x
         blended = (1 - alpha - beta - gamma).unsqueeze(-1) * w
         blended = blended + alpha.unsqueeze(-1) * self.bias_head(items_support, r_support, mask)
         if self.mf_rank:
+            R = self.mf_rank
             for weight, row in ((beta, 0), (gamma, 1)):                                    # zero / features prior
                 if bool(weight.any()):
                     prior = self.mf_prior(user_feats, len(w)) if row else None
                     mf = self.mf_head(items_support, r_support, mask, prior, row)              # (B, R + 1)
                     blended[:, -1] += weight * mf[:, -1]                                   # its user bias
-                    x = x + weight.unsqueeze(-1) * torch.cat([mf[:, :-1], torch.ones_like(mf[:, -1:])], -1)
+                    x[:, :R] += weight.unsqueeze(-1) * mf[:, :-1]
+                    x[:, R] += weight                                                      # MF's item-bias deltas
+        if self.bias_delta_active:
+            x[:, -1] = alpha                                                               # the bias baseline's
         return blended, v + (w - blended), x
+
+    @property
+    def bias_delta_active(self) -> bool:
+        """Whether the bias baseline's item biases differ from the network's (one more rating-only
+        column: ``bias_delta``). Models saved before it existed have none."""
+        return bool(self.bias_delta.any())
+
+    @property
+    def extra_dim(self) -> int:
+        """The width E of the items' rating-only columns: MF's factors and item-bias deltas (when MF is
+        among the special cases), then the bias baseline's item-bias deltas (when they differ)."""
+        return (self.mf_rank + 1 if self.mf_rank else 0) + int(self.bias_delta_active)
 
     def prior(self, e_support: torch.Tensor, r_support: torch.Tensor, mask: torch.Tensor,
               user_feats: FeatureTensors | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -476,6 +496,8 @@ class HyperRecModel(nn.Module):
         r = self.ii_active
         if r:
             vectors = torch.cat([vectors, self.ii_vectors[:, :r][items]], -1)
-        extra = (torch.cat([self.mf_factors[items], self.mf_delta[items].unsqueeze(-1)], -1) if self.mf_rank
-                 else vectors.new_zeros(*vectors.shape[:-1], 0))
+        extra = [self.mf_factors[items], self.mf_delta[items].unsqueeze(-1)] if self.mf_rank else []
+        if self.bias_delta_active:
+            extra.append(self.bias_delta[items].unsqueeze(-1))
+        extra = torch.cat(extra, -1) if extra else vectors.new_zeros(*vectors.shape[:-1], 0)
         return ItemTable(vectors, self.item_bias[items], self.item_rank_bias[items], self.mu, self.dim + 1, extra)

@@ -1,15 +1,16 @@
 """Global, item and user biases ``r ~ mu + b_i + b_u``: fitted by alternating ridge fits, a new
-user's bias folded in the same way, and both regularisers chosen on validation episodes. Shared by
-the bias baseline and the hypernetwork (whose item biases and bias prior start from this fit)."""
+user's bias folded in the same way, and both regularisers chosen by cross-fitting over every
+training user. Shared by the bias baseline and the hypernetwork (whose item biases and bias prior
+start from this fit, and whose rating contains the bias baseline as an exact special case)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..data.episodes import Episode, Histories, capped_sample
-from .measure import mean_mae
-from .search import grid_search
+from ..data.episodes import Histories
+from .crossfit import Folds, crossfit_mae
+from .search import coordinate_search
 
 #: regulariser grid (pseudo-ratings) for item and user biases
 REG_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -53,32 +54,24 @@ class BiasFold:
         return torch.from_numpy(self.mu + self.b_i[items.numpy()] + b_u[rows.numpy()])
 
 
-#: above this many training users the grid is searched on a seeded sample of them (then one fit on all)
-GRID_MAX_USERS = 200_000
-
-
-def tune_biases(train: Histories, episodes: list[Episode], n_items: int, rating_range: tuple | None,
-                item_grid=REG_GRID, user_grid=REG_GRID, max_users: int | None = GRID_MAX_USERS, seed: int = 0) -> dict:
-    """Both regularisers on the grid, chosen by the validation MAE of ``episodes`` (the cold-start
-    protocol on validation users). Returns the fit (``mu``, ``item_bias``), the chosen ``item_reg`` and
-    ``user_reg``, and the ``search`` (every candidate's score).
-
-    With more than ``max_users`` training users the grid's fits use a seeded sample of
-    ``max_users`` of them and the chosen pair is fitted once on all: the search then costs the
-    same however many users there are (at that size item counts are large, and the choice
-    stable)."""
-    sample = train if max_users is None or len(train) <= max_users else \
-        train.select(capped_sample(len(train), max_users, [seed, 2357]))
-    fits = {}
+def tune_biases(h: Histories, folds: Folds, n_items: int, rating_range: tuple | None, item_grid=REG_GRID,
+                user_grid=REG_GRID) -> dict:
+    """Both regularisers on the grid, chosen by cross-fitting (:mod:`.crossfit`: each fold's users
+    measured as new users by the fit on the other folds, the mean over k of the mean over users of
+    their MAE) with a coordinate search (a few of the grid's points), then fitted once on every user
+    of ``h``. Returns that fit (``mu``, ``item_bias``),
+    the chosen ``item_reg`` and ``user_reg``, the ``search`` (every candidate's score) and
+    ``fold_fits``: each fold's ``(mu, item_bias)`` at the chosen point (the fit that never saw
+    that fold's users)."""
+    fits: dict = {}
 
     def score(item_reg, user_reg):
-        mu, b_i, _ = fits[(item_reg, user_reg)] = fit_biases(sample, n_items, item_reg, user_reg)
-        return mean_mae(BiasFold(mu, b_i, user_reg, rating_range), episodes)
+        fits[(item_reg, user_reg)] = [fit_biases(t, n_items, item_reg, user_reg)[:2] for t in folds.train]
+        return crossfit_mae(folds, lambda j: BiasFold(*fits[(item_reg, user_reg)][j], user_reg, rating_range))
 
-    search = grid_search({"item_reg": list(item_grid), "user_reg": list(user_grid)}, score, "validation MAE",
-                         desc="bias regularisers")
-    mu, b_i, _ = fits[(search.chosen["item_reg"], search.chosen["user_reg"])]
-    if sample is not train:
-        mu, b_i, _ = fit_biases(train, n_items, search.chosen["item_reg"], search.chosen["user_reg"])
-    return {"mu": mu, "item_bias": b_i, "item_reg": search.chosen["item_reg"], "user_reg": search.chosen["user_reg"],
-            "search": search}
+    search = coordinate_search({"item_reg": list(item_grid), "user_reg": list(user_grid)}, score,
+                               "cross-fitted MAE (mean over users)", desc="bias regularisers")
+    item_reg, user_reg = search.chosen["item_reg"], search.chosen["user_reg"]
+    mu, b_i, _ = fit_biases(h, n_items, item_reg, user_reg)
+    return {"mu": mu, "item_bias": b_i, "item_reg": item_reg, "user_reg": user_reg, "search": search,
+            "fold_fits": fits[(item_reg, user_reg)]}

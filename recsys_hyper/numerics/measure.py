@@ -134,12 +134,32 @@ def measure_episode(model: Measurable, support: Histories, query: Histories, *, 
     return out
 
 
-def mean_mae(model: Measurable, episodes: list[Episode], **adapt_kwargs) -> float:
-    """The mean over episodes (one per k) of the MAE over their query pairs: what the tuning of
-    every rating method minimises."""
-    values = [measure_episode(model, e.support, e.query, rank=False, per_user=False, **adapt_kwargs).pair_mae
-              for e in episodes]
+def user_errors(model: Measurable, episodes: list[Episode], **adapt_kwargs) -> dict[int, np.ndarray]:
+    """Each user's MAE over their query pairs, per episode (k -> (users,); NaN for a user with no
+    scoreable pair): what every rating method is tuned on, as the evaluation reports it (a mean over
+    users, each user weighing the same however many ratings they have)."""
+    out = {}
+    for e in episodes:
+        m = measure_episode(model, e.support, e.query, rank=False, per_user=False, **adapt_kwargs)
+        out[e.k] = per_user_errors(m.predicted, m.actual, m.owner, len(e.query))[0]
+    return out
+
+
+def mean_of_users(errors: dict[int, list[np.ndarray] | np.ndarray]) -> float:
+    """The mean over k of the mean over users of a per-user figure (k -> (users,) values, or a
+    list of such arrays to pool: the folds of a cross-fit); users where it is undefined left out."""
+    values = []
+    for parts in errors.values():
+        v = np.concatenate(parts) if isinstance(parts, list) else np.asarray(parts)
+        if np.isfinite(v).any():
+            values.append(float(np.nanmean(v)))
     return float(np.mean(values)) if values else float("nan")
+
+
+def mean_mae(model: Measurable, episodes: list[Episode], **adapt_kwargs) -> float:
+    """The mean over episodes (one per k) of the mean over users of their MAE
+    (:func:`user_errors`): what the tuning of every rating method minimises."""
+    return mean_of_users(user_errors(model, episodes, **adapt_kwargs))
 
 
 def mean_ndcg(model: Measurable, episodes: list[Episode], threshold: float = 4.0, cutoff: int = 10) -> float:

@@ -29,8 +29,9 @@ from ..data.dataset import Dataset, content_digest
 from ..data.episodes import Histories, capped_sample, validation_episodes
 from ..data.idmap import UNKNOWN, IdMap
 from ..data.frames import histories_from_frame, require_columns
-from ..numerics.biases import tune_biases
-from ..numerics.mf import FEATURE_REG, feature_prior, tune_fold_in, tune_mf
+from ..numerics.biases import BiasFold, fit_biases, tune_biases
+from ..numerics.crossfit import FixedBlend, Folds, choose_weights, crossfit_predictions, simplex
+from ..numerics.mf import FEATURE_REG, MF, FoldedMF, feature_prior, tune_fold_in, tune_mf
 from ..numerics.mf import GRID as MF_GRID
 from ..errors import RecsysHyperError, check_count
 from ..networks.hyper import BLEND, BLEND_MAX_K, Heads, HyperRecModel, ItemTable
@@ -52,7 +53,7 @@ ITEM_FEATURES_FILE = "item_features.parquet"
 ADDED_BUFFERS = {"rating_blend": lambda n: torch.zeros(BLEND_MAX_K + 1, len(BLEND)),
                  "bias_user_reg": lambda n: torch.ones(()), "mf_factors": lambda n: torch.zeros(n + 1, 0),
                  "mf_delta": lambda n: torch.zeros(n + 1), "mf_reg": lambda n: torch.ones(2, 1),
-                 "mf_prior_weights": lambda n: torch.zeros(0, 1)}
+                 "mf_prior_weights": lambda n: torch.zeros(0, 1), "bias_delta": lambda n: torch.zeros(n + 1)}
 EMIT_CHUNK_USERS = 4096
 # users x longest history per emission sub-batch (at 131,072 a bucket's first chunk took +170-250 MB)
 EMIT_MAX_CELLS = 65_536
@@ -109,16 +110,48 @@ class UserHeads(AdaptedUsers):
 
 @dataclass
 class SpecialCases:
-    """What the rating contains as exact special cases: ``bias`` the bias baseline's fit (None on
-    implicit data or without ``bias_init = "fitted"``), ``mf`` MF fold-in's fit, ``mf_features`` the
-    same with the fold-in regularisers chosen for the features prior, ``prior_weights`` that
-    prior's ridge weights (F, d + 1) (all three None when off), ``searches`` MF's (name -> search)."""
+    """What the rating contains as exact special cases, their hyper-parameters chosen by
+    cross-fitting over every training user (:mod:`~recsys_hyper.numerics.crossfit`): ``bias`` the
+    bias baseline fitted on every training user (:func:`~recsys_hyper.numerics.biases.tune_biases`'s
+    record; None on implicit data or without ``bias_init = "fitted"``), ``network_bias`` the same
+    regularisers fitted on the network's training users only (its item biases: the validation users
+    never enter them); ``mf`` MF fold-in fitted on every training user, ``mf_features`` the same with
+    the fold-in regularisers chosen for the features prior, ``prior_weights`` that prior's ridge
+    weights (F, d + 1) (all three None when off); ``held_out`` the three blended with their
+    cross-fitted weights per k, fitted without the validation users (``held_out_parts``: their bias
+    fit, MF, MF with the features prior and its weights), ``searches`` every search (name -> search),
+    ``weights`` the special cases' own blend per k."""
 
     bias: dict | None = None
-    mf: object | None = None
-    mf_features: object | None = None
+    network_bias: dict | None = None
+    mf: MF | None = None
+    mf_features: MF | None = None
     prior_weights: torch.Tensor | None = None
+    held_out: FixedBlend | None = None
+    held_out_parts: tuple = ()
+    weights: dict = field(default_factory=dict)
     searches: dict = field(default_factory=dict)
+
+    def install(self, model: HyperRecModel, held_out: bool) -> None:
+        """Put the special cases in the model's buffers, as deltas from its own mu and item biases:
+        those fitted without the validation users (``held_out``: what the validation users are
+        measured with) or those fitted on every training user (what is served)."""
+        if self.bias is None or not self.held_out_parts:          # no blend: nothing to put in
+            return
+        if held_out:
+            (mu, b_i), mf, mf_features, weights = self.held_out_parts
+        else:
+            mu, b_i, mf, mf_features, weights = (self.bias["mu"], self.bias["item_bias"], self.mf, self.mf_features,
+                                                 self.prior_weights)
+        N = len(b_i)
+        with torch.no_grad():
+            model.bias_user_reg.fill_(float(self.bias["user_reg"]))
+            model.bias_delta[:N] = torch.from_numpy(np.asarray(mu + b_i, np.float64)) - model.mu - model.item_bias[:N]
+            if mf is not None and model.mf_rank:
+                model.mf_factors[:N] = mf.item_factors
+                model.mf_delta[:N] = mf.mu + mf.item_bias - model.mu - model.item_bias[:N]
+                model.mf_reg.copy_(torch.stack([mf.fold_in_reg, mf_features.fold_in_reg]))
+                model.mf_prior_weights.copy_(weights)
 
 
 @dataclass
@@ -189,22 +222,18 @@ class HyperRecommender(Recommender):
         train_rows = np.setdiff1d(np.arange(len(h)), val_rows)
         # validation users capped as in training's validation, so the searches cost the same at any size
         tune_rows = val_rows[capped_sample(len(val_rows), cfg.train.max_val_users, [cfg.train.seed, 104729])]
-        cases = self._special_cases(dataset, h, train_rows, tune_rows, user_spec)
-        fitted, mf = cases.bias, cases.mf
+        cases = self._special_cases(dataset, h, train_rows, val_rows, user_spec)
+        mf = cases.mf
         data = TrainingData(
             histories=h,
             user_feats=None if user_spec.empty else user_spec.transform(dataset.users, h.user_ids),
             item_index=torch.arange(len(item_map) + 1),
             item_feats=with_pad_row(item_spec.transform(dataset.items, item_map.values)),
             train_rows=train_rows, val_rows=val_rows, implicit=dataset.implicit, rating_range=self.rating_range_,
-            mf=mf)
+            closed_form=cases.held_out)
         model = HyperRecModel(len(item_map), item_spec, user_spec, mf_rank=mf.params["dim"] if mf else 0,
                               **vars(cfg.model))
-        if mf is not None:
-            model.mf_factors[:len(item_map)] = mf.item_factors
-            model.mf_reg.copy_(torch.stack([mf.fold_in_reg, cases.mf_features.fold_in_reg]))
-            model.mf_prior_weights.copy_(cases.prior_weights)
-        init_biases(model, h.select(train_rows), len(item_map), fitted=fitted)
+        init_biases(model, h.select(train_rows), len(item_map), fitted=cases.network_bias)
         if not cfg.train.train_item_bias:
             model.item_bias.requires_grad_(False)
         if warm_start is not None:
@@ -221,11 +250,15 @@ class HyperRecommender(Recommender):
         self.item_features_ = _known_item_features(dataset.items, item_spec)
         self.training_ = result
         self.n_train_users_, self.n_val_users_ = len(train_rows), len(val_rows)
-        self.tuning_ = _tuning(fitted, result, cases.searches)
+        self.tuning_ = _tuning(cases, result)
+        # prediction intervals: the finished model's errors on the validation users, per k, with the
+        # special cases fitted without them; then the special cases fitted on every training user
+        cases.install(model, held_out=True)
+        self._cache = {}
+        self.intervals_ = None if dataset.implicit else self._calibrate_intervals(h.select(tune_rows), dataset.users)
+        cases.install(model, held_out=False)
         self._cache = {}
         self._item_vectors(self._catalogue())  # item vectors are computed once, not per request
-        # prediction intervals: the finished model's errors on the validation users, per k
-        self.intervals_ = None if dataset.implicit else self._calibrate_intervals(h.select(tune_rows), dataset.users)
 
     def _calibrate_intervals(self, validation: Histories, users: pd.DataFrame | None = None) -> Intervals | None:
         """The intervals' half-widths per k and level from the validation users' held-out
@@ -357,24 +390,52 @@ class HyperRecommender(Recommender):
         return (f"Lower the learning rate (--config [train] lr, now {self.config.train.lr:g}) or check the data for "
                 f"extreme values (`recsys-hyper data describe DIR`).")
 
-    def _special_cases(self, dataset: Dataset, h: Histories, train_rows: np.ndarray, tune_rows: np.ndarray,
-                       user_spec: FeatureSpec) -> "SpecialCases":
-        """The closed-form models the rating contains as exact special cases, fitted on the training
-        users and tuned on (a capped sample of) the validation users' earliest events as their
-        baselines are."""
+    def _special_cases(self, dataset: Dataset, h: Histories, train_rows: np.ndarray, val_rows: np.ndarray,
+                       user_spec: FeatureSpec) -> SpecialCases:
+        """The closed-form models the rating contains as exact special cases: their
+        hyper-parameters and their own blend per k chosen by cross-fitting over every training user
+        (the validation users one of the folds, so that the fits of the others never saw them),
+        then each fitted on every training user, as its baseline is (see :class:`SpecialCases`)."""
         t = self.config.train
-        train, episodes = h.select(train_rows), validation_episodes(h.select(tune_rows))
         cases = SpecialCases()
-        if t.bias_init == "fitted" and not dataset.implicit:
-            cases.bias = tune_biases(train, episodes, len(self.item_map_), self.rating_range_, seed=t.seed)
-        if cases.bias is not None and t.rating_blend_grid and t.mf_special_case:
-            mf, cases.searches["mf"] = tune_mf(train, episodes, len(self.item_map_), self.rating_range_, MF_GRID,
-                                               seed=t.seed, max_users=t.mf_max_users, refit=False)
+        if t.bias_init != "fitted" or dataset.implicit:
+            return cases
+        N, rr = len(self.item_map_), self.rating_range_
+        folds = Folds.split(h, t.crossfit_folds, seed=t.seed, first=val_rows, max_users=t.crossfit_max_users)
+        cases.bias = tune_biases(h, folds, N, rr)
+        item_reg, user_reg = cases.bias["item_reg"], cases.bias["user_reg"]
+        mu, b_i, _ = fit_biases(h.select(train_rows), N, item_reg, user_reg)
+        cases.network_bias = {"mu": mu, "item_bias": b_i, "user_reg": user_reg}
+        if not t.rating_blend_grid:
+            return cases
+        bias_of = lambda j: BiasFold(*cases.bias["fold_fits"][j], user_reg, rr)  # noqa: E731
+        members, parts = bias_of, lambda j: (cases.bias["fold_fits"][j], None, None, None)
+        if t.mf_special_case:
             dense = lambda ids: dense_features(user_spec, user_spec.transform(dataset.users, ids))  # noqa: E731
-            weights = feature_prior(dense(mf.user_ids), mf.users, FEATURE_REG)
-            cases.mf, cases.prior_weights = mf, weights
-            cases.mf_features, cases.searches["mf_features"] = tune_fold_in(
-                mf, episodes, self.rating_range_, lambda hh: dense(hh.user_ids) @ weights, MF_GRID)
+            weights_of = lambda m: feature_prior(dense(m.user_ids), m.users, FEATURE_REG)  # noqa: E731
+
+            def prior_of(m: MF):
+                w = weights_of(m)
+                return lambda hh: dense(hh.user_ids) @ w
+
+            sample = h if len(h) <= t.mf_max_users else h.select(capped_sample(len(h), t.mf_max_users, [t.seed, 7877]))
+            mf, cases.searches["mf"], fold_mfs = tune_mf(sample, folds, N, rr, MF_GRID, seed=t.seed)
+            cases.mf_features, cases.searches["mf_features"], fold_mffs = tune_fold_in(
+                mf, folds, fold_mfs, rr, prior_of, MF_GRID)
+            cases.mf, cases.prior_weights = mf, weights_of(mf)
+            priors = [prior_of(m) for m in fold_mfs]
+            members = lambda j: [bias_of(j), FoldedMF(fold_mfs[j], rr), FoldedMF(fold_mffs[j], rr, priors[j])]  # noqa: E731
+            parts = lambda j: (cases.bias["fold_fits"][j], fold_mfs[j], fold_mffs[j], weights_of(fold_mfs[j]))  # noqa: E731
+        else:
+            members = lambda j: [bias_of(j)]  # noqa: E731
+        # the special cases' own blend per k, on every user's out-of-fold predictions
+        n = 3 if t.mf_special_case else 1
+        candidates = simplex(t.rating_blend_grid, n)
+        choice = choose_weights(crossfit_predictions(folds, members), candidates, rr)
+        cases.weights = choice.weights
+        cases.searches["special_cases_blend"] = choice
+        cases.held_out = FixedBlend(members(0), choice.weights, rr)         # fold 0: the validation users
+        cases.held_out_parts = parts(0)
         return cases
 
     def _validation_rows(self, h: Histories, validation_users) -> np.ndarray:
@@ -517,7 +578,7 @@ class HyperRecommender(Recommender):
         w = np.zeros((len(h), D), np.float32)
         v = np.zeros((len(h), D), np.float32)
         ctx = np.zeros((len(h), c), np.float32)
-        x = np.zeros((len(h), model.mf_rank + 1 if model.mf_rank else 0), np.float32)
+        x = np.zeros((len(h), model.extra_dim), np.float32)
         by_length = np.argsort(h.lengths, kind="stable")
         with torch.no_grad():
             for part in chunks_by_events(h.lengths[by_length], EMIT_CHUNK_USERS, max_cells=EMIT_MAX_CELLS):
@@ -811,11 +872,12 @@ HyperRecommender.indexed_view = HyperIndexed
 
 # ---------------------------------------------------------------------------------- helpers
 
-def _tuning(fitted: dict | None, result: TrainResult, mf_searches: dict | None = None) -> dict:
-    """What the model chose on validation users: the bias fit's regularisers (when its item
-    biases start from the bias baseline), the prior-strength multipliers, the EASE term, MF's
-    hyper-parameters (and its features prior's fold-in) and the rating's blend with its special
-    cases per k (weights in the order of :data:`~recsys_hyper.networks.hyper.BLEND`)."""
+def _tuning(cases: SpecialCases, result: TrainResult) -> dict:
+    """What the model chose: the prior-strength multipliers and the EASE term (on validation
+    users), the special cases' hyper-parameters (by cross-fitting over every training user: the
+    bias fit's regularisers, MF's and its features prior's fold-in) and the rating's blend per k (in
+    the order of :data:`~recsys_hyper.networks.hyper.BLEND`; the network's share is 1 minus their
+    sum)."""
     chosen = {"prior_head": result.prior_multiplier[0], "prior_bias": result.prior_multiplier[1]}
     grid = {"prior": list(result.calibration)}
     if result.item_item:
@@ -823,14 +885,19 @@ def _tuning(fitted: dict | None, result: TrainResult, mf_searches: dict | None =
         grid["ease"] = list(result.item_item["scores"])
     if result.rating_blend:
         chosen["rating_blend"] = {str(k): dict(zip(BLEND, w)) for k, w in result.rating_blend["weights"].items()}
+        chosen["rating_blend_network"] = {str(k): w for k, w in result.rating_blend["network"].items()}
         grid.update({f"rating_blend_{name}": values for name, values in result.rating_blend["grid"].items()})
-    for name, search in (mf_searches or {}).items():
-        chosen.update({f"{name}_{k}": v for k, v in search.chosen.items()})
-        grid.update({f"{name}_{k}": v for k, v in search.grid.items()})
-    if fitted is not None:
-        chosen.update(item_reg=fitted["item_reg"], user_reg=fitted["user_reg"])
-        grid.update(fitted["search"].grid)
-    return {"grid": grid, "chosen": chosen, "metric": "validation loss",
+    if cases.weights:
+        chosen["special_cases_blend"] = {str(k): dict(zip(BLEND, w)) for k, w in cases.weights.items()}
+    for name in ("mf", "mf_features"):
+        if name in cases.searches:
+            search = cases.searches[name]
+            chosen.update({f"{name}_{k}": v for k, v in search.chosen.items()})
+            grid.update({f"{name}_{k}": v for k, v in search.grid.items()})
+    if cases.bias is not None:
+        chosen.update(item_reg=cases.bias["item_reg"], user_reg=cases.bias["user_reg"])
+        grid.update(cases.bias["search"].grid)
+    return {"grid": grid, "chosen": chosen, "metric": "validation loss; cross-fitted MAE for the special cases",
             "score": min(result.calibration.values()) if result.calibration else float("nan")}
 
 

@@ -24,7 +24,9 @@ class TrainingData:
     val_rows: np.ndarray
     implicit: bool
     rating_range: tuple | None = None  # the training ratings' (min, max): validation clips predictions to it
-    mf: object | None = None           # the tuned MF (numerics.mf.MF) the rating may blend with, if any
+    # the rating's closed-form special cases blended as chosen by cross-fitting, fitted without the
+    # validation users (numerics.crossfit.FixedBlend): what the network's share is weighed against
+    closed_form: object | None = None
 
     @property
     def n_items(self) -> int:

@@ -7,17 +7,15 @@ one grid search (:func:`~recsys_hyper.numerics.search.grid_search`):
   its ridge ``lam`` and its weight by validation nDCG@10 (weight 0, the model alone, is always a
   candidate, and the term is only kept where it beats the model alone by a clear margin,
   ``item_item_min_gain``);
-* the rating head's blend with its exact special cases (the tuned bias baseline, MF fold-in from
-  a zero and from a features prior), weights per support size k by validation MAE (all 0 is the
-  model alone, a weight of 1 that baseline exactly), so that the rating path is never worse than
-  those baselines on the validation users at any k; where the best blend beats the best of those
-  baselines alone by less than one standard error over the validation users, that baseline is
-  kept (the one-standard-error rule).
+* the rating's blend with its exact special cases (the bias baseline, MF fold-in from a zero and
+  from a features prior, blended with the weights chosen for them by cross-fitting over every
+  training user): the network's share per support size k, by the validation users' MAE (a mean
+  over users), never worse at k than at the previous k where that can be had, and none unless it
+  beats the special cases alone by more than one standard error (the one-standard-error rule).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 
 import numpy as np
@@ -27,9 +25,9 @@ from ..config import Config
 from ..data.episodes import Episode
 from ..networks.hyper import BLEND, HyperRecModel
 from ..numerics.item_item import ease_factors, gram_eigen
+from ..numerics.crossfit import Predictions, choose_weights, interpolate
 from ..numerics.padding import Padded
-from ..numerics.metrics import mean_absolute_error
-from ..numerics.search import SearchResult, grid_search, within_one_standard_error
+from ..numerics.search import grid_search
 from .data import TrainingData, batch_user_feats
 from .validation import NetworkView, validate
 
@@ -140,67 +138,42 @@ def _scale(model: HyperRecModel, data: TrainingData, eps: list[Episode], set_wei
 
 @torch.no_grad()
 def fit_rating_blend(model: HyperRecModel, data: TrainingData, cfg: Config, val_eps: list[Episode]) -> dict:
-    """Fill :attr:`~recsys_hyper.networks.hyper.HyperRecModel.rating_blend`: for each validation
-    k, the weights of the rating's special cases (:data:`~recsys_hyper.networks.hyper.BLEND`: the
-    bias baseline, and MF fold-in from a zero and from a features prior when the model has MF; each
-    on the grid, summing to at most 1) with the lowest validation MAE (predictions clipped to the
-    scale), unless it beats the best case alone (a weight of 1) by less than one standard error of
-    their paired difference over the validation users: then that case alone (the one-standard-error
-    rule: a baseline exactly, where the data do not show the blend better); a support size between
-    two validated ones takes the smaller one's weights. Each
-    candidate is measured through the model itself: the rating is linear in the weights, so every
-    blend's predictions are the weighted sum of the pure cases'. Returns the weights and scores."""
-    grid = list(cfg.train.rating_blend_grid)
+    """Fill :attr:`~recsys_hyper.networks.hyper.HyperRecModel.rating_blend`: per support size, the
+    network's share of the rating beside its closed-form special cases (``data.closed_form``: the
+    bias baseline and MF fold-in blended with the weights chosen for them by cross-fitting over
+    every training user, fitted without the validation users), chosen on the validation users'
+    episodes by the mean over users of their MAE (predictions clipped to the scale): one share for
+    users without events, one for every k >= 1, with the rules of
+    :func:`~recsys_hyper.numerics.crossfit.choose_weights`: the special cases alone are kept unless
+    the network's share beats them by more than one standard error over the validation users, and
+    one more rating never hurts on average (no size's choice scores worse than the previous
+    size's, where a candidate can). The chosen weights become the rows of
+    ``rating_blend`` (each special case's weight times 1 minus the network's share), linear in k
+    between validated sizes. Returns the weights per validated size and every candidate's score."""
+    closed = data.closed_form
     model.rating_blend.zero_()
-    N = data.n_items
-    if data.mf is not None and model.mf_rank:                    # MF's item biases, as deltas from the model's
-        model.mf_delta[:N] = data.mf.mu + data.mf.item_bias - model.mu - model.item_bias[:N]
-    names = BLEND if model.mf_rank else BLEND[:1]
-    axes = {name: grid for name in names}
-    candidates = [dict(zip(names, c)) for c in itertools.product(grid, repeat=len(names)) if sum(c) <= 1 + 1e-9]
-    lo, hi = data.rating_range
-    weights, scores = {}, {}
+    shares = [float(a) for a in cfg.train.rating_blend_grid]
+    if closed is None or not shares:
+        return {}
+    predictions = {}
     for e in sorted(val_eps, key=lambda e: e.k):
         view = NetworkView(model, data, e.rows)
         owner, items = torch.from_numpy(e.query.owners()), torch.from_numpy(e.query.items.astype(np.int64))
-        pure = []                                                  # (P,) the model alone, then each case alone
-        for j in range(-1, len(names)):
-            model.rating_blend.zero_()
-            if j >= 0:
-                model.rating_blend[:, j] = 1.0
-            pure.append(view.rate(view.adapt(e.support), owner, items))
-        model.rating_blend.zero_()
-        actual = e.query.ratings.astype(np.float64)
-        per_user = {}                                  # candidate -> per-user sums of absolute errors
-
-        def mae(**point) -> float:
-            ws = [point[name] for name in names]
-            blend = (1 - sum(ws)) * pure[0] + sum(w * p for w, p in zip(ws, pure[1:]))
-            predicted = blend.clamp(lo, hi).double().numpy()
-            per_user[tuple(ws)] = np.bincount(owner.numpy(), np.abs(predicted - actual), minlength=len(e.query))
-            return mean_absolute_error(predicted, actual)
-
-        search = grid_search(axes, mae, "validation MAE", candidates=candidates)
-        chosen = blend_or_alone(search, names, per_user, len(actual))
-        weights[e.k] = [dict(zip(names, chosen)).get(name, 0.0) for name in BLEND]
-        scores[e.k] = search.scores
-    for k in range(model.rating_blend.shape[0]):
-        below = [w for kk, w in weights.items() if kk <= k]
-        model.rating_blend[k] = torch.tensor(below[-1] if below else [0.0] * len(BLEND))
-    log.debug("the rating's blend with %s per k, chosen on validation users: %s", ", ".join(BLEND), weights)
-    return {"weights": weights, "scores": scores, "grid": {name: grid if name in names else [0.0] for name in BLEND}}
-
-
-def blend_or_alone(search: SearchResult, names: tuple[str, ...], per_user: dict, pairs: int) -> tuple[float, ...]:
-    """One k's weights (in the order of ``names``) from the grid search over them (its choice: the
-    lowest validation MAE) and every candidate's per-user sums of absolute errors (``per_user``:
-    weights -> (users,)): that choice, unless the best case alone (a weight of 1) is within one
-    standard error of it (:func:`~recsys_hyper.numerics.search.within_one_standard_error`)."""
-    weights = lambda c: tuple(c[name] for name in names)  # noqa: E731
-    best = weights(search.chosen)
-    alone = [c for c in search.scores if np.isfinite(c["score"])
-             and sorted(weights(c)) == [0.0] * (len(names) - 1) + [1.0]]
-    if not alone or not np.isfinite(search.score):
-        return best
-    simple = weights(min(alone, key=lambda c: c["score"]))
-    return simple if simple != best and within_one_standard_error(per_user[best], per_user[simple], pairs) else best
+        alone = view.rate(view.adapt(e.support), owner, items).double().numpy()        # (P,) the network alone
+        predictions[e.k] = Predictions(np.stack([closed.predict(e), alone]), e.query.ratings.astype(np.float64),
+                                       owner.numpy(), len(e.query))
+    candidates = [(1.0 - a, a) for a in sorted(set(shares) | {0.0})]
+    # one share for users without events (the network has only their features to go on) and one
+    # for every k >= 1: per-k shares, on a few hundred validation users, jumped between neighbours
+    choice = choose_weights(predictions, candidates, data.rating_range, simpler=(1.0, 0.0), shared=lambda k: k > 0)
+    cases = {k: np.asarray(closed.weights.get(k, closed.weights[max(kk for kk in closed.weights if kk <= k)]))
+             for k in choice.weights}
+    rows = {k: tuple((1.0 - choice.weights[k][1]) * cases[k]) for k in choice.weights}   # per special case
+    names = BLEND[:len(next(iter(rows.values())))]
+    table = interpolate({k: w + (0.0,) * (len(BLEND) - len(w)) for k, w in rows.items()}, model.rating_blend.shape[0] - 1)
+    model.rating_blend.copy_(table)
+    weights = {k: [float(x) for x in w] + [0.0] * (len(BLEND) - len(w)) for k, w in rows.items()}
+    log.debug("the rating's blend with %s per k, chosen on validation users: %s", ", ".join(names), weights)
+    return {"weights": weights, "network": {k: float(w[1]) for k, w in choice.weights.items()},
+            "scores": {k: {f"{c[1]:g}": v for c, v in sc.items()} for k, sc in choice.scores.items()},
+            "grid": {"network": [c[1] for c in candidates]}}

@@ -13,6 +13,7 @@ from ..config import Config
 from ..data.episodes import Episode, Histories, validation_episodes
 from ..networks.hyper import Heads, HyperRecModel
 from ..numerics.measure import measure_episode
+from ..numerics.metrics import per_user_errors
 from ..numerics.padding import Padded
 from .data import TrainingData, batch_user_feats
 from .objective import batch_loss
@@ -62,8 +63,8 @@ class NetworkView:
 def validate(model: HyperRecModel, data: TrainingData, cfg: Config, episodes: list[Episode],
              measured: bool = True) -> dict:
     """Mean validation figures over the fixed episodes (one per k): the objective's ``loss``,
-    ``mse`` and ``rank`` and, when ``measured``, MAE over the query pairs (predictions clipped to
-    the rating scale) and full-catalogue nDCG@10 (binary gains, relevant = positive query items,
+    ``mse`` and ``rank`` and, when ``measured``, the mean over users of their MAE (predictions
+    clipped to the rating scale) and full-catalogue nDCG@10 (binary gains, relevant = positive query items,
     support excluded; a user with no relevant item counts 0), with each k's own."""
     model.eval()
     per_k = {}
@@ -74,7 +75,9 @@ def validate(model: HyperRecModel, data: TrainingData, cfg: Config, episodes: li
         if measured:
             got = measure_episode(NetworkView(model, data, e.rows), e.support, e.query, per_user=False,
                                   threshold=cfg.train.positive_threshold, cutoff=10, chunk=CHUNK_USERS)
-            m["mae"], m["ndcg10"] = got.pair_mae, got.mean("ndcg@10", missing=0.0)
+            users_mae = per_user_errors(got.predicted, got.actual, got.owner, len(e.query))[0]
+            m["mae"] = float(np.nanmean(users_mae)) if np.isfinite(users_mae).any() else float("nan")
+            m["ndcg10"] = got.mean("ndcg@10", missing=0.0)
         per_k[e.k] = m
     names = ("loss", "mse", "rank") + (("mae", "ndcg10") if measured else ())
     out = {name: float(np.mean([m[name] for m in per_k.values()])) for name in names}
