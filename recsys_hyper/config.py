@@ -198,7 +198,7 @@ class TrainConfig:
     mf_special_case: bool = True       # MF fold-in among them (MF tuned as the MF baseline is); False: bias only
     mf_max_users: int = 50_000         # MF is fitted on at most this many training users (a seeded sample)
     crossfit_folds: int = 5            # folds of the cross-fitting the closed-form choices are made by
-    crossfit_max_users: int = 50_000   # users the cross-fitting holds at most (a seeded sample of the training users)
+    crossfit_max_users: int = 20_000   # users the cross-fitting holds at most (a seeded sample of the training users)
     bias_init: str = "fitted"          # item biases start as the bias baseline's fit (tuned), or "shrunk-mean"
     train_item_bias: bool = False      # False: item biases stay at their initial values
     seed: int = 0

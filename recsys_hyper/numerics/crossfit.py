@@ -7,8 +7,9 @@ their chronological episodes (support = the ``k`` earliest events, query = the r
 :func:`~recsys_hyper.data.episodes.validation_episodes`). Every user is measured by a fit that
 never saw them, so a candidate's score -- the mean over ``k`` of the mean over *all* users of their
 MAE, the figure the evaluation reports -- rests on every training user. Measured on MovieLens
-100K (754 users): the bias baseline's two regularisers chosen this way were the same on three
-draws of the users, where one validation split of ~110 users chose (0.3, 3), (1, 10) or (3, 10).
+100K (754 users): the bias baseline's two regularisers chosen this way were the same on every draw
+of the folds and of the users tried, where one validation split of ~110 users chose (0.3, 3) on
+one draw and (1, 10) on another.
 
 The closed-form models (the bias baseline, MF fold-in) choose their hyper-parameters here, then
 are fitted once on all the users; :func:`choose_weights` blends several models' out-of-fold
@@ -171,7 +172,8 @@ def choose_weights(predictions: dict[int, Predictions], candidates: Sequence[tup
 
     * ``shared(k)``: the sizes with the same key share one candidate, the lowest mean over them
       (fewer choices from the same users: for a few hundred users, where per-size choices jump
-      between neighbouring sizes);
+      between neighbouring sizes); a size keeps its own best only where that beats the shared one
+      by more than one standard error there;
     * *the one-standard-error rule* (when ``simpler`` is given): that candidate is kept unless the
       best beats it by more than one standard error of their paired per-user difference
       (:func:`~recsys_hyper.numerics.search.within_one_standard_error`; pooled over the sizes that
@@ -203,6 +205,9 @@ def choose_weights(predictions: dict[int, Predictions], candidates: Sequence[tup
     previous = math.inf
     for k in ks:
         best = common[k]
+        own = one_se(min(candidates, key=lambda c: (scores[k][c], candidates.index(c))), [k])
+        if shared is not None and own != best and not within_one_standard_error(per_user[k][own], per_user[k][best]):
+            best = own                                  # this size's users clearly disagree with the shared choice
         if scores[k][best] > previous + 1e-12:
             allowed = [c for c in candidates if scores[k][c] <= previous + 1e-12]
             if allowed:
