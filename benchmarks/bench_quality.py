@@ -1,15 +1,18 @@
 """The robustness suite: the cold-start protocol on several datasets and split seeds, every method,
 and paired bootstrap intervals of the hypernetwork minus the best baseline.
 
-Datasets: MovieLens 100K (three split seeds), the same without user features, the same with item
-ids only (no features at all), a synthetic set shaped like a small real catalogue (a few hundred
-users, ~10k items with a long tail, half-star ratings, no user features), and synthetic implicit
-feedback. Every method is tuned on each split's validation users only; test users decide
-nothing. One more configuration measures the model as `train` fits it: ``ml-100k-cli`` (the
-first ML-100K split, users 80 / 20) fits the model on all the training users' ratings, the model
-choosing its own validation users among them; the baselines are the same as on that split (tuned
-on its validation users, which are training users). For each (dataset, k, metric) the best baseline is the one with the best mean on the
-test users, and the interval is a paired bootstrap over those users of (hypernetwork - best).
+Datasets: first, the path a user takes (``ml-100k-user-path``): MovieLens 100K, users 80 / 20,
+the model trained by ``recsys-hyper train`` (a subprocess, on a folder holding every training
+user's ratings, the model choosing its own validation users among them), then loaded and measured
+on the held-out users' first k ratings; every baseline fitted on the same training users (what
+the closed-form ones tune, cross-fitted over them). Then MovieLens 100K (three split seeds), the
+same without user features, the same with item ids only (no features at all), a synthetic set
+shaped like a small real catalogue (a few hundred users, ~10k items with a long tail, half-star
+ratings, no user features), and synthetic implicit feedback, each with the protocol's validation
+users handed to every method; ``ml-100k-cli`` (the first ML-100K split) fits the model in process
+on all its training users, as ``train`` does. Test users decide nothing. For each (dataset, k,
+metric) the best baseline is the one with the best mean on the test users, and the interval is a
+paired bootstrap over those users of (hypernetwork - best).
 
 Prints Markdown tables (and writes them, with every number, to --out):
 
@@ -57,7 +60,9 @@ LEVEL = 1e-6
 #: nDCG@10 is to be this share above the best baseline at these k
 AHEAD_BY, AHEAD_AT = 0.05, (1, 3, 5)
 #: configurations whose model is fitted as `train` fits it (choosing its own validation users)
-OWN_VALIDATION = {"ml-100k-cli": (MODEL,)}
+OWN_VALIDATION = {"ml-100k-cli": (MODEL,), "ml-100k-user-path": (*BASELINES, MODEL)}
+#: configurations whose model is trained through the command line
+THROUGH_THE_CLI = ("ml-100k-user-path",)
 #: configurations on another one's split, whose baselines are that one's (--baselines-from)
 BASELINES_OF = {"ml-100k-cli": "ml-100k"}
 
@@ -69,6 +74,8 @@ def datasets(names: list[str], work: Path) -> list[tuple[str, int, Dataset]]:
         if not (ML100K / "u.data").is_file():
             sys.exit(f"MovieLens 100K is not at {ML100K}")
         ml = read_movielens(ML100K)
+    if "ml-100k-user-path" in names:
+        out.append(("ml-100k-user-path", 0, ml))
     if "ml-100k" in names:
         out += [("ml-100k", seed, ml) for seed in (0, 1, 2)]
     if "ml-100k-cli" in names:
@@ -125,7 +132,8 @@ def compare(name: str, seed: int, result, rng, implicit: bool = False) -> list[d
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=["ml-100k", "ml-100k-cli", "ml-100k-no-user-features",
+    p.add_argument("--datasets", nargs="+", default=["ml-100k-user-path", "ml-100k", "ml-100k-cli",
+                                                     "ml-100k-no-user-features",
                                                      "ml-100k-ids-only", "synthetic-longtail", "synthetic-implicit"])
     p.add_argument("--methods", nargs="+", default=[*BASELINES, MODEL])
     p.add_argument("--out", default="artifacts/bench_quality", help="where the tables and raw results go")
@@ -156,8 +164,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, seed, ds in datasets(args.datasets, Path(tmp)):
             t0 = time.perf_counter()
-            result = evaluate(ds, Protocol(shots=SHOTS, seed=seed), methods=methods, model_config=model_config,
-                              progress=False, own_validation=OWN_VALIDATION.get(name, ()))
+            protocol = Protocol(shots=SHOTS, seed=seed)
+            fitted = trained_through_the_cli(ds, protocol, Path(tmp) / name, args.config) if name in THROUGH_THE_CLI \
+                else None
+            result = evaluate(ds, protocol, methods=methods, model_config=model_config, progress=False,
+                              own_validation=OWN_VALIDATION.get(name, ()), fitted=fitted)
             if args.baselines_from:
                 with_baselines(result, Path(args.baselines_from), name, seed)
             result.per_user.to_parquet(out / "per_user" / f"{name}-seed{seed}.parquet", index=False)
@@ -175,6 +186,23 @@ def main() -> None:
             "", detail_table(cmp), "", tuning_table(tuning)]
     (out / "suite.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
+
+
+def trained_through_the_cli(ds: Dataset, protocol: Protocol, work: Path, config: str | None) -> dict:
+    """``recsys-hyper train --data DIR --out MODEL --seed 0`` in a subprocess on a folder holding
+    every training user of the protocol's split (its training and validation users: the model picks
+    its own validation users among them), then the model loaded: ``{"hyper": model}``."""
+    import subprocess
+
+    from recsys_hyper import HyperRecommender
+    from recsys_hyper.data.dataset import write_dataset
+    from recsys_hyper.evaluation.protocol import split_users, training_dataset
+
+    data = write_dataset(training_dataset(ds, split_users(ds, protocol)), work / "train", overwrite=True)
+    command = [sys.executable, "-m", "recsys_hyper", "train", "--data", str(data), "--out", str(work / "model"),
+               "--seed", "0", "--no-track", "--no-progress"] + (["--config", config] if config else [])
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return {MODEL: HyperRecommender.load(work / "model")}
 
 
 def with_baselines(result, earlier: Path, name: str, seed: int) -> None:
