@@ -432,6 +432,8 @@ class HyperRecommender(Recommender):
         n = 3 if t.mf_special_case else 1
         candidates = simplex(t.rating_blend_grid, n)
         choice = choose_weights(crossfit_predictions(folds, members), candidates, rr)
+        if not choice.weights:                       # no fold user long enough to measure: no blend
+            return cases
         cases.weights = choice.weights
         cases.searches["special_cases_blend"] = choice
         cases.held_out = FixedBlend(members(0), choice.weights, rr)         # fold 0: the validation users

@@ -166,8 +166,7 @@ def fit_rating_blend(model: HyperRecModel, data: TrainingData, cfg: Config, val_
     # one share for users without events (the network has only their features to go on) and one
     # for every k >= 1: per-k shares, on a few hundred validation users, jumped between neighbours
     choice = choose_weights(predictions, candidates, data.rating_range, simpler=(1.0, 0.0), shared=lambda k: k > 0)
-    cases = {k: np.asarray(closed.weights.get(k, closed.weights[max(kk for kk in closed.weights if kk <= k)]))
-             for k in choice.weights}
+    cases = interpolate(closed.weights, max(choice.weights)).double().numpy()   # as the special cases predict
     rows = {k: tuple((1.0 - choice.weights[k][1]) * cases[k]) for k in choice.weights}   # per special case
     names = BLEND[:len(next(iter(rows.values())))]
     table = interpolate({k: w + (0.0,) * (len(BLEND) - len(w)) for k, w in rows.items()}, model.rating_blend.shape[0] - 1)
