@@ -2,9 +2,9 @@
 the baseline over :mod:`recsys_hyper.numerics.mf` (the fit, the fold-in and their tuning live
 there, shared with the hypernetwork). With ``use_features``, a new user's vector starts from a
 ridge regression from their side features to the trained user vectors instead of 0. ``dim``,
-``reg``, ``reg_per_event``, ``fold_in_reg`` and ``bias_fold_in_reg`` are chosen by cross-fitting over every training
-user (the cold-start protocol on each fold's users, fitted on the others) when not given, then MF
-is fitted on all of them.
+``reg``, ``reg_per_event``, ``fold_in_reg`` and ``bias_fold_in_reg`` are chosen by cross-fitting
+over every training user (the cold-start protocol on each fold's users, fitted on the others) when
+not given, then MF is fitted on all of them.
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ class MatrixFactorization(Recommender):
             reg = torch.tensor([float(point["fold_in_reg"])] * point["dim"] + [float(point["bias_fold_in_reg"])])
             self._use(MF(mu, b_i, Q, reg, users, point, h.user_ids), dataset)
             return
+        prior_of = (lambda mf: self._prior_of(mf, dataset)) if p["use_features"] else None
         mf, search, _ = tune_mf(h, Folds.split(h, seed=p["seed"]), N, self.rating_range_, grid, iters=p["iters"],
-                                seed=p["seed"], prior_of=(lambda mf: self._prior_of(mf, dataset)) if p["use_features"] else None)
+                                seed=p["seed"], prior_of=prior_of)
         self._use(mf, dataset)
         self.tuning_ = search.record()
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..data.episodes import TUNING_SHOTS, Episode, Histories, capped_sample, validation_episodes
-from .measure import Measurable, mean_of_users, measure_episode
+from .measure import Measurable, mean_of_users, measure_episode, user_errors
 from .metrics import per_user_errors
 from .search import within_one_standard_error
 
@@ -88,10 +88,8 @@ def crossfit_errors(folds: Folds, model_of: Callable[[int], Measurable], **adapt
     measured with ``model_of(j)``: the candidate fitted on ``folds.train[j]``."""
     out: dict[int, list[np.ndarray]] = {}
     for j in range(len(folds)):
-        model = model_of(j)
-        for e in folds.episodes[j]:
-            m = measure_episode(model, e.support, e.query, rank=False, per_user=False, **adapt_kwargs)
-            out.setdefault(e.k, []).append(per_user_errors(m.predicted, m.actual, m.owner, len(e.query))[0])
+        for k, errors in user_errors(model_of(j), folds.episodes[j], **adapt_kwargs).items():
+            out.setdefault(k, []).append(errors)
     return out
 
 
@@ -161,7 +159,6 @@ class Choice:
 
     weights: dict[int, tuple[float, ...]]
     scores: dict[int, dict[tuple[float, ...], float]]
-    errors: dict[int, np.ndarray]
 
 
 def choose_weights(predictions: dict[int, Predictions], candidates: Sequence[tuple[float, ...]],
@@ -201,7 +198,7 @@ def choose_weights(predictions: dict[int, Predictions], candidates: Sequence[tup
         pooled = {c: float(np.mean([scores[k][c] for k in pool])) for c in candidates}
         choice = one_se(min(candidates, key=lambda c: (pooled[c], candidates.index(c))), pool)
         common.update({k: choice for k in pool})
-    weights, errors = {}, {}
+    weights = {}
     previous = math.inf
     for k in ks:
         best = common[k]
@@ -212,9 +209,9 @@ def choose_weights(predictions: dict[int, Predictions], candidates: Sequence[tup
             allowed = [c for c in candidates if scores[k][c] <= previous + 1e-12]
             if allowed:
                 best = min(allowed, key=lambda c: (scores[k][c], candidates.index(c)))
-        weights[k], errors[k] = best, per_user[k][best]
+        weights[k] = best
         previous = scores[k][best]
-    return Choice(weights, scores, errors)
+    return Choice(weights, scores)
 
 
 def interpolate(weights: dict[int, Sequence[float]], k_max: int) -> torch.Tensor:

@@ -435,7 +435,6 @@ class HyperRecommender(Recommender):
         if not choice.weights:                       # no fold user long enough to measure: no blend
             return cases
         cases.weights = choice.weights
-        cases.searches["special_cases_blend"] = choice
         cases.held_out = FixedBlend(members(0), choice.weights, rr)         # fold 0: the validation users
         cases.held_out_parts = parts(0)
         return cases

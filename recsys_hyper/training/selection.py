@@ -169,8 +169,8 @@ def fit_rating_blend(model: HyperRecModel, data: TrainingData, cfg: Config, val_
     cases = interpolate(closed.weights, max(choice.weights)).double().numpy()   # as the special cases predict
     rows = {k: tuple((1.0 - choice.weights[k][1]) * cases[k]) for k in choice.weights}   # per special case
     names = BLEND[:len(next(iter(rows.values())))]
-    table = interpolate({k: w + (0.0,) * (len(BLEND) - len(w)) for k, w in rows.items()}, model.rating_blend.shape[0] - 1)
-    model.rating_blend.copy_(table)
+    padded = {k: w + (0.0,) * (len(BLEND) - len(w)) for k, w in rows.items()}         # no MF: the bias alone
+    model.rating_blend.copy_(interpolate(padded, model.rating_blend.shape[0] - 1))
     weights = {k: [float(x) for x in w] + [0.0] * (len(BLEND) - len(w)) for k, w in rows.items()}
     log.debug("the rating's blend with %s per k, chosen on validation users: %s", ", ".join(names), weights)
     return {"weights": weights, "network": {k: float(w[1]) for k, w in choice.weights.items()},
