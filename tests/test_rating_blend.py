@@ -187,13 +187,13 @@ def test_the_one_standard_error_rule():
     assert not within_one_standard_error(nan - 0.05, simple)
 
 
-def _predictions(errors_by_candidate_row: np.ndarray, actual: float = 3.0):
-    """Predictions of 2 models for ``users`` users with one pair each, the first model exact and the
+def _predictions(offset: np.ndarray, actual: float = 3.0):
+    """Predictions of 2 models for ``len(offset)`` users with one pair each, the first model exact and the
     second off by the given per-user amount: a blend ``(1 - a, a)`` errs by ``a`` times it."""
     from recsys_hyper.numerics.crossfit import Predictions
 
-    n = len(errors_by_candidate_row)
-    parts = np.stack([np.full(n, actual), actual + errors_by_candidate_row])
+    n = len(offset)
+    parts = np.stack([np.full(n, actual), actual + offset])
     return Predictions(parts, np.full(n, actual), np.arange(n), n)
 
 
@@ -216,7 +216,7 @@ def test_choose_weights_one_more_rating_never_hurts_where_a_candidate_allows():
     from recsys_hyper.numerics.crossfit import choose_weights
 
     n, candidates = 50, [(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)]
-    # errors of the blend (1 - a, a) are a * e; k=1: second model off by -1 (blend weight 0 is exact)
+    # the blend (1 - a, a) errs by a times the second model's offset: 0.4 at k = 1, none at k = 3
     ones = np.ones(n)
     preds = {1: _predictions(0.4 * ones), 3: _predictions(0.0 * ones)}
     assert choose_weights(preds, candidates, None).weights == {1: (1.0, 0.0), 3: (1.0, 0.0)}
@@ -254,6 +254,6 @@ def test_the_models_blend_is_smooth_in_k_and_its_parts_are_recorded(split):
             np.testing.assert_allclose(table[a + j], table[a] + (table[b] - table[a]) * j / (b - a), atol=1e-6)
     np.testing.assert_allclose(table[ks[-1]:], np.broadcast_to(table[ks[-1]], table[ks[-1]:].shape), atol=1e-6)
     scores = model.training_.rating_blend["scores"]
-    for a, b in zip(ks[1:], ks[2:]):                # one more rating never hurts, where a share allows
+    for a, b in zip(ks, ks[1:]):                    # one more rating never hurts, where a share allows
         prev = scores[a][f"{network[a]:g}"]
         assert scores[b][f"{network[b]:g}"] <= prev + 1e-9 or min(scores[b].values()) > prev

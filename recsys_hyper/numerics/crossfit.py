@@ -177,7 +177,8 @@ def choose_weights(predictions: dict[int, Predictions], candidates: Sequence[tup
       share a choice), so that a gain the users cannot tell from noise does not move the choice;
     * *one more rating never hurts*: taking the sizes in increasing order, a size whose choice
       scores worse than the previous size's chosen score takes the best candidate that does not,
-      where one does (the users of neighbouring sizes are the same, their query pairs but a few)."""
+      where one does (neighbouring sizes are measured on mostly the same users: those with more
+      events than the larger size)."""
     per_user = {k: {c: p.errors(np.asarray(c), rating_range) for c in candidates} for k, p in predictions.items()}
     scores = {k: {c: float(np.nanmean(e)) if np.isfinite(e).any() else math.inf for c, e in pu.items()}
               for k, pu in per_user.items()}
