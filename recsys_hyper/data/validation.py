@@ -16,6 +16,7 @@ Repairable input is converted and reported, never silently:
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 MIN_TIMESTAMP = 0
 #: Slack allowed into the future for clock skew between producers.
 FUTURE_SLACK_S = 24 * 3600
+#: The largest whole number below which a float64 holds every whole number (2^53): float ids up to
+#: it convert to int64 exactly; beyond it a float may already be another id rounded.
+EXACT_FLOAT_ID = 2**53
 
 
 @dataclass
@@ -50,10 +54,16 @@ class ValidationReport:
     n_users_without_features: int = 0
     n_items_without_features: int = 0
     notes: list[str] = field(default_factory=list)
+    conversions: list[str] = field(default_factory=list)
 
     def note(self, message: str) -> None:
         self.notes.append(message)
         log.warning(message)
+
+    def convert(self, message: str) -> None:
+        """A lossless conversion made to reach the contract's types (reported, never silent)."""
+        self.conversions.append(message)
+        log.info(message)
 
 
 class Collector:
@@ -189,6 +199,44 @@ def check_parts(folder: Path, parts: list[Path], c: Collector, columns: tuple[st
     return schemas if ok else None
 
 
+def _common_types(tables: list[pa.Table]) -> list[pa.Table]:
+    """The parts of a folder dataset (their columns agreeing in kind, :func:`check_parts`) with
+    one stated type per column, so that combining them infers nothing from whichever part comes
+    first: integers as int64, floating point as float64, strings as string, times as UTC
+    microseconds (a time without a zone is read as UTC); any other type as the first part's."""
+    def common(types: list[pa.DataType]) -> pa.DataType:
+        if all(t == types[0] for t in types):
+            return types[0]
+        kinds = {_type_kind(t) for t in types}
+        if kinds == {"integer"}:
+            return pa.int64()
+        if kinds == {"floating point"}:
+            return pa.float64()
+        if kinds == {"string"}:
+            return pa.string()
+        if kinds <= {"timestamp", "date"}:
+            return pa.timestamp("us", tz="UTC")
+        return types[0]
+
+    names = tables[0].column_names
+    schema = pa.schema([pa.field(n, common([t.schema.field(n).type for t in tables])) for n in names])
+    out = []
+    for t in tables:
+        t = t.select(names)
+        out.append(pa.table([_cast_values(t.column(n), schema.field(n).type) for n in names], schema=schema))
+    return out
+
+
+def _cast_values(arr: pa.ChunkedArray, to: pa.DataType) -> pa.ChunkedArray:
+    if arr.type == to:
+        return arr
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    if pa.types.is_timestamp(to) and pa.types.is_timestamp(arr.type) and arr.type.tz is None:
+        arr = arr.cast(pa.timestamp(arr.type.unit, tz="UTC"))       # wall-clock read as UTC
+    return arr.cast(to, safe=not pa.types.is_timestamp(to))          # times: below a microsecond dropped
+
+
 def _repeated(names: list[str]) -> list[str]:
     """Column names that appear more than once (Parquet allows it; nothing can read them by name)."""
     return sorted({n for n in names if names.count(n) > 1})
@@ -216,6 +264,15 @@ def read_parquet_checked(path: Path, c: Collector, required: bool, columns: tupl
     are never decoded), of which ``optional`` may be absent; every column when another is missing,
     so that the error can list what the file has."""
     name = path.name
+    if path.is_symlink() and not path.exists():        # a link to nothing, or to itself: there, but unreadable
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        c.add(name, None, f"is a link to {target}, which cannot be followed (gone, or a loop)",
+              f"point the link at the Parquet file, replace it with the file itself, or remove it"
+              + ("" if required else " (it is optional)"))
+        return None
     if not path.exists():
         if required:
             c.add(name, None, f"file not found in {path.parent}",
@@ -245,7 +302,7 @@ def read_parquet_checked(path: Path, c: Collector, required: bool, columns: tupl
             wanted = [col for col in columns if col in present]
             columns = wanted if set(columns) - set(wanted) <= set(optional) else None
         tables = [pq.read_table(p, columns=columns) for p in parts]
-        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(_common_types(tables))
     except (pa.ArrowInvalid, pa.ArrowIOError, pa.ArrowTypeError, OSError) as exc:
         if _system_error(exc):
             from ..errors import annotate
@@ -268,8 +325,10 @@ def _nulls(arr: pa.ChunkedArray) -> np.ndarray:
     return pc.is_null(arr, nan_is_null=True).to_numpy(zero_copy_only=False)
 
 
-def coerce_id(arr: pa.ChunkedArray, file: str, column: str, c: Collector) -> pa.ChunkedArray | None:
-    """ids: integers -> int64, strings kept, whole-number floats -> int64; nulls rejected."""
+def coerce_id(arr: pa.ChunkedArray, file: str, column: str, c: Collector,
+              report: "ValidationReport | None" = None) -> pa.ChunkedArray | None:
+    """ids: integers -> int64, strings kept, whole-number floats -> int64 where the conversion is
+    exact (up to 2^53); nulls rejected. Conversions that change the kind are recorded in ``report``."""
     t = arr.type
     if pa.types.is_dictionary(t):
         arr = arr.cast(t.value_type)
@@ -291,13 +350,26 @@ def coerce_id(arr: pa.ChunkedArray, file: str, column: str, c: Collector) -> pa.
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return arr.cast(pa.string())
     if pa.types.is_floating(t):
-        values = arr.to_numpy()
+        values = arr.to_numpy().astype(np.float64)
         bad = (values != np.floor(values)) | ~np.isfinite(values)
         if bad.any():
             c.add(file, column, f"is {t} with {int(bad.sum())} values that are not whole numbers",
                   "ids must be int64 or string; fix the values or store the ids as strings", mask=bad, values=values)
             return None
-        return pa.chunked_array([pa.array(values.astype(np.int64))])
+        # beyond 2^53 a float64 holds only some whole numbers: neighbouring ids may already be one value, and
+        # beyond 2^63 int64 holds none of them; only an exact conversion is made
+        inexact = np.abs(values) > EXACT_FLOAT_ID
+        if inexact.any():
+            c.add(file, column, f"is {t} with {int(inexact.sum())} ids beyond 2^53 ({EXACT_FLOAT_ID:,}), where a "
+                                f"floating-point number cannot hold every whole number: distinct ids may already "
+                                f"have become one (and beyond 2^63 no int64 holds them)",
+                  "store the ids as int64 or as strings where they are written (e.g. "
+                  "pyarrow.array(ids, pyarrow.int64()) or df['%s'].astype(str) before the float conversion)"
+                  % column, mask=inexact, values=values)
+            return None
+        if report is not None:
+            report.convert(f"{file}: {column} is {t}: whole numbers, converted exactly to int64")
+        return pa.chunked_array([pa.array(values.astype(np.int64))], type=pa.int64())
     c.add(file, column, f"has type {t}, which cannot be used as an id",
           "ids must be int64 or string; cast the column (e.g. df['%s'].astype('int64') or .astype(str))" % column)
     return None
@@ -472,8 +544,8 @@ def check_interactions(table: pa.Table, c: Collector, report: ValidationReport,
     if missing:
         return None
     n_before = len(c.problems)
-    user = coerce_id(table.column(S.USER_ID), file, S.USER_ID, c)
-    item = coerce_id(table.column(S.ITEM_ID), file, S.ITEM_ID, c)
+    user = coerce_id(table.column(S.USER_ID), file, S.USER_ID, c, report)
+    item = coerce_id(table.column(S.ITEM_ID), file, S.ITEM_ID, c, report)
     if S.RATING in table.column_names:
         rating = coerce_rating(table.column(S.RATING), file, c)
     else:

@@ -266,20 +266,18 @@ def _validate(date, cfg, state, work_id) -> dict:
     tables, otherwise those of the most events), and so must the scale of the ratings (the earlier
     nights' lowest and highest; unless ``allow_rating_mismatch``): a file that differs is
     quarantined with the reason, so the snapshot never takes it in."""
-    from ..data.validation import Collector, ValidationReport, check_interactions, read_parquet_checked
+    from ..data.validation import Collector, ValidationReport
 
     part = cfg.landing / "events" / f"date={date}"
     quarantine = cfg.work / "quarantine" / f"date={date}"
     checked = []                                                 # (file, problems, kinds, rows)
     files, _ = landing_files(cfg.landing, date)
     scale = None if cfg.allow_rating_mismatch else snapshot_store.rating_range(cfg.work / "snapshot", exclude=date)
+    converted = []
     for f in files:
         c, rep = Collector(), ValidationReport()
-        if f.is_symlink() and not f.exists():
-            c.add(str(f.relative_to(part)), None, f"is a link to {os.readlink(f)}, which does not exist",
-                  "put the file it points to back, or copy the file itself here")
-        table = read_parquet_checked(f, c, required=True) if f.exists() else None
-        frame = check_interactions(table, c, rep, file=str(f.relative_to(part))) if table is not None else None
+        frame = read_event_file(f, part, c, rep)
+        converted += rep.conversions
         if frame is not None and scale is not None and not rep.implicit:
             _check_scale(frame[S.RATING].to_numpy(), scale, str(f.relative_to(part)), c)
         checked.append((f, c, _kinds(frame, rep.implicit) if frame is not None else None,
@@ -323,7 +321,52 @@ def _validate(date, cfg, state, work_id) -> dict:
             bad.append({"file": rel, "reason": why.read_text().strip() if why.is_file() else ""})
     if not good:
         log.warning("night %s: no valid event file; the snapshot stays as it was", date)
-    return {"valid_files": good, "seen": seen, "quarantined": bad, "n_valid": len(good), "n_quarantined": len(bad)}
+    return {"valid_files": good, "seen": seen, "quarantined": bad, "n_valid": len(good), "n_quarantined": len(bad),
+            "converted": converted}
+
+
+def read_event_file(f: Path, part: Path, c, rep) -> pd.DataFrame | None:
+    """One landing file read and checked as the data contract's interactions, its columns in the
+    contract's types (ids int64 or string, ratings float32, times UTC epoch seconds); ``None``
+    after recording its problems in ``c``. What the validate step admits, the merge reads the same
+    way."""
+    from ..data.validation import check_interactions, read_parquet_checked
+
+    rel = str(f.relative_to(part))
+    if f.is_symlink() and not f.exists():
+        c.add(rel, None, f"is a link to {os.readlink(f)}, which does not exist",
+              "put the file it points to back, or copy the file itself here")
+        return None
+    table = read_parquet_checked(f, c, required=True, columns=(S.USER_ID, S.ITEM_ID, S.RATING, S.TIMESTAMP),
+                                 optional=(S.RATING,))
+    return check_interactions(table, c, rep, file=rel) if table is not None else None
+
+
+def combine_events(frames: list[pd.DataFrame], implicit: bool, source: str) -> pd.DataFrame:
+    """The night's files as one table, in one stated schema (the contract's, with the ids' types
+    the files agree on: nothing is inferred from whichever file comes first). Every row and every
+    distinct id of every file is kept; files whose ids differ in kind are refused (the validate
+    step quarantines them before this)."""
+    import pyarrow as pa
+
+    from ..data.dataset import interactions_table
+
+    kinds = {col: {"int64" if pd.api.types.is_integer_dtype(f[col]) else "string" for f in frames}
+             for col in (S.USER_ID, S.ITEM_ID)}
+    mixed = [col for col, k in kinds.items() if len(k) > 1]
+    if mixed:
+        raise RecsysHyperError(f"{source}: the night's files store {', '.join(mixed)} with different types "
+                               f"(integers in some, strings in others); re-export them with one type")
+    tables = [interactions_table(f, implicit=implicit) for f in frames]
+    combined = pa.concat_tables(tables).to_pandas()                   # one schema: nothing is promoted
+    n_rows = sum(len(f) for f in frames)
+    for col in (S.USER_ID, S.ITEM_ID):
+        before = len(pd.unique(np.concatenate([pd.unique(f[col]) for f in frames]))) if frames else 0
+        if len(combined) != n_rows or combined[col].nunique() != before:       # never silently: a loud stop
+            raise RecsysHyperError(f"{source}: combining the night's files changed {col} ({n_rows} rows and "
+                                   f"{before} distinct ids before, {len(combined)} and "
+                                   f"{combined[col].nunique()} after); nothing was merged")
+    return combined
 
 
 def _check_scale(ratings: np.ndarray, scale: tuple[float, float], file: str, c) -> None:
@@ -402,8 +445,21 @@ def _merge(date, cfg, state, work_id) -> dict:
     users, items = _landing_side_tables(landing)
     n_new, night, repeated = 0, None, 0
     if files:
-        raw = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        night = validate_frames(raw, users, items, source=f"{landing / 'events'}/date={date}")
+        from ..data.validation import Collector, ValidationReport
+
+        part = landing / "events" / f"date={date}"
+        frames, c, implicit = [], Collector(), False
+        for f in map(Path, files):
+            rep = ValidationReport()
+            frames.append(read_event_file(f, part, c, rep))
+            implicit |= rep.implicit
+        if c.problems:                         # changed since the validate step: run the night again
+            raise DataValidationError([dataclasses.replace(p, fix=p.fix + f"; then run the night again "
+                                                           f"(recsys-hyper pipeline nightly --date {date})")
+                                       for p in c.problems])
+        raw = combine_events(frames, implicit, source=str(part))
+        del frames
+        night = validate_frames(raw, users, items, source=str(part))
         del raw
         side = night
     else:                                     # the side tables' id types, checked against earlier nights
