@@ -611,6 +611,13 @@ def cmd_nightly(args: argparse.Namespace) -> int:
             if not args.all:
                 raise
             refused.append(str(exc))          # --all goes on with the other nights, and says so at the end
+        except RecsysHyperError as exc:       # every message names the next command to run
+            text = str(exc)
+            if "recsys-hyper pipeline" not in text:
+                text += (f"\nnext: once that is fixed, run the night again (what is done is kept): recsys-hyper "
+                         f"pipeline nightly --date {date} --landing {cfg.landing} --work {cfg.work}")
+            print(f"error: {text}", file=sys.stderr)
+            return 2
     print(f"MLflow UI: {mlflow_ui_command()}")
     for text in refused:
         print(f"error: {text}", file=sys.stderr)

@@ -4,7 +4,6 @@ bypassed: each case that used to lose data or stick a night, then cases generate
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -242,3 +241,64 @@ def test_a_nights_files_merge_with_every_row_and_id_or_are_quarantined(files):
         latest = expected.sort_values("timestamp", kind="stable").drop_duplicates(["user_id", "item_id"], keep="last")
         got = merged.set_index(["user_id", "item_id"])["timestamp"].sort_index()
         assert got.tolist() == latest.set_index(["user_id", "item_id"])["timestamp"].sort_index().tolist()
+
+
+# -- 3. a night recovers without a person editing its state
+
+
+def test_a_file_moved_away_after_a_crash_is_a_change_and_the_night_runs_again(landing, tmp_path, monkeypatch, capsys):
+    """Used to be: after a crash in the merge, moving the offending file away (the obvious fix) left
+    the night failing forever with `error: <path of the file that is gone>`."""
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(landing, tmp_path / "work")
+    _data_steps(cfg, DATES[0], steps=("validate",))                    # the crash: validated, never merged
+    first, second = _files(landing, DATES[0])
+    shutil.move(str(second), tmp_path / "aside.parquet")
+    report = run_nightly(DATES[0], cfg)
+    assert report.gone == [second.name] and report.steps_run[0] == "validate"
+    assert "ran again without 1 landing file(s) it had read that are gone" in report.summary(cfg.work)
+    assert len(_snapshot_events(cfg.work)) == len(pd.read_parquet(first).drop_duplicates(["user_id", "item_id"]))
+
+
+def test_no_state_a_crash_leaves_can_make_every_later_run_fail(landing, tmp_path, monkeypatch):
+    """A crash in every step in turn, each followed by what people and clean-ups do (a step's
+    output removed, a landing file moved away, the state file damaged); each next run goes on."""
+    from recsys_hyper.jobs.state import STEPS
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(landing, tmp_path / "work")
+    damages = {
+        "split": lambda: next((cfg.work / "snapshot" / "interactions.parquet").glob("date=*/part-0.parquet")).unlink(),
+        "train": lambda: (cfg.work / "splits" / f"date={DATES[0]}.parquet").unlink(),
+        "gate": lambda: shutil.rmtree(cfg.work / "models" / f"date={DATES[0]}"),
+        "cohort": lambda: (cfg.work / "state" / f"date={DATES[0]}.json").write_text('{"done": {"validate": 1'),
+        "cold_start_eval": lambda: shutil.move(str(_files(landing, DATES[0])[-1]), tmp_path / "aside.parquet"),
+    }
+    for crash in STEPS:
+        real = getattr(nightly, f"_{crash}")
+
+        def boom(*a, _step=crash, **kw):
+            raise OSError(f"the machine went away during {_step}")
+        monkeypatch.setattr(nightly, f"_{crash}", boom)
+        with pytest.raises(OSError, match=crash):
+            run_nightly(DATES[0], cfg)
+        monkeypatch.setattr(nightly, f"_{crash}", real)
+        if crash in damages:
+            damages[crash]()
+    report = run_nightly(DATES[0], cfg)
+    assert report.steps_run and report.champion_version is not None
+    assert pd.read_parquet(report.recommendations)["score"].notna().all()
+    assert len(_snapshot_events(cfg.work)) == len(pd.concat([pd.read_parquet(f) for f in _files(landing, DATES[0])])
+                                                  .drop_duplicates(["user_id", "item_id"]))
+    assert run_nightly(DATES[0], cfg).steps_run == []                               # and then it stays done
+
+
+def test_a_nights_error_names_the_next_command(landing, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (landing / "users.parquet").unlink()
+    (landing / "users.parquet").symlink_to(landing / "users.parquet")             # a link to itself
+    code = main(["pipeline", "nightly", "--date", DATES[0], "--landing", str(landing), "--work",
+                 str(tmp_path / "work"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "users.parquet" in err and "cannot be followed" in err
+    assert f"recsys-hyper pipeline nightly --date {DATES[0]} --landing {landing}" in err

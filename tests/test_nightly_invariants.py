@@ -385,13 +385,14 @@ def test_the_gate_never_promotes_on_a_missing_or_non_finite_figure():
     assert gate_decision(e, 0.005, 0.005)[0]
 
 
-def test_a_damaged_state_is_explained_and_a_lock_its_writer_never_finished_is_taken_over(tmp_path):
+def test_a_damaged_state_is_kept_aside_and_a_lock_its_writer_never_finished_is_taken_over(tmp_path, caplog):
     from recsys_hyper.jobs.state import NightState, RunLock
 
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / f"date={DATES[0]}.json").write_text("{not json")
-    with pytest.raises(RecsysHyperError, match="the night's state is damaged .*remove it to run the night"):
-        NightState.load(tmp_path, DATES[0])
+    assert NightState.load(tmp_path, DATES[0]).done == {}            # the night runs from its first step
+    assert (tmp_path / "state" / f"date={DATES[0]}.json.damaged").read_text() == "{not json"
+    assert "the night's state is damaged" in caplog.text
     lock = tmp_path / "nightly.lock"
     lock.write_text("")                              # its writer died between creating the file and writing it
     with RunLock(lock):                              # nobody holds it: taken at once

@@ -270,7 +270,7 @@ def read_parquet_checked(path: Path, c: Collector, required: bool, columns: tupl
         except OSError:
             target = "?"
         c.add(name, None, f"is a link to {target}, which cannot be followed (gone, or a loop)",
-              f"point the link at the Parquet file, replace it with the file itself, or remove it"
+              "point the link at the Parquet file, replace it with the file itself, or remove it"
               + ("" if required else " (it is optional)"))
         return None
     if not path.exists():

@@ -97,6 +97,7 @@ class NightReport:
     registered_model: str = tracking.REGISTERED_MODEL
     repeated_events: int = 0
     rerun_for: list = field(default_factory=list)          # the unseen files that made a done night run again
+    gone: list = field(default_factory=list)               # the files it had read that are gone since
 
     def summary(self, work: str | Path) -> str:
         """A few lines: what ran, the champion and why, the key metrics, where the outputs are."""
@@ -107,6 +108,9 @@ class NightReport:
         if self.rerun_for:
             lines.append(f"  ran again for {len(self.rerun_for)} landing file(s) it had not seen: "
                          f"{', '.join(self.rerun_for[:5])}{', ...' if len(self.rerun_for) > 5 else ''}")
+        if self.gone:
+            lines.append(f"  ran again without {len(self.gone)} landing file(s) it had read that are gone: "
+                         f"{', '.join(self.gone[:5])}{', ...' if len(self.gone) > 5 else ''}")
         if self.quarantined:
             lines.append(f"  quarantined: {', '.join(q['file'] for q in self.quarantined)} "
                          f"(see {work}/quarantine/date={self.date})")
@@ -174,12 +178,23 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
             log.info("night %s: %d file(s) still being written are left for a later run (e.g. %s)", date, len(later),
                      later[0].relative_to(part))
         unseen = state.unseen(files, part) if state.started_any else []
-        if unseen:                 # a night is done for the files it saw: new ones make it run again
-            log.warning("night %s: %d landing file(s) it has not seen (%s): the night runs again and merges them",
-                        date, len(unseen), ", ".join(unseen[:5]))
+        gone = state.gone(files, part) if state.started_any else []
+        if unseen or gone:     # a night is done for the files it saw: new, changed or gone ones make it run again
+            log.warning("night %s: %s: the night runs again for the files that are there", date, "; ".join(
+                what for what in (f"{len(unseen)} landing file(s) it has not seen ({', '.join(unseen[:5])})"
+                                  if unseen else "",
+                                  f"{len(gone)} file(s) it read are gone ({', '.join(gone[:5])})" if gone else "")
+                if what))
             state.reset()
             shutil.rmtree(checkpoint_dir(work / "models" / f"date={date}"), ignore_errors=True)
             report.rerun_for = unseen
+            report.gone = gone
+        missing = _missing_output(state, cfg, date)
+        if missing:                         # a step's output removed since: that step and the later ones again
+            step, path = missing
+            log.warning("night %s: the %s step's output %s is gone: the night runs again from that step", date,
+                        step, path)
+            state.redo_from(step)
         if not state.complete_night:
             newer = [d for d in snapshot_store.partition_dates(work / "snapshot") if d > date]
             if newer and not cfg.allow_out_of_order:
@@ -227,6 +242,22 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
     report.evaluation = d["cold_start_eval"]["path"]
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _missing_output(state: NightState, cfg: NightlyConfig, date: str) -> tuple[str, str] | None:
+    """The first done step whose recorded output is gone (a snapshot partition, a split, a model,
+    the scores or the evaluation removed by a person or a clean-up), with the path."""
+    for step in STEPS:
+        done = state.done.get(step)
+        if done is None:
+            continue
+        paths = [done[k] for k in ("path", "model_dir") if isinstance(done.get(k), str)]
+        if step == "merge" and done.get("night_events"):
+            paths.append(str(snapshot_store.events_dir(cfg.work / "snapshot") / f"date={date}" / "part-0.parquet"))
+        for p in paths:
+            if not Path(p).exists():
+                return step, p
+    return None
 
 
 def _check_folders(cfg: NightlyConfig) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 import time
@@ -16,6 +17,8 @@ import pandas as pd
 
 from ..atomic import atomic_file
 from ..errors import RecsysHyperError
+
+log = logging.getLogger(__name__)
 
 STEPS = ("validate", "merge", "split", "train", "evaluate", "gate", "score", "cohort", "cold_start_eval")
 
@@ -31,15 +34,22 @@ class NightState:
 
     @classmethod
     def load(cls, root: Path, date: str) -> "NightState":
+        """The night's state; a state that cannot be read (damaged, edited) is moved aside to
+        ``date=D.json.damaged`` with a warning, and the night runs from its first step (its outputs
+        are replaced, nothing is duplicated): no state file can make every later run fail."""
         path = root / "state" / f"date={date}.json"
         try:
             saved = json.loads(path.read_text()) if path.exists() else {}
             if not isinstance(saved, dict) or not isinstance(saved.get("done", {}), dict) \
-                    or not isinstance(saved.get("started", {}), dict):
+                    or not isinstance(saved.get("started", {}), dict) \
+                    or not all(isinstance(v, dict) for v in saved.get("done", {}).values()):
                 raise ValueError("not a night's state")
         except (ValueError, UnicodeDecodeError) as exc:
-            raise RecsysHyperError(f"{path}: the night's state is damaged ({exc}); remove it to run the night "
-                                   f"{date} from its first step (its outputs are replaced, nothing is duplicated)") from None
+            aside = path.with_name(path.name + ".damaged")
+            os.replace(path, aside)
+            log.warning("%s: the night's state is damaged (%s); kept as %s, and the night %s runs from its first "
+                        "step (its outputs are replaced, nothing is duplicated)", path, exc, aside.name, date)
+            saved = {}
         return cls(date, path, saved.get("done", {}), saved.get("started", {}))
 
     def is_done(self, step: str) -> bool:
@@ -52,6 +62,26 @@ class NightState:
     @property
     def started_any(self) -> bool:
         return any(step in self.done for step in STEPS)
+
+    def gone(self, files: list[Path], root: Path) -> list[str]:
+        """The files the night's validation read that are no longer among ``files`` (moved away,
+        deleted): a change like a new file, after which the night runs again for what is there."""
+        validated = self.done.get("validate")
+        if validated is None:
+            return []
+        present = {str(f.relative_to(root)) for f in files}
+        seen = validated.get("seen")
+        if seen is None:                                    # a state of an earlier version: absolute names
+            return sorted(str(Path(f).relative_to(root)) for f in validated.get("valid_files", [])
+                          if Path(f).is_relative_to(root) and str(Path(f).relative_to(root)) not in present)
+        return sorted(rel for rel in seen if rel not in present)
+
+    def redo_from(self, step: str) -> None:
+        """Forget ``step`` and every step after it (they run again); earlier steps stay done."""
+        later = STEPS[STEPS.index(step):]
+        self.done = {k: v for k, v in self.done.items() if k not in later}
+        self.started = {k: v for k, v in self.started.items() if k not in later}
+        self._write()
 
     def unseen(self, files: list[Path], root: Path) -> list[str]:
         """The files of ``files`` (below ``root``) that the night's validation did not see as they
