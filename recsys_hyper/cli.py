@@ -418,6 +418,11 @@ def _pipeline_commands(sub) -> None:
                    help="merge landing files whose ratings fall outside the scale of the snapshot's ratings so far "
                         "(quarantined by default: one mistyped rating would change the scale every model of the "
                         "pipeline predicts on); the night's steps then serve ratings outside the champion's scale")
+    n.add_argument("--adopt-store", action="store_true",
+                   help="the tracking store does not know the champion the work folder records (WORK/champion.json: "
+                        "a store lost, replaced or pointed elsewhere), and that is intended: gate the challenger "
+                        "against the recorded champion's model files and register the winner in this store "
+                        "(refused by default: the night would promote without a gate)")
     n.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     n.set_defaults(func=cmd_nightly)
     sl = psub.add_parser("synth-landing", formatter_class=_Formatter, help="a synthetic landing folder of daily partitions",
@@ -602,7 +607,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
                         first_max_steps=args.first_max_steps, max_eval_users=args.max_eval_users,
                         tolerance_mae=args.tolerance_mae, tolerance_ndcg=args.tolerance_ndcg,
                         top_k=args.top_k, progress=not args.no_progress, registered_model=args.registered_model,
-                        allow_out_of_order=args.allow_out_of_order, allow_rating_mismatch=args.allow_rating_mismatch)
+                        allow_out_of_order=args.allow_out_of_order, allow_rating_mismatch=args.allow_rating_mismatch,
+                        adopt_store=args.adopt_store)
     refused = []
     for date in dates:
         try:

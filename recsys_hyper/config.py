@@ -334,6 +334,7 @@ class NightlyConfig:
     allow_out_of_order: bool = False   # run a night older than one already merged (it trains on the later data)
     allow_rating_mismatch: bool = False  # merge landing files whose ratings fall outside the snapshot's scale
     registered_model: str = REGISTERED_MODEL
+    adopt_store: bool = False          # a store that does not know the work folder's champion: gate against its files
 
     RULES: ClassVar[dict[str, Rule]] = {
         "warm_max_steps": Rule("int", 1, 10**12, optional=True), "first_max_steps": Rule("int", 1, 10**12, optional=True),

@@ -4,6 +4,8 @@ bypassed: each case that used to lose data or stick a night, then cases generate
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -302,3 +304,38 @@ def test_a_nights_error_names_the_next_command(landing, tmp_path, monkeypatch, c
     err = capsys.readouterr().err
     assert code == 2 and "users.parquet" in err and "cannot be followed" in err
     assert f"recsys-hyper pipeline nightly --date {DATES[0]} --landing {landing}" in err
+
+
+# -- 4. the gate is never bypassed silently
+
+
+def test_a_store_that_forgot_the_champion_stops_the_night_until_adopted(landing, tmp_path, monkeypatch, _mlflow_template):
+    """Used to be: with the tracking store replaced, the next night said "no champion yet" and
+    promoted without a gate, although the work folder had a champion."""
+    import mlflow
+
+    from recsys_hyper import tracking
+    from recsys_hyper.errors import RecsysHyperError
+    from recsys_hyper.jobs.models import model_digest
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(landing, tmp_path / "work")
+    first = run_nightly(DATES[0], cfg)
+    record = json.loads((cfg.work / "champion.json").read_text())
+    assert record["version"] == first.champion_version and record["model_digest"] == model_digest(record["model_dir"])
+    fresh = tmp_path / "fresh.db"                                       # the store lost and replaced
+    shutil.copy(_mlflow_template, fresh)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{fresh}")
+    mlflow.set_tracking_uri(f"sqlite:///{fresh}")
+    with pytest.raises(RecsysHyperError, match=r"records its champion as recsys-hyper version 1 .*--adopt-store"):
+        run_nightly(DATES[1], cfg)
+    assert not (cfg.work / "state" / f"date={DATES[1]}.json").exists()          # stopped before any work
+    assert tracking.alias_version("champion") is None
+    # adopted: the challenger gated against the recorded champion's files; a worse one is not promoted
+    adopted = dataclasses.replace(cfg, adopt_store=True, tolerance_mae=-10.0)
+    second = run_nightly(DATES[1], adopted)
+    assert second.promoted is False and "champion_validation_mae" in second.metrics
+    champion = tracking.alias_version("champion")
+    assert champion == second.champion_version != "adopted"
+    assert tracking.version_tags(champion)["model_digest"] == record["model_digest"]   # the recorded model, registered
+    assert json.loads((cfg.work / "champion.json").read_text())["version"] == champion

@@ -58,6 +58,23 @@ def rollback_command(name: str = tracking.REGISTERED_MODEL) -> str:
     return f"{name}@champion -> version {previous} (was {current})"
 
 
+def model_digest(model_dir: str | os.PathLike) -> str:
+    """A saved model's content digest: 32 hex digits (128 bits of SHA-256) over its files' relative
+    paths and bytes, in path order. Tagged on the registered version and recorded by the work
+    folder, so that a store's version can be told from another model with the same number."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(model_dir)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(root).as_posix()}\n".encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:32]
+
+
 def code_version() -> str:
     """The package version, with the git commit when run from a checkout."""
     import subprocess

@@ -189,6 +189,8 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
             shutil.rmtree(checkpoint_dir(work / "models" / f"date={date}"), ignore_errors=True)
             report.rerun_for = unseen
             report.gone = gone
+        if not state.is_done("gate"):
+            _check_champion_record(cfg, work_id)          # the gate is never bypassed by a store that forgot
         missing = _missing_output(state, cfg, date)
         if missing:                         # a step's output removed since: that step and the later ones again
             step, path = missing
@@ -543,9 +545,13 @@ def _champion(cfg: NightlyConfig, work_id: str, version: str | None = None) -> t
     when there is none yet. A champion registered by another work folder's nightly is refused: two
     pipelines on one store must register under different names."""
     name = cfg.registered_model
+    if version == ADOPTED:
+        return ADOPTED, _adopted_champion(cfg)
     if version is None:
         version = tracking.alias_version("champion", name)
         if version is None:
+            if cfg.adopt_store and read_champion_record(cfg.work) is not None:
+                return ADOPTED, _adopted_champion(cfg)
             return None, None
     tags = tracking.version_tags(version, name)
     owner = tags.get("work_id")
@@ -647,8 +653,132 @@ def _gate(date, cfg, state, work_id) -> dict:
     champion = version if promoted else e.get("champion_version")
     if champion is None:
         raise RecsysHyperError(f"night {date}: no champion: the first challenger was not promoted ({reason})")
+    if champion == ADOPTED:                 # the recorded champion stays: registered in this store, then promoted
+        champion = _register_adopted(cfg, work_id)
+        tracking.promote(champion, cfg.registered_model)
+        reason += f" (the work folder's recorded champion, registered in this store as version {champion})"
+    write_champion_record(cfg, champion, state.done["train"]["model_dir"] if promoted
+                          else _champion_files(cfg, champion, adopted=e.get("champion_version") == ADOPTED))
     log.debug("night %s: challenger v%s %s (%s)", date, version, "promoted" if promoted else "not promoted", reason)
     return {"promoted": promoted, "reason": reason, "challenger_version": version, "champion_version": champion}
+
+
+#: the champion version of a night that adopted a store: the recorded champion's files, not yet registered there
+ADOPTED = "adopted"
+
+
+def champion_record_path(work: Path) -> Path:
+    return Path(work) / "champion.json"
+
+
+def read_champion_record(work: Path) -> dict | None:
+    """What the work folder records of its champion (``WORK/champion.json``), ``None`` if nothing."""
+    import json
+
+    path = champion_record_path(work)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RecsysHyperError(f"{path}: the work folder's champion record cannot be read ({exc}); restore it, or "
+                               f"remove it to let the tracking store's {'champion'} alias decide alone") from None
+    return record if isinstance(record, dict) and record.get("version") else None
+
+
+def write_champion_record(cfg: NightlyConfig, version: str, model_dir: str | None) -> None:
+    """Record the champion the gate decided on: registered name, version, store, the model's digest
+    and where its files are in the work folder (what ``--adopt-store`` gates against)."""
+    import json
+
+    from .models import model_digest
+
+    tags = tracking.version_tags(version, cfg.registered_model)
+    digest = tags.get("model_digest") or (model_digest(model_dir) if model_dir and Path(model_dir).is_dir() else None)
+    record = {"registered_model": cfg.registered_model, "version": str(version),
+              "tracking_uri": tracking.configure(), "model_digest": digest,
+              "model_dir": model_dir, "night": tags.get("night"), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with atomic_file(champion_record_path(cfg.work)) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+
+
+def _champion_files(cfg: NightlyConfig, version: str, adopted: bool) -> str | None:
+    """Where a champion that stayed has its files in the work folder: the recorded ones (the same
+    version, or adopted), else the folder of the night that trained it (its ``night`` tag)."""
+    record = read_champion_record(cfg.work)
+    if record and (adopted or str(record.get("version")) == str(version)) and record.get("model_dir"):
+        return record["model_dir"]
+    night = tracking.version_tags(version, cfg.registered_model).get("night")
+    folder = cfg.work / "models" / f"date={night}"
+    return str(folder) if night and folder.is_dir() else None
+
+
+def _check_champion_record(cfg: NightlyConfig, work_id: str) -> None:
+    """A night whose store does not know the champion the work folder records stops before any
+    work (a store lost, replaced or pointed elsewhere would otherwise read as "no champion yet", and
+    the night would promote without a gate), unless ``adopt_store``."""
+    record = read_champion_record(cfg.work)
+    if record is None or record.get("registered_model", cfg.registered_model) != cfg.registered_model:
+        return
+    name, version = cfg.registered_model, str(record["version"])
+    current = tracking.alias_version("champion", name)
+    problem = None
+    if current is None:
+        problem = f"the store has no {name}@champion"
+    elif current == version and record.get("model_digest"):
+        found = tracking.version_tags(current, name).get("model_digest")
+        if found is not None and found != record["model_digest"]:
+            problem = (f"its {name} version {current} is another model (digest {found}, recorded "
+                       f"{record['model_digest']})")
+    if problem is None:
+        return                              # the store knows it (a promote or rollback by hand is the store's say)
+    if cfg.adopt_store:
+        model_dir = record.get("model_dir")
+        if not model_dir or not Path(model_dir).is_dir():
+            raise RecsysHyperError(f"--adopt-store: the recorded champion's model files ({model_dir}) are gone; "
+                                   f"restore them, or point MLFLOW_TRACKING_URI at the store {record.get('tracking_uri')}")
+        log.warning("%s, although %s records %s version %s (store %s): adopting this store, the challenger is gated "
+                    "against the recorded champion's files in %s", problem, champion_record_path(cfg.work), name,
+                    version, record.get("tracking_uri"), model_dir)
+        return
+    raise RecsysHyperError(
+        f"the work folder {cfg.work} records its champion as {name} version {version} (store "
+        f"{record.get('tracking_uri')}, model digest {record.get('model_digest')}), but the tracking store "
+        f"{tracking.configure()} does not know it: {problem}. A night on it would read \"no champion yet\" and promote "
+        f"without a gate, so nothing was done. Point MLFLOW_TRACKING_URI at the store that holds it; or, if this store "
+        f"replaces it on purpose, run the night with --adopt-store (the challenger is gated against the recorded "
+        f"champion's files in {record.get('model_dir')} and the winner registered here): recsys-hyper pipeline nightly "
+        f"--landing {cfg.landing} --work {cfg.work} --adopt-store")
+
+
+def _adopted_champion(cfg: NightlyConfig) -> HyperRecommender:
+    """The recorded champion, from its files in the work folder (their digest checked)."""
+    from .models import model_digest
+
+    record = read_champion_record(cfg.work)
+    model_dir = record["model_dir"]
+    digest = model_digest(model_dir)
+    if record.get("model_digest") and digest != record["model_digest"]:
+        raise RecsysHyperError(f"--adopt-store: the recorded champion's files in {model_dir} changed since (digest "
+                               f"{digest}, recorded {record['model_digest']}); restore them")
+    return HyperRecommender.load(model_dir)
+
+
+def _register_adopted(cfg: NightlyConfig, work_id: str) -> str:
+    """Register the recorded champion's files in the adopted store (tagged as the night's versions are)."""
+    from .models import example_io, model_digest
+
+    record = read_champion_record(cfg.work)
+    model = _adopted_champion(cfg)
+    kinds = _snapshot_kinds(cfg.work / "snapshot") or {S.USER_ID: "int64"}
+    ids = pd.DataFrame({S.USER_ID: pd.Series(dtype="int64" if kinds[S.USER_ID] == "int64" else "object")})
+    example, example_out = example_io(model, ids)                  # the user id type tells the example's
+    return tracking.log_pyfunc_model(
+        record["model_dir"], example, example_out, alias=None, name=cfg.registered_model,
+        version_tags={"night": record.get("night"), "work_id": work_id, "work_dir": str(cfg.work),
+                      "model_digest": model_digest(record["model_dir"]), "adopted_from": record.get("tracking_uri")},
+        description=f"the work folder's champion (version {record['version']} of {record.get('tracking_uri')}), "
+                    f"adopted into this store")
 
 
 def _night_champion(cfg, state, work_id) -> HyperRecommender:

@@ -16,7 +16,7 @@ from ..config import Config
 from ..data.dataset import Dataset, content_digest
 from ..recommender import HyperRecommender
 from ..training import init_distributed
-from .models import code_version, example_io
+from .models import code_version, example_io, model_digest
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,8 @@ def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, v
             description = (f"meta-trained on {ds.n_interactions:,} interactions of {rec.n_train_users_:,} users "
                            f"({ds.source}); validation MAE {best['mae']:.4f}, nDCG@10 {best['ndcg10']:.4f}")
             version = tracking.log_pyfunc_model(out, example, example_out, register=register, alias="challenger",
-                                                version_tags={**provenance, **(version_tags or {})},
+                                                version_tags={**provenance, "model_digest": model_digest(out),
+                                                              **(version_tags or {})},
                                                 description=description, reuse_tags=reuse_tags,
                                                 name=registered_model)
     shutil.rmtree(ckpt, ignore_errors=True)
