@@ -205,6 +205,8 @@ SCORE_STD_HELP = ("add score_std: each recommendation's score standard deviation
 MISMATCH_HELP = ("accept histories whose feedback differs from the model's (implicit events into an explicit model, "
                  "or the reverse) or whose ratings fall outside its training scale; refused by default, because "
                  "every prediction would silently be wrong")
+EXCLUDE_HELP = ("items never to recommend: a Parquet file with an item_id column, or a text file with one id per "
+                "line (items.parquet's boolean 'retired' column is always honoured too)")
 
 
 EXPLAIN_HELP = ("add why each item is recommended: score_prior (what a user with no history and no features gets), "
@@ -263,6 +265,7 @@ def _model_commands(sub) -> None:
                         "and filtering that batch outputs go through)")
     r.add_argument("--out", required=True, metavar="RECS.parquet", help="output Parquet file")
     r.add_argument("--include-seen", action="store_true", help="do not exclude items already in the history")
+    r.add_argument("--exclude-items", metavar="FILE", help=EXCLUDE_HELP)
     r.add_argument("--allow-rating-mismatch", action="store_true", help=MISMATCH_HELP)
     r.add_argument("--explain", nargs="?", type=_positive_int, const=5, default=None, metavar="EVENTS",
                    help=EXPLAIN_HELP)
@@ -334,6 +337,7 @@ def _model_commands(sub) -> None:
     sc.add_argument("--chunk-users", type=_positive_int, default=4096, metavar="N", help="users per scoring chunk")
     sc.add_argument("--candidates", metavar="FILE.parquet", help="score only these items (an item_id column)")
     sc.add_argument("--include-seen", action="store_true", help="do not exclude items already in the history")
+    sc.add_argument("--exclude-items", metavar="FILE", help=EXCLUDE_HELP)
     sc.add_argument("--allow-rating-mismatch", action="store_true", help=MISMATCH_HELP)
     sc.add_argument("--explain", nargs="?", type=_positive_int, const=5, default=None, metavar="EVENTS",
                     help=EXPLAIN_HELP)
@@ -542,7 +546,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     print(serve.recommend(args.model, args.data, args.top_k, args.out, include_seen=args.include_seen,
                           allow_rating_mismatch=args.allow_rating_mismatch, explain=args.explain,
                           score_std=args.score_std, explore=args.explore, explore_weight=args.explore_weight,
-                          seed=args.seed))
+                          seed=args.seed, exclude_items=args.exclude_items))
     return 0
 
 
@@ -582,7 +586,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     report = score.score(args.model, args.data, args.out, args.date, top_k=args.top_k, chunk_users=args.chunk_users,
                          candidates=args.candidates, include_seen=args.include_seen, progress=not args.no_progress,
                          allow_rating_mismatch=args.allow_rating_mismatch, explain=args.explain,
-                         engine=args.engine, spark_master=args.spark_master, score_std=args.score_std)
+                         engine=args.engine, spark_master=args.spark_master, score_std=args.score_std,
+                         exclude_items=args.exclude_items)
     print(score.summary(report, args.out))
     return 0
 

@@ -339,3 +339,52 @@ def test_a_store_that_forgot_the_champion_stops_the_night_until_adopted(landing,
     assert champion == second.champion_version != "adopted"
     assert tracking.version_tags(champion)["model_digest"] == record["model_digest"]   # the recorded model, registered
     assert json.loads((cfg.work / "champion.json").read_text())["version"] == champion
+
+
+# -- 8. retire an item
+
+
+def _popular(recs: pd.DataFrame, n: int) -> list:
+    return recs["item_id"].value_counts().index[:n].tolist()
+
+
+def test_retired_and_excluded_items_are_never_recommended(trained, tmp_path, capsys):
+    data = Path(shutil.copytree(trained / "ds", tmp_path / "ds"))
+    assert main(["score", "--model", str(trained / "model"), "--data", str(data), "--out", str(tmp_path / "before"),
+                 "--date", DATES[0], "--no-progress"]) == 0
+    before = pd.read_parquet(tmp_path / "before" / "recommendations" / f"date={DATES[0]}")
+    retired, excluded = _popular(before, 3), _popular(before, 6)[3:]
+    items = pd.read_parquet(data / "items.parquet")
+    items.assign(retired=items["item_id"].isin(retired)).to_parquet(data / "items.parquet", index=False)
+    (tmp_path / "exclude.txt").write_text("# withdrawn by legal\n" + "\n".join(map(str, excluded)) + "\n")
+    assert main(["score", "--model", str(trained / "model"), "--data", str(data), "--out", str(tmp_path / "after"),
+                 "--date", DATES[0], "--exclude-items", str(tmp_path / "exclude.txt"), "--no-progress"]) == 0
+    after = pd.read_parquet(tmp_path / "after" / "recommendations" / f"date={DATES[0]}")
+    assert not after["item_id"].isin(retired + excluded).any()
+    assert after.groupby("user_id").size().eq(before.groupby("user_id").size()).all()     # still K per user
+    assert main(["recommend", "--model", str(trained / "model"), "--data", str(data), "--top-k", "10", "--out",
+                 str(tmp_path / "recs.parquet"), "--exclude-items", str(tmp_path / "exclude.txt")]) == 0
+    assert not pd.read_parquet(tmp_path / "recs.parquet")["item_id"].isin(retired + excluded).any()
+    assert "6 retired or excluded items left out" in capsys.readouterr().out
+    (tmp_path / "bad.txt").write_text("12\nnot-an-id\n")
+    assert main(["recommend", "--model", str(trained / "model"), "--data", str(data), "--top-k", "10", "--out",
+                 str(tmp_path / "recs2.parquet"), "--exclude-items", str(tmp_path / "bad.txt")]) == 2
+    assert "not integer item ids" in capsys.readouterr().err and not (tmp_path / "recs2.parquet").exists()
+
+
+def test_an_item_gone_from_the_landing_catalogue_is_not_recommended_from_the_next_night(landing, tmp_path, monkeypatch):
+    """Used to be: an item removed from the landing's items.parquet kept being recommended."""
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(landing, tmp_path / "work")
+    first = run_nightly(DATES[0], cfg)
+    gone = _popular(pd.read_parquet(first.recommendations), 5)
+    items = pd.read_parquet(landing / "items.parquet")
+    items[~items["item_id"].isin(gone)].to_parquet(landing / "items.parquet", index=False)
+    second = run_nightly(DATES[1], cfg)
+    recs = pd.read_parquet(second.recommendations)
+    assert len(recs) and not recs["item_id"].isin(gone).any()
+    state = json.loads((cfg.work / "state" / f"date={DATES[1]}.json").read_text())
+    assert state["done"]["score"]["retired_items"] >= len(gone)
+    served = cfg.work / "cohorts" / f"date={DATES[1]}" / "recommendations.parquet"
+    if served.exists():
+        assert not pd.read_parquet(served)["item_id"].isin(gone).any()

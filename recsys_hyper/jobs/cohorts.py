@@ -44,13 +44,14 @@ def record(work: Path, date: str, day_events: pd.DataFrame, known_users) -> int:
 
 
 def serve(work: Path, date: str, champion: HyperRecommender, version: str, users: pd.DataFrame | None,
-          allow_rating_mismatch: bool = False) -> int:
+          allow_rating_mismatch: bool = False, exclude_items=None) -> int:
     """The champion's top 10 for the night's cohort, from their first day's events alone
-    (``allow_rating_mismatch``: as for :meth:`~recsys_hyper.recommender.base.Recommender.recommend`)."""
+    (``allow_rating_mismatch``, ``exclude_items``: as for
+    :meth:`~recsys_hyper.recommender.base.Recommender.recommend`)."""
     folder = cohort_dir(work, date)
     events = pd.read_parquet(folder / "events.parquet")
     recs = champion.recommend(events, k=TOP_K, users=users, user_ids=pd.unique(events[S.USER_ID]),
-                              allow_rating_mismatch=allow_rating_mismatch)
+                              allow_rating_mismatch=allow_rating_mismatch, exclude_items=exclude_items)
     _write(recs, folder / "recommendations.parquet")
     with atomic_file(folder / "served.json") as tmp:
         tmp.write_text(json.dumps({"version": str(version), "catalogue": len(champion.item_map_)}))

@@ -70,6 +70,7 @@ from . import snapshot as snapshot_store
 from .evaluate import run_cold_start_evaluation
 from .landing import check_date, invalid_date_folders, landing_dates, landing_files
 from .models import code_version, load_version
+from .score import without_excluded
 from .state import STEPS, NightState, RunLock, fingerprint, stable_split, work_identity
 from .train import checkpoint_dir, train_and_register
 
@@ -189,8 +190,8 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
             shutil.rmtree(checkpoint_dir(work / "models" / f"date={date}"), ignore_errors=True)
             report.rerun_for = unseen
             report.gone = gone
-        if not state.is_done("gate"):
-            _check_champion_record(cfg, work_id)          # the gate is never bypassed by a store that forgot
+        if not state.is_done("gate") and _check_champion_record(cfg, work_id):
+            cfg = dataclasses.replace(cfg, adopt_store=True)   # gated against the recorded champion's files
         missing = _missing_output(state, cfg, date)
         if missing:                         # a step's output removed since: that step and the later ones again
             step, path = missing
@@ -713,17 +714,32 @@ def _champion_files(cfg: NightlyConfig, version: str, adopted: bool) -> str | No
     return str(folder) if night and folder.is_dir() else None
 
 
-def _check_champion_record(cfg: NightlyConfig, work_id: str) -> None:
-    """A night whose store does not know the champion the work folder records stops before any
-    work (a store lost, replaced or pointed elsewhere would otherwise read as "no champion yet", and
-    the night would promote without a gate), unless ``adopt_store``."""
+def _check_champion_record(cfg: NightlyConfig, work_id: str) -> bool:
+    """Whether the night must gate against the champion's files the work folder records, because
+    its store does not know that champion; never "no champion yet" while the work folder has one.
+    A store that knows nothing of this work folder (lost, replaced, pointed elsewhere) stops the
+    night before any work, unless ``adopt_store``; in a store that holds the folder's other
+    versions, a champion a person removed (its version or its alias) is gated against from its
+    files, with a warning."""
     record = read_champion_record(cfg.work)
     if record is None or record.get("registered_model", cfg.registered_model) != cfg.registered_model:
-        return
+        return False
     name, version = cfg.registered_model, str(record["version"])
     current = tracking.alias_version("champion", name)
+    model_dir = record.get("model_dir")
+    files = bool(model_dir) and Path(model_dir).is_dir()
     problem = None
     if current is None:
+        if tracking.knows_work_folder(work_id, name, cfg.experiment):      # this store, tidied by a person
+            if files:
+                log.warning("%s@champion is not set although %s records version %s (its version or alias was "
+                            "removed from the registry): the challenger is gated against the recorded champion's "
+                            "files in %s", name, champion_record_path(cfg.work), version, model_dir)
+                return True
+            log.warning("%s@champion is not set although %s records version %s, and its files (%s) are gone too: "
+                        "the challenger has no champion to be gated against and becomes champion", name,
+                        champion_record_path(cfg.work), version, model_dir)
+            return False
         problem = f"the store has no {name}@champion"
     elif current == version and record.get("model_digest"):
         found = tracking.version_tags(current, name).get("model_digest")
@@ -731,16 +747,15 @@ def _check_champion_record(cfg: NightlyConfig, work_id: str) -> None:
             problem = (f"its {name} version {current} is another model (digest {found}, recorded "
                        f"{record['model_digest']})")
     if problem is None:
-        return                              # the store knows it (a promote or rollback by hand is the store's say)
+        return False                        # the store knows it (a promote or rollback by hand is the store's say)
     if cfg.adopt_store:
-        model_dir = record.get("model_dir")
-        if not model_dir or not Path(model_dir).is_dir():
+        if not files:
             raise RecsysHyperError(f"--adopt-store: the recorded champion's model files ({model_dir}) are gone; "
                                    f"restore them, or point MLFLOW_TRACKING_URI at the store {record.get('tracking_uri')}")
         log.warning("%s, although %s records %s version %s (store %s): adopting this store, the challenger is gated "
                     "against the recorded champion's files in %s", problem, champion_record_path(cfg.work), name,
                     version, record.get("tracking_uri"), model_dir)
-        return
+        return True
     raise RecsysHyperError(
         f"the work folder {cfg.work} records its champion as {name} version {version} (store "
         f"{record.get('tracking_uri')}, model digest {record.get('model_digest')}), but the tracking store "
@@ -791,10 +806,30 @@ def _score(date, cfg, state, work_id) -> dict:
 
     champion = _night_champion(cfg, state, work_id)
     out = cfg.work / "scores"
+    retired = _retired(cfg, champion)
+    candidates = without_excluded(champion, cfg.work / "snapshot", None, excluded=retired)
     report = score_dataset(champion, cfg.work / "snapshot", out, date, top_k=cfg.top_k, progress=cfg.progress,
-                           allow_rating_mismatch=cfg.allow_rating_mismatch)
+                           allow_rating_mismatch=cfg.allow_rating_mismatch, candidates=candidates)
+    n_left_out = 0 if candidates is None else len(champion.item_map_) - len(candidates)
+    if n_left_out:
+        log.info("night %s: %d items retired or gone from the catalogue are not recommended", date, n_left_out)
     return {"path": report.outputs["recommendations"], "users": report.users,
-            "users_per_second": round(report.users_per_second, 1)}
+            "users_per_second": round(report.users_per_second, 1), "retired_items": n_left_out}
+
+
+def _retired(cfg: NightlyConfig, model: HyperRecommender) -> np.ndarray:
+    """The model's items that are retired: gone from the current catalogue (the landing's
+    ``items.parquet``, kept as the snapshot's; none when there is no catalogue) or marked retired
+    in it (its boolean ``retired`` column)."""
+    from .catalogue import retired_items, union
+
+    path = cfg.work / "snapshot" / S.ITEMS_FILE
+    if not path.is_file():
+        return np.array([])
+    catalogue = pd.read_parquet(path)
+    known = model.item_map_.ids(np.arange(len(model.item_map_)))
+    gone = known[~pd.Index(known).isin(catalogue[S.ITEM_ID])]
+    return union(gone, retired_items(catalogue))
 
 
 def _cohort(date, cfg, state, work_id) -> dict:
@@ -807,7 +842,8 @@ def _cohort(date, cfg, state, work_id) -> dict:
     out = {"cohort_users": 0}
     if (cohorts.cohort_dir(work, date) / "events.parquet").exists():
         out["cohort_users"] = cohorts.serve(work, date, champion, state.done["gate"]["champion_version"], users,
-                                            allow_rating_mismatch=cfg.allow_rating_mismatch)
+                                            allow_rating_mismatch=cfg.allow_rating_mismatch,
+                                            exclude_items=_retired(cfg, champion))
     earlier = [d for d in snapshot_store.partition_dates(snapshot) if d < date]
     tonight = snapshot_store.night_events(snapshot, date)
     if earlier and tonight is not None and len(tonight):

@@ -41,13 +41,16 @@ def read_candidates(path: str | os.PathLike | None):
 def score(model: str, data: str | os.PathLike, out: str | os.PathLike, date: str | None = None, top_k: int = 100,
           chunk_users: int = 4096, candidates: str | os.PathLike | None = None, include_seen: bool = False,
           progress: bool = True, allow_rating_mismatch: bool = False, explain: int | None = None,
-          engine: str = "local", spark=None, spark_master: str | None = None, score_std: bool = False) -> ScoreReport:
+          engine: str = "local", spark=None, spark_master: str | None = None, score_std: bool = False,
+          exclude_items: str | os.PathLike | None = None, excluded=None) -> ScoreReport:
     """Score every user of ``data`` with ``model`` into ``out`` (partition ``date``, default today UTC);
     ``explain``: explanation columns with that many events per recommendation; ``score_std``: each
     recommendation's score standard deviation. ``engine``:
     ``"local"`` (this machine, streaming) or ``"spark"`` (``spark``: a session, else one is
     started on ``spark_master`` / ``$SPARK_MASTER`` / spark-submit's master / ``local[*]`` and
-    stopped at the end); both give the same rows, tables and errors."""
+    stopped at the end); both give the same rows, tables and errors. Items never recommended:
+    those ``data``'s items table marks retired, those of ``exclude_items`` (a file) and ``excluded``
+    (ids)."""
     from .paths import check_dir_out
     from .serve import input_files
 
@@ -59,13 +62,15 @@ def score(model: str, data: str | os.PathLike, out: str | os.PathLike, date: str
                                "to add it")
     date = date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     if engine == "local" or not _is_uri(out):
-        check_dir_out(out, [*input_files(data, model), *([candidates] if candidates else [])],
+        check_dir_out(out, [*input_files(data, model), *([candidates] if candidates else []),
+                            *([exclude_items] if exclude_items else [])],
                       writes=[Path(out) / table for table in TABLES])
     items = read_candidates(candidates)
     rec = load_model(model)
     if items is not None:                     # the model's id type, and at least one item it knows
         kind = "int64" if pd.api.types.is_integer_dtype(items) else "string"
         check_item_ids(rec, items, f"--candidates {candidates}", kind=kind)
+    items = without_excluded(rec, data, items, exclude_items, excluded)
     if engine == "spark":
         return _score_on_spark(spark, spark_master, rec, model, data, out, date, top_k=top_k, chunk_users=chunk_users,
                                candidates=items, exclude_seen=not include_seen,
@@ -73,6 +78,27 @@ def score(model: str, data: str | os.PathLike, out: str | os.PathLike, date: str
     return score_dataset(rec, data, out, date, top_k=top_k, chunk_users=chunk_users,
                          candidates=items, exclude_seen=not include_seen, progress=progress,
                          allow_rating_mismatch=allow_rating_mismatch, explain=explain, score_std=score_std)
+
+
+def without_excluded(rec, data, candidates, exclude_items=None, excluded=None):
+    """``candidates`` (default: the model's catalogue) less the items never to recommend: marked
+    retired in ``data``'s items table, listed in ``exclude_items``, or in ``excluded``; the
+    candidates as they are when nothing is excluded."""
+    import numpy as np
+
+    from .catalogue import allowed_items, excluded_items, union
+
+    items_table = None
+    if not _is_uri(data) and (Path(data) / S.ITEMS_FILE).exists():
+        from ..data.validation import Collector, check_side_table, read_parquet_checked
+
+        c = Collector()
+        table = read_parquet_checked(Path(data) / S.ITEMS_FILE, c, required=False)
+        items_table = check_side_table(table, S.ITEM_ID, S.ITEMS_FILE, c) if table is not None else None
+        c.raise_if_any()
+    out = union(excluded_items(items_table, exclude_items, rec.item_map_.kind), excluded)
+    catalogue = rec.item_map_.ids(np.arange(len(rec.item_map_)))
+    return allowed_items(catalogue, candidates, out)
 
 
 def _is_uri(path) -> bool:

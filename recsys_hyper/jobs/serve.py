@@ -43,15 +43,18 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
 def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.PathLike,
               include_seen: bool = False, allow_rating_mismatch: bool = False, explain: int | None = None,
               score_std: bool = False, explore: str | None = None, explore_weight: float = 1.0,
-              seed: int = 0) -> str:
+              seed: int = 0, exclude_items: str | os.PathLike | None = None) -> str:
     """Top ``top_k`` for every user of ``data`` into ``out``; returns the summary line. ``explain``:
     add each recommendation's explanation with that many history events; ``score_std``: each
     score's standard deviation under the user's head posterior; ``explore`` ("ucb" or "thompson",
     ``explore_weight``, ``seed``): rank with exploration (see ``HyperRecommender.adapt``)."""
-    check_file_out(out, input_files(data, model))
+    from .catalogue import excluded_items
+
+    check_file_out(out, [*input_files(data, model), *([exclude_items] if exclude_items else [])])
     ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
     check_compatible(rec, ds, allow_rating_mismatch)
+    excluded = excluded_items(ds.items, exclude_items, rec.item_map_.kind)
     t0 = time.perf_counter()
     heads = None
     if explore:
@@ -60,7 +63,8 @@ def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.Pat
         heads = rec.adapt(ds.interactions, ds.users, item_features=ds.items, allow_rating_mismatch=allow_rating_mismatch,
                           explore=explore, explore_weight=explore_weight, seed=seed)
     recs = rec.recommend(ds.interactions, k=top_k, exclude_seen=not include_seen, users=ds.users,
-                         item_features=ds.items, allow_rating_mismatch=allow_rating_mismatch, heads=heads)
+                         item_features=ds.items, allow_rating_mismatch=allow_rating_mismatch, heads=heads,
+                         exclude_items=excluded)
     if score_std:
         recs["score_std"] = capability(rec, "score_std")(ds.interactions, recs, users=ds.users, item_features=ds.items,
                                                           allow_rating_mismatch=allow_rating_mismatch)
@@ -70,6 +74,7 @@ def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.Pat
     write_parquet(recs, out)
     return (f"recommended {top_k} items to {recs[S.USER_ID].nunique():,} users"
             + (f", exploring ({explore})" if explore else "") + (" with explanations" if explain else "")
+            + (f", {len(excluded):,} retired or excluded items left out" if len(excluded) else "")
             + f" in {time.perf_counter() - t0:.1f}s -> {out}")
 
 

@@ -62,16 +62,24 @@ def finish_predictions(pred: np.ndarray, rating_range: tuple | None, unknown: np
     return pred
 
 
-def allowed_mask(items, item_map: IdMap) -> torch.Tensor | None:
-    """A (N,) boolean allow-list over the catalogue, or ``None`` for every item."""
-    if items is None:
+def allowed_mask(items, item_map: IdMap, excluded=None) -> torch.Tensor | None:
+    """A (N,) boolean allow-list over the catalogue (``items``; every item when ``None``) less the
+    ``excluded`` ids (retired items, ad-hoc exclusions; ids the catalogue lacks are ignored), or
+    ``None`` for every item."""
+    if items is None and (excluded is None or not len(excluded)):
         return None
-    idx = item_map.index(np.asarray(list(items)), unknown="mark")
-    if (idx == UNKNOWN).any():
-        log.warning("%d allow-listed items are unknown to the model and have no features; ignored",
-                    int((idx == UNKNOWN).sum()))
-    allowed = torch.zeros(len(item_map), dtype=torch.bool)
-    allowed[torch.from_numpy(idx[idx != UNKNOWN])] = True
+    if items is None:
+        allowed = torch.ones(len(item_map), dtype=torch.bool)
+    else:
+        idx = item_map.index(np.asarray(list(items)), unknown="mark")
+        if (idx == UNKNOWN).any():
+            log.warning("%d allow-listed items are unknown to the model and have no features; ignored",
+                        int((idx == UNKNOWN).sum()))
+        allowed = torch.zeros(len(item_map), dtype=torch.bool)
+        allowed[torch.from_numpy(idx[idx != UNKNOWN])] = True
+    if excluded is not None and len(excluded):
+        out = item_map.index(np.asarray(list(excluded)), unknown="mark")
+        allowed[torch.from_numpy(out[out != UNKNOWN])] = False
     return allowed
 
 

@@ -236,16 +236,18 @@ class Recommender:
 
     def recommend(self, histories: pd.DataFrame | None, k: int = 10, exclude_seen: bool = True, items=None,
                   users: pd.DataFrame | None = None, user_ids=None, item_features: pd.DataFrame | None = None,
-                  heads: AdaptedUsers | None = None, allow_rating_mismatch: bool = False) -> pd.DataFrame:
+                  heads: AdaptedUsers | None = None, allow_rating_mismatch: bool = False,
+                  exclude_items=None) -> pd.DataFrame:
         """Top-``k`` items per user: ``user_id, item_id, score, rank`` (rank 1 = best).
 
         ``exclude_seen`` drops the items in each user's history; ``items`` restricts the
-        candidates to an allow-list of item ids. Users with no history get the population's
+        candidates to an allow-list of item ids; ``exclude_items`` are never recommended (retired
+        items, ad-hoc exclusions). Users with no history get the population's
         (features-informed, where the model uses features) items."""
         view = indexed(self, users, item_features)
         h = self._histories(histories, view, users, user_ids if heads is None else heads.user_ids, allow_rating_mismatch)
         return view.recommend(h, k, heads=heads, exclude_seen=exclude_seen,
-                              allowed=allowed_mask(items, view.catalogue.ids))
+                              allowed=allowed_mask(items, view.catalogue.ids, exclude_items))
 
     # ------------------------------------------------------------------------------ persistence
 

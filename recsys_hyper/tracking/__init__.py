@@ -17,7 +17,7 @@ from ..lazy import lazy_exports
 #: the submodules' names, imported on first use: MLflow (a second to import) is loaded only by a
 #: command that tracks or reads the store, not by one that scores a model directory
 _EXPORTS = {
-    "registry": ("MODEL_ARTIFACT", "alias_uri", "alias_version", "find_version", "load_pyfunc", "log_pyfunc_model",
+    "registry": ("MODEL_ARTIFACT", "alias_uri", "alias_version", "find_version", "knows_work_folder", "load_pyfunc", "log_pyfunc_model",
                  "promote", "resolve_model", "rollback", "set_alias", "version_exists", "version_tags",
                  "version_uri"),
     "runs": ("TrainingRun", "log_artifact_to_run", "log_choices", "log_epoch", "log_evaluation", "log_metrics",

@@ -44,6 +44,19 @@ def find_version(tags: dict, name: str = REGISTERED_MODEL, run_id: str | None = 
     return str(max(int(v.version) for v in found)) if found else None
 
 
+def knows_work_folder(work_id: str, name: str = REGISTERED_MODEL, experiment: str | None = None) -> bool:
+    """Whether the store holds anything of the work folder ``work_id``: a version of ``name``
+    tagged with it, or a run of ``experiment`` (its nights) tagged with it. A store that was lost
+    and replaced holds neither; one a person tidied (versions deleted) still holds the nights' runs."""
+    if find_version({"work_id": work_id}, name) is not None:
+        return True
+    if experiment is None:
+        return False
+    found = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.work_id = '{work_id}'",
+                               max_results=1, output_format="list")
+    return bool(found)
+
+
 def version_exists(version: str, name: str = REGISTERED_MODEL) -> bool:
     """Whether ``name`` still has ``version`` (a person can delete one in the MLflow UI). Only "no
     such version or model" reads as ``False``; any other failure (timeout, server error) is raised."""
