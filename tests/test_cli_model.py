@@ -212,6 +212,15 @@ def test_the_served_model_checks_its_input_as_the_library_does(trained, store, t
             status, answer = post(frame)
             assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
             assert re.search(message, answer["message"]) and "Traceback" not in json.dumps(answer), answer
+        # null params and ids that are no ids (1.5 used to be answered as user 1, a null param with a stack trace)
+        fraction = grouped.assign(user_id=[1.5] + grouped["user_id"].tolist()[1:])
+        for frame, params, message in ((grouped, {"k": None}, "'k' is None; it must be a whole number >= 1"),
+                                       (grouped, {"interval": None}, "'interval' is None"),
+                                       (grouped, {"exclude_seen": "no"}, "'exclude_seen'"),
+                                       (fraction, {}, "user ids are not whole numbers")):
+            status, answer = post(frame, **params)
+            assert status == 400 and re.search(re.escape(message), answer["message"]), (params, answer)
+            assert "Traceback" not in json.dumps(answer) and "site-packages" not in json.dumps(answer), answer
     finally:
         proc.terminate()
         try:

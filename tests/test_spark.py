@@ -218,3 +218,38 @@ def test_spark_submit_runs_the_scoring_job(string_ids, tmp_path, capsys):
     a, b = (pq.read_table(tmp_path / side / "recommendations" / "date=2026-11-30").to_pandas()
             .sort_values(["user_id", "rank"]).reset_index(drop=True) for side in ("local", "sub"))
     assert a[["user_id", "item_id", "rank"]].equals(b[["user_id", "item_id", "rank"]])
+
+
+def test_spark_engine_reads_every_time_form_and_refuses_a_truncated_file_in_one_line(spark, string_ids, tmp_path,
+                                                                                      capsys):
+    """Used to be: zoned timestamps gave an AssertionError in pyspark, a truncated Parquet file a
+    Py4J traceback (rc 1), where `score` succeeds or exits 2 with a line."""
+    import pyarrow as pa
+
+    root = string_ids
+    data = tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    for n, (unit, tz) in enumerate((("ms", "America/Los_Angeles"), ("us", None))):
+        part = data / "interactions.parquet" / f"part-{n}.parquet"
+        table = pq.read_table(part)
+        seconds = table.column("timestamp").to_numpy()
+        times = pd.to_datetime(seconds, unit="s", utc=True)
+        times = times.tz_convert(tz) if tz else times.tz_localize(None)
+        i = table.schema.get_field_index("timestamp")
+        pq.write_table(table.set_column(i, "timestamp", pa.array(times, pa.timestamp(unit, tz=tz))), part)
+    code, printed = _score("local", root, data, tmp_path / "local", capsys)
+    assert code == 0, printed.err[-2000:]
+    code, printed = _score("spark", root, data, tmp_path / "spark", capsys)
+    assert code == 0, printed.err[-2000:]
+    key = ["user_id", "rank"]
+    a, b = (pq.read_table(tmp_path / side / "recommendations" / "date=2026-11-30").to_pandas().sort_values(key)
+            .reset_index(drop=True) for side in ("local", "spark"))
+    assert a["item_id"].tolist() == b["item_id"].tolist()
+    part = data / "interactions.parquet" / "part-1.parquet"
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])                   # truncated
+    for where in (str(data), data.as_uri()):       # a local folder is checked before Spark starts; a URI by Spark
+        code = main(["score", "--model", str(root / "model"), "--data", where, "--out", str(tmp_path / "bad"),
+                     "--date", "2026-11-30", "--engine", "spark", "--spark-master", "local[2]", "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) <= 3, err[-3000:]
+        assert "part-1.parquet" in err or where in err, err

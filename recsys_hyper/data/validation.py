@@ -199,9 +199,9 @@ def check_parts(folder: Path, parts: list[Path], c: Collector, columns: tuple[st
     return schemas if ok else None
 
 
-def _common_types(tables: list[pa.Table]) -> list[pa.Table]:
-    """The parts of a folder dataset (their columns agreeing in kind, :func:`check_parts`) with
-    one stated type per column, so that combining them infers nothing from whichever part comes
+def common_schema(schemas: list[pa.Schema]) -> pa.Schema:
+    """One stated type per column for the parts of a folder dataset (their columns agreeing in
+    kind, :func:`check_parts`), so that combining them infers nothing from whichever part comes
     first: integers as int64, floating point as float64, strings as string, times as UTC
     microseconds (a time without a zone is read as UTC); any other type as the first part's."""
     def common(types: list[pa.DataType]) -> pa.DataType:
@@ -218,8 +218,14 @@ def _common_types(tables: list[pa.Table]) -> list[pa.Table]:
             return pa.timestamp("us", tz="UTC")
         return types[0]
 
+    names = schemas[0].names
+    return pa.schema([pa.field(n, common([sch.field(n).type for sch in schemas if n in sch.names])) for n in names])
+
+
+def _common_types(tables: list[pa.Table]) -> list[pa.Table]:
+    """The parts of a folder dataset cast to their :func:`common_schema`."""
     names = tables[0].column_names
-    schema = pa.schema([pa.field(n, common([t.schema.field(n).type for t in tables])) for n in names])
+    schema = common_schema([t.schema for t in tables])
     out = []
     for t in tables:
         t = t.select(names)
@@ -239,7 +245,9 @@ def _cast_values(arr: pa.ChunkedArray, to: pa.DataType) -> pa.ChunkedArray:
 
 def _repeated(names: list[str]) -> list[str]:
     """Column names that appear more than once (Parquet allows it; nothing can read them by name)."""
-    return sorted({n for n in names if names.count(n) > 1})
+    from collections import Counter
+
+    return sorted(n for n, times in Counter(names).items() if times > 1)   # linear: a table may have 100,000
 
 
 def _type_kind(t: pa.DataType) -> str:

@@ -134,15 +134,38 @@ def spark_session(master: str | None = None):
 
 
 def _score_on_spark(spark, master, rec, model: str, data, out, date, **kwargs) -> ScoreReport:
+    from ..scoring.batch import check_inputs
     from ..scoring.spark import score_dataset_spark
 
+    if not _is_uri(data):               # the single machine's checks and errors, before Spark starts
+        check_inputs(rec, Path(data), kwargs.get("allow_rating_mismatch", False))
     own = spark is None
     spark = spark or spark_session(master)
     try:
         return score_dataset_spark(spark, rec, functools.partial(load_model, model), data, out, date, **kwargs)
+    except Exception as exc:  # noqa: BLE001 -- Spark's and Java's errors: one line naming the input
+        mapped = spark_error(exc, data)
+        if mapped is None:
+            raise
+        raise mapped from None
     finally:
         if own:
             spark.stop()
+
+
+def spark_error(exc: BaseException, data) -> RecsysHyperError | None:
+    """A Spark, Py4J or Java error as one line naming the input and its first cause (exit 2), or
+    ``None`` for anything that is not Spark's (a bug keeps its traceback)."""
+    kind = type(exc).__module__ or ""
+    if not (kind.startswith(("py4j", "pyspark")) or "Py4JJavaError" in type(exc).__name__):
+        return None
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    cause = next((line for line in lines if "Exception" in line or "Error" in line), lines[0] if lines else "")
+    for marker in ("org.apache.spark.SparkException: ", "java.lang.", "py4j.protocol.Py4JJavaError: "):
+        cause = cause.replace(marker, "")
+    return RecsysHyperError(f"Spark could not read or score {data}: {type(exc).__name__}: {cause[:300]}; check "
+                            f"that every Parquet file under it is complete and readable (the local engine, "
+                            f"`score` without --engine spark, names the file), then run again")
 
 
 def summary(report: ScoreReport, out: str | os.PathLike) -> str:

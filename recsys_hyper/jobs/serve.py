@@ -50,12 +50,12 @@ def recommend(model: str, data: str | os.PathLike, top_k: int, out: str | os.Pat
     ``explore_weight``, ``seed``): rank with exploration (see ``HyperRecommender.adapt``)."""
     from .catalogue import excluded_items
 
+    t0 = time.perf_counter()                  # the command's time: reading and checking the data included
     check_file_out(out, [*input_files(data, model), *([exclude_items] if exclude_items else [])])
     ds = load_dataset(data, allow_no_events=True)
     rec = load_model(model)
     check_compatible(rec, ds, allow_rating_mismatch)
     excluded = excluded_items(ds.items, exclude_items, rec.item_map_.kind)
-    t0 = time.perf_counter()
     heads = None
     if explore:
         if not hasattr(rec, "score_std"):
@@ -82,6 +82,7 @@ def onboard(model: str, data: str | os.PathLike, n: int, out: str | os.PathLike,
             allow_rating_mismatch: bool = False) -> str:
     """The ``n`` items to ask every user of ``data`` about next into ``out``; ``asked``: a Parquet
     file of the (user_id, item_id) questions already put. Returns the summary line."""
+    t0 = time.perf_counter()                  # the command's time: reading and checking the data included
     check_file_out(out, [*input_files(data, model), *([asked] if asked else [])])
     asked_frame = read_pairs(asked) if asked else None
     ds = load_dataset(data, allow_no_events=True)
@@ -89,7 +90,6 @@ def onboard(model: str, data: str | os.PathLike, n: int, out: str | os.PathLike,
     check_compatible(rec, ds, allow_rating_mismatch)
     if asked_frame is not None:
         check_pair_ids(asked_frame, Path(asked).name, ds, rec.item_map_.kind)
-    t0 = time.perf_counter()
     questions = rec.ask(ds.interactions, n=n, users=ds.users, asked=asked_frame, item_features=ds.items,
                         allow_rating_mismatch=allow_rating_mismatch)
     write_parquet(questions, out)

@@ -78,6 +78,23 @@ def _user_ids(grouped: pd.DataFrame):
         if not (np.isfinite(ids).all() and (ids == np.floor(ids)).all()):
             bad = ids[~(np.isfinite(ids) & (ids == np.floor(ids)))]
             raise RecsysHyperError(f"grouped histories: {len(bad)} user ids are not whole numbers (e.g. "
-                                   f"{bad[:5].tolist()}); user ids must be int64 or string")
+                                   f"{bad[:5].tolist()}); user ids must be integers or strings")
+        if (np.abs(ids) > 2**53).any():
+            raise RecsysHyperError("grouped histories: user ids beyond 2^53 arrived as floating-point numbers, "
+                                   "which cannot hold them exactly; send them as integers or strings")
         return ids.astype(np.int64)
-    return ids
+    if ids.dtype.kind in "iu":
+        return ids.astype(np.int64)
+    if ids.dtype.kind in "OUT":
+        bad = [v for v in ids if not isinstance(v, (str, int, np.integer)) or isinstance(v, (bool, np.bool_))]
+        if bad:
+            raise RecsysHyperError(f"grouped histories: {len(bad)} user ids are neither integers nor strings (e.g. "
+                                   f"{bad[:3]!r}); user ids must be integers or strings")
+        kinds = {isinstance(v, str) for v in ids}
+        if kinds == {False}:
+            return np.asarray([int(v) for v in ids], dtype=np.int64)
+        if len(kinds) > 1:
+            raise RecsysHyperError("grouped histories: user ids mix integers and strings; send one type")
+        return ids
+    raise RecsysHyperError(f"grouped histories: user ids of type {ids.dtype} are neither integers nor strings; "
+                           f"user ids must be integers or strings")

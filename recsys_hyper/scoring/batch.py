@@ -88,15 +88,14 @@ def _histories_source(data_dir: Path) -> Path:
 
 def open_histories(src: Path) -> pads.Dataset:
     """The histories as one Arrow dataset: a file, or a folder's parts (which must agree)."""
-    from ..data.validation import Collector, check_parts, parquet_parts
+    from ..data.validation import Collector, check_parts, common_schema, parquet_parts
 
     try:
         if src.is_dir():                      # the parts must agree, or the first part's schema would rule
             parts, parts_check = parquet_parts(src), Collector()
             schemas = check_parts(src, parts, parts_check, (S.USER_ID, S.ITEM_ID, S.RATING, S.TIMESTAMP))
             parts_check.raise_if_any()
-            return pads.dataset([str(p) for p in parts], format="parquet",
-                                schema=pa.unify_schemas(schemas, promote_options="permissive"))
+            return pads.dataset([str(p) for p in parts], format="parquet", schema=common_schema(schemas))
         return pads.dataset(src, format="parquet")
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise DataValidationError([Problem(S.INTERACTIONS_FILE, None, f"is not readable Parquet ({exc})",

@@ -79,7 +79,28 @@ def read_events(spark, data_dir: str | Path):
     from pyspark.sql import functions as F
 
     events = spark.read.option("recursiveFileLookup", "true").parquet(join_path(data_dir, S.INTERACTIONS_FILE))
-    return events.select("*", F.col("_metadata.file_path").alias(FILE), F.col("_metadata.row_index").alias(ROW))
+    events = events.select("*", F.col("_metadata.file_path").alias(FILE), F.col("_metadata.row_index").alias(ROW))
+    return _seconds(events)
+
+
+def _seconds(events):
+    """Times of a timestamp or date type as UTC epoch seconds, as the data contract reads them
+    (a time without a zone, and a date, as UTC), so that every later step reads one form."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DateType, TimestampNTZType, TimestampType
+
+    if S.TIMESTAMP not in events.columns:
+        return events
+    t = events.schema[S.TIMESTAMP].dataType
+    col = F.col(S.TIMESTAMP)
+    if isinstance(t, TimestampType):                    # an instant
+        return events.withColumn(S.TIMESTAMP, F.unix_seconds(col))
+    if isinstance(t, (TimestampNTZType, DateType)):     # wall-clock time, or a day: its fields read as UTC
+        ntz = col.cast("timestamp_ntz")
+        utc = F.make_timestamp(F.year(ntz), F.month(ntz), F.dayofmonth(ntz), F.hour(ntz), F.minute(ntz),
+                               F.second(ntz), F.lit("UTC"))
+        return events.withColumn(S.TIMESTAMP, F.unix_seconds(utc))
+    return events
 
 
 def _file_order(path: str) -> tuple[str, ...]:

@@ -40,15 +40,49 @@ class HyperRecommenderPyfunc(PythonModel):
         from recsys_hyper.errors import RecsysHyperError
         from recsys_hyper.recommender import recommend_grouped
 
-        params = params or {}
         try:
-            return recommend_grouped(self.rec, model_input, k=int(params.get("k", 10)),
-                                     exclude_seen=bool(params.get("exclude_seen", True)),
-                                     explain=int(params.get("explain", 0)) or None,
-                                     ask=int(params.get("ask", 0)) or None,
-                                     interval=float(params.get("interval", 0.0)) or None)
+            p = checked_params(params)
+            return recommend_grouped(self.rec, model_input, k=p["k"], exclude_seen=p["exclude_seen"],
+                                     explain=p["explain"] or None, ask=p["ask"] or None,
+                                     interval=p["interval"] or None)
         except RecsysHyperError as exc:   # the caller's input: a 400 that says what to fix, no stack trace
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+
+
+#: the params the model takes, their defaults and what each must be
+PARAMS = {"k": (10, "a whole number >= 1"), "exclude_seen": (True, "true or false"),
+          "explain": (0, "a whole number >= 0"), "ask": (0, "a whole number >= 0"),
+          "interval": (0.0, "0 (off) or a level between 0.01 and 0.99")}
+
+
+def checked_params(params: dict | None) -> dict:
+    """The request's params with their defaults, each checked (a null, a fraction where a count is
+    wanted, a string where a flag is wanted): what is refused names the param, the value and what
+    it must be."""
+    import math
+
+    from recsys_hyper.errors import RecsysHyperError
+
+    given = dict(params or {})
+    unknown = sorted(set(given) - set(PARAMS))
+    if unknown:
+        raise RecsysHyperError(f"unknown params {unknown}: this model takes {', '.join(PARAMS)}")
+    out = {}
+    for name, (default, what) in PARAMS.items():
+        value = given.get(name, default)
+        ok = value is not None and not (isinstance(value, bool) and name != "exclude_seen")
+        if ok and name == "exclude_seen":
+            ok = isinstance(value, bool)
+        elif ok and name == "interval":
+            ok = isinstance(value, (int, float)) and math.isfinite(value) and (value == 0 or 0 < value < 1)
+        elif ok:
+            ok = isinstance(value, (int, float)) and float(value).is_integer() and value >= (1 if name == "k" else 0)
+            value = int(value) if ok else value
+        if not ok:
+            raise RecsysHyperError(f"params: '{name}' is {value!r}; it must be {what} (leave it out for the "
+                                   f"default, {default!r})")
+        out[name] = value
+    return out
 
 
 mlflow.models.set_model(HyperRecommenderPyfunc())

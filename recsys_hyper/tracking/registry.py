@@ -105,8 +105,8 @@ def log_pyfunc_model(model_dir: str | os.PathLike, example: pd.DataFrame, exampl
     printed = io.StringIO()
     with _pass_on(printed), warnings.catch_warnings(), contextlib.redirect_stderr(printed):
         warnings.simplefilter("ignore", UserWarning)
-        signature = infer_signature(example, example_out, params={"k": k, "exclude_seen": True, "explain": 0, "ask": 0,
-                                                                            "interval": 0.0})
+        signature = _ids_as_sent(infer_signature(example, example_out, params={
+            "k": k, "exclude_seen": True, "explain": 0, "ask": 0, "interval": 0.0}))
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_FILE),
@@ -122,6 +122,18 @@ def log_pyfunc_model(model_dir: str | os.PathLike, example: pd.DataFrame, exampl
     version = str(info.registered_model_version)
     _describe_version(name, version, version_tags, description, alias)
     return version
+
+
+def _ids_as_sent(signature):
+    """The signature with the input ``user_id`` of any type: the scoring server casts a JSON column
+    to the signature's type with ``astype`` before the model sees it, which would answer a user id
+    of 1.5 as user 1; passed as sent, the model's own check refuses what is no id (400)."""
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    inputs = [ColSpec(AnyType(), c.name, required=c.required) if c.name == "user_id" else c
+              for c in signature.inputs.inputs]
+    signature.inputs = Schema(inputs)
+    return signature
 
 
 def _describe_version(name: str, version: str, tags: dict, description: str | None, alias: str | None) -> None:
