@@ -429,6 +429,21 @@ def _pipeline_commands(sub) -> None:
                         "(refused by default: the night would promote without a gate)")
     n.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     n.set_defaults(func=cmd_nightly)
+    fg = psub.add_parser("forget", formatter_class=_Formatter, help="erase users from a nightly's work folder and store",
+                         description="Carry out an erasure request: remove every row of the listed users from every "
+                                     "Parquet file under the work folder (the snapshot's partitions and users table, "
+                                     "scores and heads, cohorts, splits, evaluation tables, quarantined files), scrub "
+                                     "their ids from the quarantine's reasons and the state, rewrite the evaluation "
+                                     "tables the nights logged to the tracking store ($MLFLOW_TRACKING_URI) without "
+                                     "them, and record them (as salted digests, never the ids) so that no later "
+                                     "night merges their events again, even if the landing still holds them. The next "
+                                     "night trains without warm start; until its gate, the current champion, which "
+                                     "saw them, keeps serving. Takes the nightly's lock; a re-run finishes an "
+                                     "interrupted one.")
+    fg.add_argument("--work", default=str(nightly("work")), metavar="DIR", help="the nightly's work folder")
+    fg.add_argument("--users", required=True, metavar="FILE",
+                    help="the users to forget: a Parquet file with a user_id column, or a text file with one id per line")
+    fg.set_defaults(func=cmd_forget)
     sl = psub.add_parser("synth-landing", formatter_class=_Formatter, help="a synthetic landing folder of daily partitions",
                          description="Generate a landing folder from a synthetic dataset: its events cut by time into "
                                      "daily partitions ending at --end-date (the first day carries the backlog), with "
@@ -633,6 +648,14 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     for text in refused:
         print(f"error: {text}", file=sys.stderr)
     return 2 if refused else 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from .config import NIGHTLY_EXPERIMENT
+    from .jobs.forget import forget
+
+    print(forget(Path(args.work), args.users, NIGHTLY_EXPERIMENT).summary(Path(args.work)))
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -420,3 +420,62 @@ def test_a_very_wide_side_table_is_read_in_linear_time_and_the_reported_time_is_
     assert seconds >= 1.5                                    # reading and checking the data is in the time
     names = [f"c{i}" for i in range(300_000)] + ["c7"]
     assert real(names) == ["c7"]                             # a quadratic check would take hours here
+
+
+# -- 7. forget a user
+
+
+FORGET = 987_654_321_000                      # ids no other number of the night can contain
+
+
+def _files_holding(root: Path, ids: list[int]) -> list[str]:
+    """Every file under ``root`` that holds one of ``ids``: Parquet files by value (any column),
+    every other file by its bytes (the decimal text, and the int64 bytes)."""
+    found = []
+    texts = [str(i).encode() for i in ids] + [int(i).to_bytes(8, "little") for i in ids]
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+            for name in table.column_names:
+                column = table.column(name)
+                if pa.types.is_integer(column.type) or pa.types.is_string(column.type):
+                    values = set(column.to_pylist())
+                    if values & set(ids) or values & {str(i) for i in ids}:
+                        found.append(f"{path} ({name})")
+        elif any(t in path.read_bytes() for t in texts):
+            found.append(str(path))
+    return found
+
+
+def test_forget_removes_every_row_of_a_user_and_later_nights_refuse_their_events(landing, tmp_path, monkeypatch,
+                                                                                 capsys):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    both = set.intersection(*({*pd.concat(map(pd.read_parquet, _files(landing, d)))["user_id"]} for d in DATES))
+    chosen = sorted(both)[:3]
+    forgotten = {old: FORGET + n for n, old in enumerate(chosen)}
+    for f in [*_files(landing, DATES[0]), *_files(landing, DATES[1]), landing / "users.parquet"]:
+        frame = pd.read_parquet(f)
+        frame.assign(user_id=frame["user_id"].replace(forgotten)).to_parquet(f, index=False)
+    ids = sorted(forgotten.values())
+    cfg = _cfg(landing, tmp_path / "work")
+    run_nightly(DATES[0], cfg)
+    assert _files_holding(cfg.work, ids)                                  # they are everywhere after a night
+    assert _files_holding(tmp_path / "mlruns", ids)                         # the evaluation tables logged too
+    (tmp_path / "erase.txt").write_text("\n".join(map(str, ids)) + "\n")
+    assert main(["pipeline", "forget", "--work", str(cfg.work), "--users", str(tmp_path / "erase.txt")]) == 0
+    out = capsys.readouterr().out
+    assert "forgot 3 users" in out and "snapshot" in out
+    store_files = [p for p in (tmp_path / "mlruns").rglob("*") if p.is_file()] if (tmp_path / "mlruns").exists() else []
+    assert store_files and _files_holding(tmp_path / "mlruns", ids) == []        # the store's tables too
+    assert _files_holding(cfg.work, ids) == []
+    second = run_nightly(DATES[1], cfg)                   # the landing still holds their events: refused
+    assert second.forgotten_events > 0 and "events of forgotten users were refused" in second.summary(cfg.work)
+    state = json.loads((cfg.work / "state" / f"date={DATES[1]}.json").read_text())
+    assert state["done"]["train"]["warm_started"] is False                # not from a model that saw them
+    assert _files_holding(cfg.work, ids) == [] and _files_holding(tmp_path / "mlruns", ids) == []
+    db = Path(mlflow.get_tracking_uri()[len("sqlite:///"):])
+    assert not any(str(i).encode() in db.read_bytes() for i in ids)            # nor any run's params or tags
+    third = run_nightly(DATES[1], dataclasses.replace(cfg, full_retrain=False))
+    assert third.steps_run == []

@@ -19,42 +19,49 @@ RETIRED = "retired"
 
 
 def read_item_list(path: str | os.PathLike, kind: str) -> np.ndarray:
-    """The item ids of ``path``: a Parquet file with an ``item_id`` column, or a text file with one
-    id per line (blank lines and ``#`` comments skipped), read as the model's id ``kind``."""
+    """The item ids of ``path`` (see :func:`read_id_list`), read as the model's id ``kind``."""
+    return read_id_list(path, S.ITEM_ID, kind, "--exclude-items")
+
+
+def read_id_list(path: str | os.PathLike, column: str, kind: str, option: str) -> np.ndarray:
+    """The distinct ids of ``path``: a Parquet file with the ``column`` column, or a text file with
+    one id per line (blank lines and ``#`` comments skipped), read as ids of ``kind`` ("int64" or
+    "string"); ``option`` names the command-line option in messages."""
     from ..data.validation import Collector, coerce_id, read_parquet_checked
 
     path = Path(path)
+    what = column.split("_")[0]
     if not path.is_file():
-        raise RecsysHyperError(f"--exclude-items {path}: no such file; pass a Parquet file with an item_id column, "
-                               f"or a text file with one item id per line")
+        raise RecsysHyperError(f"{option} {path}: no such file; pass a Parquet file with a {column} column, "
+                               f"or a text file with one {what} id per line")
     with open(path, "rb") as fh:
         parquet = fh.read(4) == b"PAR1"
     if parquet:
         c = Collector()
-        table = read_parquet_checked(path, c, required=True, columns=(S.ITEM_ID,))
+        table = read_parquet_checked(path, c, required=True, columns=(column,))
         ids = None
         if table is not None:
-            if S.ITEM_ID not in table.column_names:
-                c.add(path.name, S.ITEM_ID, f"is missing (columns present: {', '.join(table.column_names)})",
-                      "--exclude-items needs an item_id column with the items to leave out")
+            if column not in table.column_names:
+                c.add(path.name, column, f"is missing (columns present: {', '.join(table.column_names)})",
+                      f"{option} needs a {column} column with the ids")
             else:
-                ids = coerce_id(table.column(S.ITEM_ID), path.name, S.ITEM_ID, c)
+                ids = coerce_id(table.column(column), path.name, column, c)
         c.raise_if_any()
         values = ids.to_numpy(zero_copy_only=False)
     else:
         try:
             lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
         except UnicodeDecodeError:
-            raise RecsysHyperError(f"--exclude-items {path}: neither Parquet nor text; pass a Parquet file with an "
-                                   f"item_id column, or a text file with one item id per line") from None
+            raise RecsysHyperError(f"{option} {path}: neither Parquet nor text; pass a Parquet file with a "
+                                   f"{column} column, or a text file with one {what} id per line") from None
         values = np.array([v for v in lines if v], dtype=object)
         if kind == "int64":
             parsed = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
             bad = parsed.isna().to_numpy() | (parsed.to_numpy(dtype=float, na_value=np.nan) % 1 != 0)
             if bad.any():
                 rows = np.flatnonzero(bad)[:5]
-                raise DataValidationError([Problem(path.name, S.ITEM_ID, f"has {int(bad.sum())} lines that are not "
-                                                   f"integer item ids, as the model's are", "one integer id per line",
+                raise DataValidationError([Problem(path.name, column, f"has {int(bad.sum())} lines that are not "
+                                                   f"integer {what} ids, as the data's are", "one integer id per line",
                                                    int(bad.sum()), tuple(int(r) for r in rows),
                                                    tuple(values[rows]))])
             values = np.array([int(v) for v in values], dtype=np.int64)
@@ -62,8 +69,8 @@ def read_item_list(path: str | os.PathLike, kind: str) -> np.ndarray:
             values = values.astype(str)
     got = "int64" if np.issubdtype(values.dtype, np.integer) else "string"
     if len(values) and got != kind:
-        raise DataValidationError([Problem(path.name, S.ITEM_ID, f"has {got} ids but the model's item ids are {kind}",
-                                           "store the item ids with the type the model was trained on")])
+        raise DataValidationError([Problem(path.name, column, f"has {got} ids but the data's {what} ids are {kind}",
+                                           f"store the {what} ids with the type of the data")])
     return pd.unique(values)
 
 

@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -65,7 +66,7 @@ from ..evaluation.runner import measure_models
 from ..memory import release_freed_memory
 from ..recommender import HyperRecommender
 from ..recommender.checks import outside_scale
-from . import cohorts
+from . import cohorts, forget
 from . import snapshot as snapshot_store
 from .evaluate import run_cold_start_evaluation
 from .landing import check_date, invalid_date_folders, landing_dates, landing_files
@@ -97,6 +98,7 @@ class NightReport:
     seconds: float = 0.0
     registered_model: str = tracking.REGISTERED_MODEL
     repeated_events: int = 0
+    forgotten_events: int = 0
     rerun_for: list = field(default_factory=list)          # the unseen files that made a done night run again
     gone: list = field(default_factory=list)               # the files it had read that are gone since
 
@@ -115,6 +117,8 @@ class NightReport:
         if self.quarantined:
             lines.append(f"  quarantined: {', '.join(q['file'] for q in self.quarantined)} "
                          f"(see {work}/quarantine/date={self.date})")
+        if self.forgotten_events:
+            lines.append(f"  {self.forgotten_events:,} events of forgotten users were refused")
         if self.repeated_events:
             lines.append(f"  {self.repeated_events:,} events already in the snapshot were not counted again")
         lines.append(f"  champion: {self.registered_model} version {self.champion_version} - challenger "
@@ -237,6 +241,7 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
     d = state.done
     report.quarantined = d["validate"].get("quarantined", [])
     report.repeated_events = int(d["merge"].get("repeated_events", 0))
+    report.forgotten_events = int(d["merge"].get("forgotten_events", 0))
     report.promoted, report.reason = d["gate"]["promoted"], d["gate"]["reason"]
     report.champion_version = d["gate"]["champion_version"]
     report.metrics = d["evaluate"]
@@ -477,7 +482,7 @@ def _merge(date, cfg, state, work_id) -> dict:
     if not files and not earlier_rows:
         raise RecsysHyperError(f"night {date}: no valid events and no earlier snapshot; nothing to train on")
     users, items = _landing_side_tables(landing)
-    n_new, night, repeated = 0, None, 0
+    n_new, night, repeated, forgotten_events = 0, None, 0, 0
     if files:
         from ..data.validation import Collector, ValidationReport
 
@@ -493,10 +498,24 @@ def _merge(date, cfg, state, work_id) -> dict:
                                        for p in c.problems])
         raw = combine_events(frames, implicit, source=str(part))
         del frames
-        night = validate_frames(raw, users, items, source=str(part))
+        erased = forget.forgotten_mask(raw[S.USER_ID].to_numpy(), work, work_id)
+        if erased.any():                       # users forgotten: their later events never enter again
+            forgotten_events = int(erased.sum())
+            log.warning("night %s: %d events of forgotten users refused", date, forgotten_events)
+            raw = raw[~erased].reset_index(drop=True)
+        users = _without_forgotten(users, work, work_id)
+        if len(raw):
+            night = validate_frames(raw, users, items, source=str(part))
+            side = night
+        elif not earlier_rows:
+            raise RecsysHyperError(f"night {date}: every event of the night belongs to forgotten users and there is "
+                                   f"no earlier snapshot; nothing to train on")
+        else:
+            sample = pads.dataset([str(p) for p in snapshot_store.partitions(snapshot)], format="parquet").head(1000)
+            side = validate_frames(sample, users, items, source=str(snapshot))
         del raw
-        side = night
     else:                                     # the side tables' id types, checked against earlier nights
+        users = _without_forgotten(users, work, work_id)
         sample = pads.dataset([str(p) for p in snapshot_store.partitions(snapshot)], format="parquet").head(1000)
         side = validate_frames(sample, users, items, source=str(snapshot))
     for df, name, id_col in ((side.users, S.USERS_FILE, S.USER_ID), (side.items, S.ITEMS_FILE, S.ITEM_ID)):
@@ -506,7 +525,7 @@ def _merge(date, cfg, state, work_id) -> dict:
         with atomic_file(snapshot / name) as tmp:
             pq.write_table(side_table(df, id_col), tmp)
     out = {"interactions": earlier_rows, "night_events": 0, "duplicates_dropped": 0, "repeated_events": 0,
-           "new_users": 0}
+           "new_users": 0, "forgotten_events": forgotten_events}
     user_ids, item_ids = earlier[S.USER_ID], earlier[S.ITEM_ID]
     if night is not None:
         tonight, repeated = snapshot_store.new_events(snapshot, night.interactions, exclude=date)
@@ -519,6 +538,14 @@ def _merge(date, cfg, state, work_id) -> dict:
                    duplicates_dropped=night.report.n_duplicates_dropped, new_users=n_new)
         user_ids, item_ids = np.union1d(user_ids, tonight[S.USER_ID]), np.union1d(item_ids, tonight[S.ITEM_ID])
     return {**out, "users": len(user_ids), "items": len(item_ids), "digest": snapshot_store.digest(snapshot)}
+
+
+def _without_forgotten(users, work: Path, work_id: str):
+    """The landing's users table (an Arrow table, or ``None``) less the rows of forgotten users."""
+    if users is None or S.USER_ID not in users.column_names:
+        return users
+    erased = forget.forgotten_mask(users.column(S.USER_ID).to_numpy(zero_copy_only=False), work, work_id)
+    return users.filter(pa.array(~erased)) if erased.any() else users
 
 
 def _split(date, cfg, state, work_id) -> dict:
@@ -573,7 +600,8 @@ def _train(date, cfg, state, work_id) -> dict:
                        ds.users, ds.items, implicit=ds.implicit, source=ds.source)
     del ds                                  # the test users' events are not held through the training
     version, champion = _champion(cfg, work_id)
-    if cfg.full_retrain:
+    erasure = forget.retrain_pending(cfg.work)
+    if cfg.full_retrain or erasure:           # never warm-started from a model that saw forgotten users
         champion = None
     config = cfg.model_config
     if champion is not None and cfg.warm_max_steps and config.train.max_steps is None:
@@ -586,6 +614,8 @@ def _train(date, cfg, state, work_id) -> dict:
                                  version_tags={"night": date, "work_id": work_id, "work_dir": str(cfg.work)},
                                  reuse_tags=("night", "work_id"), registered_model=cfg.registered_model,
                                  restart_stale=True)
+    if erasure:
+        forget.retrained(cfg.work)
     return {"model_dir": str(trained.out), "version": trained.version, "warm_started": champion is not None,
             "warm_started_from": version if champion is not None else None,
             "best_epoch": trained.model.training_.best_epoch, "val_mae": trained.best["mae"],
