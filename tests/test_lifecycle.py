@@ -115,6 +115,11 @@ def test_validate_refuses_float_ids_it_cannot_convert_exactly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "user_id" in err and "beyond 2^53" in err and "6 ids" in err
     assert not (tmp_path / "clean").exists()
+    narrow = pq.read_table(tmp_path / "ds" / "interactions.parquet")             # a float32 holds fewer: 2^24
+    ids = pa.array([2.0**24 + 2 * i for i in range(rows)], pa.float32())
+    pq.write_table(narrow.set_column(0, "user_id", ids), tmp_path / "ds" / "interactions.parquet")
+    code = main(["data", "validate", str(tmp_path / "ds"), "--out", str(tmp_path / "clean")])
+    assert code == 2 and "beyond 2^24" in capsys.readouterr().err
 
 
 # -- 2. every timestamp form the contract admits, normalised once
@@ -216,6 +221,9 @@ def nights(draw):
 @settings(max_examples=40, **SETTINGS)
 @given(nights())
 def test_a_nights_files_merge_with_every_row_and_id_or_are_quarantined(files):
+    """Whatever files each pass validation (ids in every kind, times in every form) are merged
+    with every row and distinct id, and split, or the offending files are quarantined; the whole
+    night (train, score) on every time form is `test_every_timestamp_form_passes_the_whole_night`."""
     with tempfile.TemporaryDirectory() as tmp:
         landing, work = Path(tmp) / "landing", Path(tmp) / "work"
         part = landing / "events" / f"date={DATES[0]}"
@@ -243,6 +251,9 @@ def test_a_nights_files_merge_with_every_row_and_id_or_are_quarantined(files):
         latest = expected.sort_values("timestamp", kind="stable").drop_duplicates(["user_id", "item_id"], keep="last")
         got = merged.set_index(["user_id", "item_id"])["timestamp"].sort_index()
         assert got.tolist() == latest.set_index(["user_id", "item_id"])["timestamp"].sort_index().tolist()
+        state.complete("split", **nightly._split(DATES[0], cfg, state, work_identity(work)))     # and the next step
+        split = pd.read_parquet(state.done["split"]["path"])
+        assert set(split["user_id"].tolist()) == set(merged["user_id"].tolist())
 
 
 # -- 3. a night recovers without a person editing its state
@@ -323,6 +334,8 @@ def test_a_store_that_forgot_the_champion_stops_the_night_until_adopted(landing,
     first = run_nightly(DATES[0], cfg)
     record = json.loads((cfg.work / "champion.json").read_text())
     assert record["version"] == first.champion_version and record["model_digest"] == model_digest(record["model_dir"])
+    with pytest.raises(RecsysHyperError, match="pass --registered-model recsys-hyper to go on with it"):
+        run_nightly(DATES[1], dataclasses.replace(cfg, registered_model="renamed-by-mistake"))
     fresh = tmp_path / "fresh.db"                                       # the store lost and replaced
     shutil.copy(_mlflow_template, fresh)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{fresh}")

@@ -38,9 +38,6 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 MIN_TIMESTAMP = 0
 #: Slack allowed into the future for clock skew between producers.
 FUTURE_SLACK_S = 24 * 3600
-#: The largest whole number below which a float64 holds every whole number (2^53): float ids up to
-#: it convert to int64 exactly; beyond it a float may already be another id rounded.
-EXACT_FLOAT_ID = 2**53
 
 
 @dataclass
@@ -364,13 +361,14 @@ def coerce_id(arr: pa.ChunkedArray, file: str, column: str, c: Collector,
             c.add(file, column, f"is {t} with {int(bad.sum())} values that are not whole numbers",
                   "ids must be int64 or string; fix the values or store the ids as strings", mask=bad, values=values)
             return None
-        # beyond 2^53 a float64 holds only some whole numbers: neighbouring ids may already be one value, and
-        # beyond 2^63 int64 holds none of them; only an exact conversion is made
-        inexact = np.abs(values) > EXACT_FLOAT_ID
+        # beyond 2^53 a float64 (2^24 a float32, 2^11 a float16) holds only some whole numbers: neighbouring
+        # ids may already be one value, and beyond 2^63 int64 holds none of them; only an exact conversion is made
+        bits = {16: 11, 32: 24}.get(t.bit_width, 53)
+        inexact = np.abs(values) > 2**bits
         if inexact.any():
-            c.add(file, column, f"is {t} with {int(inexact.sum())} ids beyond 2^53 ({EXACT_FLOAT_ID:,}), where a "
-                                f"floating-point number cannot hold every whole number: distinct ids may already "
-                                f"have become one (and beyond 2^63 no int64 holds them)",
+            c.add(file, column, f"is {t} with {int(inexact.sum())} ids beyond 2^{bits} ({2**bits:,}), where a "
+                                f"floating-point number of that width cannot hold every whole number: distinct ids "
+                                f"may already have become one (and beyond 2^63 no int64 holds them)",
                   "store the ids as int64 or as strings where they are written (e.g. "
                   "pyarrow.array(ids, pyarrow.int64()) or df['%s'].astype(str) before the float conversion)"
                   % column, mask=inexact, values=values)

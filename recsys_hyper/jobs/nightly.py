@@ -752,14 +752,21 @@ def _check_champion_record(cfg: NightlyConfig, work_id: str) -> bool:
     versions, a champion a person removed (its version or its alias) is gated against from its
     files, with a warning."""
     record = read_champion_record(cfg.work)
-    if record is None or record.get("registered_model", cfg.registered_model) != cfg.registered_model:
+    if record is None:
         return False
     name, version = cfg.registered_model, str(record["version"])
+    renamed = record.get("registered_model", name) != name
     current = tracking.alias_version("champion", name)
     model_dir = record.get("model_dir")
     files = bool(model_dir) and Path(model_dir).is_dir()
     problem = None
-    if current is None:
+    if current is None and renamed:                 # --registered-model changed: the new name has no champion
+        problem = (f"the night registers under {name}, which has no champion, while the work folder's champion is "
+                   f"{record['registered_model']} version {version}; pass --registered-model "
+                   f"{record['registered_model']} to go on with it")
+    elif renamed:
+        return False                                # the new name has a champion: the store's say
+    elif current is None:
         if tracking.knows_work_folder(work_id, name, cfg.experiment):      # this store, tidied by a person
             if files:
                 log.warning("%s@champion is not set although %s records version %s (its version or alias was "
@@ -787,7 +794,7 @@ def _check_champion_record(cfg: NightlyConfig, work_id: str) -> bool:
                     version, record.get("tracking_uri"), model_dir)
         return True
     raise RecsysHyperError(
-        f"the work folder {cfg.work} records its champion as {name} version {version} (store "
+        f"the work folder {cfg.work} records its champion as {record.get('registered_model', name)} version {version} (store "
         f"{record.get('tracking_uri')}, model digest {record.get('model_digest')}), but the tracking store "
         f"{tracking.configure()} does not know it: {problem}. A night on it would read \"no champion yet\" and promote "
         f"without a gate, so nothing was done. Point MLFLOW_TRACKING_URI at the store that holds it; or, if this store "
