@@ -492,3 +492,46 @@ def test_forget_removes_every_row_of_a_user_and_later_nights_refuse_their_events
     assert not any(str(i).encode() in db.read_bytes() for i in ids)            # nor any run's params or tags
     third = run_nightly(DATES[1], dataclasses.replace(cfg, full_retrain=False))
     assert third.steps_run == []
+
+
+# -- 5. one error boundary for the served model: generated requests
+
+
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 12), st.floats(allow_nan=True, allow_infinity=True),
+                   st.sampled_from(["5", "yes", "", "0.9"]), st.lists(st.integers(0, 3), max_size=2))
+USER_IDS = st.one_of(st.integers(-5, 2**62), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4),
+                     st.booleans(), st.none(), st.lists(st.integers(), max_size=2))
+
+
+@pytest.fixture(scope="module")
+def served_model(trained):
+    from recsys_hyper import HyperRecommender
+
+    return HyperRecommender.load(trained / "model"), pd.read_parquet(trained / "ds" / "interactions.parquet")
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(st.dictionaries(st.sampled_from(["k", "exclude_seen", "explain", "ask", "interval", "top"]), VALUES,
+                       max_size=3), st.lists(USER_IDS, min_size=1, max_size=3))
+def test_any_request_to_the_served_model_is_answered_or_refused_with_a_message(served_model, params, user_ids):
+    """Whatever params and user ids a request carries, the model answers or raises the one error
+    the served model turns into a 400 with its message (never a TypeError and a stack trace)."""
+    from recsys_hyper.errors import RecsysHyperError
+    from recsys_hyper.recommender import recommend_grouped
+    from recsys_hyper.tracking.pyfunc_model import checked_params
+
+    model, events = served_model
+    items = events["item_id"].drop_duplicates().head(3).tolist()
+    frame = pd.DataFrame({"user_id": pd.Series(user_ids, dtype=object),
+                          "item_id": [items] * len(user_ids), "rating": [[4.0, 3.0, 5.0]] * len(user_ids),
+                          "timestamp": [[1, 2, 3]] * len(user_ids)})
+    try:
+        p = checked_params(params)
+        out = recommend_grouped(model, frame, k=p["k"], exclude_seen=p["exclude_seen"], explain=p["explain"] or None,
+                                ask=p["ask"] or None, interval=p["interval"] or None)
+    except RecsysHyperError as exc:
+        assert str(exc)
+        return
+    assert len(out) == len(user_ids)
+    assert all(isinstance(u, (int, str, np.integer)) and not isinstance(u, (bool, np.bool_)) for u in out["user_id"])
+    assert all(float(u) == float(v) if not isinstance(v, str) else u == v for u, v in zip(out["user_id"], user_ids))
