@@ -138,7 +138,7 @@ def _score_on_spark(spark, master, rec, model: str, data, out, date, **kwargs) -
     from ..scoring.spark import score_dataset_spark
 
     if not _is_uri(data):               # the single machine's checks and errors, before Spark starts
-        check_inputs(rec, Path(data), kwargs.get("allow_rating_mismatch", False))
+        kwargs["checked"] = check_inputs(rec, Path(data), kwargs.get("allow_rating_mismatch", False))[1]
     own = spark is None
     spark = spark or spark_session(master)
     try:

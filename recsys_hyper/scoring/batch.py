@@ -122,13 +122,17 @@ def check_inputs(model: HyperRecommender, data_dir: Path, allow_rating_mismatch:
     scale = OutsideScale(*model.rating_range_) if model.rating_range_ and not implicit else None
     distinct: set = set()
     c = Collector()
-    for batch in ds.to_batches(columns=event_columns(schema), **STREAM):
+    null_users = 0
+    for batch in ds.to_batches(columns=list(dict.fromkeys([S.USER_ID, *event_columns(schema)])), **STREAM):
+        null_users += batch.column(S.USER_ID).null_count
         local, ids, values = check_event_batch(batch, implicit, unsigned)
         distinct.update(ids.to_pylist())
         if values is not None and scale is not None:
             scale.add(values)
         c.extend_from_batch(local, report.interactions)
         report.interactions += batch.num_rows
+    if null_users:                            # as the partition pass (and Spark's check) refuse them
+        raise DataValidationError([Problem("events file", S.USER_ID, f"has {null_users} null ids", "drop those rows")])
     report.unknown_item_ids = finish_checks(model, c, scale, distinct, kind, report.interactions, str(src),
                                             allow_rating_mismatch)
     return ds, report
