@@ -336,7 +336,6 @@ def spark_recommendations(spark, data_dir: str | Path, load_model: Callable[[], 
                           exclude_seen: bool = True):
     """A Spark DataFrame of ``user_id, item_id, score, rank`` for every user of ``data_dir``, after
     the same checks as ``score`` (``load_model``: see :func:`scored_users`)."""
-    from pyspark.sql import functions as F
 
     scored, _ = scored_users(spark, load_model(), load_model, data_dir, top_k, exclude_seen=exclude_seen)
     return _recommendation_rows(scored)
