@@ -253,3 +253,32 @@ def test_spark_engine_reads_every_time_form_and_refuses_a_truncated_file_in_one_
         err = capsys.readouterr().err
         assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) <= 3, err[-3000:]
         assert "part-1.parquet" in err or where in err, err
+
+
+def test_users_whose_rows_span_arrow_batches_are_scored_whole(trained):
+    """The scoring pass gathers whole users from a sorted stream whose Arrow batches may cut a
+    user's rows anywhere: small batches and small chunks give every user the answer of one batch."""
+    import functools
+
+    import pyarrow as pa
+
+    from recsys_hyper.jobs.models import load_model
+    from recsys_hyper.scoring import spark as sp
+
+    root, _ = trained
+    model = str(root / "model")
+    events = pd.read_parquet(root / "ds" / "interactions.parquet").sort_values(["user_id", "timestamp"],
+                                                                               kind="stable").head(400)
+    table = pa.Table.from_pandas(events.assign(**{sp.FILE: "part-0", sp.ROW: np.arange(len(events)),
+                                                  sp.KIND: np.int8(1)}), preserve_index=False)
+    schema = sp._scored_schema(pa.int64(), pa.int64())
+
+    def scored(batch_rows: int, chunk_users: int) -> pd.DataFrame:
+        run = sp._score_streams(functools.partial(load_model, model), 5, True, None, [], chunk_users, schema)
+        out = pa.Table.from_batches(list(run(iter(table.to_batches(max_chunksize=batch_rows))))).to_pandas()
+        return out.sort_values("user_id").reset_index(drop=True)
+
+    whole, cut = scored(10_000, 10_000), scored(7, 3)
+    assert len(whole) == events["user_id"].nunique() and whole["user_id"].tolist() == cut["user_id"].tolist()
+    assert whole["support_size"].tolist() == cut["support_size"].tolist()
+    assert [list(v) for v in whole["rec_items"]] == [list(v) for v in cut["rec_items"]]

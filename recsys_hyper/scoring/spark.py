@@ -8,12 +8,14 @@ ties to the later row of the later file), the same chunk scorer, and the same th
 manifest, staged and renamed into ``OUT/<table>/date=D`` at the end (through Hadoop's file
 system, so ``s3a://`` / ``hdfs://`` outputs work as local ones do).
 
-Each user's events are grouped first (``collect_list`` of (timestamp, file, row, item, rating)
-structs, sorted), joined with the user's features, and scored through ``mapInArrow``: one
-function over an iterator of Arrow batches that loads the model once per task and runs the same
-:class:`~recsys_hyper.scoring.core.ChunkScorer` as the single-machine scorer, one row per user
-(heads and top K) kept for the tables. (``groupBy().applyInPandas`` would shuffle every event
-through Python; ``collect_list`` keeps the shuffle in the JVM.)
+The events and the users table's rows are partitioned by user and sorted within each partition
+(the user's features row first, then the events by time; ties by file, then row), as flat rows,
+and scored through ``mapInArrow``: one function over an iterator of Arrow batches that gathers
+whole users into chunks, loads the model once per task and runs the same
+:class:`~recsys_hyper.scoring.core.ChunkScorer` as the single-machine scorer; one row per user
+(heads and top K) is streamed to a staging table both output tables are written from. (A
+``collect_list`` of each user's events into nested arrays cost the JVM three times as much as
+the sort, measured at 100k users; ``groupBy().applyInPandas`` would build a frame per user.)
 
 :func:`recsys_hyper.jobs.score_with_spark` gives the recommendations as a DataFrame, for jobs
 that go on with them in Spark; it takes a model directory or an MLflow model URI. The registered
@@ -39,9 +41,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..data import schema as S
-from ..data.frames import explode_histories, histories_from_frame
+from ..data.frames import histories_from_frame
 from ..errors import DataValidationError, RecsysHyperError
 from ..recommender import HyperRecommender
 from ..recommender.checks import OutsideScale
@@ -225,6 +228,19 @@ def _grouped(events, users):
     return grouped, features
 
 
+def _flat_users(table: pa.Table, features: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A chunk of :func:`_user_streams`' rows as (its events, one row per user with features);
+    each part selected in Arrow first, so that no column reads as nullable floats."""
+    is_event = pc.equal(table.column(KIND), 1)
+    cols = [c for c in (S.USER_ID, S.ITEM_ID, S.RATING, S.TIMESTAMP) if c in table.column_names]
+    events = table.filter(is_event).select(cols).to_pandas()
+    users = pd.DataFrame({S.USER_ID: pc.unique(table.column(S.USER_ID)).to_numpy(zero_copy_only=False)})
+    if features:
+        rows = table.filter(pc.invert(is_event)).select([S.USER_ID, *features]).to_pandas()
+        users = users.merge(rows, on=S.USER_ID, how="left")
+    return events, users
+
+
 def _scored_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
     """One row per user; the top K as two lists of primitives, best first (rank = position + 1):
     lists of structs cost Spark several times more to convert from Arrow and to cache."""
@@ -244,36 +260,32 @@ def _recommendation_rows(scored):
     return scored.select(S.USER_ID, F.inline(recs))
 
 
-def _score_partitions(load_model, top_k: int, exclude_seen: bool, candidates, features: list[str],
-                      chunk_users: int, schema: pa.Schema):
-    """The ``mapInArrow`` function of the scoring pass: per chunk of users, the latest event per
-    (user, item), then the single-machine scorer; one row per user with its heads and its top K."""
+def _score_chunks(load_model, top_k: int, exclude_seen: bool, candidates, features: list[str], schema: pa.Schema):
+    """The scoring of chunks of whole users (tables of :func:`_user_streams`' rows): the latest
+    event per (user, item), then the single-machine scorer; one row per user with its heads and
+    its top K."""
     item_type = schema.field("rec_items").type.value_type
 
-    def run(batches):
+    def run(chunks):
         scorer = ChunkScorer(load_model(), top_k, exclude_seen, candidates)
-        for batch in batches:
-            frame = batch.to_pandas()
-            for start in range(0, len(frame), chunk_users):
-                part = frame.iloc[start:start + chunk_users]
-                events, dropped = latest_per_pair(explode_histories(part))
-                users = part[[S.USER_ID, *features]].reset_index(drop=True)
-                h = histories_from_frame(events, scorer.item_ids, users, warn=False)
-                res = scorer.score_histories(h, users)
-                heads, recs = res.heads, res.recommendations
-                pos = pd.Index(heads[S.USER_ID]).get_indexer(recs[S.USER_ID])
-                order = np.lexsort((recs["rank"].to_numpy(), pos))
-                counts = np.bincount(pos, minlength=len(heads))
-                offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
-                extra = np.zeros(len(heads), np.int64)
-                unknown = extra.copy()
-                if len(heads):
-                    extra[0], unknown[0] = dropped, len(events) - len(h.items)
-                yield pa.RecordBatch.from_arrays([
-                    *heads_columns(heads, schema.field(S.USER_ID).type),
-                    pa.ListArray.from_arrays(offsets, pa.array(recs[S.ITEM_ID].to_numpy()[order], item_type)),
-                    pa.ListArray.from_arrays(offsets, pa.array(recs["score"].to_numpy(np.float32)[order])),
-                    pa.array(extra), pa.array(unknown)], schema=schema)
+        for long_events, users in (_flat_users(chunk, features) for chunk in chunks):
+            events, dropped = latest_per_pair(long_events)
+            h = histories_from_frame(events, scorer.item_ids, users, warn=False)
+            res = scorer.score_histories(h, users)
+            heads, recs = res.heads, res.recommendations
+            pos = pd.Index(heads[S.USER_ID]).get_indexer(recs[S.USER_ID])
+            order = np.lexsort((recs["rank"].to_numpy(), pos))
+            counts = np.bincount(pos, minlength=len(heads))
+            offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
+            extra = np.zeros(len(heads), np.int64)
+            unknown = extra.copy()
+            if len(heads):
+                extra[0], unknown[0] = dropped, len(events) - len(h.items)
+            yield pa.RecordBatch.from_arrays([
+                *heads_columns(heads, schema.field(S.USER_ID).type),
+                pa.ListArray.from_arrays(offsets, pa.array(recs[S.ITEM_ID].to_numpy()[order], item_type)),
+                pa.ListArray.from_arrays(offsets, pa.array(recs["score"].to_numpy(np.float32)[order])),
+                pa.array(extra), pa.array(unknown)], schema=schema)
     return run
 
 
@@ -325,11 +337,69 @@ def scored_users(spark, model: HyperRecommender, load_model: Callable[[], HyperR
         events, report = check_inputs_spark(spark, model, data_dir, allow_rating_mismatch)
     else:                                 # checked already (a local folder, by the single machine's checks)
         events, report = read_events(spark, data_dir), dataclasses.replace(checked)
-    grouped, features = _grouped(events, _read_optional(spark, join_path(data_dir, S.USERS_FILE)))
-    user_type = pa.string() if grouped.schema[S.USER_ID].dataType.simpleString() == "string" else pa.int64()
+    stream, features = _user_streams(spark, events, _read_optional(spark, join_path(data_dir, S.USERS_FILE)),
+                                     report.interactions)
+    user_type = pa.string() if stream.schema[S.USER_ID].dataType.simpleString() == "string" else pa.int64()
     schema = _scored_schema(user_type, item_arrow_type(model))
-    run = _score_partitions(load_model, top_k, exclude_seen, candidates, features, chunk_users, schema)
-    return grouped.mapInArrow(run, from_arrow_schema(schema)), report
+    run = _score_streams(load_model, top_k, exclude_seen, candidates, features, chunk_users, schema)
+    return stream.mapInArrow(run, from_arrow_schema(schema)), report
+
+
+KIND = "_kind"                      # 0: a user's features row, 1: an event
+#: events per partition of the scoring pass (each partition is sorted by Spark, streamed to Python)
+EVENTS_PER_PARTITION = 2_000_000
+
+
+def _user_streams(spark, events, users, n_events: int):
+    """Every user's rows together and in order, as flat rows (no nested lists): the users table's
+    row first (users only in it included), then the events by time (ties: file, then row, as the
+    single machine's reader has them). Partitioned by user; one partition per core at least."""
+    from pyspark.sql import functions as F
+
+    cols = [c for c in (S.USER_ID, S.ITEM_ID, S.RATING, S.TIMESTAMP, FILE, ROW) if c in events.columns]
+    rows = events.select(*cols).withColumn(KIND, F.lit(1).cast("byte"))
+    features: list[str] = []
+    if users is not None:
+        features = [c for c in users.columns if c != S.USER_ID]
+        rows = rows.unionByName(users.withColumn(KIND, F.lit(0).cast("byte")), allowMissingColumns=True)
+    n = max(spark.sparkContext.defaultParallelism, -(-max(n_events, 1) // EVENTS_PER_PARTITION))
+    order = [S.USER_ID, KIND] + [c for c in (S.TIMESTAMP, FILE, ROW) if c in cols]
+    return rows.repartition(n, S.USER_ID).sortWithinPartitions(*order), features
+
+
+def _score_streams(load_model, top_k: int, exclude_seen: bool, candidates, features: list[str],
+                   chunk_users: int, schema: pa.Schema):
+    """The ``mapInArrow`` function of the scoring pass over :func:`_user_streams`: whole users are
+    gathered (a user's rows may span Arrow batches) into chunks of about ``chunk_users``, then each
+    chunk is scored (:func:`_score_chunks`)."""
+    score = _score_chunks(load_model, top_k, exclude_seen, candidates, features, schema)
+
+    def chunks(batches):
+        pending: list[pa.RecordBatch] = []
+        users_pending = 0
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            ids = batch.column(S.USER_ID)
+            pending.append(batch)
+            users_pending += len(pc.unique(ids))
+            if users_pending <= chunk_users:
+                continue
+            table = pa.Table.from_batches(pending)
+            uid = table.column(S.USER_ID)
+            last = uid[len(uid) - 1]
+            cut = len(uid) - int(pc.sum(pc.equal(uid, last)).as_py())      # the last user may go on
+            if cut == 0:
+                continue
+            yield table.slice(0, cut)
+            rest = table.slice(cut)
+            pending, users_pending = rest.to_batches(), 1
+        if pending:
+            yield pa.Table.from_batches(pending)
+
+    def run(batches):
+        yield from score(chunks(batches))
+    return run
 
 
 def spark_recommendations(spark, data_dir: str | Path, load_model: Callable[[], HyperRecommender], top_k: int = 100,
