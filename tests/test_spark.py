@@ -282,3 +282,22 @@ def test_users_whose_rows_span_arrow_batches_are_scored_whole(trained):
     assert len(whole) == events["user_id"].nunique() and whole["user_id"].tolist() == cut["user_id"].tolist()
     assert whole["support_size"].tolist() == cut["support_size"].tolist()
     assert [list(v) for v in whole["rec_items"]] == [list(v) for v in cut["rec_items"]]
+
+
+def test_spark_engine_never_recommends_retired_or_excluded_items(spark, string_ids, tmp_path, capsys):
+    root = string_ids
+    data = tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    assert _score("local", root, data, tmp_path / "before", capsys)[0] == 0
+    before = pq.read_table(tmp_path / "before" / "recommendations" / "date=2026-11-30").to_pandas()
+    popular = before["item_id"].value_counts().index[:4].tolist()
+    items = pd.read_parquet(root / "train" / "items.parquet")
+    items.assign(retired=items["item_id"].isin(popular[:2])).to_parquet(data / "items.parquet", index=False)
+    (tmp_path / "exclude.txt").write_text("\n".join(popular[2:]) + "\n")
+    for where, out in ((str(data), "local-folder"), (data.as_uri(), "uri")):          # checked here, or by Spark
+        code = main(["score", "--model", str(root / "model"), "--data", where, "--out", str(tmp_path / out),
+                     "--date", "2026-11-30", "--top-k", "7", "--engine", "spark", "--spark-master", "local[2]",
+                     "--exclude-items", str(tmp_path / "exclude.txt"), "--no-progress"])
+        assert code == 0, capsys.readouterr().err[-2000:]
+        recs = pq.read_table(tmp_path / out / "recommendations" / "date=2026-11-30").to_pandas()
+        assert len(recs) == len(before) and not recs["item_id"].isin(popular).any(), out

@@ -101,6 +101,26 @@ def without_excluded(rec, data, candidates, exclude_items=None, excluded=None):
     return allowed_items(catalogue, candidates, out)
 
 
+def _without_retired_on_spark(spark, rec, data, candidates):
+    """:func:`without_excluded`'s ``retired`` column for a data folder only Spark reads (a URI):
+    the ids of the items it marks retired are collected (a catalogue's few), the rest as there."""
+    import numpy as np
+
+    from ..scoring.spark import _read_optional, join_path
+    from .catalogue import RETIRED, allowed_items
+
+    items = _read_optional(spark, join_path(data, S.ITEMS_FILE))
+    if items is None or RETIRED not in items.columns:
+        return candidates
+    if items.schema[RETIRED].dataType.simpleString() != "boolean":
+        raise RecsysHyperError(f"{join_path(data, S.ITEMS_FILE)}: column '{RETIRED}' marks retired items but holds "
+                               f"{items.schema[RETIRED].dataType.simpleString()} values; store true for a retired "
+                               f"item, false (or null) otherwise; or rename the column if it is a feature")
+    retired = np.array([r[0] for r in items.filter(items[RETIRED]).select(S.ITEM_ID).collect()])
+    catalogue = rec.item_map_.ids(np.arange(len(rec.item_map_)))
+    return allowed_items(catalogue, candidates, retired)
+
+
 def _is_uri(path) -> bool:
     return "://" in str(path)
 
@@ -142,6 +162,8 @@ def _score_on_spark(spark, master, rec, model: str, data, out, date, **kwargs) -
     own = spark is None
     spark = spark or spark_session(master)
     try:
+        if _is_uri(data):                 # the items table's retired items, read where the data is
+            kwargs["candidates"] = _without_retired_on_spark(spark, rec, data, kwargs.get("candidates"))
         return score_dataset_spark(spark, rec, functools.partial(load_model, model), data, out, date, **kwargs)
     except Exception as exc:  # noqa: BLE001 -- Spark's and Java's errors: one line naming the input
         mapped = spark_error(exc, data)
