@@ -487,6 +487,8 @@ def test_forget_removes_every_row_of_a_user_and_later_nights_refuse_their_events
     assert second.forgotten_events > 0 and "events of forgotten users were refused" in second.summary(cfg.work)
     state = json.loads((cfg.work / "state" / f"date={DATES[1]}.json").read_text())
     assert state["done"]["train"]["warm_started"] is False                # not from a model that saw them
+    record = json.loads((cfg.work / "forgotten.json").read_text())
+    assert record["retrain_pending"] is False and len(record["digests"]) == 3      # digests, never the ids
     assert _files_holding(cfg.work, ids) == [] and _files_holding(tmp_path / "mlruns", ids) == []
     db = Path(mlflow.get_tracking_uri()[len("sqlite:///"):])
     assert not any(str(i).encode() in db.read_bytes() for i in ids)            # nor any run's params or tags

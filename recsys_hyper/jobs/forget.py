@@ -83,10 +83,17 @@ def retrain_pending(work: Path) -> bool:
     return bool(read_record(work).get("retrain_pending"))
 
 
-def retrained(work: Path) -> None:
-    """The night trained without warm start: no later model starts from one that saw them."""
+def requests(work: Path) -> int:
+    """How many erasure requests the work folder has carried out (a model trained after the n-th
+    never saw the users of the first n)."""
+    return len(read_record(work).get("requests", []))
+
+
+def retrained(work: Path, upto: int) -> None:
+    """A model trained without warm start after the first ``upto`` requests was gated: no later
+    model starts from one that saw their users (a request made since keeps the retraining due)."""
     record = read_record(work)
-    if record.get("retrain_pending"):
+    if record.get("retrain_pending") and len(record.get("requests", [])) == upto:
         record["retrain_pending"] = False
         _write_record(work, record)
 

@@ -196,6 +196,10 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
             report.gone = gone
         if not state.is_done("gate") and _check_champion_record(cfg, work_id):
             cfg = dataclasses.replace(cfg, adopt_store=True)   # gated against the recorded champion's files
+        trained_before = int(state.done.get("train", {}).get("erasure_requests", forget.requests(work)))
+        if not state.is_done("gate") and state.is_done("train") and trained_before < forget.requests(work):
+            log.warning("night %s: users were forgotten after its training: it trains again without them", date)
+            state.redo_from("train")
         missing = _missing_output(state, cfg, date)
         if missing:                         # a step's output removed since: that step and the later ones again
             step, path = missing
@@ -600,7 +604,7 @@ def _train(date, cfg, state, work_id) -> dict:
                        ds.users, ds.items, implicit=ds.implicit, source=ds.source)
     del ds                                  # the test users' events are not held through the training
     version, champion = _champion(cfg, work_id)
-    erasure = forget.retrain_pending(cfg.work)
+    erasure, requests = forget.retrain_pending(cfg.work), forget.requests(cfg.work)
     if cfg.full_retrain or erasure:           # never warm-started from a model that saw forgotten users
         champion = None
     config = cfg.model_config
@@ -614,9 +618,8 @@ def _train(date, cfg, state, work_id) -> dict:
                                  version_tags={"night": date, "work_id": work_id, "work_dir": str(cfg.work)},
                                  reuse_tags=("night", "work_id"), registered_model=cfg.registered_model,
                                  restart_stale=True)
-    if erasure:
-        forget.retrained(cfg.work)
     return {"model_dir": str(trained.out), "version": trained.version, "warm_started": champion is not None,
+            "erasure_requests": requests,
             "warm_started_from": version if champion is not None else None,
             "best_epoch": trained.model.training_.best_epoch, "val_mae": trained.best["mae"],
             "val_ndcg10": trained.best["ndcg10"]}
@@ -677,6 +680,8 @@ def gate_decision(e: dict, tolerance_mae: float, tolerance_ndcg: float) -> tuple
 
 def _gate(date, cfg, state, work_id) -> dict:
     version = state.done["train"]["version"]
+    if not state.done["train"]["warm_started"]:          # an erasure's retraining, if one was due, is done
+        forget.retrained(cfg.work, upto=int(state.done["train"].get("erasure_requests", 0)))
     e = state.done["evaluate"]
     promoted, reason = gate_decision(e, cfg.tolerance_mae, cfg.tolerance_ndcg)
     if promoted:
