@@ -537,3 +537,23 @@ def test_any_request_to_the_served_model_is_answered_or_refused_with_a_message(s
     assert len(out) == len(user_ids)
     assert all(isinstance(u, (int, str, np.integer)) and not isinstance(u, (bool, np.bool_)) for u in out["user_id"])
     assert all(float(u) == float(v) if not isinstance(v, str) else u == v for u, v in zip(out["user_id"], user_ids))
+
+
+def test_a_night_trained_before_a_forget_and_not_yet_gated_trains_again(landing, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(landing, tmp_path / "work")
+    run_nightly(DATES[0], cfg)
+    real = nightly._gate
+    monkeypatch.setattr(nightly, "_gate", lambda *a, **kw: (_ for _ in ()).throw(OSError("killed before the gate")))
+    with pytest.raises(OSError):
+        run_nightly(DATES[1], cfg)                             # trained, warm-started from the champion
+    assert json.loads((cfg.work / "state" / f"date={DATES[1]}.json").read_text())["done"]["train"]["warm_started"]
+    monkeypatch.setattr(nightly, "_gate", real)
+    user = int(pd.read_parquet(_files(landing, DATES[0])[0])["user_id"].iloc[0])
+    (tmp_path / "erase.txt").write_text(f"{user}\n")
+    assert main(["pipeline", "forget", "--work", str(cfg.work), "--users", str(tmp_path / "erase.txt")]) == 0
+    resumed = run_nightly(DATES[1], cfg)
+    assert "train" in resumed.steps_run                       # its model saw the user: trained again
+    state = json.loads((cfg.work / "state" / f"date={DATES[1]}.json").read_text())
+    assert state["done"]["train"]["warm_started"] is False
+    assert json.loads((cfg.work / "forgotten.json").read_text())["retrain_pending"] is False
