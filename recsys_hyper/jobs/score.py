@@ -72,7 +72,8 @@ def score(model: str, data: str | os.PathLike, out: str | os.PathLike, date: str
         check_item_ids(rec, items, f"--candidates {candidates}", kind=kind)
     items = without_excluded(rec, data, items, exclude_items, excluded)
     if engine == "spark":
-        return _score_on_spark(spark, spark_master, rec, model, data, out, date, top_k=top_k, chunk_users=chunk_users,
+        return _score_on_spark(spark, spark_master, rec, model, data, out, date, progress=progress, top_k=top_k,
+                               chunk_users=chunk_users,
                                candidates=items, exclude_seen=not include_seen,
                                allow_rating_mismatch=allow_rating_mismatch)
     return score_dataset(rec, data, out, date, top_k=top_k, chunk_users=chunk_users,
@@ -125,9 +126,10 @@ def _is_uri(path) -> bool:
     return "://" in str(path)
 
 
-def spark_session(master: str | None = None):
+def spark_session(master: str | None = None, progress: bool = True):
     """A Spark session for the scoring job: ``master`` (or ``$SPARK_MASTER``); under spark-submit,
-    the master it was given; else ``local[*]``."""
+    the master it was given; else ``local[*]``. Spark's console bar of stages only with
+    ``progress`` on a terminal (off one, it wrote hundreds of bar lines into a log)."""
     try:
         from pyspark import SparkConf
         from pyspark.sql import SparkSession
@@ -147,7 +149,9 @@ def spark_session(master: str | None = None):
     import warnings
 
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")   # tested on ours
-    spark = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate()
+    bar = progress and sys.stderr.isatty()
+    spark = (builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
+             .config("spark.ui.showConsoleProgress", "true" if bar else "false").getOrCreate())
     # Spark's own WARN lines (stack traces of paths it probes) would drown the command's output
     spark.sparkContext.setLogLevel("WARN" if logging.getLogger("recsys_hyper").isEnabledFor(logging.DEBUG) else "ERROR")
     return spark
@@ -159,8 +163,9 @@ def _score_on_spark(spark, master, rec, model: str, data, out, date, **kwargs) -
 
     if not _is_uri(data):               # the single machine's checks and errors, before Spark starts
         kwargs["checked"] = check_inputs(rec, Path(data), kwargs.get("allow_rating_mismatch", False))[1]
+    progress = kwargs.pop("progress", True)
     own = spark is None
-    spark = spark or spark_session(master)
+    spark = spark or spark_session(master, progress=progress)
     try:
         if _is_uri(data):                 # the items table's retired items, read where the data is
             kwargs["candidates"] = _without_retired_on_spark(spark, rec, data, kwargs.get("candidates"))
