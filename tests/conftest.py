@@ -115,3 +115,23 @@ def world(tmp_path_factory):
     truth_i = pd.read_parquet(root / TRUTH_ITEMS_FILE).set_index("item_id")["cluster"]
     return {"root": root, "full": ds, "train": train, "new": new, "new_users": new_users,
             "users": ds.users[ds.users["user_id"].isin(new_users)], "items": ds.items, "truth_u": truth_u, "truth_i": truth_i}
+
+
+@pytest.fixture(scope="module")
+def landing_src(tmp_path_factory) -> Path:
+    """A small synthetic landing folder of two nights (2026-11-21, 2026-11-22), made once per module."""
+    from recsys_hyper.jobs.landing import make_synthetic_landing
+
+    root = tmp_path_factory.mktemp("landing-src") / "landing"
+    assert make_synthetic_landing(root, days=2, preset_name="tiny", seed=5, n_users=200,
+                                  n_items=150) == ["2026-11-21", "2026-11-22"]
+    return root
+
+
+@pytest.fixture
+def landing(landing_src, tmp_path) -> Path:
+    """A copy of :func:`landing_src` the test may change."""
+    import shutil
+
+    return Path(shutil.copytree(landing_src, tmp_path / "landing"))
+

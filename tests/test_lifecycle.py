@@ -18,35 +18,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recsys_hyper import Config, ModelConfig, TrainConfig
 from recsys_hyper.cli import main
 from recsys_hyper.jobs import nightly
-from recsys_hyper.jobs.landing import make_synthetic_landing
 from recsys_hyper.jobs.nightly import NightlyConfig, run_nightly
 from recsys_hyper.jobs.state import NightState, work_identity
 
-FAST = Config(model=ModelConfig(dim=8, hidden=16, z_dim=16), train=TrainConfig(epochs=2, k_max=5, patience=2))
-DATES = ["2026-11-21", "2026-11-22"]
+from tests.test_nightly_invariants import DATES, _cfg                 # the same nights, on a smaller landing
+
 SETTINGS = dict(derandomize=True, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 BIG = 2**60                                   # ids beyond 2^53: a float64 cannot hold each of them
-
-
-@pytest.fixture(scope="module")
-def landing_src(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("landing-src") / "landing"
-    assert make_synthetic_landing(root, days=2, preset_name="tiny", seed=11, n_users=120, n_items=90) == DATES
-    return root
-
-
-@pytest.fixture
-def landing(landing_src, tmp_path) -> Path:
-    return Path(shutil.copytree(landing_src, tmp_path / "landing"))
-
-
-def _cfg(landing: Path, work: Path, **kw) -> NightlyConfig:
-    return NightlyConfig(landing=landing, work=work, model_config=kw.pop("model_config", FAST),
-                         eval_methods=("popularity", "hyper"), eval_shots=(0, 1, 3), gate_shots=(0, 1, 3),
-                         top_k=10, progress=False, **kw)
 
 
 def _files(landing: Path, date: str) -> list[Path]:

@@ -19,23 +19,10 @@ import pytest
 from recsys_hyper import Config, ModelConfig, TrainConfig
 from recsys_hyper.cli import main
 from recsys_hyper.errors import DataValidationError, RecsysHyperError
-from recsys_hyper.jobs.landing import make_synthetic_landing
 from recsys_hyper.jobs.nightly import NightlyConfig, OutOfOrderError, run_nightly
 
 FAST = Config(model=ModelConfig(dim=8, hidden=16, z_dim=16), train=TrainConfig(epochs=2, k_max=5, patience=2))
 DATES = ["2026-11-21", "2026-11-22"]
-
-
-@pytest.fixture(scope="module")
-def landing_src(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("landing-src") / "landing"
-    assert make_synthetic_landing(root, days=2, preset_name="tiny", seed=5, n_users=200, n_items=150) == DATES
-    return root
-
-
-@pytest.fixture
-def landing(landing_src, tmp_path) -> Path:
-    return Path(shutil.copytree(landing_src, tmp_path / "landing"))
 
 
 def _cfg(landing: Path, work: Path, **kw) -> NightlyConfig:
