@@ -131,6 +131,7 @@ def forget(work: Path, users_file: str | os.PathLike, experiment: str) -> Forget
     if not (work / "work.json").is_file():
         raise RecsysHyperError(f"--work {work} is no nightly work folder (no work.json): pass the folder the "
                                f"nightly runs with (--work of `recsys-hyper pipeline nightly`)")
+    tracking.ensure_reachable()              # the store is scrubbed too: fail fast, before any file is touched
     report = ForgetReport()
     with RunLock(work / "nightly.lock"):                          # never beside a running night
         work_id = work_identity(work)
