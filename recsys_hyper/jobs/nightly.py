@@ -390,8 +390,6 @@ def combine_events(frames: list[pd.DataFrame], implicit: bool, source: str) -> p
     the files agree on: nothing is inferred from whichever file comes first). Every row and every
     distinct id of every file is kept; files whose ids differ in kind are refused (the validate
     step quarantines them before this)."""
-    import pyarrow as pa
-
     from ..data.dataset import interactions_table
 
     kinds = {col: {"int64" if pd.api.types.is_integer_dtype(f[col]) else "string" for f in frames}
@@ -435,8 +433,6 @@ def _side_table_kinds(landing: Path) -> dict:
     """The id types of the landing's users / items tables, from their schemas (nothing else is
     read): what the events must agree with. A table that is absent or unreadable, or whose ids are
     neither integers nor strings, says nothing here (the merge reports it)."""
-    import pyarrow as pa
-
     kinds = {}
     for name, column in ((S.USERS_FILE, S.USER_ID), (S.ITEMS_FILE, S.ITEM_ID)):
         try:
@@ -453,8 +449,6 @@ def _side_table_kinds(landing: Path) -> dict:
 
 def _snapshot_kinds(snapshot: Path) -> dict | None:
     """:func:`_kinds` of the snapshot, from its schema alone (nothing is read)."""
-    import pyarrow as pa
-
     schema = snapshot_store.schema(snapshot)
     if schema is None:
         return None
