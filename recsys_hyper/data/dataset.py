@@ -176,8 +176,13 @@ def content_digest(interactions: pd.DataFrame) -> str:
     here, value by value (strings by their UTF-8 bytes), so that it stays the same across
     versions of pandas and NumPy; the same value tags a run, its registered version and its
     input dataset in MLflow."""
-    import hashlib
+    rows, header = row_words(interactions)
+    return words_digest(np.sort(rows), header)
 
+
+def row_words(interactions: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """One 64-bit word per row of :func:`content_digest` (a row's value, independent of the
+    others: the rows of a table read in parts give the same words) and the header it hashes."""
     cols = [c for c in (S.USER_ID, S.ITEM_ID, S.RATING, S.TIMESTAMP) if c in interactions.columns]
     rows = np.full(len(interactions), 0x9E3779B97F4A7C15, dtype=np.uint64)
     header = []
@@ -185,8 +190,15 @@ def content_digest(interactions: pd.DataFrame) -> str:
         words, kind = _column_words(interactions[col])
         header.append(f"{col}:{kind}")
         rows = _mix64(rows ^ _mix64(words + np.uint64(n + 1)))
-    h = hashlib.sha256(("|".join(header) + "\n").encode())
-    h.update(np.sort(rows).astype("<u8").tobytes())
+    return rows, "|".join(header)
+
+
+def words_digest(sorted_rows: np.ndarray, header: str) -> str:
+    """:func:`content_digest` from the rows' words (sorted) and their header."""
+    import hashlib
+
+    h = hashlib.sha256((header + "\n").encode())
+    h.update(np.asarray(sorted_rows, dtype=np.uint64).astype("<u8").tobytes())
     return h.hexdigest()[:32]
 
 

@@ -70,7 +70,16 @@ def _write_record(work: Path, record: dict) -> None:
 
 def forgotten_mask(ids, work: Path, work_id: str) -> np.ndarray:
     """Which of ``ids`` (an array of user ids) belong to forgotten users."""
-    digests = set(read_record(work)["digests"])
+    return mask_of(ids, set(read_record(work)["digests"]), work_id)
+
+
+def forgotten_digests(work: Path) -> set[str]:
+    """The digests of the work folder's forgotten users (what :func:`mask_of` compares with)."""
+    return set(read_record(work)["digests"])
+
+
+def mask_of(ids, digests: set[str], work_id: str) -> np.ndarray:
+    """Which of ``ids`` have their :func:`id_digest` in ``digests``."""
     ids = np.asarray(ids)
     if not digests or not len(ids):
         return np.zeros(len(ids), dtype=bool)
@@ -188,11 +197,11 @@ def _without(path: Path, ids: pa.Array, report: ForgetReport) -> int:
 
 
 def _redigest(part: Path) -> None:
-    from ..data.dataset import content_digest
-    from .snapshot import DIGEST_FILE
+    """The digest of the night whose partition file ``part`` was rewritten, over all its files."""
+    from .snapshot import DIGEST_FILE, partition_digest
 
-    with atomic_file(part.parent / DIGEST_FILE) as tmp:
-        tmp.write_text(content_digest(pd.read_parquet(part)) + "\n")
+    (part.parent / DIGEST_FILE).unlink(missing_ok=True)
+    partition_digest(part.parent)
 
 
 def _pattern(ids) -> re.Pattern:

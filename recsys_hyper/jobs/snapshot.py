@@ -2,12 +2,14 @@
 
 ::
 
-    WORK/snapshot/interactions.parquet/date=D/part-0.parquet   night D's valid events (never rewritten)
+    WORK/snapshot/interactions.parquet/date=D/part-*.parquet   night D's valid events (never rewritten)
     WORK/snapshot/interactions.parquet/date=D/_digest.txt      their content digest
     WORK/snapshot/users.parquet, items.parquet                 the current side tables
 
 A night writes only its own partition (atomically; a re-run of the night replaces it), so the
-merge costs what the night brings, not what the snapshot holds. The snapshot is still a dataset
+merge costs what the night brings, not what the snapshot holds. The one-machine night writes it as
+one file (``part-0.parquet``), the Spark engine as several (``part-00000.parquet``, ...: their path
+order is the rows' order). The snapshot is still a dataset
 directory of the data contract (``interactions.parquet`` may be a folder of Parquet files):
 :func:`~recsys_hyper.data.load_dataset` reads it and resolves duplicates across nights as it
 resolves them within one file (the latest event per user and item; ties on time keep the later
@@ -56,12 +58,21 @@ def events_dir(snapshot: Path) -> Path:
 
 
 def partitions(snapshot: Path, exclude: str | None = None) -> list[Path]:
-    """The nights' partition files, oldest first (``exclude``: leave that night's out)."""
+    """The nights' partition files, oldest night first, each night's in path order (``exclude``:
+    leave that night's out)."""
     root = events_dir(snapshot)
     if not root.is_dir():
         return []
-    return [p / "part-0.parquet" for p in sorted(root.glob("date=*"))
-            if (p / "part-0.parquet").is_file() and p.name != f"date={exclude}"]
+    return [f for p in sorted(root.glob("date=*")) if p.name != f"date={exclude}" for f in _files(p)]
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.glob("part-*.parquet") if f.is_file())
+
+
+def night_files(snapshot: Path, date: str) -> list[Path]:
+    """Night ``date``'s partition files (none when it has no partition)."""
+    return _files(events_dir(snapshot) / f"date={date}")
 
 
 def write_night(snapshot: Path, date: str, events: pd.DataFrame, implicit: bool) -> str:
@@ -70,26 +81,44 @@ def write_night(snapshot: Path, date: str, events: pd.DataFrame, implicit: bool)
     digest = content_digest(events)
     with atomic_file(folder / "part-0.parquet") as tmp:
         pq.write_table(interactions_table(events, implicit=implicit), tmp)
+    for stale in _files(folder):                  # the files of an earlier attempt written in parts
+        if stale.name != "part-0.parquet":
+            stale.unlink()
     with atomic_file(folder / DIGEST_FILE) as tmp:
         tmp.write_text(digest + "\n")
     return digest
 
 
+def replace_night(snapshot: Path, date: str, staged: Path) -> None:
+    """Night ``date``'s partition becomes the folder ``staged`` (written elsewhere in full, its
+    digest in it), replacing an earlier attempt's: two renames."""
+    import shutil
+    import uuid
+
+    folder = events_dir(snapshot) / f"date={date}"
+    old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")    # "." names are never read
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(staged, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def digest(snapshot: Path) -> str:
     """SHA-256 over the partitions' digests, in date order: the snapshot's content."""
     h = hashlib.sha256()
-    for part in partitions(snapshot):
-        h.update(f"{part.parent.name}:{partition_digest(part)}\n".encode())
+    for date in partition_dates(snapshot):
+        h.update(f"date={date}:{partition_digest(events_dir(snapshot) / f'date={date}')}\n".encode())
     return h.hexdigest()
 
 
-def partition_digest(part: Path) -> str:
-    """A partition's digest, written beside it when it was merged; computed (once) for a partition
-    that has none (a snapshot of an earlier version)."""
-    saved = part.parent / DIGEST_FILE
+def partition_digest(folder: Path) -> str:
+    """A night's digest (``folder``: its partition), written beside its files when it was merged;
+    computed (once) for a partition that has none (a snapshot of an earlier version)."""
+    saved = folder / DIGEST_FILE
     if not saved.is_file():
         with atomic_file(saved) as tmp:
-            tmp.write_text(content_digest(pd.read_parquet(part)) + "\n")
+            tmp.write_text(content_digest(pd.concat([pd.read_parquet(f) for f in _files(folder)],
+                                                    ignore_index=True)) + "\n")
     return saved.read_text().strip()
 
 
@@ -144,13 +173,19 @@ def distinct(snapshot: Path, columns: tuple[str, ...] = (S.USER_ID, S.ITEM_ID), 
 
 def partition_dates(snapshot: Path) -> list[str]:
     """The nights merged into the snapshot, oldest first."""
-    return [p.parent.name.split("=", 1)[1] for p in partitions(snapshot)]
+    return sorted({p.parent.name.split("=", 1)[1] for p in partitions(snapshot)})
 
 
-def night_events(snapshot: Path, date: str) -> pd.DataFrame | None:
-    """The events night ``date`` added to the snapshot (its partition), or ``None`` when it has none."""
-    part = events_dir(snapshot) / f"date={date}" / "part-0.parquet"
-    return pd.read_parquet(part) if part.is_file() else None
+def night_events(snapshot: Path, date: str, users=None) -> pd.DataFrame | None:
+    """The events night ``date`` added to the snapshot (its partition), or ``None`` when it has none
+    (``users``: only theirs, filtered as the files are read)."""
+    files = night_files(snapshot, date)
+    if not files:
+        return None
+    dataset = pads.dataset([str(f) for f in files], format="parquet")
+    if users is None:
+        return dataset.to_table().to_pandas()
+    return dataset.to_table(filter=pc.field(S.USER_ID).isin(pa.array(users))).to_pandas()
 
 
 def new_events(snapshot: Path, events: pd.DataFrame, exclude: str | None = None) -> tuple[pd.DataFrame, int]:
