@@ -427,6 +427,17 @@ def _pipeline_commands(sub) -> None:
                         "a store lost, replaced or pointed elsewhere), and that is intended: gate the challenger "
                         "against the recorded champion's model files and register the winner in this store "
                         "(refused by default: the night would promote without a gate)")
+    n.add_argument("--engine", choices=("local", "spark"), default=nightly("engine"),
+                   help="where the night's data steps run: this process, or Spark (the [spark] extra): validate, "
+                        "merge, split and the selection of the users each step needs as Spark jobs, scoring on "
+                        "Spark; training and evaluation on this machine from the users selected (see --train-users); "
+                        "the same state, gate and outputs")
+    n.add_argument("--spark-master", metavar="URL", default=None,
+                   help="Spark master for --engine spark (default: $SPARK_MASTER, spark-submit's, else local[*])")
+    n.add_argument("--train-users", type=_positive_int, default=nightly("train_users"), metavar="N",
+                   help="train on a seeded sample of at most N of the training users (default: all; the cold-start "
+                        "step's baselines learn from the same sample); with --engine spark only their events are "
+                        "collected to this machine")
     n.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     n.set_defaults(func=cmd_nightly)
     fg = psub.add_parser("forget", formatter_class=_Formatter, help="erase users from a nightly's work folder and store",
@@ -628,7 +639,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
                         tolerance_mae=args.tolerance_mae, tolerance_ndcg=args.tolerance_ndcg,
                         top_k=args.top_k, progress=not args.no_progress, registered_model=args.registered_model,
                         allow_out_of_order=args.allow_out_of_order, allow_rating_mismatch=args.allow_rating_mismatch,
-                        adopt_store=args.adopt_store)
+                        adopt_store=args.adopt_store, engine=args.engine, spark_master=args.spark_master,
+                        train_users=args.train_users)
     refused = []
     for date in dates:
         try:

@@ -335,6 +335,9 @@ class NightlyConfig:
     allow_rating_mismatch: bool = False  # merge landing files whose ratings fall outside the snapshot's scale
     registered_model: str = REGISTERED_MODEL
     adopt_store: bool = False          # a store that does not know the work folder's champion: gate against its files
+    engine: str = "local"              # "spark": the data steps as Spark jobs, scoring on Spark (see jobs.spark_night)
+    spark_master: str | None = None    # the Spark master URL (default: $SPARK_MASTER, else local[*])
+    train_users: int | None = None     # train on a seeded sample of at most this many training users (None: all)
 
     RULES: ClassVar[dict[str, Rule]] = {
         "warm_max_steps": Rule("int", 1, 10**12, optional=True), "first_max_steps": Rule("int", 1, 10**12, optional=True),
@@ -342,6 +345,7 @@ class NightlyConfig:
         "test_fraction": Rule("float", 0, 1, open_lo=True, open_hi=True), "tolerance_mae": Rule("float"),
         "tolerance_ndcg": Rule("float"), "gate_shots": Rule("ints", 0, 100_000, empty=False),
         "top_k": Rule("int", 1, 10**7), "eval_shots": Rule("ints", 0, 100_000, empty=False),
+        "train_users": Rule("int", 1, 10**12, optional=True), "engine": Rule("str", choices=("local", "spark")),
     }
 
     def __post_init__(self) -> None:
@@ -351,6 +355,7 @@ class NightlyConfig:
                                    f"{self.test_fraction}")
         if not isinstance(self.registered_model, str) or not self.registered_model.strip():
             raise RecsysHyperError(f"--registered-model must be a name; got {self.registered_model!r}")
+
         # every path the night records is absolute: a killed night resumes from any working directory
         object.__setattr__(self, "landing", Path(self.landing).resolve())
         object.__setattr__(self, "work", Path(self.work).resolve())

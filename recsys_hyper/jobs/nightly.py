@@ -233,7 +233,7 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
                                        system_metrics=name == "train") as step_run_id:
                     if state.started.get(name) != step_run_id:
                         state.start(name, step_run_id)
-                    outputs = steps[name](date, cfg, state, work_id) or {}
+                    outputs = _run_step(steps[name], date, cfg, state, work_id)
                     release_freed_memory()      # a step's freed heap is not carried into the next one
                     outputs["seconds"] = round(time.perf_counter() - t_step, 2)
                     outputs["peak_rss_mib"] = peak_rss_mib()               # the process's high-water mark so far
@@ -256,6 +256,25 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
     return report
 
 
+def _run_step(step, date, cfg, state, work_id) -> dict:
+    """One step; on the Spark engine, a refusal raised on an executor is the one-machine night's
+    error, and Spark's, Py4J's or Java's own errors one line naming the night's landing folder."""
+    try:
+        return step(date, cfg, state, work_id) or {}
+    except Exception as exc:  # noqa: BLE001 -- mapped below, or raised unchanged
+        if cfg.engine != "spark" or isinstance(exc, RecsysHyperError):
+            raise
+        from ..scoring.spark import _from_executor
+        from .score import spark_error
+
+        mapped = _from_executor(exc)
+        if mapped is exc:
+            mapped = spark_error(exc, cfg.landing / "events" / f"date={date}")
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
 def _missing_output(state: NightState, cfg: NightlyConfig, date: str) -> tuple[str, str] | None:
     """The first done step whose recorded output is gone (a snapshot partition, a split, a model,
     the scores or the evaluation removed by a person or a clean-up), with the path."""
@@ -264,8 +283,8 @@ def _missing_output(state: NightState, cfg: NightlyConfig, date: str) -> tuple[s
         if done is None:
             continue
         paths = [done[k] for k in ("path", "model_dir") if isinstance(done.get(k), str)]
-        if step == "merge" and done.get("night_events"):
-            paths.append(str(snapshot_store.events_dir(cfg.work / "snapshot") / f"date={date}" / "part-0.parquet"))
+        if step == "merge" and done.get("night_events") and not snapshot_store.night_files(cfg.work / "snapshot", date):
+            return step, str(snapshot_store.events_dir(cfg.work / "snapshot") / f"date={date}")
         for p in paths:
             if not Path(p).exists():
                 return step, p
@@ -317,7 +336,16 @@ def _validate(date, cfg, state, work_id) -> dict:
     files, _ = landing_files(cfg.landing, date)
     scale = None if cfg.allow_rating_mismatch else snapshot_store.rating_range(cfg.work / "snapshot", exclude=date)
     converted = []
-    for f in files:
+    if cfg.engine == "spark":                     # one Spark task a file, with the same reader and checks
+        from . import spark_night
+
+        for f, problems, kinds, rows, conversions in spark_night.check_files(spark_night.session(cfg), files, part,
+                                                                             scale):
+            c = Collector()
+            c.problems.extend(problems)
+            converted += conversions
+            checked.append((f, c, kinds, rows))
+    for f in files if cfg.engine == "local" else []:
         c, rep = Collector(), ValidationReport()
         frame = read_event_file(f, part, c, rep)
         converted += rep.conversions
@@ -365,7 +393,8 @@ def _validate(date, cfg, state, work_id) -> dict:
     if not good:
         log.warning("night %s: no valid event file; the snapshot stays as it was", date)
     return {"valid_files": good, "seen": seen, "quarantined": bad, "n_valid": len(good), "n_quarantined": len(bad),
-            "converted": converted}
+            "converted": converted, "kinds": reference, "rows": sum(rows for f, c, _, rows in checked
+                                                                   if not c.problems)}
 
 
 def read_event_file(f: Path, part: Path, c, rep) -> pd.DataFrame | None:
@@ -481,6 +510,8 @@ def _merge(date, cfg, state, work_id) -> dict:
         raise RecsysHyperError(f"night {date}: no valid events and no earlier snapshot; nothing to train on")
     users, items = _landing_side_tables(landing)
     n_new, night, repeated, forgotten_events = 0, None, 0, 0
+    if files and cfg.engine == "spark":
+        return _merge_on_spark(date, cfg, state, work_id, users, items, earlier_rows)
     if files:
         from ..data.validation import Collector, ValidationReport
 
@@ -516,12 +547,7 @@ def _merge(date, cfg, state, work_id) -> dict:
         users = _without_forgotten(users, work, work_id)
         sample = pads.dataset([str(p) for p in snapshot_store.partitions(snapshot)], format="parquet").head(1000)
         side = validate_frames(sample, users, items, source=str(snapshot))
-    for df, name, id_col in ((side.users, S.USERS_FILE, S.USER_ID), (side.items, S.ITEMS_FILE, S.ITEM_ID)):
-        if df is None:
-            (snapshot / name).unlink(missing_ok=True)
-            continue
-        with atomic_file(snapshot / name) as tmp:
-            pq.write_table(side_table(df, id_col), tmp)
+    _write_side_tables(snapshot, side)
     out = {"interactions": earlier_rows, "night_events": 0, "duplicates_dropped": 0, "repeated_events": 0,
            "new_users": 0, "forgotten_events": forgotten_events}
     user_ids, item_ids = earlier[S.USER_ID], earlier[S.ITEM_ID]
@@ -538,6 +564,65 @@ def _merge(date, cfg, state, work_id) -> dict:
     return {**out, "users": len(user_ids), "items": len(item_ids), "digest": snapshot_store.digest(snapshot)}
 
 
+def _merge_on_spark(date, cfg, state, work_id, users, items, earlier_rows: int) -> dict:
+    """:func:`_merge` with the night's events read, resolved and written by Spark (see
+    :mod:`.spark_night`); the side tables and the counts as on one machine."""
+    import uuid
+
+    from . import spark_night
+
+    spark = spark_night.session(cfg)
+    work, snapshot = cfg.work, cfg.work / "snapshot"
+    part = cfg.landing / "events" / f"date={date}"
+    validated = state.done["validate"]
+    kinds = validated.get("kinds") or _snapshot_kinds(snapshot)
+    staging = snapshot_store.events_dir(snapshot) / f".date={date}.staging-{uuid.uuid4().hex[:8]}"
+    try:
+        merged = spark_night.merge(spark, snapshot, part, validated["valid_files"], kinds, staging,
+                                   forget.forgotten_digests(work), work_id)
+        if merged["rows"] != int(validated.get("rows", merged["rows"])):      # never silently: a loud stop
+            raise RecsysHyperError(f"{part}: the night's files held {validated['rows']} rows when validated and "
+                                   f"{merged['rows']} when merged; nothing was merged: run the night again")
+        if merged["forgotten_events"]:
+            log.warning("night %s: %d events of forgotten users refused", date, merged["forgotten_events"])
+        if merged["repeated_events"]:
+            log.info("night %s: %d events are already in the snapshot (re-delivered); not counted again", date,
+                     merged["repeated_events"])
+        kept = merged["rows"] - merged["forgotten_events"]
+        if not kept and not earlier_rows:
+            raise RecsysHyperError(f"night {date}: every event of the night belongs to forgotten users and there is "
+                                   f"no earlier snapshot; nothing to train on")
+        sample = merged["new_user_events"].head(1000)
+        if not len(sample):
+            sample = pads.dataset([str(p) for p in snapshot_store.partitions(snapshot, exclude=date)],
+                                  format="parquet").head(1000) if earlier_rows else \
+                pads.dataset([str(p) for p in staging.glob("part-*.parquet")], format="parquet").head(1000)
+        side = validate_frames(sample, _without_forgotten(users, work, work_id), items, source=str(part))
+        _write_side_tables(snapshot, side)
+        n_new = 0
+        if kept:
+            events = merged["new_user_events"]
+            n_new = cohorts.record(work, date, events, np.array([], dtype=events[S.USER_ID].dtype))
+            snapshot_store.replace_night(snapshot, date, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    counts = spark_night.snapshot_counts(spark, snapshot)
+    return {"interactions": counts["interactions"], "night_events": merged["night_events"],
+            "duplicates_dropped": merged["duplicates_dropped"], "repeated_events": merged["repeated_events"],
+            "new_users": n_new, "forgotten_events": merged["forgotten_events"], "users": counts["users"],
+            "items": counts["items"], "digest": snapshot_store.digest(snapshot)}
+
+
+def _write_side_tables(snapshot: Path, side) -> None:
+    """The snapshot's users / items tables: the landing's, checked (removed when the landing has none)."""
+    for df, name, id_col in ((side.users, S.USERS_FILE, S.USER_ID), (side.items, S.ITEMS_FILE, S.ITEM_ID)):
+        if df is None:
+            (snapshot / name).unlink(missing_ok=True)
+            continue
+        with atomic_file(snapshot / name) as tmp:
+            pq.write_table(side_table(df, id_col), tmp)
+
+
 def _without_forgotten(users, work: Path, work_id: str):
     """The landing's users table (an Arrow table, or ``None``) less the rows of forgotten users."""
     if users is None or S.USER_ID not in users.column_names:
@@ -549,11 +634,16 @@ def _without_forgotten(users, work: Path, work_id: str):
 def _split(date, cfg, state, work_id) -> dict:
     """Every user of the snapshot (its user_id column alone) and of the users table, by a stable hash."""
     snapshot = cfg.work / "snapshot"
-    ids = snapshot_store.distinct(snapshot, columns=(S.USER_ID,))[0][S.USER_ID]
-    if (snapshot / S.USERS_FILE).exists():
-        ids = np.union1d(ids, pq.read_table(snapshot / S.USERS_FILE, columns=[S.USER_ID]).column(0).to_numpy(
-            zero_copy_only=False))
-    split = stable_split(ids, cfg.val_fraction, cfg.test_fraction)
+    if cfg.engine == "spark":
+        from . import spark_night
+
+        split = spark_night.split_users(spark_night.session(cfg), snapshot, cfg.val_fraction, cfg.test_fraction)
+    else:
+        ids = snapshot_store.distinct(snapshot, columns=(S.USER_ID,))[0][S.USER_ID]
+        if (snapshot / S.USERS_FILE).exists():
+            ids = np.union1d(ids, pq.read_table(snapshot / S.USERS_FILE, columns=[S.USER_ID]).column(0).to_numpy(
+                zero_copy_only=False))
+        split = stable_split(ids, cfg.val_fraction, cfg.test_fraction)
     path = cfg.work / "splits" / f"date={date}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
@@ -590,13 +680,30 @@ def _champion(cfg: NightlyConfig, work_id: str, version: str | None = None) -> t
     return version, load_version(version, name)
 
 
-def _train(date, cfg, state, work_id) -> dict:
+def _users_dataset(cfg: NightlyConfig, users) -> Dataset:
+    """The snapshot's events of ``users`` (an array of ids; ``None``: everyone's), with its users /
+    items tables: read in full by this process (one machine), or selected by Spark and collected
+    (``--engine spark``)."""
+    if cfg.engine == "spark":
+        from . import spark_night
+
+        return spark_night.users_dataset(spark_night.session(cfg), cfg.work / "snapshot", users)
     ds = load_dataset(cfg.work / "snapshot")
+    keep = ds.interactions[S.USER_ID].isin(users) if users is not None else None
+    if keep is None or keep.all():
+        return ds
+    return Dataset(ds.interactions[keep].reset_index(drop=True), ds.users, ds.items, implicit=ds.implicit,
+                   source=ds.source)
+
+
+def _train(date, cfg, state, work_id) -> dict:
     split = _load_split(state)
-    test_users = split.index[split == "test"]
-    train_ds = Dataset(ds.interactions[~ds.interactions[S.USER_ID].isin(test_users)].reset_index(drop=True),
-                       ds.users, ds.items, implicit=ds.implicit, source=ds.source)
-    del ds                                  # the test users' events are not held through the training
+    learners = split.index[split != "test"]           # training and validation users (validation stops it)
+    if cfg.train_users is not None and len(learners) > cfg.train_users:
+        learners = _sample(learners, cfg.train_users, seed=1)
+        log.info("night %s: training on a seeded sample of %d of %d users (--train-users)", date, len(learners),
+                 int((split != "test").sum()))
+    train_ds = _users_dataset(cfg, learners)  # the test users' events are never held through the training
     version, champion = _champion(cfg, work_id)
     erasure, requests = forget.retrain_pending(cfg.work), forget.requests(cfg.work)
     if cfg.full_retrain or erasure:           # never warm-started from a model that saw forgotten users
@@ -620,15 +727,15 @@ def _train(date, cfg, state, work_id) -> dict:
 
 
 def _evaluate(date, cfg, state, work_id) -> dict:
-    ds = load_dataset(cfg.work / "snapshot")
     split = _load_split(state)
     models = {"challenger": HyperRecommender.load(state.done["train"]["model_dir"])}
     version, champion = _champion(cfg, work_id)
     if champion is not None:
         models["champion"] = champion
     out = {"champion_version": version}
-    for part in ("validation", "test"):
-        users = _sample(split.index[split == part], cfg.max_eval_users)
+    sampled = {part: _sample(split.index[split == part], cfg.max_eval_users) for part in ("validation", "test")}
+    ds = _users_dataset(cfg, np.concatenate(list(sampled.values())))
+    for part, users in sampled.items():
         for who, m in measure_models(models, ds, users, cfg.gate_shots, min_query=5).items():
             out.update({f"{who}_{part}_{k}": v for k, v in m.items()})
     return out
@@ -844,8 +951,24 @@ def _score(date, cfg, state, work_id) -> dict:
     out = cfg.work / "scores"
     retired = _retired(cfg, champion)
     candidates = without_excluded(champion, cfg.work / "snapshot", None, excluded=retired)
-    report = score_dataset(champion, cfg.work / "snapshot", out, date, top_k=cfg.top_k, progress=cfg.progress,
-                           allow_rating_mismatch=cfg.allow_rating_mismatch, candidates=candidates)
+    if cfg.engine == "spark":
+        import functools
+
+        from ..scoring.spark import score_dataset_spark
+        from . import spark_night
+        from .models import load_model
+
+        record = read_champion_record(cfg.work) or {}
+        files = record.get("model_dir") if str(record.get("version")) == str(state.done["gate"]["champion_version"]) \
+            else None
+        spec = files if files and Path(files).is_dir() else f"models:/{cfg.registered_model}/" \
+            f"{state.done['gate']['champion_version']}"
+        report = score_dataset_spark(spark_night.session(cfg), champion, functools.partial(load_model, spec),
+                                     str(cfg.work / "snapshot"), str(out), date, top_k=cfg.top_k,
+                                     allow_rating_mismatch=cfg.allow_rating_mismatch, candidates=candidates)
+    else:
+        report = score_dataset(champion, cfg.work / "snapshot", out, date, top_k=cfg.top_k, progress=cfg.progress,
+                               allow_rating_mismatch=cfg.allow_rating_mismatch, candidates=candidates)
     n_left_out = 0 if candidates is None else len(champion.item_map_) - len(candidates)
     if n_left_out:
         log.info("night %s: %d items retired or gone from the catalogue are not recommended", date, n_left_out)
@@ -881,8 +1004,11 @@ def _cohort(date, cfg, state, work_id) -> dict:
                                             allow_rating_mismatch=cfg.allow_rating_mismatch,
                                             exclude_items=_retired(cfg, champion))
     earlier = [d for d in snapshot_store.partition_dates(snapshot) if d < date]
-    tonight = snapshot_store.night_events(snapshot, date)
-    if earlier and tonight is not None and len(tonight):
+    cohort_events = cohorts.cohort_dir(work, earlier[-1]) / "events.parquet" if earlier else None
+    if state.done["merge"].get("night_events") and cohort_events is not None and cohort_events.is_file():
+        # the previous cohort's users' events of the night (they alone are measured), read filtered
+        cohort_users = pd.unique(pd.read_parquet(cohort_events, columns=[S.USER_ID])[S.USER_ID])
+        tonight = snapshot_store.night_events(snapshot, date, users=cohort_users)
         row = cohorts.measure(work, earlier[-1], tonight, lambda version: _served_model(cfg, version),
                               champion.implicit_, user_features=users,
                               allow_rating_mismatch=cfg.allow_rating_mismatch)
@@ -911,7 +1037,6 @@ def _cold_start_eval(date, cfg, state, work_id) -> dict:
     training users; no second hypernetwork is trained."""
     from ..evaluation.protocol import Split
 
-    ds = load_dataset(cfg.work / "snapshot")
     out = cfg.work / "evaluation" / f"date={date}"
     labels = _load_split(state)
     test = labels.index[labels == "test"]
@@ -919,6 +1044,11 @@ def _cold_start_eval(date, cfg, state, work_id) -> dict:
     # test users beyond the cap: unlabelled, so neither evaluated nor learned from (the protocol
     # learns from labelled training and validation users only), without a copy of the events
     labels = labels.drop(unsampled)
+    learners = labels.index[labels != "test"]
+    sampled = cfg.train_users is not None and len(learners) > cfg.train_users
+    if sampled:                                      # the baselines learn from the training step's sample
+        labels = labels.drop(np.setdiff1d(learners, _sample(learners, cfg.train_users, seed=1)))
+    ds = _users_dataset(cfg, labels.index.to_numpy() if sampled or cfg.engine == "spark" else None)
     split = Split(labels.rename("split").reset_index())
     result, run_id = run_cold_start_evaluation(
         ds, out, Protocol(shots=tuple(cfg.eval_shots), min_query=5), methods=cfg.eval_methods,
