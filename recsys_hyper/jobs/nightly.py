@@ -264,10 +264,10 @@ def _run_step(step, date, cfg, state, work_id) -> dict:
     except Exception as exc:  # noqa: BLE001 -- mapped below, or raised unchanged
         if cfg.engine != "spark" or isinstance(exc, RecsysHyperError):
             raise
-        from ..scoring.spark import _from_executor
+        from ..scoring.spark import from_executor
         from .score import spark_error
 
-        mapped = _from_executor(exc)
+        mapped = from_executor(exc)
         if mapped is exc:
             mapped = spark_error(exc, cfg.landing / "events" / f"date={date}")
         if mapped is None:
@@ -328,31 +328,21 @@ def _validate(date, cfg, state, work_id) -> dict:
     tables, otherwise those of the most events), and so must the scale of the ratings (the earlier
     nights' lowest and highest; unless ``allow_rating_mismatch``): a file that differs is
     quarantined with the reason, so the snapshot never takes it in."""
-    from ..data.validation import Collector, ValidationReport
-
     part = cfg.landing / "events" / f"date={date}"
     quarantine = cfg.work / "quarantine" / f"date={date}"
     checked = []                                                 # (file, problems, kinds, rows)
     files, _ = landing_files(cfg.landing, date)
     scale = None if cfg.allow_rating_mismatch else snapshot_store.rating_range(cfg.work / "snapshot", exclude=date)
     converted = []
-    if cfg.engine == "spark":                     # one Spark task a file, with the same reader and checks
+    if cfg.engine == "spark":                     # one Spark task a file, with the same function
         from . import spark_night
 
-        for f, problems, kinds, rows, conversions in spark_night.check_files(spark_night.session(cfg), files, part,
-                                                                             scale):
-            c = Collector()
-            c.problems.extend(problems)
-            converted += conversions
-            checked.append((f, c, kinds, rows))
-    for f in files if cfg.engine == "local" else []:
-        c, rep = Collector(), ValidationReport()
-        frame = read_event_file(f, part, c, rep)
-        converted += rep.conversions
-        if frame is not None and scale is not None and not rep.implicit:
-            _check_scale(frame[S.RATING].to_numpy(), scale, str(f.relative_to(part)), c)
-        checked.append((f, c, _kinds(frame, rep.implicit) if frame is not None else None,
-                        len(frame) if frame is not None else 0))
+        found = spark_night.check_files(spark_night.session(cfg), files, part, scale)
+    else:
+        found = [check_event_file(f, part, scale) for f in files]
+    for f, (c, kinds, rows, conversions) in zip(files, found):
+        converted += conversions
+        checked.append((f, c, kinds, rows))
     reference = _snapshot_kinds(cfg.work / "snapshot")
     if reference is None and any(kinds for _, _, kinds, _ in checked):       # the first night: the most events'
         votes: dict = {}
@@ -395,6 +385,22 @@ def _validate(date, cfg, state, work_id) -> dict:
     return {"valid_files": good, "seen": seen, "quarantined": bad, "n_valid": len(good), "n_quarantined": len(bad),
             "converted": converted, "kinds": reference, "rows": sum(rows for f, c, _, rows in checked
                                                                    if not c.problems)}
+
+
+def check_event_file(f: Path, part: Path, scale: tuple[float, float] | None) -> tuple:
+    """One landing file of the night's folder ``part`` checked as the validate step checks it
+    (``scale``: the snapshot's ratings' ``(lo, hi)``, or ``None``): its problems (a
+    :class:`~recsys_hyper.data.validation.Collector`), what must agree with the snapshot (id
+    types, kind of feedback; ``None`` when unreadable), its rows and the conversions made."""
+    from ..data.validation import Collector, ValidationReport
+
+    c, rep = Collector(), ValidationReport()
+    frame = read_event_file(f, part, c, rep)
+    if frame is None:
+        return c, None, 0, rep.conversions
+    if scale is not None and not rep.implicit:
+        _check_scale(frame[S.RATING].to_numpy(), scale, str(f.relative_to(part)), c)
+    return c, _kinds(frame, rep.implicit), len(frame), rep.conversions
 
 
 def read_event_file(f: Path, part: Path, c, rep) -> pd.DataFrame | None:

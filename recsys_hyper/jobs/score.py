@@ -126,7 +126,7 @@ def _is_uri(path) -> bool:
     return "://" in str(path)
 
 
-def spark_session(master: str | None = None, progress: bool = True):
+def spark_session(master: str | None = None, progress: bool = True, app: str = "recsys-hyper score"):
     """A Spark session for the scoring job: ``master`` (or ``$SPARK_MASTER``); under spark-submit,
     the master it was given; else ``local[*]``. Spark's console bar of stages only with
     ``progress`` on a terminal (off one, it wrote hundreds of bar lines into a log)."""
@@ -139,7 +139,7 @@ def spark_session(master: str | None = None, progress: bool = True):
     import sys
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)     # executors run this environment's Python
-    builder = SparkSession.builder.appName("recsys-hyper score")
+    builder = SparkSession.builder.appName(app)
     master = master or os.environ.get("SPARK_MASTER")
     if master:
         builder = builder.master(master)

@@ -47,33 +47,26 @@ def session(cfg):
     """The night's Spark session (``cfg.spark_master``, else ``$SPARK_MASTER``, else ``local[*]``)."""
     from .score import spark_session
 
-    return spark_session(cfg.spark_master, progress=cfg.progress)
+    return spark_session(cfg.spark_master, progress=cfg.progress, app="recsys-hyper nightly")
 
 
 # ------------------------------------------------------------------------------------ validate
 
 def _check_file(args):
-    """One landing file checked as the one-machine validate step checks it (on an executor)."""
-    from ..data.validation import Collector, ValidationReport
-    from .nightly import _check_scale, _kinds, read_event_file
+    """One landing file checked by :func:`.nightly.check_event_file` (on an executor)."""
+    from .nightly import check_event_file
 
     path, part, scale = args
-    f, c, rep = Path(path), Collector(), ValidationReport()
-    frame = read_event_file(f, Path(part), c, rep)
-    if frame is not None and scale is not None and not rep.implicit:
-        _check_scale(frame[S.RATING].to_numpy(), scale, str(f.relative_to(part)), c)
-    kinds = _kinds(frame, rep.implicit) if frame is not None else None
-    return path, c.problems, kinds, len(frame) if frame is not None else 0, rep.conversions
+    return path, check_event_file(Path(path), Path(part), scale)
 
 
 def check_files(spark, files: list[Path], part: Path, scale) -> list[tuple]:
-    """``(file, problems, kinds, rows, conversions)`` of each landing file, one Spark task a file."""
+    """:func:`.nightly.check_event_file` of each landing file, one Spark task a file, in order."""
     if not files:
         return []
-    sc = spark.sparkContext
     jobs = [(str(f), str(part), scale) for f in files]
-    found = {r[0]: r for r in sc.parallelize(jobs, len(jobs)).map(_check_file).collect()}
-    return [(f, *found[str(f)][1:]) for f in files]
+    found = dict(spark.sparkContext.parallelize(jobs, len(jobs)).map(_check_file).collect())
+    return [found[str(f)] for f in files]
 
 
 # --------------------------------------------------------------------------------------- merge
@@ -165,6 +158,10 @@ def merge(spark, snapshot: Path, part: Path, files: list[str], kinds: dict, stag
         written = sorted(staging.glob("part-*.parquet"))
         for n, f in enumerate(written):          # Spark's names, in their order, as the snapshot names parts
             f.rename(staging / f"part-{n:05d}.parquet")
+        if not written:                          # every event held already: an empty partition, as on one machine
+            import pyarrow.parquet as pq
+
+            pq.write_table(schema.empty_table(), staging / "part-00000.parquet")
         for f in staging.iterdir():
             if not f.name.startswith("part-") and f.is_file():
                 f.unlink()                       # _SUCCESS and checksum files

@@ -460,7 +460,7 @@ def score_dataset_spark(spark, model: HyperRecommender, load_model: Callable[[],
         files.delete(f"{staging}/_scored")
         _commit(files, staging, out, date)
     except Exception as exc:
-        mapped = _from_executor(exc)
+        mapped = from_executor(exc)
         if mapped is exc:
             raise
         raise mapped from None
@@ -483,7 +483,7 @@ def _commit(files: _Files, staging: str, out: str, date: str) -> None:
         files.delete(old)
 
 
-def _from_executor(exc: Exception) -> Exception:
+def from_executor(exc: Exception) -> Exception:
     """A refusal raised on an executor (non-finite scores ...) as the error the single machine
     raises; anything else unchanged."""
     text = str(exc)
