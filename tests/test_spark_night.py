@@ -1,13 +1,12 @@
 """``pipeline nightly --engine spark`` gives the one-machine night's answers: the same snapshot
 rows, split, gate decisions and recommendations (to 1e-4), on the embedded default landing and
-on a 20,000-user one; a bad file is quarantined with the same reason; forgotten users' events are
-refused by the Spark merge too, and retired items are never recommended by its scoring.
+on a 20,000-user one made hostile: a bad file is quarantined with the same reason, forgotten
+users' events are refused by the Spark merge too, and retired items are never recommended.
 (pyspark comes with the [spark] extra, which make and CI install; Java 17 is needed.)"""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -101,22 +100,17 @@ def test_the_default_landing_gives_the_same_answers_on_spark(store):
     assert files and all(f.name.startswith("part-0000") for f in files)        # written by Spark, in parts
 
 
-def test_a_20000_user_landing_gives_the_same_answers_on_spark(store):
-    from recsys_hyper.jobs.landing import make_synthetic_landing
-
-    landing = store / "landing"
-    make_synthetic_landing(landing, days=2, preset_name="tiny", seed=3, n_users=20_000, n_items=500)
-    local, spark = _both_engines(landing, store, first_max_steps=40, warm_max_steps=20, max_eval_users=500)
-    _assert_same_answers(local, spark)
-
-
-def test_a_hostile_night_gives_the_same_answers_and_errors_on_spark(landing, store, monkeypatch):
-    """Duplicates across files tied on time, events delivered again (some re-rated at the same
-    time, some older), a file with ratings off the scale, and users forgotten between the nights."""
+def test_a_hostile_20000_user_landing_gives_the_same_answers_and_errors_on_spark(store, monkeypatch):
+    """20,000 users, with duplicates across files tied on time, events delivered again (some
+    re-rated at the same time, some older), a file with ratings off the scale, users forgotten and
+    the two most popular items retired between the nights."""
     from recsys_hyper.cli import main
+    from recsys_hyper.jobs.landing import make_synthetic_landing
 
     from .test_lifecycle import FORGET, _files_holding
 
+    landing = store / "landing"
+    make_synthetic_landing(landing, days=2, preset_name="tiny", seed=3, n_users=20_000, n_items=500)
     first, second = (sorted((landing / "events" / f"date={d}").rglob("*.parquet")) for d in DATES)
     night1 = pd.concat(map(pd.read_parquet, first), ignore_index=True)
     night1.head(30).assign(rating=lambda f: 6.0 - f["rating"]).to_parquet(first[0].with_name("zz-rerated.parquet"))
@@ -134,12 +128,19 @@ def test_a_hostile_night_gives_the_same_answers_and_errors_on_spark(landing, sto
     erase = store / "erase.txt"
     erase.write_text("\n".join(map(str, ids)) + "\n")
     monkeypatch.chdir(store)
+    popular = night1["item_id"].value_counts().index[:2]
 
-    def forget(work: Path) -> None:
+    def forget_and_retire(work: Path) -> None:
         assert main(["pipeline", "forget", "--work", str(work), "--users", str(erase)]) == 0
+        catalogue_file = work.parent / f"landing-{work.name.split('-')[1]}" / "items.parquet"
+        catalogue = pd.read_parquet(catalogue_file)
+        catalogue.assign(retired=catalogue["item_id"].isin(popular)).to_parquet(catalogue_file)
 
-    local, spark = _both_engines(landing, store, between=forget)
+    local, spark = _both_engines(landing, store, between=forget_and_retire, first_max_steps=40, warm_max_steps=20,
+                                 max_eval_users=500)
     _assert_same_answers(local, spark)
+    assert not _recommendations(spark, DATES[1])["item_id"].isin(popular).any()      # retired: never recommended
+    assert _recommendations(spark, DATES[0])["item_id"].isin(popular).any()
     merged = _state(spark, DATES[1])["merge"]
     assert merged["repeated_events"] >= 45 and merged["forgotten_events"] > 0
     assert _state(spark, DATES[0])["merge"]["duplicates_dropped"] == 30
