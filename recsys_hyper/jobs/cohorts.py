@@ -43,6 +43,25 @@ def record(work: Path, date: str, day_events: pd.DataFrame, known_users) -> int:
     return int(new[S.USER_ID].nunique())
 
 
+def replace_events(work: Path, date: str, staged: Path) -> None:
+    """The night's new users' events become the folder ``staged`` (written in parts elsewhere, by
+    Spark), replacing what an earlier attempt recorded: :func:`record` of the Spark night."""
+    import os
+    import shutil
+    import uuid
+
+    target = cohort_dir(work, date) / "events.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(f".events.parquet.old-{uuid.uuid4().hex[:8]}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staged, target)
+    if old.is_dir():
+        shutil.rmtree(old)
+    else:
+        old.unlink(missing_ok=True)
+
+
 def serve(work: Path, date: str, champion: HyperRecommender, version: str, users: pd.DataFrame | None,
           allow_rating_mismatch: bool = False, exclude_items=None) -> int:
     """The champion's top 10 for the night's cohort, from their first day's events alone

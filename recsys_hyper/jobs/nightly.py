@@ -583,8 +583,9 @@ def _merge_on_spark(date, cfg, state, work_id, users, items, earlier_rows: int) 
     validated = state.done["validate"]
     kinds = validated.get("kinds") or _snapshot_kinds(snapshot)
     staging = snapshot_store.events_dir(snapshot) / f".date={date}.staging-{uuid.uuid4().hex[:8]}"
+    cohort_staging = cohorts.cohort_dir(work, date).with_name(f".date={date}.staging-{uuid.uuid4().hex[:8]}")
     try:
-        merged = spark_night.merge(spark, snapshot, part, validated["valid_files"], kinds, staging,
+        merged = spark_night.merge(spark, snapshot, part, validated["valid_files"], kinds, staging, cohort_staging,
                                    forget.forgotten_digests(work), work_id)
         if merged["rows"] != int(validated.get("rows", merged["rows"])):      # never silently: a loud stop
             raise RecsysHyperError(f"{part}: the night's files held {validated['rows']} rows when validated and "
@@ -598,20 +599,20 @@ def _merge_on_spark(date, cfg, state, work_id, users, items, earlier_rows: int) 
         if not kept and not earlier_rows:
             raise RecsysHyperError(f"night {date}: every event of the night belongs to forgotten users and there is "
                                    f"no earlier snapshot; nothing to train on")
-        sample = merged["new_user_events"].head(1000)
-        if not len(sample):
+        sample = pads.dataset([str(p) for p in sorted(staging.glob("part-*.parquet"))], format="parquet").head(1000)
+        if not sample.num_rows:                  # the side tables' ids are checked against these events
             sample = pads.dataset([str(p) for p in snapshot_store.partitions(snapshot, exclude=date)],
-                                  format="parquet").head(1000) if earlier_rows else \
-                pads.dataset([str(p) for p in staging.glob("part-*.parquet")], format="parquet").head(1000)
+                                  format="parquet").head(1000)
         side = validate_frames(sample, _without_forgotten(users, work, work_id), items, source=str(part))
         _write_side_tables(snapshot, side)
         n_new = 0
         if kept:
-            events = merged["new_user_events"]
-            n_new = cohorts.record(work, date, events, np.array([], dtype=events[S.USER_ID].dtype))
+            n_new = merged["new_users"]
+            cohorts.replace_events(work, date, cohort_staging)
             snapshot_store.replace_night(snapshot, date, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(cohort_staging, ignore_errors=True)
     counts = spark_night.snapshot_counts(spark, snapshot)
     return {"interactions": counts["interactions"], "night_events": merged["night_events"],
             "duplicates_dropped": merged["duplicates_dropped"], "repeated_events": merged["repeated_events"],
@@ -1011,7 +1012,7 @@ def _cohort(date, cfg, state, work_id) -> dict:
                                             exclude_items=_retired(cfg, champion))
     earlier = [d for d in snapshot_store.partition_dates(snapshot) if d < date]
     cohort_events = cohorts.cohort_dir(work, earlier[-1]) / "events.parquet" if earlier else None
-    if state.done["merge"].get("night_events") and cohort_events is not None and cohort_events.is_file():
+    if state.done["merge"].get("night_events") and cohort_events is not None and cohort_events.exists():
         # the previous cohort's users' events of the night (they alone are measured), read filtered
         cohort_users = pd.unique(pd.read_parquet(cohort_events, columns=[S.USER_ID])[S.USER_ID])
         tonight = snapshot_store.night_events(snapshot, date, users=cohort_users)

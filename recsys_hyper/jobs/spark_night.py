@@ -104,10 +104,12 @@ def _night_reader(part: str, schema: pa.Schema, digests: set, work_id: str):
     return read
 
 
-def merge(spark, snapshot: Path, part: Path, files: list[str], kinds: dict, staging: Path, digests: set,
-          work_id: str) -> dict:
+def merge(spark, snapshot: Path, part: Path, files: list[str], kinds: dict, staging: Path, cohort_staging: Path,
+          digests: set, work_id: str) -> dict:
     """The night's new events written to ``staging`` (the partition folder to be), its digest
-    beside them; the counts of the merge and the night's new users' events (a pandas frame)."""
+    beside them, and the night's new users' events to ``cohort_staging`` (a folder of parts, in
+    the files' row order; never collected: on a first night they are the whole night); the counts
+    of the merge."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
@@ -169,7 +171,11 @@ def merge(spark, snapshot: Path, part: Path, files: list[str], kinds: dict, stag
             new = tonight.join(earlier_users, u, "left_anti").orderBy(FILE, ROW).select(*schema.names)
         else:
             new = tonight.orderBy(FILE, ROW).select(*schema.names)
-        new_users = new.toPandas()
+        new.write.parquet(str(cohort_staging))        # the night's new users' events (on a first night, all)
+        for f in list(cohort_staging.iterdir()):
+            if not f.name.startswith("part-"):
+                f.unlink()                           # _SUCCESS and checksum files
+        new_users = spark.read.parquet(str(cohort_staging)).select(u).distinct().count()
         night_rows = tonight.count()
     finally:
         import shutil
@@ -189,7 +195,7 @@ def merge(spark, snapshot: Path, part: Path, files: list[str], kinds: dict, stag
     (staging / snapshot_store.DIGEST_FILE).write_text(digest + "\n")
     return {"rows": int(counts["rows"]), "forgotten_events": int(counts["forgotten"] or 0),
             "duplicates_dropped": int(counts["duplicates"] or 0), "repeated_events": int(counts["repeated"] or 0),
-            "night_events": int(night_rows), "new_user_events": new_users}
+            "night_events": int(night_rows), "new_users": int(new_users)}
 
 
 def snapshot_counts(spark, snapshot: Path) -> dict:
