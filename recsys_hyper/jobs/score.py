@@ -187,7 +187,9 @@ def spark_error(exc: BaseException, data) -> RecsysHyperError | None:
     if not (kind.startswith(("py4j", "pyspark")) or "Py4JJavaError" in type(exc).__name__):
         return None
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    cause = next((line for line in lines if "Exception" in line or "Error" in line), lines[0] if lines else "")
+    causes = [line[len("Caused by: "):] for line in lines if line.startswith("Caused by: ")]
+    cause = causes[-1] if causes else next((line for line in lines if "Exception" in line or "Error" in line),
+                                           lines[0] if lines else "")      # the root cause, where Java gives one
     for marker in ("org.apache.spark.SparkException: ", "java.lang.", "py4j.protocol.Py4JJavaError: "):
         cause = cause.replace(marker, "")
     return RecsysHyperError(f"Spark could not read or score {data}: {type(exc).__name__}: {cause[:300]}; check "
