@@ -29,11 +29,14 @@ files.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from ..data import schema as S
 from ..errors import DataValidationError, RecsysHyperError
@@ -161,8 +164,6 @@ def merge(spark, snapshot: Path, part: Path, files: list[str], kinds: dict, stag
         for n, f in enumerate(written):          # Spark's names, in their order, as the snapshot names parts
             f.rename(staging / f"part-{n:05d}.parquet")
         if not written:                          # every event held already: an empty partition, as on one machine
-            import pyarrow.parquet as pq
-
             pq.write_table(schema.empty_table(), staging / "part-00000.parquet")
         for f in staging.iterdir():
             if not f.name.startswith("part-") and f.is_file():
@@ -178,19 +179,11 @@ def merge(spark, snapshot: Path, part: Path, files: list[str], kinds: dict, stag
         new_users = spark.read.parquet(str(cohort_staging)).select(u).distinct().count()
         night_rows = tonight.count()
     finally:
-        import shutil
-
         shutil.rmtree(marked, ignore_errors=True)
-    words, header = [], ""
-    import pyarrow.dataset as pads
-
-    parts = [str(f) for f in sorted(staging.glob("part-*.parquet"))]
-    if parts:
-        for batch in pads.dataset(parts, format="parquet").to_batches():
-            rows, header = row_words(batch.to_pandas())
-            words.append(rows)
-    if not header:
-        header = row_words(pd.DataFrame({c: pd.Series([], dtype="int64") for c in schema.names}))[1]
+    # the night's content digest, as content_digest computes it on one machine (8 bytes a row here)
+    header = row_words(schema.empty_table().to_pandas())[1]
+    words = [row_words(batch.to_pandas())[0] for batch in
+             pads.dataset([str(f) for f in sorted(staging.glob("part-*.parquet"))], format="parquet").to_batches()]
     digest = words_digest(np.sort(np.concatenate(words)) if words else np.array([], np.uint64), header)
     (staging / snapshot_store.DIGEST_FILE).write_text(digest + "\n")
     return {"rows": int(counts["rows"]), "forgotten_events": int(counts["forgotten"] or 0),
@@ -276,8 +269,6 @@ def users_dataset(spark, snapshot: Path, users):
     """A :class:`~recsys_hyper.data.Dataset` of ``users``' events (all users: ``None``) with the
     snapshot's users / items tables: what :func:`~recsys_hyper.data.load_dataset` of the snapshot
     gives for those users, row for row (duplicates across nights resolved the same way)."""
-    import pyarrow.parquet as pq
-
     from ..data.dataset import validate_frames
 
     events = users_events(spark, snapshot, users)
