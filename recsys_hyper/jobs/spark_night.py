@@ -12,7 +12,8 @@ writes the events runs on Spark instead of one process:
   and item; ties to the later file, then row), events the snapshot already holds left out (an
   anti-join with the latest earlier event of each pair), and the rest written as the night's
   partition, in the files' row order (``part-00000.parquet``, ...). The night's new users (a
-  cohort) are found by an anti-join with the earlier nights' users.
+  cohort) are found by an anti-join with the earlier nights' users and their events written in
+  parts too.
 * ``split``: the distinct users of the snapshot, labelled by the same stable hash on executors.
 * ``train``, ``evaluate``, ``cold_start_eval``: the events of the users they need (a seeded
   sample of training users, ``--train-users``; the evaluation's sampled users) are selected by
@@ -21,8 +22,9 @@ writes the events runs on Spark instead of one process:
 * ``score``: :func:`~recsys_hyper.scoring.spark.score_dataset_spark` on the snapshot.
 
 What stays on the driver: the landing's users / items tables and the night's content digest
-(8 bytes per event of the night, sorted), the split's labels (one row per user) and the
-samples' events. The work folder is a local (or mounted) path: its state, lock and records are
+(8 bytes per event of the night, sorted), the split's labels (one row per user), the samples'
+events, and the cohort step's serving of the night's new users from their events (written by
+Spark; on a first night, every user's). The work folder is a local (or mounted) path: its state, lock and records are
 files.
 """
 
