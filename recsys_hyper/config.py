@@ -355,7 +355,6 @@ class NightlyConfig:
                                    f"{self.test_fraction}")
         if not isinstance(self.registered_model, str) or not self.registered_model.strip():
             raise RecsysHyperError(f"--registered-model must be a name; got {self.registered_model!r}")
-
         # every path the night records is absolute: a killed night resumes from any working directory
         object.__setattr__(self, "landing", Path(self.landing).resolve())
         object.__setattr__(self, "work", Path(self.work).resolve())

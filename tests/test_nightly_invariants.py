@@ -386,3 +386,14 @@ def test_a_damaged_state_is_kept_aside_and_a_lock_its_writer_never_finished_is_t
     with RunLock(lock):                              # nobody holds it: taken at once
         assert json.loads(lock.read_text())["pid"] == os.getpid()
     assert not lock.exists()
+
+
+def test_the_spark_engine_without_pyspark_stops_before_any_work(landing, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyspark" else real(name, *a))
+    cfg = _cfg(landing, tmp_path / "work", engine="spark")
+    with pytest.raises(RecsysHyperError, match=r"recsys-hyper\[spark\]"):
+        run_nightly(DATES[0], cfg)
+    assert not (tmp_path / "work" / "state").exists()           # nothing started, nothing to resume

@@ -172,6 +172,11 @@ def run_nightly(date: str, cfg: NightlyConfig) -> NightReport:
                                f"{', '.join(landing_dates(landing)) or 'none'}); the landing folder needs "
                                f"events/date=YYYY-MM-DD/*.parquet")
     _check_folders(cfg)
+    if cfg.engine == "spark":
+        import importlib.util
+
+        if importlib.util.find_spec("pyspark") is None:               # before any work, not in its first step
+            raise RecsysHyperError("--engine spark needs PySpark: pip install 'recsys-hyper[spark]' (and Java 17+)")
     tracking.ensure_reachable()                                   # fail fast, before any heavy work
     report = NightReport(date, registered_model=cfg.registered_model)
     with RunLock(work / "nightly.lock"):
