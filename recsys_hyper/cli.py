@@ -438,6 +438,10 @@ def _pipeline_commands(sub) -> None:
                    help="train on a seeded sample of at most N of the training users (default: all; the cold-start "
                         "step's baselines learn from the same sample); with --engine spark only their events are "
                         "collected to this machine")
+    n.add_argument("--train-processes", type=_positive_int, default=nightly("train_processes"), metavar="N",
+                   help="with --engine spark: train across N Spark tasks with PyTorch DDP (TorchDistributor; each "
+                        "task on spark.task.cpus threads, the work folder a path every executor reads) instead of "
+                        "on this machine (default: 1)")
     n.add_argument("--no-progress", action="store_true", help="hide progress (bars, periodic log lines)")
     n.set_defaults(func=cmd_nightly)
     fg = psub.add_parser("forget", formatter_class=_Formatter, help="erase users from a nightly's work folder and store",
@@ -640,7 +644,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
                         top_k=args.top_k, progress=not args.no_progress, registered_model=args.registered_model,
                         allow_out_of_order=args.allow_out_of_order, allow_rating_mismatch=args.allow_rating_mismatch,
                         adopt_store=args.adopt_store, engine=args.engine, spark_master=args.spark_master,
-                        train_users=args.train_users)
+                        train_users=args.train_users, train_processes=args.train_processes)
     refused = []
     for date in dates:
         try:

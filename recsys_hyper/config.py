@@ -338,6 +338,7 @@ class NightlyConfig:
     engine: str = "local"              # "spark": the data steps as Spark jobs, scoring on Spark (see jobs.spark_night)
     spark_master: str | None = None    # the Spark master URL (default: $SPARK_MASTER, else local[*])
     train_users: int | None = None     # train on a seeded sample of at most this many training users (None: all)
+    train_processes: int = 1           # > 1: train across this many Spark tasks (TorchDistributor; --engine spark)
 
     RULES: ClassVar[dict[str, Rule]] = {
         "warm_max_steps": Rule("int", 1, 10**12, optional=True), "first_max_steps": Rule("int", 1, 10**12, optional=True),
@@ -346,6 +347,7 @@ class NightlyConfig:
         "tolerance_ndcg": Rule("float"), "gate_shots": Rule("ints", 0, 100_000, empty=False),
         "top_k": Rule("int", 1, 10**7), "eval_shots": Rule("ints", 0, 100_000, empty=False),
         "train_users": Rule("int", 1, 10**12, optional=True), "engine": Rule("str", choices=("local", "spark")),
+        "train_processes": Rule("int", 1, 100_000),
     }
 
     def __post_init__(self) -> None:
@@ -353,6 +355,10 @@ class NightlyConfig:
         if self.val_fraction + self.test_fraction >= 1:
             raise RecsysHyperError(f"val_fraction + test_fraction must be below 1; got {self.val_fraction} + "
                                    f"{self.test_fraction}")
+        if self.train_processes > 1 and self.engine != "spark":
+            raise RecsysHyperError(f"--train-processes {self.train_processes} spreads training over Spark tasks: it "
+                                   f"needs --engine spark (on one machine, `torchrun --nproc_per_node N "
+                                   f"recsys-hyper train` trains a model on N processes)")
         if not isinstance(self.registered_model, str) or not self.registered_model.strip():
             raise RecsysHyperError(f"--registered-model must be a name; got {self.registered_model!r}")
         # every path the night records is absolute: a killed night resumes from any working directory

@@ -146,3 +146,46 @@ def test_a_hostile_20000_user_landing_gives_the_same_answers_and_errors_on_spark
     assert _state(spark, DATES[0])["merge"]["duplicates_dropped"] == 30
     assert "bad-scale.parquet" in str(_state(spark, DATES[1])["validate"]["quarantined"])
     assert _files_holding(spark, ids) == []                   # no byte of a forgotten id in the Spark night's work
+
+
+def test_training_across_spark_tasks_is_one_group_of_processes_and_tracked_as_on_one_machine(store):
+    """``--train-processes 2``: the challenger is meta-trained by two Spark tasks (TorchDistributor,
+    DDP), warm-started from the champion on the second night, saved, tracked and gated as on one
+    machine, and it learns as well as one process on the same users."""
+    import mlflow
+
+    from recsys_hyper.jobs.landing import make_synthetic_landing
+    from recsys_hyper.recommender import HyperRecommender
+
+    landing = store / "landing"
+    make_synthetic_landing(landing, days=2, preset_name="tiny", seed=5, n_users=600, n_items=200)
+    cfg = _cfg(landing, store / "work", "spark", train_processes=2, max_eval_users=200)
+
+    def trained(date: str) -> dict:
+        assert run_nightly(date, cfg).promoted is not None
+        return json.loads((cfg.work / "state" / f"date={date}.json").read_text())["done"]["train"]
+
+    first = trained(DATES[0])
+    model = HyperRecommender.load(first["model_dir"])
+    client = mlflow.MlflowClient()
+    run = client.get_run(client.get_model_version(cfg.registered_model, first["version"]).run_id)
+    assert first["processes"] == 2 and run.data.tags["processes"] == "2" and not first["warm_started"]
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == len(model.training_.history)
+    split = pd.read_parquet(cfg.work / "splits" / f"date={DATES[0]}.parquet").set_index("user_id")["split"]
+    ds = load_dataset(cfg.work / "snapshot")                            # the first night's snapshot
+    ds = type(ds)(ds.interactions[ds.interactions["user_id"].map(split).ne("test")].reset_index(drop=True),
+                  ds.users, ds.items, implicit=ds.implicit)
+    one = HyperRecommender(FAST).fit(ds, split.index[split == "validation"], progress=False)
+    assert model.n_val_users_ == one.n_val_users_ and model.n_train_users_ == one.n_train_users_
+    ours, theirs = (m.training_.history[m.training_.best_epoch] for m in (model, one))
+    assert abs(ours["val_mae"] - theirs["val_mae"]) < 0.03, (ours["val_mae"], theirs["val_mae"])
+    second = trained(DATES[1])
+    assert second["processes"] == 2 and second["warm_started"]
+    assert _recommendations(cfg.work, DATES[1])["user_id"].nunique() == len(load_dataset(cfg.work / "snapshot").user_ids())
+
+
+def test_training_processes_need_the_spark_engine(tmp_path):
+    from recsys_hyper.errors import RecsysHyperError
+
+    with pytest.raises(RecsysHyperError, match="--train-processes 2 .* needs --engine spark"):
+        _cfg(tmp_path, tmp_path / "work", "local", train_processes=2)

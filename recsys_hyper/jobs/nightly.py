@@ -725,16 +725,24 @@ def _train(date, cfg, state, work_id) -> dict:
         config = config.replace(max_steps=cfg.warm_max_steps)
     elif champion is None and cfg.first_max_steps and config.train.max_steps is None:
         config = config.replace(max_steps=cfg.first_max_steps)
-    trained = train_and_register(train_ds, cfg.work / "models" / f"date={date}", config,
-                                 validation_users=split.index[split == "validation"], warm_start=champion,
+    out, validation = cfg.work / "models" / f"date={date}", split.index[split == "validation"]
+    fit_elsewhere = None
+    if cfg.train_processes > 1:                   # across Spark tasks (TorchDistributor)
+        from . import spark_night
+
+        def fit_elsewhere():
+            return spark_night.fit_on_executors(spark_night.session(cfg), train_ds, out, config,
+                                                validation.to_numpy(), champion, cfg.train_processes, cfg.progress)
+    trained = train_and_register(train_ds, out, config, validation_users=validation, warm_start=champion,
                                  resume=True, progress=cfg.progress, new_run=False,
                                  version_tags={"night": date, "work_id": work_id, "work_dir": str(cfg.work)},
                                  reuse_tags=("night", "work_id"), registered_model=cfg.registered_model,
-                                 restart_stale=True)
+                                 restart_stale=True, fit_elsewhere=fit_elsewhere)
     return {"model_dir": str(trained.out), "version": trained.version, "warm_started": champion is not None,
             "erasure_requests": requests,
             "warm_started_from": version if champion is not None else None,
             "best_epoch": trained.model.training_.best_epoch, "val_mae": trained.best["mae"],
+            "processes": trained.processes,
             "val_ndcg10": trained.best["ndcg10"]}
 
 

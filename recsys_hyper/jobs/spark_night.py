@@ -280,3 +280,37 @@ def users_dataset(spark, snapshot: Path, users):
         raise RecsysHyperError(f"{snapshot}: none of the {len(users) if users is not None else 0} users sampled has "
                                f"an event in the snapshot")
     return validate_frames(events, *side, source=str(snapshot))
+
+
+# --------------------------------------------------------------------------------------- train
+
+def fit_on_executors(spark, ds, out: Path, config, validation_users, warm_start, processes: int,
+                     progress: bool = True):
+    """Meta-train across ``processes`` Spark tasks with ``TorchDistributor`` (PyTorch DDP, gloo):
+    each task runs :func:`~recsys_hyper.jobs.train.fit_rank` on the data the driver collected
+    (written once beside ``out`` as a data directory; every task reads it: on a cluster, the work
+    folder is a path every executor mounts), warm-started from ``warm_start`` (saved beside it);
+    the first task saves the model to ``out``. Returns (the model loaded from ``out``, the number
+    of processes). Each task trains on ``spark.task.cpus`` threads."""
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    from ..data.dataset import write_dataset
+    from ..recommender import HyperRecommender
+    from .train import fit_rank
+
+    out = Path(out)
+    data, warm = out.parent / f".{out.name}.data", out.parent / f".{out.name}.warm"
+    write_dataset(ds, data, overwrite=True)
+    if warm_start is not None:
+        warm_start.save(warm)
+    threads = int(spark.conf.get("spark.task.cpus", "1"))
+    log.info("training on %d Spark tasks (TorchDistributor, %d thread%s each)", processes, threads,
+             "s" if threads > 1 else "")
+    try:
+        done = TorchDistributor(num_processes=processes, local_mode=False, use_gpu=False).run(
+            fit_rank, str(data), str(out), config, validation_users, str(warm) if warm_start is not None else None,
+            threads, progress)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(warm, ignore_errors=True)
+    return HyperRecommender.load(out), int(done["processes"])

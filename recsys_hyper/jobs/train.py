@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, v
                        experiment: str = tracking.TRAINING_EXPERIMENT, run_name: str | None = None,
                        tags: dict | None = None, version_tags: dict | None = None,
                        reuse_tags: tuple[str, ...] = (), registered_model: str = tracking.REGISTERED_MODEL,
-                       restart_stale: bool = False) -> Trained:
+                       restart_stale: bool = False, fit_elsewhere: Callable[[], tuple] | None = None) -> Trained:
     """Meta-train on ``ds``, save to ``out``, and (``track``) log the run and register the model.
 
     ``new_run``: start a training run of its own (the command line); otherwise log into the
@@ -55,8 +56,11 @@ def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, v
     ``registered_model``: the registered model's name. ``resume`` from a checkpoint of another run
     (other data, config, validation users or warm start) is refused, unless ``restart_stale``:
     then training starts afresh (the nightly, whose inputs may change between attempts).
-    Under torchrun every rank trains its share of each batch; rank 0 tracks, saves and registers."""
-    rank, world = init_distributed()
+    Under torchrun every rank trains its share of each batch; rank 0 tracks, saves and registers.
+    ``fit_elsewhere``: the model is fitted by other processes (Spark executors: see
+    :func:`fit_rank`), which save it to ``out``; it returns (the model loaded from ``out``, the
+    number of processes), and this process tracks and registers it."""
+    rank, world = init_distributed() if fit_elsewhere is None else (0, 1)
     if rank:
         logging.getLogger("recsys_hyper").setLevel(logging.WARNING)
     out = Path(out)
@@ -70,16 +74,24 @@ def train_and_register(ds: Dataset, out: str | os.PathLike, config: Config, *, v
            if track and new_run else contextlib.nullcontext())
     with run:
         try:
-            rec = HyperRecommender(config).fit(ds, validation_users, progress=progress, checkpoint_dir=ckpt,
-                                               resume=resume, callback=tracking.log_epoch if track else None,
-                                               warm_start=warm_start, restart_stale=restart_stale)
+            if fit_elsewhere is None:
+                rec = HyperRecommender(config).fit(ds, validation_users, progress=progress, checkpoint_dir=ckpt,
+                                                   resume=resume, callback=tracking.log_epoch if track else None,
+                                                   warm_start=warm_start, restart_stale=restart_stale)
+            else:
+                rec, world = fit_elsewhere()
+                if track:                     # what the training callback logs on one machine
+                    for epoch, row in enumerate(rec.training_.history):
+                        tracking.log_epoch(epoch, row)
+                    tracking.tag_run(processes=str(world))
         except BaseException:
             with contextlib.suppress(OSError):
                 ckpt.rmdir()                  # a checkpoint folder that holds nothing (the first epoch failed)
             raise
         if rank:
             return Trained(None, out, None, {}, world)
-        rec.save(out)
+        if fit_elsewhere is None:
+            rec.save(out)
         best_epoch = rec.training_.history[rec.training_.best_epoch]
         best = {k: best_epoch[f"val_{k}"] for k in ("loss", "mae", "ndcg10")}
         version = None
@@ -135,3 +147,30 @@ def train_command(data: str | os.PathLike, out: str | os.PathLike, config: Confi
             f"{t.best['mae']:.4f}, nDCG@10 {t.best['ndcg10']:.4f} ({rec.n_val_users_:,} validation users); "
             f"model -> {out}"
             + (f"; registered {registered_model} version {t.version} (alias challenger)" if t.version else ""))
+
+
+def fit_rank(data: str, out: str, config: Config, validation_users, warm_start: str | None,
+             threads: int, progress: bool = True) -> dict:
+    """One process of a training spread over processes that a launcher (torchrun, Spark's
+    ``TorchDistributor``) describes in the environment: it joins the group, fits its share of
+    every batch on ``threads`` threads from the data directory ``data`` (warm-started from the
+    model directory ``warm_start``), with checkpoints beside ``out`` (a restarted night resumes);
+    rank 0 reports ``progress`` and saves the model to ``out``. Returns the rank, the number of
+    processes and the seconds."""
+    import torch
+
+    from ..data import load_dataset
+
+    torch.set_num_threads(max(1, threads))
+    rank, world = init_distributed()
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s rank {rank}/{world} %(levelname)s %(message)s", force=True)
+    logging.getLogger("recsys_hyper").setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    ds = load_dataset(data)
+    warm = HyperRecommender.load(warm_start) if warm_start else None
+    rec = HyperRecommender(config).fit(ds, validation_users, progress=progress and rank == 0,
+                                       checkpoint_dir=checkpoint_dir(out),
+                                       resume=True, warm_start=warm, restart_stale=True)
+    if rank == 0:
+        rec.save(out)
+    return {"rank": rank, "processes": world, "seconds": rec.training_.seconds}
