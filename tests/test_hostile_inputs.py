@@ -347,7 +347,7 @@ def test_sigterm_stops_a_night_releases_its_lock_and_a_rerun_completes(tmp_path)
 # -- a checkpoint belongs to its data and config
 
 
-def test_resume_refuses_the_checkpoint_of_another_dataset(trained, tmp_path, capsys):
+def test_resume_refuses_the_checkpoint_of_another_dataset(trained, tmp_path, capsys, monkeypatch):
     from recsys_hyper import HyperRecommender, load_config
     from recsys_hyper.data import load_dataset
     from recsys_hyper.jobs.train import checkpoint_dir
@@ -362,6 +362,12 @@ def test_resume_refuses_the_checkpoint_of_another_dataset(trained, tmp_path, cap
         return main(["train", "--data", str(data), "--out", str(out), "--config", str(config), "--no-track",
                      "--no-progress", "--resume"])
 
+    searches = HyperRecommender._special_cases
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("a refused resume ran the closed-form searches first")
+
+    monkeypatch.setattr(HyperRecommender, "_special_cases", no_search)   # refused before minutes of searches
     assert train(trained / "ds", trained / "fast.toml") == 2
     err = _err(capsys)
     assert "this checkpoint belongs to another training run" in err and "other training data" in err
@@ -370,6 +376,7 @@ def test_resume_refuses_the_checkpoint_of_another_dataset(trained, tmp_path, cap
         (tmp_path / "c.toml").write_text(FAST.replace(*change))
         assert train(other, tmp_path / "c.toml") == 2
         assert "other config" in _err(capsys)
+    monkeypatch.setattr(HyperRecommender, "_special_cases", searches)
     assert train(other, trained / "fast.toml") == 0                               # its own data and config: resumed
     assert (out / "model.json").is_file()
 

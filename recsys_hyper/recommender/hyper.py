@@ -40,7 +40,7 @@ from ..numerics.intervals import Intervals
 from ..numerics.padding import Padded, chunks_by_events
 from ..numerics.scores import membership
 from ..training import TrainingData, TrainResult, finetune_heads, init_biases, train, warm_start
-from ..training.checkpoint import training_identity
+from ..training.checkpoint import check_identity, checkpoint_path, load_checkpoint, training_identity
 from .base import ITEM_IDS_FILE, AdaptedUsers, Catalogue, Indexed, Recommender
 from .checks import checked_histories
 from .explain import attribute
@@ -222,6 +222,15 @@ class HyperRecommender(Recommender):
         train_rows = np.setdiff1d(np.arange(len(h)), val_rows)
         # validation users capped as in training's validation, so the searches cost the same at any size
         tune_rows = val_rows[capped_sample(len(val_rows), cfg.train.max_val_users, [cfg.train.seed, 104729])]
+        identity = None
+        if checkpoint_dir is not None:                 # what a checkpoint of this run belongs to
+            identity = training_identity(cfg.to_dict(), content_digest(dataset.interactions), h.user_ids[val_rows],
+                                         warm_start.model_.state_dict() if warm_start is not None else None)
+            if resume and not restart_stale:           # another run's checkpoint: refused before the searches
+                path = checkpoint_path(checkpoint_dir)
+                saved = load_checkpoint(path)
+                if saved is not None:
+                    check_identity(saved.get("identity"), identity, path)
         cases = self._special_cases(dataset, h, train_rows, val_rows, user_spec)
         mf = cases.mf
         data = TrainingData(
@@ -238,10 +247,6 @@ class HyperRecommender(Recommender):
             model.item_bias.requires_grad_(False)
         if warm_start is not None:
             _warm_start_from(model, item_map, item_spec, user_spec, warm_start)
-        identity = None
-        if checkpoint_dir is not None:                 # what a checkpoint of this run belongs to
-            identity = training_identity(cfg.to_dict(), content_digest(dataset.interactions), h.user_ids[val_rows],
-                                         warm_start.model_.state_dict() if warm_start is not None else None)
         result = train(model, data, cfg, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
                        callback=callback, identity=identity, restart_stale=restart_stale)
         model.eval()
