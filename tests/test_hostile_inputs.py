@@ -32,6 +32,8 @@ from recsys_hyper.data.synthetic import generate, preset
 from .conftest import FAST_TOML, write_frames
 
 FAST = FAST_TOML
+#: FAST without the closed-form searches, for the tests of signals and state (not of what is learned)
+LEAN = FAST + "calibrate = false\nmf_special_case = false\nitem_item_weights = [0.0]\n"
 
 
 def _files(folder: Path) -> dict:
@@ -284,7 +286,7 @@ def _terminate_once_written(proc: subprocess.Popen, path: Path) -> str:
 def test_sigterm_ends_training_as_killed_in_one_line(trained, tmp_path):
     store = tmp_path / "store.db"
     shutil.copy(Path(mlflow.get_tracking_uri()[len("sqlite:///"):]), store)
-    (tmp_path / "slow.toml").write_text(FAST.replace("epochs = 2", "epochs = 200\npatience = 200"))
+    (tmp_path / "slow.toml").write_text(LEAN.replace("epochs = 2", "epochs = 200\npatience = 200"))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
     proc = subprocess.Popen([sys.executable, "-m", "recsys_hyper.cli", "train", "--data", str(trained / "ds"), "--out",
                              str(tmp_path / "m"), "--config", str(tmp_path / "slow.toml"), "--no-progress"],
@@ -325,7 +327,7 @@ def test_sigterm_stops_a_night_releases_its_lock_and_a_rerun_completes(tmp_path)
 
     landing = tmp_path / "landing"
     make_synthetic_landing(landing, days=1, preset_name="tiny", seed=4, n_users=150)
-    (tmp_path / "slow.toml").write_text(FAST.replace("epochs = 2", "epochs = 200\npatience = 200"))
+    (tmp_path / "slow.toml").write_text(LEAN.replace("epochs = 2", "epochs = 200\npatience = 200"))
     store = tmp_path / "store.db"
     shutil.copy(Path(mlflow.get_tracking_uri()[len("sqlite:///"):]), store)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
@@ -339,7 +341,7 @@ def test_sigterm_stops_a_night_releases_its_lock_and_a_rerun_completes(tmp_path)
     client = mlflow.MlflowClient(f"sqlite:///{store}")
     runs = client.search_runs([client.get_experiment_by_name("recsys-hyper-nightly").experiment_id])
     assert "RUNNING" not in {r.info.status for r in runs} and "KILLED" in {r.info.status for r in runs}
-    (tmp_path / "slow.toml").write_text(FAST)
+    (tmp_path / "slow.toml").write_text(LEAN)
     done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -22,11 +22,15 @@ from recsys_hyper.errors import DataValidationError, RecsysHyperError
 from recsys_hyper.jobs.nightly import NightlyConfig, OutOfOrderError, run_nightly
 
 FAST = Config(model=ModelConfig(dim=8, hidden=16, z_dim=16), train=TrainConfig(epochs=2, k_max=5, patience=2))
+#: FAST without the closed-form searches (a third of a small night's time): for the tests of what the
+#: data steps do; the searches run in the nights of the tests about models (vocabularies, the gate)
+#: here and in test_nightly.py
+LEAN = FAST.replace(calibrate=False, mf_special_case=False, item_item_weights=(0.0,))
 DATES = ["2026-11-21", "2026-11-22"]
 
 
 def _cfg(landing: Path, work: Path, **kw) -> NightlyConfig:
-    return NightlyConfig(landing=landing, work=work, model_config=kw.pop("model_config", FAST),
+    return NightlyConfig(landing=landing, work=work, model_config=kw.pop("model_config", LEAN),
                          eval_methods=("popularity", "hyper"), eval_shots=(0, 1, 3), gate_shots=(0, 1, 3),
                          top_k=10, progress=False, **kw)
 
@@ -66,17 +70,17 @@ def test_a_growing_catalogue_never_stops_a_night(landing, tmp_path, monkeypatch)
         frame[frame["item_id"] <= 100].to_parquet(f, index=False)
     items[items["item_id"] <= 100].to_parquet(landing / "items.parquet", index=False)
     work = tmp_path / "work"
-    run_nightly(DATES[0], _cfg(landing, work))
+    run_nightly(DATES[0], _cfg(landing, work, model_config=FAST))          # with the searches: MF's item vectors
     items.to_parquet(landing / "items.parquet", index=False)
     assert _events(landing, DATES[1])["item_id"].max() > 100
     # a tolerance no challenger meets: the champion of night 1 stays
-    report = run_nightly(DATES[1], _cfg(landing, work, tolerance_mae=-10.0))
+    report = run_nightly(DATES[1], _cfg(landing, work, tolerance_mae=-10.0, model_config=FAST))
     assert report.promoted is False and report.champion_version == "1"
     assert report.steps_run[-3:] == ["score", "cohort", "cold_start_eval"]
     results = json.loads((Path(report.evaluation) / "results.json").read_text(),
                          parse_constant=lambda token: pytest.fail(f"results.json holds {token}"))
     assert results and (work / "scores" / "recommendations" / f"date={DATES[1]}").is_dir()
-    assert run_nightly(DATES[1], _cfg(landing, work, tolerance_mae=-10.0)).steps_run == []     # and it stays done
+    assert run_nightly(DATES[1], _cfg(landing, work, tolerance_mae=-10.0, model_config=FAST)).steps_run == []
 
 
 # -- a night reads exactly its date's files; a night is done for the files it saw
