@@ -153,8 +153,16 @@ def _score(engine, root, data, out, capsys):
     return code, capsys.readouterr()
 
 
-def test_spark_engine_writes_what_score_writes(spark, string_ids, tmp_path, capsys):
+@pytest.mark.parametrize("writer", ["tasks", "spark"])
+def test_spark_engine_writes_what_score_writes(spark, string_ids, tmp_path, capsys, monkeypatch, writer):
+    """Both ways the Spark engine writes: each scoring task with the single machine's writer (a
+    local or shared path), or Spark's writers from a staging table (``s3a://``, ``hdfs://``)."""
+    from recsys_hyper.scoring import spark as sp
+
     root = string_ids
+    assert sp.tasks_write(spark, tmp_path / "spark")
+    if writer == "spark":
+        monkeypatch.setattr(sp, "tasks_write", lambda spark, out: False)
     assert _score("local", root, root / "data", tmp_path / "local", capsys)[0] == 0
     assert _score("spark", root, root / "data", tmp_path / "spark", capsys)[0] == 0
     for table, key in (("recommendations", ["user_id", "rank"]), ("user_heads", ["user_id"]),
@@ -274,7 +282,8 @@ def test_users_whose_rows_span_arrow_batches_are_scored_whole(trained):
     schema = sp._scored_schema(pa.int64(), pa.int64())
 
     def scored(batch_rows: int, chunk_users: int) -> pd.DataFrame:
-        run = sp._score_streams(functools.partial(load_model, model), 5, True, None, [], chunk_users, schema)
+        run = sp._score_streams(sp._score_chunks(functools.partial(load_model, model), 5, True, None, [], schema),
+                                chunk_users)
         out = pa.Table.from_batches(list(run(iter(table.to_batches(max_chunksize=batch_rows))))).to_pandas()
         return out.sort_values("user_id").reset_index(drop=True)
 

@@ -340,7 +340,7 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
                         res = scorer.score_histories(h.select(rows), users)
                         if pending is not None:
                             pending.result()
-                        pending = pool.submit(_write_chunk, res, rec_writer, recs_type, head_writer, heads_type)
+                        pending = pool.submit(write_chunk, res, rec_writer, recs_type, head_writer, heads_type)
                         report.users += len(rows)
                         bar.update(len(rows))
                         if start // chunk_users % RELEASE_EVERY_CHUNKS == RELEASE_EVERY_CHUNKS - 1:
@@ -375,9 +375,10 @@ def score_dataset(model: HyperRecommender, data_dir: str | os.PathLike, out_dir:
     return report
 
 
-def _write_chunk(res, rec_writer: pq.ParquetWriter, recs_type: pa.Schema, head_writer: pq.ParquetWriter,
-                 heads_type: pa.Schema) -> None:
-    """One chunk's recommendations and heads converted to Arrow and appended (on the writer thread)."""
+def write_chunk(res, rec_writer: pq.ParquetWriter, recs_type: pa.Schema, head_writer: pq.ParquetWriter,
+                heads_type: pa.Schema) -> None:
+    """One chunk's recommendations and heads converted to Arrow and appended (on the writer thread;
+    on Spark, by the scoring task)."""
     rec_writer.write_table(pa.Table.from_pandas(res.recommendations, preserve_index=False).cast(recs_type))
     head_writer.write_table(pa.Table.from_arrays(heads_columns(res.heads, heads_type.field(S.USER_ID).type),
                                                  schema=heads_type))

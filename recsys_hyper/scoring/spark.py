@@ -50,7 +50,7 @@ from ..recommender import HyperRecommender
 from ..recommender.checks import OutsideScale
 from .batch import (MANIFEST, TABLES, ScoreReport, check_date, check_event_batch, check_schema, event_columns,
                     finish_checks, latest_per_pair, manifest)
-from .core import ChunkScorer, heads_columns, item_arrow_type
+from .core import ChunkScorer, dictionary_columns, heads_columns, heads_schema, item_arrow_type, recs_schema
 
 log = logging.getLogger(__name__)
 
@@ -260,18 +260,25 @@ def _recommendation_rows(scored):
     return scored.select(S.USER_ID, F.inline(recs))
 
 
+def _chunk_results(load_model, top_k: int, exclude_seen: bool, candidates, features: list[str], chunks):
+    """Each chunk of whole users (tables of :func:`_user_streams`' rows) scored: the latest event
+    per (user, item), then the single-machine scorer. Yields (the chunk's result, duplicates
+    dropped, events on unknown items, users without history)."""
+    scorer = ChunkScorer(load_model(), top_k, exclude_seen, candidates)
+    for long_events, users in (_flat_users(chunk, features) for chunk in chunks):
+        events, dropped = latest_per_pair(long_events)
+        h = histories_from_frame(events, scorer.item_ids, users, warn=False)
+        yield scorer.score_histories(h, users), dropped, len(events) - len(h.items), int((h.lengths == 0).sum())
+
+
 def _score_chunks(load_model, top_k: int, exclude_seen: bool, candidates, features: list[str], schema: pa.Schema):
-    """The scoring of chunks of whole users (tables of :func:`_user_streams`' rows): the latest
-    event per (user, item), then the single-machine scorer; one row per user with its heads and
-    its top K."""
+    """The scoring of chunks of whole users (:func:`_chunk_results`): one row per user with its
+    heads and its top K (for outputs only Spark's writers reach)."""
     item_type = schema.field("rec_items").type.value_type
 
     def run(chunks):
-        scorer = ChunkScorer(load_model(), top_k, exclude_seen, candidates)
-        for long_events, users in (_flat_users(chunk, features) for chunk in chunks):
-            events, dropped = latest_per_pair(long_events)
-            h = histories_from_frame(events, scorer.item_ids, users, warn=False)
-            res = scorer.score_histories(h, users)
+        for res, dropped, unknown_events, _ in _chunk_results(load_model, top_k, exclude_seen, candidates, features,
+                                                              chunks):
             heads, recs = res.heads, res.recommendations
             pos = pd.Index(heads[S.USER_ID]).get_indexer(recs[S.USER_ID])
             order = np.lexsort((recs["rank"].to_numpy(), pos))
@@ -280,13 +287,62 @@ def _score_chunks(load_model, top_k: int, exclude_seen: bool, candidates, featur
             extra = np.zeros(len(heads), np.int64)
             unknown = extra.copy()
             if len(heads):
-                extra[0], unknown[0] = dropped, len(events) - len(h.items)
+                extra[0], unknown[0] = dropped, unknown_events
             yield pa.RecordBatch.from_arrays([
                 *heads_columns(heads, schema.field(S.USER_ID).type),
                 pa.ListArray.from_arrays(offsets, pa.array(recs[S.ITEM_ID].to_numpy()[order], item_type)),
                 pa.ListArray.from_arrays(offsets, pa.array(recs["score"].to_numpy(np.float32)[order])),
                 pa.array(extra), pa.array(unknown)], schema=schema)
     return run
+
+
+#: what each scoring task that writes its own files returns
+WRITTEN = pa.schema([pa.field("file", pa.string()), pa.field("users", pa.int64()), pa.field("dropped", pa.int64()),
+                     pa.field("unknown", pa.int64()), pa.field("empty", pa.int64())])
+
+
+def _write_chunks(load_model, top_k: int, exclude_seen: bool, candidates, features: list[str], staging: str,
+                  user_type: pa.DataType, item_type: pa.DataType):
+    """The scoring of chunks of whole users (:func:`_chunk_results`) written by the task itself,
+    as the single-machine scorer writes them (:func:`~recsys_hyper.scoring.batch.write_chunk`):
+    one recommendations file and one heads file per task attempt under ``staging``; one row of
+    :data:`WRITTEN` per task (none for a task without users)."""
+    import pyarrow.parquet as pq
+    from pyspark import TaskContext
+
+    from .batch import write_chunk
+
+    recs_type, heads_type = recs_schema(user_type, item_type), heads_schema(user_type)
+
+    def run(chunks):
+        ctx = TaskContext.get()
+        name = f"part-{ctx.partitionId():05d}-{ctx.attemptNumber()}-{uuid.uuid4().hex[:8]}.parquet"
+        writers, totals = None, np.zeros(4, np.int64)
+        try:
+            for res, dropped, unknown, empty in _chunk_results(load_model, top_k, exclude_seen, candidates, features,
+                                                               chunks):
+                if writers is None:
+                    writers = [pq.ParquetWriter(os.path.join(staging, table, name), schema,
+                                                use_dictionary=dictionary_columns(schema))
+                               for table, schema in (("recommendations", recs_type), ("user_heads", heads_type))]
+                write_chunk(res, writers[0], recs_type, writers[1], heads_type)
+                totals += (len(res.heads), dropped, unknown, empty)
+        finally:
+            for w in writers or ():
+                w.close()
+        if writers is not None:
+            yield pa.RecordBatch.from_arrays([pa.array([name]), *(pa.array([int(v)]) for v in totals)], schema=WRITTEN)
+    return run
+
+
+def tasks_write(spark, out_dir: str | Path) -> bool:
+    """Whether the scoring tasks write the output files themselves (with the single machine's
+    writer): the output is a path of the file system the executors share with this process (no
+    scheme, and Hadoop's default file system is the local one: ``local[*]``, or a cluster on a
+    shared mount). Otherwise (``s3a://``, ``hdfs://``) Spark's writers write them."""
+    if "://" in str(out_dir) or str(out_dir).startswith("file:"):
+        return False
+    return str(spark._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///").startswith("file:")
 
 
 class _Files:
@@ -325,12 +381,14 @@ class _Files:
 
 def scored_users(spark, model: HyperRecommender, load_model: Callable[[], HyperRecommender], data_dir: str | Path,
                  top_k: int = 100, chunk_users: int = 4096, candidates=None, exclude_seen: bool = True,
-                 allow_rating_mismatch: bool = False, checked: ScoreReport | None = None):
+                 allow_rating_mismatch: bool = False, checked: ScoreReport | None = None, write_to: str | None = None):
     """The inputs checked (:func:`check_inputs_spark`), then a lazy DataFrame of one row per user:
     ``user_id, support_size, rank_head, rating_head``, ``rec_items`` and ``rec_scores`` (the top K,
     best first); and the report of the checks. ``model`` is the model on the driver;
     ``load_model()`` gives it on the executors (picklable: e.g. a ``functools.partial`` of a
-    module-level loader of a model directory on shared storage or an MLflow model URI), once per task."""
+    module-level loader of a model directory on shared storage or an MLflow model URI), once per task.
+    ``write_to``: the tasks write the recommendations and heads under that folder themselves
+    (:func:`_write_chunks`) and the DataFrame holds one row of :data:`WRITTEN` per task."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
     if checked is None:
@@ -340,9 +398,14 @@ def scored_users(spark, model: HyperRecommender, load_model: Callable[[], HyperR
     stream, features = _user_streams(spark, events, _read_optional(spark, join_path(data_dir, S.USERS_FILE)),
                                      report.interactions)
     user_type = pa.string() if stream.schema[S.USER_ID].dataType.simpleString() == "string" else pa.int64()
-    schema = _scored_schema(user_type, item_arrow_type(model))
-    run = _score_streams(load_model, top_k, exclude_seen, candidates, features, chunk_users, schema)
-    return stream.mapInArrow(run, from_arrow_schema(schema)), report
+    item_type = item_arrow_type(model)
+    if write_to is None:
+        schema = _scored_schema(user_type, item_type)
+        score = _score_chunks(load_model, top_k, exclude_seen, candidates, features, schema)
+    else:
+        schema = WRITTEN
+        score = _write_chunks(load_model, top_k, exclude_seen, candidates, features, write_to, user_type, item_type)
+    return stream.mapInArrow(_score_streams(score, chunk_users), from_arrow_schema(schema)), report
 
 
 KIND = "_kind"                      # 0: a user's features row, 1: an event
@@ -367,12 +430,10 @@ def _user_streams(spark, events, users, n_events: int):
     return rows.repartition(n, S.USER_ID).sortWithinPartitions(*order), features
 
 
-def _score_streams(load_model, top_k: int, exclude_seen: bool, candidates, features: list[str],
-                   chunk_users: int, schema: pa.Schema):
+def _score_streams(score, chunk_users: int):
     """The ``mapInArrow`` function of the scoring pass over :func:`_user_streams`: whole users are
-    gathered (a user's rows may span Arrow batches) into chunks of about ``chunk_users``, then each
-    chunk is scored (:func:`_score_chunks`)."""
-    score = _score_chunks(load_model, top_k, exclude_seen, candidates, features, schema)
+    gathered (a user's rows may span Arrow batches) into chunks of about ``chunk_users``, then the
+    chunks are scored by ``score`` (:func:`_score_chunks` or :func:`_write_chunks`)."""
 
     def chunks(batches):
         pending: list[pa.RecordBatch] = []
@@ -419,32 +480,41 @@ def score_dataset_spark(spark, model: HyperRecommender, load_model: Callable[[],
     for ``date``, with the single-machine scorer's checks, rows and manifest (``model``,
     ``load_model``: see :func:`scored_users`; ``checked``: the report of
     :func:`~recsys_hyper.scoring.batch.check_inputs` run already, so that Spark does not check
-    again). The users are scored once, streamed to a staging table, and both tables are written
-    from it (a cache of that size thrashes the JVM's heap: measured 2.3x slower at 100k users)."""
+    again). The users are scored once. Where the tasks can write the output's file system
+    (:func:`tasks_write`), each task writes its users' recommendations and heads with the single
+    machine's writer; otherwise the scored users are streamed to a staging table and Spark writes
+    both tables from it (a cache of that size thrashes the JVM's heap: measured 2.3x slower at
+    100k users). The tables are staged and renamed into place at the end either way."""
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
     t_start = time.perf_counter()
     check_date(date)
-    scored, report = scored_users(spark, model, load_model, data_dir, top_k, chunk_users, candidates, exclude_seen,
-                                  allow_rating_mismatch, checked=checked)
-    report.date = date
-    scorer = ChunkScorer(model, top_k, exclude_seen, candidates)
-    item_type = item_arrow_type(model)
     files = _Files(spark)
     out = str(out_dir).rstrip("/")
     staging = f"{out}/.staging-{date}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    in_tasks = tasks_write(spark, out)
+    scored, report = scored_users(spark, model, load_model, data_dir, top_k, chunk_users, candidates, exclude_seen,
+                                  allow_rating_mismatch, checked=checked, write_to=staging if in_tasks else None)
+    report.date = date
+    scorer = ChunkScorer(model, top_k, exclude_seen, candidates)
+    item_type = item_arrow_type(model)
     try:
         t_score = time.perf_counter()
-        scored.write.parquet(f"{staging}/_scored")                 # the one scoring pass, streamed to disk
-        scored = spark.read.parquet(f"{staging}/_scored")
-        stats = scored.agg(F.count(F.lit(1)).alias("users"), F.sum("_dropped").alias("dropped"),
-                           F.sum("_unknown").alias("unknown"),
-                           F.sum((F.col("support_size") == 0).cast("long")).alias("empty")).collect()[0]
-        report.users, report.duplicates_dropped = int(stats["users"]), int(stats["dropped"] or 0)
-        report.unknown_item_events, report.users_without_history = int(stats["unknown"] or 0), int(stats["empty"] or 0)
-        _recommendation_rows(scored).write.parquet(f"{staging}/recommendations")
-        scored.select(S.USER_ID, "support_size", "rank_head", "rating_head").write.parquet(f"{staging}/user_heads")
+        if in_tasks:
+            _written_by_tasks(scored, staging, report)
+        else:
+            scored.write.parquet(f"{staging}/_scored")                 # the one scoring pass, streamed to disk
+            scored = spark.read.parquet(f"{staging}/_scored")
+            stats = scored.agg(F.count(F.lit(1)).alias("users"), F.sum("_dropped").alias("dropped"),
+                               F.sum("_unknown").alias("unknown"),
+                               F.sum((F.col("support_size") == 0).cast("long")).alias("empty")).collect()[0]
+            report.users, report.duplicates_dropped = int(stats["users"]), int(stats["dropped"] or 0)
+            report.unknown_item_events = int(stats["unknown"] or 0)
+            report.users_without_history = int(stats["empty"] or 0)
+            _recommendation_rows(scored).write.parquet(f"{staging}/recommendations")
+            scored.select(S.USER_ID, "support_size", "rank_head", "rating_head").write.parquet(f"{staging}/user_heads")
+            files.delete(f"{staging}/_scored")
         report.scoring_seconds = time.perf_counter() - t_score
         vectors = pa.Table.from_pandas(scorer.item_vectors(), preserve_index=False)
         vectors = vectors.cast(pa.schema([pa.field(S.ITEM_ID, item_type), pa.field("phi", pa.list_(pa.float32())),
@@ -457,7 +527,6 @@ def score_dataset_spark(spark, model: HyperRecommender, load_model: Callable[[],
         report.seconds = time.perf_counter() - t_start
         report.outputs = {t: f"{out}/{t}/date={date}" for t in TABLES}
         files.write_text(f"{staging}/recommendations/{MANIFEST}", manifest(report, scorer))
-        files.delete(f"{staging}/_scored")
         _commit(files, staging, out, date)
     except Exception as exc:
         mapped = from_executor(exc)
@@ -467,6 +536,24 @@ def score_dataset_spark(spark, model: HyperRecommender, load_model: Callable[[],
     finally:
         files.delete(staging)                 # what a failed run staged; after a commit, the empty folder
     return report
+
+
+def _written_by_tasks(written, staging: str, report: ScoreReport) -> None:
+    """Run the scoring pass whose tasks write the recommendations and heads under ``staging``
+    (:func:`_write_chunks`); remove the files of failed or repeated attempts (those no finished
+    task reported) and add the tasks' counts to ``report``."""
+    tables = [Path(staging, table) for table in ("recommendations", "user_heads")]
+    for folder in tables:
+        folder.mkdir(parents=True)
+    rows = written.toArrow()
+    kept = set(rows.column("file").to_pylist())
+    for folder in tables:
+        for f in folder.iterdir():
+            if f.name not in kept:
+                f.unlink()
+    total = {name: int(pc.sum(rows.column(name)).as_py() or 0) for name in ("users", "dropped", "unknown", "empty")}
+    report.users, report.duplicates_dropped = total["users"], total["dropped"]
+    report.unknown_item_events, report.users_without_history = total["unknown"], total["empty"]
 
 
 def _commit(files: _Files, staging: str, out: str, date: str) -> None:
