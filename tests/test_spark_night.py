@@ -174,11 +174,18 @@ def test_training_across_spark_tasks_is_one_group_of_processes_and_tracked_as_on
     split = pd.read_parquet(cfg.work / "splits" / f"date={DATES[0]}.parquet").set_index("user_id")["split"]
     ds = load_dataset(cfg.work / "snapshot")                            # the first night's snapshot
     ds = type(ds)(ds.interactions[ds.interactions["user_id"].map(split).ne("test")].reset_index(drop=True),
-                  ds.users, ds.items, implicit=ds.implicit)
+                  ds.users, ds.items, implicit=ds.implicit, source=ds.source)
     one = HyperRecommender(FAST).fit(ds, split.index[split == "validation"], progress=False)
     assert model.n_val_users_ == one.n_val_users_ and model.n_train_users_ == one.n_train_users_
     ours, theirs = (m.training_.history[m.training_.best_epoch] for m in (model, one))
     assert abs(ours["val_mae"] - theirs["val_mae"]) < 0.03, (ours["val_mae"], theirs["val_mae"])
+    from recsys_hyper.errors import RecsysHyperError
+    from recsys_hyper.jobs import spark_night
+
+    with pytest.raises(RecsysHyperError, match=f"^{cfg.work / 'snapshot'}: fitting HyperRecommender diverged"):
+        spark_night.fit_on_executors(spark_night.session(cfg), ds, store / "hot", FAST.replace(lr=900.0),
+                                     split.index[split == "validation"].to_numpy(), None, 2, progress=False)
+    assert not [f for f in store.glob(".hot.*") if not f.name.endswith(".checkpoints")]   # data, errors removed
     second = trained(DATES[1])
     assert second["processes"] == 2 and second["warm_started"]
     assert _recommendations(cfg.work, DATES[1])["user_id"].nunique() == len(load_dataset(cfg.work / "snapshot").user_ids())

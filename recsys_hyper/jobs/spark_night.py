@@ -296,7 +296,7 @@ def fit_on_executors(spark, ds, out: Path, config, validation_users, warm_start,
 
     from ..data.dataset import write_dataset
     from ..recommender import HyperRecommender
-    from .train import fit_rank
+    from .train import fit_rank, rank_error_file
 
     out = Path(out)
     data, warm = out.parent / f".{out.name}.data", out.parent / f".{out.name}.warm"
@@ -304,13 +304,26 @@ def fit_on_executors(spark, ds, out: Path, config, validation_users, warm_start,
     if warm_start is not None:
         warm_start.save(warm)
     threads = int(spark.conf.get("spark.task.cpus", "1"))
+    errors = [rank_error_file(out, rank) for rank in range(processes)]
+    for f in errors:
+        f.unlink(missing_ok=True)
     log.info("training on %d Spark tasks (TorchDistributor, %d thread%s each)", processes, threads,
              "s" if threads > 1 else "")
     try:
         done = TorchDistributor(num_processes=processes, local_mode=False, use_gpu=False).run(
             fit_rank, str(data), str(out), config, validation_users, str(warm) if warm_start is not None else None,
-            threads, progress)
+            threads, progress, ds.source)
+    except Exception as exc:                 # noqa: BLE001 -- the tasks' own refusal, else one line of Spark's
+        refused = next((f.read_text() for f in errors if f.is_file()), None)
+        if refused is not None:
+            raise RecsysHyperError(refused) from None
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        raise RecsysHyperError(f"training across {processes} Spark tasks (TorchDistributor) failed: "
+                               f"{type(exc).__name__}: {(lines[0] if lines else '')[:400]}; the tasks' output is "
+                               f"in Spark's executor logs (on local[*], above)") from None
     finally:
         shutil.rmtree(data, ignore_errors=True)
         shutil.rmtree(warm, ignore_errors=True)
+        for f in errors:
+            f.unlink(missing_ok=True)
     return HyperRecommender.load(out), int(done["processes"])

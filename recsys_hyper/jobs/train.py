@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import tracking
 from ..config import Config
 from ..data.dataset import Dataset, content_digest
+from ..errors import RecsysHyperError
 from ..recommender import HyperRecommender
 from ..training import init_distributed
 from .models import code_version, example_io, model_digest
@@ -150,13 +151,15 @@ def train_command(data: str | os.PathLike, out: str | os.PathLike, config: Confi
 
 
 def fit_rank(data: str, out: str, config: Config, validation_users, warm_start: str | None,
-             threads: int, progress: bool = True) -> dict:
+             threads: int, progress: bool = True, source: str | None = None) -> dict:
     """One process of a training spread over processes that a launcher (torchrun, Spark's
     ``TorchDistributor``) describes in the environment: it joins the group, fits its share of
     every batch on ``threads`` threads from the data directory ``data`` (warm-started from the
     model directory ``warm_start``), with checkpoints beside ``out`` (a restarted night resumes);
-    rank 0 reports ``progress`` and saves the model to ``out``. Returns the rank, the number of
-    processes and the seconds."""
+    rank 0 reports ``progress`` and saves the model to ``out``; messages name the data as
+    ``source`` (where it was read from before it was written to ``data``). A refusal is left in
+    :func:`rank_error_file` for the launching process. Returns the rank, the number of processes
+    and the seconds."""
     import torch
 
     from ..data import load_dataset
@@ -166,11 +169,22 @@ def fit_rank(data: str, out: str, config: Config, validation_users, warm_start: 
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s rank {rank}/{world} %(levelname)s %(message)s", force=True)
     logging.getLogger("recsys_hyper").setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    ds = load_dataset(data)
-    warm = HyperRecommender.load(warm_start) if warm_start else None
-    rec = HyperRecommender(config).fit(ds, validation_users, progress=progress and rank == 0,
-                                       checkpoint_dir=checkpoint_dir(out),
-                                       resume=True, warm_start=warm, restart_stale=True)
+    try:
+        ds = load_dataset(data)
+        ds.source = source or ds.source
+        warm = HyperRecommender.load(warm_start) if warm_start else None
+        rec = HyperRecommender(config).fit(ds, validation_users, progress=progress and rank == 0,
+                                           checkpoint_dir=checkpoint_dir(out),
+                                           resume=True, warm_start=warm, restart_stale=True)
+    except RecsysHyperError as exc:         # for the launcher's process, which sees only an exit status
+        rank_error_file(out, rank).write_text(str(exc))
+        raise
     if rank == 0:
         rec.save(out)
     return {"rank": rank, "processes": world, "seconds": rec.training_.seconds}
+
+
+def rank_error_file(out: str | os.PathLike, rank: int) -> Path:
+    """Where :func:`fit_rank` leaves the refusal that stopped process ``rank`` (beside ``out``)."""
+    out = Path(out)
+    return out.parent / f".{out.name}.rank{rank}.error"
