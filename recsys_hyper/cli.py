@@ -475,16 +475,15 @@ def _pipeline_commands(sub) -> None:
 
 
 def _evaluate_command(sub) -> None:
-    from .config import DEFAULT_EVALUATION_METHODS
+    from .config import DEFAULT_EVALUATION_METHODS, PROTOCOL_MIN_QUERY, PROTOCOL_SEED, PROTOCOL_SHOTS
     from .config import EVALUATION_METHODS as METHODS
-    from .evaluation.protocol import Protocol
 
     e = sub.add_parser("evaluate", formatter_class=_Formatter,
                        help="cold-start evaluation: every method, every k, one split",
                        description="Run the cold-start protocol on a dataset. Users are split by --seed into train / "
                                    "validation / cold-test; every method fits on the training users (validation users "
                                    "decide its early stopping and hyper-parameters; test users decide nothing). Each "
-                                   f"test user with at least max(shots) + {default(Protocol, 'min_query')} "
+                                   f"test user with at least max(shots) + {PROTOCOL_MIN_QUERY} "
                                    "interactions is adapted from their k "
                                    "earliest interactions and scored on the rest: MAE, RMSE, nDCG@3 among the query "
                                    "items, full-catalogue Recall@10 / nDCG@10 (relevant = query items rated >= 4, "
@@ -498,9 +497,9 @@ def _evaluate_command(sub) -> None:
     e.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(DEFAULT_EVALUATION_METHODS),
                    metavar="METHOD",
                    help="methods to compare")
-    e.add_argument("--shots", nargs="+", type=_count, default=list(default(Protocol, "shots")), metavar="K",
+    e.add_argument("--shots", nargs="+", type=_count, default=list(PROTOCOL_SHOTS), metavar="K",
                    help="support sizes k")
-    e.add_argument("--seed", type=_seed, default=default(Protocol, "seed"), help="seed of the user split")
+    e.add_argument("--seed", type=_seed, default=PROTOCOL_SEED, help="seed of the user split")
     e.add_argument("--out", default="artifacts/evaluation", metavar="DIR",
                    help="where to write the results (replaced at the end: an earlier evaluation's folder, or any "
                         "folder with --overwrite; never one that holds the data)")

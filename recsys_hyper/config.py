@@ -46,6 +46,11 @@ EVALUATION_METHODS: dict[str, tuple[str, dict]] = {
 }
 #: the methods an evaluation runs unless told otherwise
 DEFAULT_EVALUATION_METHODS = tuple(m for m in EVALUATION_METHODS if m not in ("hyper-ucb", "hyper-thompson"))
+#: the cold-start protocol's defaults (:class:`~recsys_hyper.evaluation.protocol.Protocol`; here so
+#: that the command line's help reads them without importing the protocol's pandas)
+PROTOCOL_SHOTS: tuple[int, ...] = (0, 1, 3, 5, 10, 20)
+PROTOCOL_SEED = 0
+PROTOCOL_MIN_QUERY = 10
 
 
 @dataclass(frozen=True)

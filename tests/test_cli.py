@@ -47,9 +47,15 @@ def test_help_shows_defaults_that_say_something_builds_without_torch_and_v_goes_
         text = parser.format_help()
         assert "(default: None)" not in text and "(default: False)" not in text, (words, text)
         assert "default: today, UTC) (default" not in text
-    # building the parser (every --help) imports no model code: it answers at once
-    code = "import sys; from recsys_hyper.cli import build_parser; build_parser(); print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    # building the parser (every --help, every argument error) imports neither the model code nor
+    # the data libraries: it answers at once
+    code = ("import sys; from recsys_hyper.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'pandas', 'mlflow', 'pyspark') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+    # nor does a dataset command that stops at a missing path import the model code
+    code = ("import sys; from recsys_hyper.cli import main; code = main(['data', 'validate', '/nonexistent/ds']); "
+            "print(code, 'torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "2 False"
     # -v after the command, as before it; --no-progress on every command that serves or trains
     main(["data", "synth", "--preset", "tiny", "--out", str(tmp_path / "ds"), "--no-progress", "-v"])
     for words in (["recommend"], ["predict"], ["onboard"], ["score"], ["train"], ["evaluate"]):

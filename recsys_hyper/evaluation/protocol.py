@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..config import PROTOCOL_MIN_QUERY, PROTOCOL_SEED, PROTOCOL_SHOTS
 from ..data import schema as S
 from ..data.dataset import Dataset
 from ..errors import RecsysHyperError
@@ -25,11 +26,11 @@ TRAIN, VALIDATION, TEST = "train", "validation", "test"
 
 @dataclass(frozen=True)
 class Protocol:
-    shots: tuple[int, ...] = (0, 1, 3, 5, 10, 20)
-    seed: int = 0
+    shots: tuple[int, ...] = PROTOCOL_SHOTS
+    seed: int = PROTOCOL_SEED
     val_fraction: float = 0.15
     test_fraction: float = 0.2
-    min_query: int = 10
+    min_query: int = PROTOCOL_MIN_QUERY
     relevance_threshold: float = 4.0   # explicit data: query items rated >= this are relevant
     cutoff: int = 10                   # Recall@cutoff / nDCG@cutoff over the catalogue
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from ..atomic import check_replaceable
 from ..errors import RecsysHyperError
-from ..recommender.base import META_FILE
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -38,6 +37,8 @@ def _check_not_over_inputs(option: str, out: str | os.PathLike, inputs, writes=N
 def check_model_out(out: str | os.PathLike, data: str | os.PathLike, overwrite: bool = False) -> None:
     """``train --out``: never the data directory or inside it; an existing non-empty folder only
     when it holds a model (retraining into it), or with ``overwrite``."""
+    from ..recommender.base import META_FILE          # here: the dataset commands import this module too
+
     out_p, data_p = Path(out).resolve(), Path(data).resolve()
     if _inside(out_p, data_p) or _inside(data_p, out_p):
         raise RecsysHyperError(f"--out {out} is {'the data directory' if out_p == data_p else 'inside --data'} "
