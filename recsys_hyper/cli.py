@@ -702,7 +702,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from . import progress
+    from .cpus import THREAD_VARIABLES, size_thread_pools
 
+    threads = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    size_thread_pools()                  # torch's pools sized to the CPUs this process may use, before it loads
     shown, mlflow_level = progress.enabled(), os.environ.get("MLFLOW_LOGGING_LEVEL")
     loggers = {name: logging.getLogger(name).level for name in ("mlflow", "recsys_hyper")}
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
@@ -715,10 +718,11 @@ def main(argv: list[str] | None = None) -> int:
         progress.set_enabled(shown)
         for name, level in loggers.items():
             logging.getLogger(name).setLevel(level)
-        if mlflow_level is None:
-            os.environ.pop("MLFLOW_LOGGING_LEVEL", None)
-        else:
-            os.environ["MLFLOW_LOGGING_LEVEL"] = mlflow_level
+        for name, value in [("MLFLOW_LOGGING_LEVEL", mlflow_level), *threads.items()]:
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _run(args: argparse.Namespace) -> int:
