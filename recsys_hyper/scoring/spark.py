@@ -263,7 +263,14 @@ def _recommendation_rows(scored):
 def _chunk_results(load_model, top_k: int, exclude_seen: bool, candidates, features: list[str], chunks):
     """Each chunk of whole users (tables of :func:`_user_streams`' rows) scored: the latest event
     per (user, item), then the single-machine scorer. Yields (the chunk's result, duplicates
-    dropped, events on unknown items, users without history)."""
+    dropped, events on unknown items, users without history). Torch runs on the task's CPUs
+    (``spark.task.cpus``), whatever the worker's environment says."""
+    import torch
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    if ctx is not None:
+        torch.set_num_threads(max(1, ctx.cpus()))
     scorer = ChunkScorer(load_model(), top_k, exclude_seen, candidates)
     for long_events, users in (_flat_users(chunk, features) for chunk in chunks):
         events, dropped = latest_per_pair(long_events)
